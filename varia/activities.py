@@ -1,0 +1,305 @@
+"""The activities: all of varia's I/O. Prepare (confine + probe), render, and finish (cleanup).
+
+Bad input raises a non-retryable `ApplicationError` whose message names the problem; other
+failures are retryable and the workflow's retry policy backs off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from varia import jobdir, media
+from varia.config import Settings
+from varia.ffmpeg.argv import build_render_argv
+from varia.ffmpeg.process import ProcessIdentity, stop_foreign
+from varia.ffmpeg.progress import ProgressReport
+from varia.ffmpeg.runner import FfmpegOutcome, run_ffmpeg
+from varia.models import (
+    FinishRequest,
+    JobResult,
+    LedgerAppend,
+    Manifest,
+    OutputEntry,
+    PreparedJob,
+    PrepareRequest,
+    RenderHeartbeat,
+    RenderResult,
+    RenderTask,
+)
+from varia.recipes import make_recipe
+from varia.search_attributes import SEARCH_ATTRIBUTE_NAMES, registered_search_attributes
+
+log = logging.getLogger("varia.activities")
+
+BAD_INPUT = "BadInput"
+"""Error type of a request or input that can never succeed (not retried)."""
+NO_SPACE = "NoSpace"
+"""Error type of a full disk or an unwritable output directory (not retried)."""
+NON_RETRYABLE_TYPES = (BAD_INPUT, NO_SPACE)
+
+_DISK_ERRORS = ("No space left on device", "Permission denied", "Read-only file system")
+
+
+def _bad_input(message: str) -> ApplicationError:
+    return ApplicationError(message, type=BAD_INPUT, non_retryable=True)
+
+
+class JobActivities:
+    """The activities of a `VariationJob`, bound to one worker's settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ffmpeg = settings.ffmpeg_path()
+        self._registered: list[str] | None = None
+
+    @activity.defn(name="varia.prepare")
+    async def prepare(self, request: PrepareRequest) -> PreparedJob:
+        """Confine the paths, create the job directory with its marker, probe every input."""
+        try:
+            output_dir = jobdir.confine(
+                request.output_dir, self.settings.allowed_output_roots, "output_dir"
+            )
+            job_dir = await asyncio.to_thread(jobdir.open_job_dir, output_dir, request.job_id)
+            inputs = [
+                jobdir.confine(path, self.settings.allowed_input_roots, "input")
+                for path in request.inputs
+            ]
+        except jobdir.ConfinementError as err:
+            raise _bad_input(str(err)) from None
+        probed = []
+        for original, resolved in zip(request.inputs, inputs, strict=True):
+            activity.heartbeat({"probing": original})
+            try:
+                info = await asyncio.to_thread(media.probe, str(resolved))
+            except media.MediaError as err:
+                raise ApplicationError(
+                    str(err).replace(repr(str(resolved)), repr(original)),
+                    {"job_dir": str(job_dir)},
+                    type=BAD_INPUT,
+                    non_retryable=True,
+                ) from None
+            probed.append(info)
+        return PreparedJob(job_dir=str(job_dir), media=probed)
+
+    @activity.defn(name="varia.render")
+    async def render(self, task: RenderTask) -> RenderResult:
+        """Render one variation to a temporary name, check it, rename it into place."""
+        job_dir = Path(task.job_dir)
+        final = job_dir / task.output_name
+        temp = job_dir / task.temp_name
+        label = f"{task.media.path} variation {task.variation}"
+        await _stop_previous_attempt(temp, self.settings.stop_stage_timeout_s)
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+        earlier = await asyncio.to_thread(_already_rendered, final, task)
+        if earlier is not None:
+            return earlier
+        argv = build_render_argv(self.ffmpeg, task, temp)
+        try:
+            outcome = await run_ffmpeg(
+                argv,
+                on_tick=_heartbeat_for(task, str(temp)),
+                interrupt=_worker_shutting_down,
+                stall_timeout_s=self.settings.stall_timeout_s,
+                stage_timeout_s=self.settings.stop_stage_timeout_s,
+                niceness=self.settings.ffmpeg_nice,
+            )
+            _raise_for_outcome(outcome, label, self.settings.stall_timeout_s)
+            return await _finish_output(temp, final, task)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+
+    @activity.defn(name="varia.record")
+    async def record(self, request: LedgerAppend) -> None:
+        """Append a finished run's completion records to the job's ledger (continue-as-new)."""
+        await asyncio.to_thread(jobdir.append_ledger, Path(request.job_dir), request.results)
+
+    @activity.defn(name="varia.search_attributes")
+    async def search_attributes(self) -> list[str]:
+        """The names of varia's search attributes that the namespace has registered."""
+        if self._registered is None or set(self._registered) != set(SEARCH_ATTRIBUTE_NAMES):
+            self._registered = await registered_search_attributes(
+                activity.client(), activity.info().namespace
+            )
+        return self._registered
+
+    @activity.defn(name="varia.finish")
+    async def finish(self, request: FinishRequest) -> JobResult:
+        """Delete the job's files that are not in the completion record; write the manifest."""
+        return await asyncio.to_thread(finish_job, request)
+
+
+def _worker_shutting_down() -> str | None:
+    return "worker shutting down" if activity.is_worker_shutdown() else None
+
+
+def _heartbeat_for(task: RenderTask, temp: str) -> Any:
+    expected = task.expected_duration_s
+
+    def beat(report: ProgressReport | None, identity: ProcessIdentity) -> None:
+        details = RenderHeartbeat(pid=identity.pid, pid_create_time=identity.create_time, output=temp)
+        if report is not None:
+            details.percent = round(report.percent(expected), 1)
+            details.fps = report.fps
+            details.speed = report.speed
+            details.eta_s = report.eta_s(expected)
+            details.out_time_s = report.out_time_s or 0.0
+            details.frame = report.frame or 0
+        activity.heartbeat(details.model_dump())
+
+    return beat
+
+
+async def _stop_previous_attempt(temp: Path, stage_timeout_s: float) -> None:
+    """On a retry, stop an FFmpeg the previous attempt left running (if it is still that one)."""
+    details = activity.info().heartbeat_details
+    if not details:
+        return
+    try:
+        last = RenderHeartbeat.model_validate(details[-1])
+    except ValueError:
+        return
+    if last.pid is None or last.pid_create_time is None or last.output != str(temp):
+        return
+    identity = ProcessIdentity(last.pid, last.pid_create_time)
+    stage = await stop_foreign(identity, must_contain=str(temp), stage_timeout_s=stage_timeout_s)
+    if stage is not None:
+        log.warning("stopped FFmpeg pid %s left by a previous attempt (%s)", last.pid, stage)
+
+
+def _raise_for_outcome(outcome: FfmpegOutcome, label: str, stall_timeout_s: float) -> None:
+    if outcome.stop_reason is not None:
+        raise ApplicationError(
+            f"{label}: FFmpeg stopped ({outcome.stop_reason}; ended by {outcome.stop_stage})",
+            type="WorkerShutdown" if "shutting down" in outcome.stop_reason else "Stalled",
+        )
+    if outcome.returncode == 0:
+        return
+    tail = outcome.stderr_tail[-600:] or "(no error output)"
+    if any(marker in tail for marker in _DISK_ERRORS):
+        raise ApplicationError(
+            f"{label}: cannot write the output: {tail}", type=NO_SPACE, non_retryable=True
+        )
+    raise ApplicationError(
+        f"{label}: FFmpeg exited with code {outcome.returncode}: {tail}", type="FFmpegFailed"
+    )
+
+
+async def _finish_output(temp: Path, final: Path, task: RenderTask) -> RenderResult:
+    """Check the output and rename it into place; a cancel arriving now does not undo it."""
+    job = asyncio.ensure_future(asyncio.to_thread(_check_and_rename, temp, final, task))
+    while True:
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            if job.done():
+                return job.result()
+
+
+def _check_and_rename(temp: Path, final: Path, task: RenderTask) -> RenderResult:
+    try:
+        duration = media.check_output(str(temp), task.expected_duration_s)
+    except media.MediaError as err:
+        raise ApplicationError(
+            f"{task.media.path} variation {task.variation}: {err}", type="OutputInvalid"
+        ) from None
+    try:
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+        dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS):
+            raise ApplicationError(
+                f"cannot write {str(final)!r}: {err}", type=NO_SPACE, non_retryable=True
+            ) from None
+        raise
+    return _result_for(final, task, duration)
+
+
+def _already_rendered(final: Path, task: RenderTask) -> RenderResult | None:
+    """The result of an earlier attempt that put a whole output in place, then lost it."""
+    if final.is_symlink() or not final.is_file():
+        return None
+    try:
+        duration = media.check_output(str(final), task.expected_duration_s)
+    except media.MediaError:
+        return None
+    return _result_for(final, task, duration)
+
+
+def _result_for(final: Path, task: RenderTask, duration: float) -> RenderResult:
+    return RenderResult(
+        input_index=task.input_index,
+        variation=task.variation,
+        path=final.name,
+        bytes=final.stat().st_size,
+        duration_s=round(duration, 3),
+    )
+
+
+def finish_job(request: FinishRequest) -> JobResult:
+    """Cleanup and manifest, as a plain function (the finish activity runs it in a thread)."""
+    job_dir = Path(request.job_dir)
+    results = {(r.input_index, r.variation): r for r in request.results}
+    if request.use_ledger:
+        for earlier in jobdir.read_ledger(job_dir):
+            results.setdefault((earlier.input_index, earlier.variation), earlier)
+    keep = {result.path for result in results.values()}
+    owned = jobdir.owned_names(request.stems, request.variations)
+    try:
+        removed, foreign = jobdir.sweep(job_dir, request.job_id, keep, owned)
+    except jobdir.ConfinementError as err:
+        raise ApplicationError(str(err), type=BAD_INPUT, non_retryable=True) from None
+    outputs = [
+        OutputEntry(
+            input=request.inputs[result.input_index],
+            input_index=result.input_index,
+            variation=result.variation,
+            path=result.path,
+            bytes=result.bytes,
+            duration_s=result.duration_s,
+            recipe=make_recipe(request.seed, result.input_index, result.variation),
+        )
+        for result in sorted(results.values(), key=lambda r: (r.input_index, r.variation))
+    ]
+    manifest = Manifest(
+        job_id=request.job_id,
+        state=request.state,
+        seed=request.seed,
+        total=len(request.inputs) * request.variations,
+        completed=len(outputs),
+        failed=request.failed,
+        outputs=outputs,
+        removed=removed,
+        foreign=foreign,
+        errors=request.errors,
+    )
+    path = jobdir.write_manifest(job_dir, manifest)
+    if foreign:
+        log.warning("job %s: left foreign entries alone: %s", request.job_id, foreign)
+    return JobResult(
+        job_id=request.job_id,
+        state=request.state,
+        job_dir=str(job_dir),
+        manifest=str(path),
+        total=manifest.total,
+        completed=manifest.completed,
+        failed=manifest.failed,
+        removed=len(removed),
+    )
+

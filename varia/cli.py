@@ -1,0 +1,85 @@
+"""The `varia` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from varia.config import SettingsError, load_settings
+
+app = typer.Typer(
+    name="varia",
+    help="Durable video-variation renderer on Temporal.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    try:
+        return load_settings()
+    except SettingsError as err:
+        err_console.print(f"varia: {err}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker (SIGTERM/SIGINT stop it gracefully; renders in flight retry elsewhere)."""
+    from varia.worker import run_worker
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(settings))
+
+
+@app.command()
+def server(
+    port: Annotated[int, typer.Option(help="gRPC port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Web UI port.")] = 8233,
+    ip: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    db: Annotated[Path | None, typer.Option(help="SQLite file (default: user data dir).")] = None,
+) -> None:
+    """Run the embedded Temporal dev server with varia's search attributes registered."""
+    from varia.server import DevServer, default_db_path
+
+    async def serve() -> None:
+        dev = DevServer(host=ip, port=port, ui_port=ui_port, db_path=db or default_db_path())
+        async with dev:
+            console.print(f"Temporal at {dev.address}, Web UI at {dev.ui_url}; Ctrl-C stops it")
+            assert dev.process is not None
+            await asyncio.to_thread(dev.process.wait)
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+@app.command()
+def demo(
+    variations: Annotated[int, typer.Option("-n", "--variations", min=1, max=20)] = 3,
+    seconds: Annotated[float, typer.Option(help="Length of the test clip.")] = 4.0,
+    out: Annotated[Path | None, typer.Option(help="Where to keep the clip and outputs.")] = None,
+) -> None:
+    """Run everything on this machine: server, worker, a test clip and a job."""
+    from varia.demo import run_demo
+
+    try:
+        code = asyncio.run(run_demo(console, variations=variations, seconds=seconds, keep_dir=out))
+    except KeyboardInterrupt:
+        err_console.print("interrupted: everything the demo started was stopped")
+        code = 130
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point of the `varia` console script."""
+    app()

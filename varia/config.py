@@ -1,0 +1,121 @@
+"""Every knob of varia, read from the environment (one pydantic-settings model).
+
+A bad value fails at start with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_TASK_QUEUE = "varia"
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names the environment variable."""
+
+
+def _split_roots(value: object) -> object:
+    if isinstance(value, str):
+        return [part for part in value.split(":") if part]
+    return value
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the worker and the CLI; each field has one env var."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    temporal_address: str = Field(
+        "localhost:7233", alias="TEMPORAL_ADDRESS", description="Temporal frontend host:port."
+    )
+    temporal_namespace: str = Field(
+        "default", alias="TEMPORAL_NAMESPACE", description="Temporal namespace."
+    )
+    task_queue: str = Field(
+        DEFAULT_TASK_QUEUE, alias="VARIA_TASK_QUEUE", description="Task queue of jobs and renders."
+    )
+    tls_cert: Path | None = Field(
+        None, alias="TEMPORAL_TLS_CERT", description="Client certificate (PEM) for mTLS."
+    )
+    tls_key: Path | None = Field(
+        None, alias="TEMPORAL_TLS_KEY", description="Client private key (PEM) for mTLS."
+    )
+    tls_ca: Path | None = Field(
+        None, alias="TEMPORAL_TLS_CA", description="CA bundle (PEM) to verify the server."
+    )
+    api_key: str | None = Field(
+        None, alias="TEMPORAL_API_KEY", description="API key (Temporal Cloud); implies TLS."
+    )
+    ffmpeg: str | None = Field(
+        None, alias="VARIA_FFMPEG", description="FFmpeg binary; default: imageio-ffmpeg's."
+    )
+    ffmpeg_threads: int | None = Field(
+        None, alias="VARIA_FFMPEG_THREADS", ge=1, description="Default FFmpeg -threads."
+    )
+    ffmpeg_nice: int = Field(
+        0, alias="VARIA_FFMPEG_NICE", ge=0, le=19, description="Niceness added to FFmpeg."
+    )
+    max_concurrent_renders: int = Field(
+        2, alias="VARIA_MAX_CONCURRENT_RENDERS", ge=1, description="Renders one worker runs at once."
+    )
+    stop_stage_timeout_s: float = Field(
+        2.0, alias="VARIA_STOP_STAGE_TIMEOUT", gt=0, description="Seconds each stop stage waits."
+    )
+    stall_timeout_s: float = Field(
+        60.0, alias="VARIA_STALL_TIMEOUT", gt=0, description="No FFmpeg progress this long = hung."
+    )
+    graceful_shutdown_s: float = Field(
+        10.0, alias="VARIA_GRACEFUL_SHUTDOWN", ge=0, description="Worker drain time on SIGTERM."
+    )
+    allowed_input_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        alias="VARIA_ALLOWED_INPUT_ROOTS",
+        description="Colon-separated dirs inputs must be under; empty: anywhere.",
+    )
+    allowed_output_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        alias="VARIA_ALLOWED_OUTPUT_ROOTS",
+        description="Colon-separated dirs output_dir must be under; empty: anywhere.",
+    )
+    metrics_port: int | None = Field(
+        None, alias="VARIA_METRICS_PORT", ge=1, le=65535, description="Prometheus port; off."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", alias="VARIA_LOG_FORMAT", description="Worker log lines: text or json."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", alias="VARIA_LOG_LEVEL", description="Worker log level."
+    )
+
+    _split_input_roots = field_validator("allowed_input_roots", mode="before")(_split_roots)
+    _split_output_roots = field_validator("allowed_output_roots", mode="before")(_split_roots)
+
+    def ffmpeg_path(self) -> str:
+        """The FFmpeg binary to run: `VARIA_FFMPEG`, else the one imageio-ffmpeg ships."""
+        if self.ffmpeg:
+            found = shutil.which(self.ffmpeg) or self.ffmpeg
+            return found
+        import imageio_ffmpeg
+
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment; raise `SettingsError` naming a bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as err:
+        problems = []
+        for error in err.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            field = Settings.model_fields.get(name)
+            env = field.alias if field is not None and field.alias else name
+            value = os.environ.get(env, error.get("input"))
+            problems.append(f"{env}={value!r}: {error['msg']}")
+        raise SettingsError("bad setting: " + "; ".join(problems)) from err

@@ -1,0 +1,103 @@
+"""Pure FFmpeg argv builder: a render task in, an argument list out (never a shell string).
+
+Paths are passed with the `file:` protocol, so a name that starts with `-` or looks like a URL
+(`http:…`, `concat:…`) is always read as a local file, never as an option or a protocol.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from varia.models import MediaInfo, Recipe, RenderTask
+
+STATS_PERIOD_S = 0.25
+"""How often FFmpeg reports progress; it also bounds how fast `q` takes effect."""
+
+
+def file_url(path: str | os.PathLike[str]) -> str:
+    """An absolute path as an FFmpeg `file:` URL, so it is never taken for an option."""
+    return "file:" + os.fspath(Path(path).absolute())
+
+
+def _even(value: float) -> int:
+    return max(2, int(value) // 2 * 2)
+
+
+def video_filters(recipe: Recipe, media: MediaInfo) -> str:
+    """The `-vf` chain for a recipe; the output keeps the input's (even) frame size."""
+    width, height = _even(media.width), _even(media.height)
+    filters: list[str] = []
+    if recipe.zoom > 1.0:
+        crop_w = f"iw/{recipe.zoom:.4f}"
+        crop_h = f"ih/{recipe.zoom:.4f}"
+        filters.append(
+            f"crop={crop_w}:{crop_h}:(iw-{crop_w})*{recipe.pan_x:.4f}:(ih-{crop_h})*{recipe.pan_y:.4f}"
+        )
+    filters.append(f"scale={width}:{height}")
+    if recipe.mirror:
+        filters.append("hflip")
+    filters.append(
+        f"eq=brightness={recipe.brightness:.4f}:contrast={recipe.contrast:.4f}"
+        f":saturation={recipe.saturation:.4f}"
+    )
+    if recipe.hue_degrees:
+        filters.append(f"hue=h={recipe.hue_degrees:.2f}")
+    if recipe.noise > 0:
+        filters.append(f"noise=alls={recipe.noise}:allf=t")
+    if recipe.speed != 1.0:
+        filters.append(f"setpts=PTS/{recipe.speed:.4f}")
+    filters.append("format=yuv420p")
+    return ",".join(filters)
+
+
+def audio_filters(recipe: Recipe) -> str | None:
+    """The `-af` chain, or None when the audio is copied through unchanged in tempo."""
+    if recipe.speed == 1.0:
+        return None
+    return f"atempo={recipe.speed:.4f}"
+
+
+def build_render_argv(
+    ffmpeg: str, task: RenderTask, output_path: str | os.PathLike[str]
+) -> list[str]:
+    """The full argv of one render.
+
+    stdin stays open (no `-nostdin`) so `q` can stop the encode gracefully; progress goes to
+    stdout as `key=value` lines; only errors go to stderr.
+    """
+    recipe, media = task.recipe, task.media
+    argv = [
+        ffmpeg,
+        "-hide_banner",
+        "-nostats",
+        "-loglevel",
+        "error",
+        "-y",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        str(STATS_PERIOD_S),
+        "-i",
+        file_url(media.path),
+        "-map",
+        "0:v:0",
+        "-vf",
+        video_filters(recipe, media),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        str(recipe.crf),
+    ]
+    if task.threads is not None:
+        argv += ["-threads", str(task.threads)]
+    if media.has_audio:
+        argv += ["-map", "0:a:0"]
+        af = audio_filters(recipe)
+        if af:
+            argv += ["-af", af]
+        argv += ["-c:a", "aac", "-b:a", "128k"]
+    argv += ["-movflags", "+faststart", "-f", "mp4", file_url(output_path)]
+    return argv

@@ -1,0 +1,157 @@
+"""Run one FFmpeg to its end, or stop it: the loop the render activity is built on.
+
+The loop wakes every tick whatever FFmpeg does, reports progress through `on_tick`, asks
+`interrupt()` whether to stop (worker shutting down), and watches for a stall. It never uses
+`asyncio.wait_for`, which can swallow a cancellation on Python 3.11: a `CancelledError` that
+reaches any await stops FFmpeg by the three stages and is re-raised. stdout and stderr are
+read concurrently, so FFmpeg can never block on a full pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import psutil
+
+from varia.ffmpeg.process import (
+    DEFAULT_STAGE_TIMEOUT_S,
+    ProcessIdentity,
+    StopStage,
+    spawn,
+    stop_child,
+)
+from varia.ffmpeg.progress import ProgressParser, ProgressReport
+
+TICK_S = 0.25
+_STDERR_TAIL_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class FfmpegOutcome:
+    """How a run ended: its exit code, the end of stderr, and why it was stopped, if it was."""
+
+    returncode: int
+    stderr_tail: str
+    stop_reason: str | None = None
+    stop_stage: StopStage | None = None
+    last_report: ProgressReport | None = None
+
+
+@dataclass
+class _Watch:
+    """What the readers saw so far."""
+
+    report: ProgressReport | None = None
+    last_advance: float = 0.0
+
+
+async def _read_progress(stream: asyncio.StreamReader, watch: _Watch) -> None:
+    parser = ProgressParser()
+    while chunk := await stream.read(65536):
+        for report in parser.feed(chunk):
+            previous = watch.report
+            if previous is None or (report.frame, report.out_time_s) != (
+                previous.frame,
+                previous.out_time_s,
+            ):
+                watch.last_advance = time.monotonic()
+            watch.report = report
+
+
+async def _read_stderr(stream: asyncio.StreamReader, tail: deque[bytes]) -> None:
+    while chunk := await stream.read(65536):
+        tail.append(chunk)
+        while sum(len(part) for part in tail) > _STDERR_TAIL_BYTES and len(tail) > 1:
+            tail.popleft()
+
+
+def _identity(pid: int) -> ProcessIdentity:
+    try:
+        return ProcessIdentity.of(pid)
+    except psutil.NoSuchProcess:  # already exited and reaped: nothing left to signal
+        return ProcessIdentity(pid, -1.0)
+
+
+async def _finish_stop(stop: Awaitable[StopStage]) -> StopStage:
+    """Drive a stop to its end even if more cancellations arrive meanwhile."""
+    task = asyncio.ensure_future(stop)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                return task.result()
+
+
+async def run_ffmpeg(
+    argv: list[str],
+    *,
+    on_tick: Callable[[ProgressReport | None, ProcessIdentity], None],
+    interrupt: Callable[[], str | None] = lambda: None,
+    stall_timeout_s: float = 60.0,
+    stage_timeout_s: float = DEFAULT_STAGE_TIMEOUT_S,
+    niceness: int = 0,
+    tick_s: float = TICK_S,
+    on_spawn: Callable[[ProcessIdentity], None] | None = None,
+) -> FfmpegOutcome:
+    """Run FFmpeg; stop it on cancellation, on `interrupt()` or when it stalls.
+
+    A cancellation stops FFmpeg (waiting until it exited) and is re-raised. A stop for
+    another reason returns an outcome whose `stop_reason` says why ("stalled" or the text
+    `interrupt()` returned).
+    """
+    proc = await spawn(argv, niceness=niceness)
+    identity = _identity(proc.pid)
+    if on_spawn is not None:
+        on_spawn(identity)
+    assert proc.stdout is not None and proc.stderr is not None
+    watch = _Watch(last_advance=time.monotonic())
+    tail: deque[bytes] = deque()
+    readers = [
+        asyncio.create_task(_read_progress(proc.stdout, watch)),
+        asyncio.create_task(_read_stderr(proc.stderr, tail)),
+    ]
+    stop_reason: str | None = None
+    stop_stage: StopStage | None = None
+    try:
+        while proc.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(tick_s):
+                    await proc.wait()
+            on_tick(watch.report, identity)
+            if proc.returncode is not None:
+                break
+            stop_reason = interrupt()
+            if stop_reason is None and time.monotonic() - watch.last_advance > stall_timeout_s:
+                stop_reason = f"stalled: no progress for {stall_timeout_s:g}s"
+            if stop_reason is not None:
+                stop_stage = await _finish_stop(stop_child(proc, identity, stage_timeout_s))
+                break
+        await _finish_readers(readers)
+    except asyncio.CancelledError:
+        await _finish_stop(stop_child(proc, identity, stage_timeout_s))
+        raise
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+    returncode = proc.returncode if proc.returncode is not None else -1
+    return FfmpegOutcome(
+        returncode=returncode,
+        stderr_tail=b"".join(tail).decode("utf-8", "replace").strip()[-_STDERR_TAIL_BYTES:],
+        stop_reason=stop_reason,
+        stop_stage=stop_stage,
+        last_report=watch.report,
+    )
+
+
+async def _finish_readers(readers: list[asyncio.Task[None]]) -> None:
+    """Let the readers drain what FFmpeg wrote before it exited (bounded)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(2.0):
+            await asyncio.gather(*readers, return_exceptions=True)

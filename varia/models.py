@@ -1,0 +1,266 @@
+"""The typed data of a job: request, recipes, render tasks and results, manifest, progress.
+
+Every model here crosses a process boundary as plain JSON (through the pydantic data converter),
+so callers in other languages or without varia installed see the same field names.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_VARIATIONS = 10_000
+"""The most variations one input may ask for."""
+
+MAX_CONCURRENCY = 64
+"""The most renders one job runs at once."""
+
+MAX_INPUTS = 1_000
+"""The most input videos one job may take."""
+
+DEFAULT_CHUNK_SIZE = 400
+"""Variations one workflow run renders before it continues as new (keeps history short)."""
+
+JobState = Literal[
+    "pending",
+    "preparing",
+    "running",
+    "draining",
+    "cancelling",
+    "cleaning",
+    "completed",
+    "cancelled",
+    "failed",
+    "drained",
+]
+FinalState = Literal["completed", "cancelled", "failed", "drained"]
+FINAL_STATES: frozenset[str] = frozenset({"completed", "cancelled", "failed", "drained"})
+
+
+class JobRequest(BaseModel):
+    """The workflow input: the JSON object of the public contract.
+
+    Unknown fields are ignored so newer callers can talk to older workers.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: list[str]
+    variations: int
+    output_dir: str
+    seed: int = 0
+    concurrency: int = 1
+    threads: int | None = Field(
+        default=None, description="FFmpeg -threads per render; None lets FFmpeg choose."
+    )
+    chunk_size: int | None = Field(
+        default=None,
+        description="Variations per workflow run before continue-as-new (None: automatic).",
+    )
+
+
+class Recipe(BaseModel):
+    """The seeded knobs of one variation; the argv builder turns them into FFmpeg filters."""
+
+    brightness: float = 0.0
+    contrast: float = 1.0
+    saturation: float = 1.0
+    hue_degrees: float = 0.0
+    zoom: float = 1.0
+    pan_x: float = 0.5
+    pan_y: float = 0.5
+    mirror: bool = False
+    speed: float = 1.0
+    noise: int = 0
+    crf: int = 23
+
+
+class MediaInfo(BaseModel):
+    """What probing an input found."""
+
+    path: str
+    duration_s: float
+    width: int
+    height: int
+    fps: float
+    has_audio: bool
+
+
+class RenderTask(BaseModel):
+    """Everything one render activity needs; produced by the workflow's plan."""
+
+    job_dir: str
+    input_index: int
+    variation: int
+    media: MediaInfo
+    recipe: Recipe
+    output_name: str
+    threads: int | None = None
+
+    @property
+    def temp_name(self) -> str:
+        """The name FFmpeg writes to before the output is checked and renamed into place."""
+        return temp_name_for(self.output_name)
+
+    @property
+    def expected_duration_s(self) -> float:
+        """The duration the output should have: the input's, changed by the speed knob."""
+        return self.media.duration_s / self.recipe.speed
+
+
+def temp_name_for(output_name: str) -> str:
+    """The temporary name that belongs to a final output name."""
+    return f".{output_name}.part"
+
+
+class RenderResult(BaseModel):
+    """A finished variation: what the completion record holds for it."""
+
+    input_index: int
+    variation: int
+    path: str = Field(description="Relative to the job directory.")
+    bytes: int
+    duration_s: float
+
+
+class OutputEntry(BaseModel):
+    """One kept output as listed in the manifest."""
+
+    input: str
+    input_index: int
+    variation: int
+    path: str
+    bytes: int
+    duration_s: float
+    recipe: Recipe
+
+
+class Manifest(BaseModel):
+    """`<job dir>/manifest.json`: the record a job leaves behind at the end of every run."""
+
+    job_id: str
+    state: FinalState
+    seed: int
+    total: int
+    completed: int
+    failed: int
+    outputs: list[OutputEntry]
+    removed: list[str]
+    foreign: list[str] = Field(
+        default_factory=list,
+        description="Entries in the job dir the job did not create; left untouched.",
+    )
+    errors: list[str] = Field(default_factory=list)
+
+
+class JobResult(BaseModel):
+    """The workflow result: small at any job size, readable without varia."""
+
+    job_id: str
+    state: FinalState
+    job_dir: str
+    manifest: str
+    total: int
+    completed: int
+    failed: int
+    removed: int
+
+
+class RunningVariation(BaseModel):
+    """A render in flight, as the progress query reports it."""
+
+    input_index: int
+    variation: int
+    output: str
+
+
+class Progress(BaseModel):
+    """The `progress` query's answer."""
+
+    job_id: str
+    state: JobState
+    total: int
+    completed: int
+    failed: int
+    running: int
+    percent: float
+    job_dir: str | None = None
+    draining: bool = False
+    cancel_requested: bool = False
+    running_variations: list[RunningVariation] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+
+
+class RenderHeartbeat(BaseModel):
+    """Heartbeat details of a render: live progress for the Web UI and the FFmpeg identity.
+
+    A retried attempt reads these to find an FFmpeg left behind by the attempt before it.
+    """
+
+    percent: float = 0.0
+    fps: float | None = None
+    speed: float | None = None
+    eta_s: float | None = None
+    out_time_s: float = 0.0
+    frame: int = 0
+    pid: int | None = None
+    pid_create_time: float | None = None
+    output: str = ""
+
+
+class PrepareRequest(BaseModel):
+    """Input of the prepare activity: confine the paths, open the job dir, probe the inputs."""
+
+    job_id: str
+    inputs: list[str]
+    output_dir: str
+
+
+class PreparedJob(BaseModel):
+    """What prepare found: the job directory and one `MediaInfo` per input, in order."""
+
+    job_dir: str
+    media: list[MediaInfo]
+
+
+class FinishRequest(BaseModel):
+    """Input of the cleanup activity: the completion record and how the job ended."""
+
+    job_id: str
+    job_dir: str
+    state: FinalState
+    inputs: list[str]
+    stems: list[str]
+    variations: int
+    seed: int
+    results: list[RenderResult]
+    failed: int
+    errors: list[str] = Field(default_factory=list)
+    use_ledger: bool = Field(
+        default=False, description="Earlier runs' results are in the job's ledger file too."
+    )
+
+
+class JobCarry(BaseModel):
+    """What one workflow run hands the next when it continues as new (compact at any size).
+
+    The completion records of earlier runs live in the job directory's ledger, not here.
+    """
+
+    job_dir: str
+    media: list[MediaInfo]
+    next_index: int
+    completed: int
+    failed: int
+    draining: bool = False
+    errors: list[str] = Field(default_factory=list)
+    runs: int = 1
+
+
+class LedgerAppend(BaseModel):
+    """Input of the record activity: results to append to the job's ledger file."""
+
+    job_id: str
+    job_dir: str
+    results: list[RenderResult]

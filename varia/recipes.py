@@ -1,0 +1,88 @@
+"""Deterministic planning: which recipe and output name each variation gets.
+
+Pure functions of the request (and the probed media), so the workflow may call them and a
+replay, a retry or a continue-as-new always plans the very same variations.
+
+The knobs and their ranges (documented in the README):
+
+| knob | range |
+|---|---|
+| brightness | -0.06 .. +0.06 (FFmpeg `eq`) |
+| contrast | 0.92 .. 1.08 |
+| saturation | 0.85 .. 1.20 |
+| hue_degrees | -10 .. +10 |
+| zoom (crop and scale back) | 1.00 .. 1.12, panned anywhere in the frame |
+| mirror | half of the variations |
+| speed (audio follows with `atempo`) | 0.95 .. 1.05 |
+| noise (temporal luma/chroma noise) | 0 .. 8 |
+| crf (libx264) | 20 .. 28 |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+
+from varia.models import Recipe
+
+KNOB_RANGES: dict[str, tuple[float, float]] = {
+    "brightness": (-0.06, 0.06),
+    "contrast": (0.92, 1.08),
+    "saturation": (0.85, 1.20),
+    "hue_degrees": (-10.0, 10.0),
+    "zoom": (1.0, 1.12),
+    "pan_x": (0.0, 1.0),
+    "pan_y": (0.0, 1.0),
+    "speed": (0.95, 1.05),
+}
+
+
+def _unit(seed: int, input_index: int, variation: int, knob: str) -> float:
+    """A number in [0, 1) that depends only on its arguments (stable across Python versions)."""
+    digest = hashlib.sha256(f"{seed}:{input_index}:{variation}:{knob}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def make_recipe(seed: int, input_index: int, variation: int) -> Recipe:
+    """The recipe of one variation; the same arguments always give the same recipe."""
+
+    def draw(knob: str) -> float:
+        low, high = KNOB_RANGES[knob]
+        return round(low + (high - low) * _unit(seed, input_index, variation, knob), 4)
+
+    return Recipe(
+        brightness=draw("brightness"),
+        contrast=draw("contrast"),
+        saturation=draw("saturation"),
+        hue_degrees=round(draw("hue_degrees"), 2),
+        zoom=draw("zoom"),
+        pan_x=draw("pan_x"),
+        pan_y=draw("pan_y"),
+        mirror=_unit(seed, input_index, variation, "mirror") < 0.5,
+        speed=draw("speed"),
+        noise=int(_unit(seed, input_index, variation, "noise") * 9),
+        crf=20 + int(_unit(seed, input_index, variation, "crf") * 9),
+    )
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe_stem(path: str) -> str:
+    stem = _UNSAFE.sub("_", PurePosixPath(path).stem).strip("._-")
+    return stem[:60] or "input"
+
+
+def output_stems(inputs: Sequence[str]) -> list[str]:
+    """One file-name stem per input, made safe and unique (a clash gets the input's index)."""
+    stems = [_safe_stem(path) for path in inputs]
+    clashing = {stem for stem in stems if stems.count(stem) > 1}
+    return [f"{stem}-{i}" if stem in clashing else stem for i, stem in enumerate(stems)]
+
+
+def output_name(stem: str, variation: int, variations: int) -> str:
+    """The final file name of a variation, zero-padded so names sort in order."""
+    width = max(3, len(str(variations - 1)))
+    return f"{stem}_v{variation:0{width}d}.mp4"

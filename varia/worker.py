@@ -1,0 +1,94 @@
+"""The varia worker: runs `VariationJob` and its activities on one task queue.
+
+SIGTERM/SIGINT shut it down gracefully: the renders in flight stop their FFmpeg by the three
+stages and fail as retryable, so another worker picks them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from varia.activities import JobActivities
+from varia.client import connect
+from varia.config import Settings
+from varia.search_attributes import (
+    CREATE_COMMAND,
+    SEARCH_ATTRIBUTE_NAMES,
+    registered_search_attributes,
+)
+from varia.workflows import VariationJob
+
+log = logging.getLogger("varia.worker")
+
+HEARTBEAT_THROTTLE_CAP = timedelta(seconds=1)
+"""Caps the SDK's heartbeat throttle so a cancel reaches FFmpeg within about a second."""
+
+
+def build_worker(client: Client, settings: Settings, *, identity: str | None = None) -> Worker:
+    """A worker for varia's workflow and activities, configured from `settings`."""
+    activities = JobActivities(settings)
+    extra = {"identity": identity} if identity else {}
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[VariationJob],
+        activities=[
+            activities.prepare,
+            activities.render,
+            activities.record,
+            activities.search_attributes,
+            activities.finish,
+        ],
+        max_concurrent_activities=settings.max_concurrent_renders + 2,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE_CAP,
+        default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE_CAP,
+        graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_s),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+async def warn_if_search_attributes_missing(client: Client, namespace: str) -> list[str]:
+    """Log a clear warning when the namespace lacks varia's search attributes."""
+    try:
+        present = await registered_search_attributes(client, namespace)
+    except Exception as err:  # noqa: BLE001 - an operator API may be denied; not fatal
+        log.warning("could not list search attributes (%s); jobs run without them", err)
+        return []
+    missing = [name for name in SEARCH_ATTRIBUTE_NAMES if name not in present]
+    if missing:
+        log.warning(
+            "namespace %r lacks search attributes %s: jobs run, but cannot be filtered by "
+            "them. Register them once with: %s",
+            namespace,
+            ", ".join(missing),
+            CREATE_COMMAND.replace("<ns>", namespace),
+        )
+    return present
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Connect, run a worker until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
+    client = await connect(settings)
+    await warn_if_search_attributes_missing(client, settings.temporal_namespace)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    worker = build_worker(client, settings)
+    log.info(
+        "worker polling task queue %r on %s (namespace %r)",
+        settings.task_queue,
+        settings.temporal_address,
+        settings.temporal_namespace,
+    )
+    async with worker:
+        await stop.wait()
+        log.info("shutting down: stopping renders in flight (they retry elsewhere)")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(sig)

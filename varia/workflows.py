@@ -1,0 +1,446 @@
+"""`VariationJob`: plans seeded variations, renders them with bounded concurrency, cleans up.
+
+Deterministic: no I/O, no clock, no randomness except through `workflow.*`. A long job
+continues as new every `chunk_size` variations (the completion records of finished runs go
+to the job's ledger file), so its history stays short at any size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from varia.activities import NON_RETRYABLE_TYPES, JobActivities
+    from varia.models import (
+        DEFAULT_CHUNK_SIZE,
+        FinalState,
+        FinishRequest,
+        JobCarry,
+        JobRequest,
+        JobResult,
+        JobState,
+        LedgerAppend,
+        MediaInfo,
+        PrepareRequest,
+        Progress,
+        Recipe,
+        RenderResult,
+        RenderTask,
+        RunningVariation,
+    )
+    from varia.recipes import make_recipe, output_name, output_stems
+    from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
+    from varia.validation import RequestError, check_job_id, parse_request
+
+RENDER_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+RENDER_START_TO_CLOSE = timedelta(hours=2)
+RENDER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=list(NON_RETRYABLE_TYPES),
+)
+IO_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+    non_retryable_error_types=list(NON_RETRYABLE_TYPES),
+)
+MAX_ERRORS_KEPT = 20
+WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+
+
+def recipe_summary(recipe: Recipe) -> str:
+    """A short human line for a recipe (activity summaries in the Web UI)."""
+    parts = [
+        f"zoom {recipe.zoom:.2f}",
+        f"speed {recipe.speed:.2f}",
+        f"bri {recipe.brightness:+.2f}",
+        f"con {recipe.contrast:.2f}",
+        f"sat {recipe.saturation:.2f}",
+        f"hue {recipe.hue_degrees:+.0f}°",
+        f"crf {recipe.crf}",
+    ]
+    if recipe.mirror:
+        parts.append("mirror")
+    if recipe.noise:
+        parts.append(f"noise {recipe.noise}")
+    return ", ".join(parts)
+
+
+@workflow.defn(name="VariationJob")
+class VariationJob:
+    """Renders `variations` seeded variations of every input into `<output_dir>/<id>/`."""
+
+    def __init__(self) -> None:
+        self._job_id = ""
+        self._state: JobState = "pending"
+        self._total = 0
+        self._completed = 0
+        self._failed = 0
+        self._results: list[RenderResult] = []
+        self._running: dict[tuple[int, int], RenderTask] = {}
+        self._errors: list[str] = []
+        self._draining = False
+        self._cancel_requested = False
+        self._job_dir: str | None = None
+        self._search_attributes: list[str] = []
+        self._runs = 1
+
+    # ---- public handlers -------------------------------------------------------------
+
+    @workflow.query(name="progress")
+    def progress(self) -> Progress:
+        """Where the job is; answers while it runs and after it closed."""
+        done = self._completed + self._failed
+        return Progress(
+            job_id=self._job_id or workflow.info().workflow_id,
+            state=self._state,
+            total=self._total,
+            completed=self._completed,
+            failed=self._failed,
+            running=len(self._running),
+            percent=round(100.0 * done / self._total, 1) if self._total else 0.0,
+            job_dir=self._job_dir,
+            draining=self._draining,
+            cancel_requested=self._cancel_requested,
+            running_variations=[
+                RunningVariation(input_index=i, variation=v, output=task.output_name)
+                for (i, v), task in sorted(self._running.items())
+            ],
+            errors=list(self._errors),
+        )
+
+    @workflow.update(name="drain")
+    def drain(self) -> Progress:
+        """Start no new variations; the running ones finish, then the job ends `drained`."""
+        self._draining = True
+        if self._state == "running":
+            self._set_state("draining")
+        return self.progress()
+
+    @drain.validator
+    def _validate_drain(self) -> None:
+        if self._state in ("cancelled", "completed", "failed", "drained", "cleaning"):
+            raise ValueError(f"job is {self._state}; there is nothing to drain")
+
+    # ---- the run ---------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, request: JobRequest | Any, carry: JobCarry | None = None) -> JobResult:
+        """Run the job (or, after continue-as-new, its next chunk) to its end."""
+        self._job_id = workflow.info().workflow_id
+        try:
+            job = parse_request(request)
+            check_job_id(self._job_id)
+        except RequestError as err:
+            self._state = "failed"
+            raise ApplicationError(str(err), type="BadRequest", non_retryable=True) from None
+        self._total = len(job.inputs) * job.variations
+        stems = output_stems(job.inputs)
+        await self._load_search_attributes()
+        if carry is not None:
+            self._resume(carry)
+        else:
+            self._set_state("preparing")
+        media: list[MediaInfo] = carry.media if carry else []
+        next_index = carry.next_index if carry else 0
+        outcome: FinalState | None = None
+        cancel: asyncio.CancelledError | None = None
+        try:
+            if carry is None:
+                prepared = await workflow.execute_activity_method(
+                    JobActivities.prepare,
+                    PrepareRequest(job_id=self._job_id, inputs=job.inputs, output_dir=job.output_dir),
+                    start_to_close_timeout=timedelta(minutes=10),
+                    heartbeat_timeout=timedelta(minutes=2),
+                    retry_policy=IO_RETRY,
+                    cancellation_type=WAIT,
+                    summary="confine paths, create the job directory, probe the inputs",
+                )
+                self._job_dir, media = prepared.job_dir, prepared.media
+                self._set_state("draining" if self._draining else "running")
+            next_index = await self._render_chunk(job, stems, media, next_index)
+        except asyncio.CancelledError as err:
+            cancel = err
+            self._cancel_requested = True
+        except ActivityError as err:  # prepare was cancelled, or failed on bad input
+            if is_cancelled_exception(err):
+                cancel = asyncio.CancelledError()
+                self._cancel_requested = True
+            else:
+                self._remember_error(_cause_message(err))
+                outcome = "failed"
+                self._job_dir = self._job_dir or _job_dir_from_failure(err)
+        if cancel is None and outcome is None and next_index < self._total and not self._draining:
+            await self._record_chunk()
+            workflow.continue_as_new(args=[job, self._carry(media, next_index)])
+        return await self._end(job, stems, outcome, cancel)
+
+    async def _end(
+        self,
+        job: JobRequest,
+        stems: list[str],
+        outcome: FinalState | None,
+        cancel: asyncio.CancelledError | None,
+    ) -> JobResult:
+        if outcome is None:
+            outcome = self._final_state(cancelled=cancel is not None)
+        if self._job_dir is None:  # nothing was created: nothing to clean
+            self._set_state(outcome)
+            return self._raise_or_return(outcome, cancel, None)
+        self._set_state("cleaning")
+        result = await self._finish(
+            FinishRequest(
+                job_id=self._job_id,
+                job_dir=self._job_dir,
+                state=outcome,
+                inputs=job.inputs,
+                stems=stems,
+                variations=job.variations,
+                seed=job.seed,
+                results=self._results,
+                failed=self._failed,
+                errors=self._errors,
+                use_ledger=self._runs > 1,
+            )
+        )
+        self._set_state(outcome)
+        return self._raise_or_return(outcome, cancel, result)
+
+    def _final_state(self, cancelled: bool) -> FinalState:
+        if self._completed == self._total:
+            return "completed"  # completion wins, even over a cancel in flight
+        if cancelled:
+            return "cancelled"
+        if self._failed:
+            return "failed"
+        return "drained" if self._draining else "completed"
+
+    def _raise_or_return(
+        self, outcome: FinalState, cancel: asyncio.CancelledError | None, result: JobResult | None
+    ) -> JobResult:
+        if outcome == "cancelled":
+            raise cancel or asyncio.CancelledError()
+        if outcome == "failed":
+            reasons = "; ".join(self._errors[:5]) or "unknown error"
+            raise ApplicationError(
+                f"{self._failed} of {self._total} variations failed: {reasons}",
+                result.model_dump() if result else None,
+                type="JobFailed",
+                non_retryable=True,
+            )
+        assert result is not None
+        return result
+
+    # ---- rendering -------------------------------------------------------------------
+
+    async def _render_chunk(
+        self, job: JobRequest, stems: list[str], media: list[MediaInfo], next_index: int
+    ) -> int:
+        """Render from `next_index` until the chunk is full, the job is done or it drains.
+
+        Returns the index of the first variation not started. On cancellation, cancels the
+        running renders, waits for each (a render that finishes anyway is kept) and re-raises.
+        """
+        chunk_end = min(self._total, next_index + (job.chunk_size or DEFAULT_CHUNK_SIZE))
+        running: dict[asyncio.Task[RenderResult], RenderTask] = {}
+        try:
+            while True:
+                while (
+                    next_index < chunk_end
+                    and len(running) < job.concurrency
+                    and not self._draining
+                    and not workflow.info().is_continue_as_new_suggested()
+                ):
+                    task = self._plan(job, stems, media, next_index)
+                    running[self._start_render(task)] = task
+                    next_index += 1
+                if not running:
+                    return next_index
+                await workflow.wait_condition(_any_done(running), timeout=None)
+                for handle in [h for h in running if h.done()]:
+                    self._collect(handle, running.pop(handle))
+        except asyncio.CancelledError:
+            self._set_state("cancelling")
+            for handle in running:
+                handle.cancel()
+            for handle, task in running.items():
+                await workflow.wait_condition(handle.done)
+                self._collect(handle, task)
+            raise
+
+    def _plan(
+        self, job: JobRequest, stems: list[str], media: list[MediaInfo], index: int
+    ) -> RenderTask:
+        input_index, variation = divmod(index, job.variations)
+        assert self._job_dir is not None
+        return RenderTask(
+            job_dir=self._job_dir,
+            input_index=input_index,
+            variation=variation,
+            media=media[input_index],
+            recipe=make_recipe(job.seed, input_index, variation),
+            output_name=output_name(stems[input_index], variation, job.variations),
+            threads=job.threads,
+        )
+
+    def _start_render(self, task: RenderTask) -> asyncio.Task[RenderResult]:
+        self._running[(task.input_index, task.variation)] = task
+        self._update_details()
+        return workflow.start_activity_method(
+            JobActivities.render,
+            task,
+            activity_id=f"render-{task.input_index}-{task.variation}",
+            start_to_close_timeout=RENDER_START_TO_CLOSE,
+            heartbeat_timeout=RENDER_HEARTBEAT_TIMEOUT,
+            retry_policy=RENDER_RETRY,
+            cancellation_type=WAIT,
+            summary=f"{task.output_name}: {recipe_summary(task.recipe)}",
+        )
+
+    def _collect(self, handle: asyncio.Task[RenderResult], task: RenderTask) -> None:
+        """Move a finished render into the completion record (or count its failure)."""
+        self._running.pop((task.input_index, task.variation), None)
+        try:
+            result = handle.result()
+        except asyncio.CancelledError:
+            pass  # cancelled before it started, or stopped: its partial file is cleaned up
+        except ActivityError as err:
+            if not is_cancelled_exception(err):
+                self._failed += 1
+                self._remember_error(
+                    f"{task.media.path} variation {task.variation}: {_cause_message(err)}"
+                )
+        else:
+            self._results.append(result)
+            self._completed += 1
+        self._update_details()
+
+    # ---- continue-as-new -------------------------------------------------------------
+
+    def _resume(self, carry: JobCarry) -> None:
+        self._job_dir = carry.job_dir
+        self._completed, self._failed = carry.completed, carry.failed
+        self._draining, self._errors, self._runs = carry.draining, list(carry.errors), carry.runs
+        self._set_state("draining" if self._draining else "running")
+
+    def _carry(self, media: list[MediaInfo], next_index: int) -> JobCarry:
+        assert self._job_dir is not None
+        return JobCarry(
+            job_dir=self._job_dir,
+            media=media,
+            next_index=next_index,
+            completed=self._completed,
+            failed=self._failed,
+            draining=self._draining,
+            errors=self._errors,
+            runs=self._runs + 1,
+        )
+
+    async def _record_chunk(self) -> None:
+        assert self._job_dir is not None
+        await workflow.execute_activity_method(
+            JobActivities.record,
+            LedgerAppend(job_id=self._job_id, job_dir=self._job_dir, results=self._results),
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=IO_RETRY,
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+
+    # ---- cleanup ---------------------------------------------------------------------
+
+    async def _finish(self, request: FinishRequest) -> JobResult:
+        """Run cleanup to its end; a cancel that arrives meanwhile does not interrupt it."""
+        finishing = asyncio.ensure_future(
+            workflow.execute_activity_method(
+                JobActivities.finish,
+                request,
+                start_to_close_timeout=timedelta(minutes=10),
+                retry_policy=IO_RETRY,
+                summary=f"cleanup and manifest ({request.state})",
+            )
+        )
+        while True:
+            try:
+                return await asyncio.shield(finishing)
+            except asyncio.CancelledError:
+                self._cancel_requested = True
+                if finishing.done():
+                    return finishing.result()
+
+    # ---- operator view ---------------------------------------------------------------
+
+    async def _load_search_attributes(self) -> None:
+        try:
+            self._search_attributes = await workflow.execute_local_activity_method(
+                JobActivities.search_attributes,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=2),
+            )
+        except ActivityError:
+            self._search_attributes = []
+        self._upsert_search_attributes()
+
+    def _set_state(self, state: JobState) -> None:
+        self._state = state
+        self._upsert_search_attributes()
+        self._update_details()
+
+    def _upsert_search_attributes(self) -> None:
+        values: list[SearchAttributePair[Any]] = []
+        if VARIA_STATE.name in self._search_attributes:
+            values.append(VARIA_STATE.value_set(self._state))
+        if VARIA_COMPLETED.name in self._search_attributes:
+            values.append(VARIA_COMPLETED.value_set(self._completed))
+        if VARIA_TOTAL.name in self._search_attributes:
+            values.append(VARIA_TOTAL.value_set(self._total))
+        if values and _changed(values):
+            workflow.upsert_search_attributes(values)
+
+    def _update_details(self) -> None:
+        lines = [
+            f"**{self._state}** · {self._completed}/{self._total} done"
+            f" · {self._failed} failed · {len(self._running)} running",
+        ]
+        lines += [f"- rendering `{task.output_name}`" for task in list(self._running.values())[:10]]
+        if self._errors:
+            lines.append(f"\nlast error: {self._errors[-1]}")
+        workflow.set_current_details("\n".join(lines))
+
+    def _remember_error(self, message: str) -> None:
+        self._errors = [*self._errors, message][-MAX_ERRORS_KEPT:]
+
+
+def _changed(values: list[SearchAttributePair[Any]]) -> bool:
+    current: TypedSearchAttributes = workflow.info().typed_search_attributes
+    return any(current.get(pair.key) != pair.value for pair in values)
+
+
+def _any_done(running: dict[asyncio.Task[RenderResult], RenderTask]) -> Callable[[], bool]:
+    return lambda: any(handle.done() for handle in running)
+
+
+def _cause_message(err: BaseException) -> str:
+    """The innermost message of a Temporal error chain (the activity's own words)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return str(err) or type(err).__name__
+
+
+def _job_dir_from_failure(err: ActivityError) -> str | None:
+    """The job directory a failed prepare had already created, if it says so."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.details:
+        first = cause.details[0]
+        if isinstance(first, dict) and isinstance(first.get("job_dir"), str):
+            return str(first["job_dir"])
+    return None
