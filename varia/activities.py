@@ -113,11 +113,14 @@ class JobActivities:
                 stage_timeout_s=self.settings.stop_stage_timeout_s,
                 niceness=self.settings.ffmpeg_nice,
             )
-            _raise_for_outcome(outcome, label, self.settings.stall_timeout_s)
+            if outcome.cancelled:
+                return await _keep_if_whole(outcome, temp, final, task)
+            _raise_for_outcome(outcome, label)
             return await _finish_output(temp, final, task)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+            if not _cleanup_follows():
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
 
     @activity.defn(name="varia.record")
     async def record(self, request: LedgerAppend) -> None:
@@ -137,6 +140,13 @@ class JobActivities:
     async def finish(self, request: FinishRequest) -> JobResult:
         """Delete the job's files that are not in the completion record; write the manifest."""
         return await asyncio.to_thread(finish_job, request)
+
+
+def _cleanup_follows() -> bool:
+    """True when the workflow cancelled this render: its cleanup deletes (and records) the
+    partial file next. For any other ending the render deletes its own partial file."""
+    details = activity.cancellation_details()
+    return details is not None and details.cancel_requested
 
 
 def _worker_shutting_down() -> str | None:
@@ -177,7 +187,22 @@ async def _stop_previous_attempt(temp: Path, stage_timeout_s: float) -> None:
         log.warning("stopped FFmpeg pid %s left by a previous attempt (%s)", last.pid, stage)
 
 
-def _raise_for_outcome(outcome: FfmpegOutcome, label: str, stall_timeout_s: float) -> None:
+async def _keep_if_whole(
+    outcome: FfmpegOutcome, temp: Path, final: Path, task: RenderTask
+) -> RenderResult:
+    """After a cancel: keep an output that FFmpeg finished anyway, else the cancel stands.
+
+    `q` also exits 0, with a shorter file: the duration check tells the two apart.
+    """
+    if outcome.returncode == 0:
+        try:
+            return await _finish_output(temp, final, task)
+        except ApplicationError:
+            pass
+    raise asyncio.CancelledError()
+
+
+def _raise_for_outcome(outcome: FfmpegOutcome, label: str) -> None:
     if outcome.stop_reason is not None:
         raise ApplicationError(
             f"{label}: FFmpeg stopped ({outcome.stop_reason}; ended by {outcome.stop_stage})",
@@ -208,7 +233,7 @@ async def _finish_output(temp: Path, final: Path, task: RenderTask) -> RenderRes
 
 def _check_and_rename(temp: Path, final: Path, task: RenderTask) -> RenderResult:
     try:
-        duration = media.check_output(str(temp), task.expected_duration_s)
+        duration = media.check_output(str(temp), task.expected_duration_s, task.duration_tolerance_s)
     except media.MediaError as err:
         raise ApplicationError(
             f"{task.media.path} variation {task.variation}: {err}", type="OutputInvalid"
@@ -236,7 +261,7 @@ def _already_rendered(final: Path, task: RenderTask) -> RenderResult | None:
     if final.is_symlink() or not final.is_file():
         return None
     try:
-        duration = media.check_output(str(final), task.expected_duration_s)
+        duration = media.check_output(str(final), task.expected_duration_s, task.duration_tolerance_s)
     except media.MediaError:
         return None
     return _result_for(final, task, duration)

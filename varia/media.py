@@ -13,8 +13,8 @@ import av.error
 
 from varia.models import MediaInfo
 
-DURATION_TOLERANCE_S = 0.5
-"""How far an output's duration may stray from the expected one (frame and AAC padding)."""
+TAIL_TOLERANCE_S = 0.5
+"""How far short of the stated duration a file's last packet may end (input truncation)."""
 
 
 class MediaError(Exception):
@@ -77,12 +77,13 @@ def _decode_one_frame(container: av.container.InputContainer, label: str) -> Non
     raise MediaError(f"{label} is truncated: no video frame decodes")
 
 
-def check_output(path: str, expected_duration_s: float) -> float:
+def check_output(path: str, expected_duration_s: float, tolerance_s: float) -> float:
     """Prove a finished output is whole and return its duration in seconds.
 
-    Opening needs the MP4 index (a killed FFmpeg leaves none); the first and the last frames
-    must decode, and the duration must match `expected_duration_s` within
-    `DURATION_TOLERANCE_S`. Raises `MediaError` otherwise.
+    Opening needs the MP4 index (a killed FFmpeg leaves none); the first frame must decode,
+    the packets must reach the end, and the video duration must match `expected_duration_s`
+    within `tolerance_s` (an encode stopped early with `q` is whole but short: rejected).
+    Raises `MediaError` otherwise.
     """
     try:
         with av.open(path) as container:
@@ -90,7 +91,7 @@ def check_output(path: str, expected_duration_s: float) -> float:
                 raise MediaError(f"output {path!r} has no video stream")
             video = container.streams.video[0]
             duration = _duration_s(container, video)
-            if duration is None or abs(duration - expected_duration_s) > DURATION_TOLERANCE_S:
+            if duration is None or abs(duration - expected_duration_s) > tolerance_s:
                 raise MediaError(
                     f"output {path!r} lasts {duration}s, expected about {expected_duration_s:.2f}s"
                 )
@@ -119,7 +120,7 @@ def _check_tail(
         if packet.size and packet.pts is not None:
             last_end = max(last_end, float((packet.pts + (packet.duration or 0)) * video.time_base))
     start = float(video.start_time * video.time_base) if video.start_time else 0.0
-    if last_end - start < duration - DURATION_TOLERANCE_S:
+    if last_end - start < duration - TAIL_TOLERANCE_S:
         raise MediaError(
             f"{label} is truncated: its packets end at {last_end - start:.2f}s of {duration:.2f}s"
         )

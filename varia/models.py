@@ -108,6 +108,11 @@ class RenderTask(BaseModel):
         """The duration the output should have: the input's, changed by the speed knob."""
         return self.media.duration_s / self.recipe.speed
 
+    @property
+    def duration_tolerance_s(self) -> float:
+        """How far the output's duration may differ from the expected one (a few frames)."""
+        return max(0.1, 3.0 / self.media.fps)
+
 
 def temp_name_for(output_name: str) -> str:
     """The temporary name that belongs to a final output name."""

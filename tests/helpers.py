@@ -1,0 +1,78 @@
+"""Shared test helpers: waiting on conditions with a deadline, FFmpeg accounting, manifests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+from varia import media
+from varia.jobdir import MANIFEST_NAME
+
+T = TypeVar("T")
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
+    *,
+    timeout_s: float = 60.0,
+    what: str = "condition",
+    poll_s: float = 0.05,
+) -> T:
+    """Poll `condition` until it returns something truthy; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(poll_s)
+
+
+def processes_mentioning(fragment: str) -> list[psutil.Process]:
+    """Live (non-zombie) processes whose command line contains `fragment`."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if any(fragment in arg for arg in proc.info["cmdline"] or []):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def read_manifest(job_dir: Path) -> dict[str, Any]:
+    return json.loads((job_dir / MANIFEST_NAME).read_text())
+
+
+def assert_manifest_matches_disk(job_dir: Path) -> dict[str, Any]:
+    """The contract: every file but the manifest and `.varia*` files is listed, and decodes."""
+    manifest = read_manifest(job_dir)
+    listed = {entry["path"] for entry in manifest["outputs"]}
+    on_disk = {
+        p.name
+        for p in job_dir.iterdir()
+        if p.name != MANIFEST_NAME
+        and not p.name.startswith(".varia")
+        and p.name not in manifest.get("foreign", [])
+    }
+    assert on_disk == listed, f"disk {sorted(on_disk)} != manifest {sorted(listed)}"
+    for entry in manifest["outputs"]:
+        path = job_dir / entry["path"]
+        assert path.stat().st_size == entry["bytes"]
+        duration = media.check_output(str(path), entry["duration_s"], 0.05)
+        assert duration > 0
+    for name in manifest["removed"]:
+        assert not (job_dir / name).exists(), f"{name} listed as removed but still there"
+    assert manifest["completed"] == len(manifest["outputs"])
+    return manifest

@@ -1,0 +1,309 @@
+"""VariationJob end to end: real Temporal dev server, real FFmpeg, tiny generated clips."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.worker import Worker
+
+from tests.conftest import Clips
+from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from varia.config import Settings
+from varia.ffmpeg.argv import build_render_argv
+from varia.models import JobRequest, JobResult, MediaInfo, RenderTask
+from varia.recipes import make_recipe
+from varia.starter import query_progress, render_heartbeats
+from varia.worker import build_worker
+from varia.workflows import VariationJob
+
+
+async def start(
+    client: Client, task_queue: str, job_id: str, request: JobRequest | dict[str, object]
+) -> WorkflowHandle[VariationJob, JobResult]:
+    return await client.start_workflow(
+        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
+    )
+
+
+async def wait_rendering(client: Client, job_id: str, at_least: int = 1) -> None:
+    """Wait until `at_least` renders report FFmpeg progress in their heartbeats."""
+
+    async def rendering() -> bool:
+        beats = await render_heartbeats(client, job_id)
+        return sum(1 for beat in beats.values() if beat.pid and beat.percent > 0) >= at_least
+
+    await wait_for(rendering, timeout_s=60, what="FFmpeg to report progress")
+
+
+async def test_completed_job_matches_contract(
+    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
+) -> None:
+    request = {
+        "inputs": [str(clips.short), str(clips.silent)],
+        "variations": 2,
+        "output_dir": str(out_dir),
+        "seed": 11,
+        "concurrency": 2,
+    }
+    handle = await start(client, task_queue, job_id, request)
+    result = await handle.result()
+
+    assert result.state == "completed"
+    assert (result.total, result.completed, result.failed) == (4, 4, 0)
+    job_dir = out_dir / job_id
+    assert result.job_dir == str(job_dir)
+    assert result.manifest == str(job_dir / "manifest.json")
+    manifest = assert_manifest_matches_disk(job_dir)
+    assert manifest["state"] == "completed"
+    assert manifest["removed"] == []
+    assert {(o["input"], o["variation"]) for o in manifest["outputs"]} == {
+        (str(clips.short), 0), (str(clips.short), 1), (str(clips.silent), 0), (str(clips.silent), 1),
+    }
+    for entry in manifest["outputs"]:
+        assert entry["recipe"] == make_recipe(11, entry["input_index"], entry["variation"]).model_dump()
+    progress = await query_progress(handle)  # answers after close
+    assert (progress.state, progress.completed, progress.percent) == ("completed", 4, 100.0)
+    description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.COMPLETED
+    assert description.search_attributes.get("VariaState") == ["completed"]
+
+
+def test_same_seed_gives_same_argv(tmp_path: Path) -> None:
+    info = MediaInfo(path="/in/a.mp4", duration_s=2, width=320, height=240, fps=25, has_audio=True)
+
+    def argv(seed: int) -> list[str]:
+        task = RenderTask(
+            job_dir=str(tmp_path), input_index=0, variation=3, media=info,
+            recipe=make_recipe(seed, 0, 3), output_name="a_v003.mp4",
+        )
+        return build_render_argv("ffmpeg", task, tmp_path / task.temp_name)
+
+    assert argv(5) == argv(5)
+    assert argv(5) != argv(6)
+
+
+async def test_cancel_mid_render_stops_ffmpeg_and_keeps_finished(
+    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
+) -> None:
+    request = JobRequest(
+        inputs=[str(clips.short), str(clips.long)], variations=1, output_dir=str(out_dir),
+        concurrency=1, threads=1,
+    )
+    handle = await start(client, task_queue, job_id, request)
+    job_dir = out_dir / job_id
+
+    async def short_done_and_long_rendering() -> bool:
+        progress = await query_progress(handle)
+        return progress.completed == 1 and progress.running == 1
+    await wait_for(short_done_and_long_rendering, what="first variation done, second running")
+    await wait_rendering(client, job_id)
+    partial = job_dir / ".long_clip_v000.mp4.part"
+    assert partial.exists()
+    assert processes_mentioning(str(job_dir))
+
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert isinstance(failure.value.cause, CancelledError)
+
+    assert processes_mentioning(str(job_dir)) == []
+    manifest = assert_manifest_matches_disk(job_dir)
+    assert manifest["state"] == "cancelled"
+    assert [o["path"] for o in manifest["outputs"]] == ["short_v000.mp4"]
+    assert not partial.exists()
+    assert ".long_clip_v000.mp4.part" in manifest["removed"]
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    assert (await query_progress(handle)).state == "cancelled"
+
+
+def slow_to_stop_ffmpeg(tmp_path: Path, real_ffmpeg: str) -> Path:
+    """An FFmpeg stand-in that ignores `q` and SIGTERM and lets the real encode finish."""
+    script = tmp_path / "ffmpeg-finishes-anyway"
+    script.write_text(
+        "#!/bin/bash\n"
+        "trap '' TERM INT\n"
+        f"setsid {real_ffmpeg} -nostdin \"$@\" </dev/null &\n"
+        "child=$!\n"
+        "while kill -0 $child 2>/dev/null; do wait $child; status=$?; done\n"
+        "exit $status\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+async def test_completion_wins_over_a_cancel_in_flight(
+    client: Client, task_queue: str, job_id: str, clips: Clips, out_dir: Path, tmp_path: Path
+) -> None:
+    real = Settings().ffmpeg_path()
+    settings = Settings(
+        TEMPORAL_ADDRESS=client.service_client.config.target_host,
+        VARIA_TASK_QUEUE=task_queue,
+        VARIA_FFMPEG=str(slow_to_stop_ffmpeg(tmp_path, real)),
+        VARIA_STOP_STAGE_TIMEOUT=60,
+    )
+    async with build_worker(client, settings):
+        request = JobRequest(
+            inputs=[str(clips.long)], variations=1, output_dir=str(out_dir), threads=1
+        )
+        handle = await start(client, task_queue, job_id, request)
+        await wait_rendering(client, job_id)
+        await handle.cancel()
+        result = await handle.result()
+    assert result.state == "completed"
+    assert result.completed == 1
+    manifest = assert_manifest_matches_disk(out_dir / job_id)
+    assert manifest["state"] == "completed"
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_drain_finishes_running_and_skips_the_rest(
+    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
+) -> None:
+    request = JobRequest(
+        inputs=[str(clips.long)], variations=4, output_dir=str(out_dir), threads=1
+    )
+    handle = await start(client, task_queue, job_id, request)
+    await wait_rendering(client, job_id)
+    progress = await handle.execute_update(VariationJob.drain)
+    assert progress.draining
+    result = await handle.result()
+    assert result.state == "drained"
+    assert result.completed == 1
+    manifest = assert_manifest_matches_disk(out_dir / job_id)
+    assert manifest["state"] == "drained"
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"inputs": []}, "inputs is empty"),
+        ({"inputs": ["relative.mp4"]}, "is not an absolute path"),
+        ({"variations": 0}, "variations is 0"),
+        ({"variations": 10_001}, "variations is 10001"),
+        ({"concurrency": 0}, "concurrency is 0"),
+        ({"output_dir": "out"}, "output_dir 'out' is not an absolute path"),
+        ({"variations": "many"}, "variations: Input should be a valid integer"),
+    ],
+)
+async def test_bad_request_fails_with_named_error(
+    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path,
+    change: dict[str, object], message: str,
+) -> None:
+    request: dict[str, object] = {
+        "inputs": [str(clips.short)], "variations": 1, "output_dir": str(out_dir)
+    }
+    request.update(change)
+    handle = await start(client, task_queue, job_id, request)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert message in cause.message
+    assert cause.type == "BadRequest"
+    assert list(out_dir.iterdir()) == []
+
+
+async def test_unsafe_job_id_fails(
+    client: Client, worker: Worker, task_queue: str, clips: Clips, out_dir: Path
+) -> None:
+    request = JobRequest(inputs=[str(clips.short)], variations=1, output_dir=str(out_dir))
+    handle = await start(client, task_queue, f"-rf-{uuid.uuid4().hex[:6]}", request)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert "starts with '-'" in str(failure.value.cause)
+    assert list(out_dir.iterdir()) == []
+
+
+def _bad_inputs(root: Path, clips: Clips) -> dict[str, tuple[Path, str]]:
+    root.mkdir(exist_ok=True)
+    empty = root / "empty.mp4"
+    empty.touch()
+    text = root / "notes.mp4"
+    text.write_text("not a video at all\n" * 50)
+    truncated = root / "truncated.mp4"
+    truncated.write_bytes(clips.short.read_bytes()[:4000])
+    audio_only = root / "tone.m4a"
+    from varia.config import Settings as _S
+    import subprocess
+
+    subprocess.run(
+        [_S().ffmpeg_path(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1",
+         "-c:a", "aac", str(audio_only)],
+        check=True,
+    )
+    return {
+        "missing": (root / "missing.mp4", "does not exist"),
+        "empty": (empty, "is empty"),
+        "not a video": (text, "is not a readable video"),
+        "truncated": (truncated, "not a readable video"),
+        "no video stream": (audio_only, "has no video stream"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "not a video", "truncated", "no video stream"])
+async def test_bad_input_fails_naming_the_file(
+    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path,
+    tmp_path: Path, kind: str,
+) -> None:
+    bad, message = _bad_inputs(tmp_path / "bad", clips)[kind]
+    request = JobRequest(
+        inputs=[str(clips.short), str(bad)], variations=1, output_dir=str(out_dir)
+    )
+    handle = await start(client, task_queue, job_id, request)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    text = str(failure.value.cause)
+    assert str(bad) in text and message in text, text
+    manifest = json.loads((out_dir / job_id / "manifest.json").read_text())
+    assert manifest["state"] == "failed"
+    assert manifest["outputs"] == []
+    assert processes_mentioning(str(out_dir)) == []
+
+
+async def test_continue_as_new_keeps_the_contract(
+    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
+) -> None:
+    request = {
+        "inputs": [str(clips.short)], "variations": 5, "output_dir": str(out_dir),
+        "concurrency": 2, "chunk_size": 2,
+    }
+    handle = await start(client, task_queue, job_id, request)
+    result = await handle.result()
+    assert (result.state, result.completed, result.total) == ("completed", 5, 5)
+    manifest = assert_manifest_matches_disk(out_dir / job_id)
+    assert sorted(o["variation"] for o in manifest["outputs"]) == [0, 1, 2, 3, 4]
+    runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{job_id}'")]
+    assert len(runs) >= 3  # 2 + 2 + 1 variations: three runs of one workflow id
+    assert (await query_progress(handle)).completed == 5
+
+
+async def test_started_by_name_with_the_temporal_cli(
+    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
+) -> None:
+    from varia.server import temporal_binary
+
+    address = client.service_client.config.target_host
+    payload = json.dumps(
+        {"inputs": [str(clips.short)], "variations": 1, "output_dir": str(out_dir), "seed": 3}
+    )
+    process = await asyncio.create_subprocess_exec(
+        temporal_binary(), "workflow", "execute", "--address", address,
+        "--type", "VariationJob", "--task-queue", task_queue, "--workflow-id", job_id,
+        "--input", payload, "--output", "json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    result = json.loads(stdout)["result"]
+    assert result["state"] == "completed" and result["completed"] == 1
+    assert Path(result["manifest"]).is_file()
+    assert shutil.which  # the CLI printed plain JSON a script can read
