@@ -18,11 +18,13 @@ demo: $(STAMP)
 	$(BIN)/varia demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check varia tests benchmarks examples
-	$(BIN)/ruff format --check varia tests benchmarks examples
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 bench: $(STAMP)

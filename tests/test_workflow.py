@@ -65,10 +65,16 @@ async def test_completed_job_matches_contract(
     assert manifest["state"] == "completed"
     assert manifest["removed"] == []
     assert {(o["input"], o["variation"]) for o in manifest["outputs"]} == {
-        (str(clips.short), 0), (str(clips.short), 1), (str(clips.silent), 0), (str(clips.silent), 1),
+        (str(clips.short), 0),
+        (str(clips.short), 1),
+        (str(clips.silent), 0),
+        (str(clips.silent), 1),
     }
     for entry in manifest["outputs"]:
-        assert entry["recipe"] == make_recipe(11, entry["input_index"], entry["variation"]).model_dump()
+        assert (
+            entry["recipe"]
+            == make_recipe(11, entry["input_index"], entry["variation"]).model_dump()
+        )
     progress = await query_progress(handle)  # answers after close
     assert (progress.state, progress.completed, progress.percent) == ("completed", 4, 100.0)
     description = await handle.describe()
@@ -81,8 +87,12 @@ def test_same_seed_gives_same_argv(tmp_path: Path) -> None:
 
     def argv(seed: int) -> list[str]:
         task = RenderTask(
-            job_dir=str(tmp_path), input_index=0, variation=3, media=info,
-            recipe=make_recipe(seed, 0, 3), output_name="a_v003.mp4",
+            job_dir=str(tmp_path),
+            input_index=0,
+            variation=3,
+            media=info,
+            recipe=make_recipe(seed, 0, 3),
+            output_name="a_v003.mp4",
         )
         return build_render_argv("ffmpeg", task, tmp_path / task.temp_name)
 
@@ -94,8 +104,11 @@ async def test_cancel_mid_render_stops_ffmpeg_and_keeps_finished(
     client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
 ) -> None:
     request = JobRequest(
-        inputs=[str(clips.short), str(clips.long)], variations=1, output_dir=str(out_dir),
-        concurrency=1, threads=1,
+        inputs=[str(clips.short), str(clips.long)],
+        variations=1,
+        output_dir=str(out_dir),
+        concurrency=1,
+        threads=1,
     )
     handle = await start(client, task_queue, job_id, request)
     job_dir = out_dir / job_id
@@ -103,6 +116,7 @@ async def test_cancel_mid_render_stops_ffmpeg_and_keeps_finished(
     async def short_done_and_long_rendering() -> bool:
         progress = await query_progress(handle)
         return progress.completed == 1 and progress.running == 1
+
     await wait_for(short_done_and_long_rendering, what="first variation done, second running")
     await wait_rendering(client, job_id)
     partial = job_dir / ".long_clip_v000.mp4.part"
@@ -130,7 +144,7 @@ def slow_to_stop_ffmpeg(tmp_path: Path, real_ffmpeg: str) -> Path:
     script.write_text(
         "#!/bin/bash\n"
         "trap '' TERM INT\n"
-        f"setsid {real_ffmpeg} -nostdin \"$@\" </dev/null &\n"
+        f'setsid {real_ffmpeg} -nostdin "$@" </dev/null &\n'
         "child=$!\n"
         "while kill -0 $child 2>/dev/null; do wait $child; status=$?; done\n"
         "exit $status\n"
@@ -167,9 +181,7 @@ async def test_completion_wins_over_a_cancel_in_flight(
 async def test_drain_finishes_running_and_skips_the_rest(
     client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
 ) -> None:
-    request = JobRequest(
-        inputs=[str(clips.long)], variations=4, output_dir=str(out_dir), threads=1
-    )
+    request = JobRequest(inputs=[str(clips.long)], variations=4, output_dir=str(out_dir), threads=1)
     handle = await start(client, task_queue, job_id, request)
     await wait_rendering(client, job_id)
     progress = await handle.execute_update(VariationJob.drain)
@@ -195,11 +207,19 @@ async def test_drain_finishes_running_and_skips_the_rest(
     ],
 )
 async def test_bad_request_fails_with_named_error(
-    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path,
-    change: dict[str, object], message: str,
+    client: Client,
+    worker: Worker,
+    task_queue: str,
+    job_id: str,
+    clips: Clips,
+    out_dir: Path,
+    change: dict[str, object],
+    message: str,
 ) -> None:
     request: dict[str, object] = {
-        "inputs": [str(clips.short)], "variations": 1, "output_dir": str(out_dir)
+        "inputs": [str(clips.short)],
+        "variations": 1,
+        "output_dir": str(out_dir),
     }
     request.update(change)
     handle = await start(client, task_queue, job_id, request)
@@ -232,12 +252,23 @@ def _bad_inputs(root: Path, clips: Clips) -> dict[str, tuple[Path, str]]:
     truncated = root / "truncated.mp4"
     truncated.write_bytes(clips.short.read_bytes()[:4000])
     audio_only = root / "tone.m4a"
-    from varia.config import Settings as _S
     import subprocess
 
+    from varia.config import Settings as _S
+
     subprocess.run(
-        [_S().ffmpeg_path(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1",
-         "-c:a", "aac", str(audio_only)],
+        [
+            _S().ffmpeg_path(),
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=1",
+            "-c:a",
+            "aac",
+            str(audio_only),
+        ],
         check=True,
     )
     return {
@@ -249,15 +280,21 @@ def _bad_inputs(root: Path, clips: Clips) -> dict[str, tuple[Path, str]]:
     }
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "not a video", "truncated", "no video stream"])
+@pytest.mark.parametrize(
+    "kind", ["missing", "empty", "not a video", "truncated", "no video stream"]
+)
 async def test_bad_input_fails_naming_the_file(
-    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path,
-    tmp_path: Path, kind: str,
+    client: Client,
+    worker: Worker,
+    task_queue: str,
+    job_id: str,
+    clips: Clips,
+    out_dir: Path,
+    tmp_path: Path,
+    kind: str,
 ) -> None:
     bad, message = _bad_inputs(tmp_path / "bad", clips)[kind]
-    request = JobRequest(
-        inputs=[str(clips.short), str(bad)], variations=1, output_dir=str(out_dir)
-    )
+    request = JobRequest(inputs=[str(clips.short), str(bad)], variations=1, output_dir=str(out_dir))
     handle = await start(client, task_queue, job_id, request)
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
@@ -273,8 +310,11 @@ async def test_continue_as_new_keeps_the_contract(
     client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
 ) -> None:
     request = {
-        "inputs": [str(clips.short)], "variations": 5, "output_dir": str(out_dir),
-        "concurrency": 2, "chunk_size": 2,
+        "inputs": [str(clips.short)],
+        "variations": 5,
+        "output_dir": str(out_dir),
+        "concurrency": 2,
+        "chunk_size": 2,
     }
     handle = await start(client, task_queue, job_id, request)
     result = await handle.result()
@@ -296,10 +336,23 @@ async def test_started_by_name_with_the_temporal_cli(
         {"inputs": [str(clips.short)], "variations": 1, "output_dir": str(out_dir), "seed": 3}
     )
     process = await asyncio.create_subprocess_exec(
-        temporal_binary(), "workflow", "execute", "--address", address,
-        "--type", "VariationJob", "--task-queue", task_queue, "--workflow-id", job_id,
-        "--input", payload, "--output", "json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        temporal_binary(),
+        "workflow",
+        "execute",
+        "--address",
+        address,
+        "--type",
+        "VariationJob",
+        "--task-queue",
+        task_queue,
+        "--workflow-id",
+        job_id,
+        "--input",
+        payload,
+        "--output",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     stdout, stderr = await process.communicate()
     assert process.returncode == 0, stderr.decode()

@@ -157,7 +157,9 @@ def _heartbeat_for(task: RenderTask, temp: str) -> Any:
     expected = task.expected_duration_s
 
     def beat(report: ProgressReport | None, identity: ProcessIdentity) -> None:
-        details = RenderHeartbeat(pid=identity.pid, pid_create_time=identity.create_time, output=temp)
+        details = RenderHeartbeat(
+            pid=identity.pid, pid_create_time=identity.create_time, output=temp
+        )
         if report is not None:
             details.percent = round(report.percent(expected), 1)
             details.fps = report.fps
@@ -233,7 +235,9 @@ async def _finish_output(temp: Path, final: Path, task: RenderTask) -> RenderRes
 
 def _check_and_rename(temp: Path, final: Path, task: RenderTask) -> RenderResult:
     try:
-        duration = media.check_output(str(temp), task.expected_duration_s, task.duration_tolerance_s)
+        duration = media.check_output(
+            str(temp), task.expected_duration_s, task.duration_tolerance_s
+        )
     except media.MediaError as err:
         raise ApplicationError(
             f"{task.media.path} variation {task.variation}: {err}", type="OutputInvalid"
@@ -261,7 +265,9 @@ def _already_rendered(final: Path, task: RenderTask) -> RenderResult | None:
     if final.is_symlink() or not final.is_file():
         return None
     try:
-        duration = media.check_output(str(final), task.expected_duration_s, task.duration_tolerance_s)
+        duration = media.check_output(
+            str(final), task.expected_duration_s, task.duration_tolerance_s
+        )
     except media.MediaError:
         return None
     return _result_for(final, task, duration)
@@ -327,4 +333,3 @@ def finish_job(request: FinishRequest) -> JobResult:
         failed=manifest.failed,
         removed=len(removed),
     )
-

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from varia.config import SettingsError, load_settings
+from varia.config import Settings, SettingsError, load_settings
 
 app = typer.Typer(
     name="varia",
@@ -22,7 +22,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     try:
         return load_settings()
     except SettingsError as err:
@@ -36,7 +36,9 @@ def worker() -> None:
     from varia.worker import run_worker
 
     settings = _settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     asyncio.run(run_worker(settings))
 
 

@@ -20,8 +20,16 @@ def make_clip(
     """Write a `testsrc2` clip (with a `sine` tone unless `audio` is False) to `path`."""
     binary = ffmpeg or Settings().ffmpeg_path()
     argv = [
-        binary, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+        binary,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostdin",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={size}:rate={rate}:duration={seconds}",
     ]
     if audio:
         argv += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}"]

@@ -62,7 +62,10 @@ class Settings(BaseSettings):
         0, alias="VARIA_FFMPEG_NICE", ge=0, le=19, description="Niceness added to FFmpeg."
     )
     max_concurrent_renders: int = Field(
-        2, alias="VARIA_MAX_CONCURRENT_RENDERS", ge=1, description="Renders one worker runs at once."
+        2,
+        alias="VARIA_MAX_CONCURRENT_RENDERS",
+        ge=1,
+        description="Renders one worker runs at once.",
     )
     stop_stage_timeout_s: float = Field(
         2.0, alias="VARIA_STOP_STAGE_TIMEOUT", gt=0, description="Seconds each stop stage waits."

@@ -40,8 +40,11 @@ async def run_demo(
             console.print(f"  test clip: {clip}")
             async with build_worker(client, settings):
                 request = JobRequest(
-                    inputs=[str(clip)], variations=variations, output_dir=str(work / "out"),
-                    seed=7, concurrency=1,
+                    inputs=[str(clip)],
+                    variations=variations,
+                    output_dir=str(work / "out"),
+                    seed=7,
+                    concurrency=1,
                 )
                 handle = await start_job(client, request, task_queue=settings.task_queue)
                 link = f"{server.ui_url}/namespaces/default/workflows/{handle.id}"
@@ -59,14 +62,18 @@ async def run_demo(
 
 async def _follow(handle: object, console: Console) -> None:
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-        TimeElapsedColumn(), console=console,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
     ) as bars:
         bar = bars.add_task("rendering", total=100)
         while True:
             progress = await query_progress(handle)  # type: ignore[arg-type]
             bars.update(
-                bar, completed=progress.percent,
+                bar,
+                completed=progress.percent,
                 description=f"{progress.state} {progress.completed}/{progress.total}",
             )
             if progress.state in ("completed", "cancelled", "failed", "drained"):

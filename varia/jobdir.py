@@ -121,9 +121,9 @@ def owned_names(stems: Sequence[str], variations: int) -> set[str]:
     return names
 
 
-def sweep(job_dir: Path, job_id: str, keep: Iterable[str], owned: set[str]) -> tuple[
-    list[str], list[str]
-]:
+def sweep(
+    job_dir: Path, job_id: str, keep: Iterable[str], owned: set[str]
+) -> tuple[list[str], list[str]]:
     """Delete the job's own files that are not kept; return (removed, foreign) names, sorted.
 
     Only regular files directly in `job_dir` whose names are in `owned` are deleted.
@@ -153,7 +153,9 @@ def sweep(job_dir: Path, job_id: str, keep: Iterable[str], owned: set[str]) -> t
 def append_ledger(job_dir: Path, results: Iterable[RenderResult]) -> None:
     """Append completion records to the ledger and fsync it (duplicates are fine: see read)."""
     lines = "".join(result.model_dump_json() + "\n" for result in results)
-    fd = os.open(job_dir / LEDGER_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+    fd = os.open(
+        job_dir / LEDGER_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644
+    )
     with os.fdopen(fd, "a") as handle:
         handle.write(lines)
         handle.flush()

@@ -58,7 +58,11 @@ def probe(path: str) -> MediaInfo:
     if duration is None or duration <= 0:
         raise MediaError(f"input {path!r} has no usable duration (truncated or a still image?)")
     return MediaInfo(
-        path=str(file), duration_s=duration, width=width, height=height, fps=fps,
+        path=str(file),
+        duration_s=duration,
+        width=width,
+        height=height,
+        fps=fps,
         has_audio=has_audio,
     )
 

@@ -93,9 +93,17 @@ class DevServer:
     def argv(self) -> list[str]:
         """The command line that starts this server."""
         argv = [
-            temporal_binary(), "server", "start-dev",
-            "--ip", self.host, "--port", str(self.port),
-            "--log-level", "warn", "--log-format", "pretty",
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            self.host,
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warn",
+            "--log-format",
+            "pretty",
             *SEARCH_ATTRIBUTE_FLAGS,
         ]
         argv += ["--ui-port", str(self.ui_port)] if self.ui else ["--headless"]
@@ -142,7 +150,7 @@ class DevServer:
                     GetSystemInfoRequest(), timeout=timedelta(seconds=2)
                 )
                 return
-            except Exception as err:  # noqa: BLE001 - not up yet
+            except Exception as err:
                 last_error = err
                 await asyncio.sleep(0.1)
         self.stop()
@@ -166,4 +174,3 @@ class DevServer:
     async def __aexit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
             self.stop()
-

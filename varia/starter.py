@@ -54,9 +54,7 @@ async def query_progress(handle: WorkflowHandle[VariationJob, JobResult]) -> Pro
     return await handle.query(VariationJob.progress)
 
 
-async def render_heartbeats(
-    client: Client, job_id: str
-) -> dict[str, RenderHeartbeat]:
+async def render_heartbeats(client: Client, job_id: str) -> dict[str, RenderHeartbeat]:
     """Live heartbeat details of the job's running renders, by activity id."""
     description = await client.get_workflow_handle(job_id).describe()
     beats: dict[str, RenderHeartbeat] = {}

@@ -33,9 +33,7 @@ def parse_request(raw: JobRequest | dict[str, Any] | Any) -> JobRequest:
         except ValidationError as err:
             raise RequestError(f"invalid job request: {_describe(err)}") from None
     else:
-        raise RequestError(
-            f"invalid job request: expected a JSON object, got {type(raw).__name__}"
-        )
+        raise RequestError(f"invalid job request: expected a JSON object, got {type(raw).__name__}")
     check_request(request)
     return request
 

@@ -57,7 +57,7 @@ async def warn_if_search_attributes_missing(client: Client, namespace: str) -> l
     """Log a clear warning when the namespace lacks varia's search attributes."""
     try:
         present = await registered_search_attributes(client, namespace)
-    except Exception as err:  # noqa: BLE001 - an operator API may be denied; not fatal
+    except Exception as err:
         log.warning("could not list search attributes (%s); jobs run without them", err)
         return []
     missing = [name for name in SEARCH_ATTRIBUTE_NAMES if name not in present]

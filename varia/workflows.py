@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import RetryPolicy, SearchAttributeUpdate, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -159,7 +159,9 @@ class VariationJob:
             if carry is None:
                 prepared = await workflow.execute_activity_method(
                     JobActivities.prepare,
-                    PrepareRequest(job_id=self._job_id, inputs=job.inputs, output_dir=job.output_dir),
+                    PrepareRequest(
+                        job_id=self._job_id, inputs=job.inputs, output_dir=job.output_dir
+                    ),
                     start_to_close_timeout=timedelta(minutes=10),
                     heartbeat_timeout=timedelta(minutes=2),
                     retry_policy=IO_RETRY,
@@ -396,7 +398,7 @@ class VariationJob:
         self._update_details()
 
     def _upsert_search_attributes(self) -> None:
-        values: list[SearchAttributePair[Any]] = []
+        values: list[SearchAttributeUpdate[Any]] = []
         if VARIA_STATE.name in self._search_attributes:
             values.append(VARIA_STATE.value_set(self._state))
         if VARIA_COMPLETED.name in self._search_attributes:
@@ -420,7 +422,7 @@ class VariationJob:
         self._errors = [*self._errors, message][-MAX_ERRORS_KEPT:]
 
 
-def _changed(values: list[SearchAttributePair[Any]]) -> bool:
+def _changed(values: list[SearchAttributeUpdate[Any]]) -> bool:
     current: TypedSearchAttributes = workflow.info().typed_search_attributes
     return any(current.get(pair.key) != pair.value for pair in values)
 
