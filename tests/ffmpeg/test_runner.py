@@ -1,0 +1,114 @@
+"""The render loop with the real FFmpeg: progress, cancellation, stall and interrupt."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from pathlib import Path
+
+from tests.conftest import Clips
+from tests.helpers import wait_for
+from varia.config import Settings
+from varia.ffmpeg.argv import build_render_argv
+from varia.ffmpeg.process import ProcessIdentity
+from varia.ffmpeg.progress import ProgressReport
+from varia.ffmpeg.runner import run_ffmpeg
+from varia.media import probe
+from varia.models import Recipe, RenderTask
+
+
+def render_argv(clip: Path, out: Path) -> list[str]:
+    task = RenderTask(
+        job_dir=str(out.parent),
+        input_index=0,
+        variation=0,
+        media=probe(str(clip)),
+        recipe=Recipe(zoom=1.05, speed=1.02),
+        output_name=out.name,
+        threads=1,
+    )
+    return build_render_argv(Settings().ffmpeg_path(), task, out)
+
+
+async def test_run_to_the_end_reports_progress(clips: Clips, tmp_path: Path) -> None:
+    reports: list[ProgressReport] = []
+    outcome = await run_ffmpeg(
+        render_argv(clips.short, tmp_path / "o.mp4"),
+        on_tick=lambda report, _id: reports.append(report) if report else None,
+    )
+    assert outcome.returncode == 0 and outcome.stop_reason is None and not outcome.cancelled
+    assert outcome.last_report is not None and outcome.last_report.ended
+    assert (tmp_path / "o.mp4").stat().st_size > 0
+
+
+async def test_cancel_stops_ffmpeg_with_q(clips: Clips, tmp_path: Path) -> None:
+    identities: list[ProcessIdentity] = []
+    percents: list[float] = []
+
+    def tick(report: ProgressReport | None, identity: ProcessIdentity) -> None:
+        identities.append(identity)
+        if report is not None:
+            percents.append(report.percent(20.0))
+
+    run = asyncio.create_task(
+        run_ffmpeg(render_argv(clips.long, tmp_path / "o.mp4"), on_tick=tick, tick_s=0.05)
+    )
+    await wait_for(lambda: percents and percents[-1] > 0, what="FFmpeg progress")
+    run.cancel()
+    outcome = await run
+    assert outcome.cancelled and outcome.stop_stage == "q" and outcome.returncode == 0
+    assert not identities[-1].is_alive()
+
+
+async def test_many_cancels_at_random_moments_are_never_lost(clips: Clips, tmp_path: Path) -> None:
+    """Each cancel must end the run (the wait_for trap would let FFmpeg run to its end)."""
+    for attempt in range(12):
+        ticks: list[int] = []
+        run = asyncio.create_task(
+            run_ffmpeg(
+                render_argv(clips.long, tmp_path / f"o{attempt}.mp4"),
+                on_tick=lambda *_, ticks=ticks: ticks.append(1),
+                tick_s=0.01 + 0.01 * (attempt % 4),
+            )
+        )
+        enough = attempt % 5
+        await wait_for(lambda ticks=ticks, enough=enough: len(ticks) > enough, what="ticks")
+        run.cancel()
+        outcome = await run
+        assert outcome.cancelled, f"attempt {attempt}: the cancel was lost"
+        last = outcome.last_report  # `q` ends with progress=end too: check how far it got
+        assert last is None or (last.out_time_s or 0) < 19.0
+
+
+def stalling_ffmpeg(tmp_path: Path, *, ignore_signals: bool) -> Path:
+    script = tmp_path / "stalls"
+    trap = "trap '' TERM INT\n" if ignore_signals else ""
+    script.write_text(
+        f"#!/bin/bash\n{trap}echo progress=continue\nwhile true; do sleep 0.1; done\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+async def test_stall_is_detected_and_escalates_to_sigkill(tmp_path: Path) -> None:
+    outcome = await run_ffmpeg(
+        [str(stalling_ffmpeg(tmp_path, ignore_signals=True))],
+        on_tick=lambda *_: None,
+        stall_timeout_s=0.5,
+        stage_timeout_s=0.3,
+        tick_s=0.05,
+    )
+    assert outcome.stop_reason is not None and outcome.stop_reason.startswith("stalled")
+    assert outcome.stop_stage == "kill"
+
+
+async def test_interrupt_stops_with_its_reason(tmp_path: Path) -> None:
+    outcome = await run_ffmpeg(
+        [str(stalling_ffmpeg(tmp_path, ignore_signals=False))],
+        on_tick=lambda *_: None,
+        interrupt=lambda: "worker shutting down",
+        stage_timeout_s=0.3,
+        tick_s=0.05,
+    )
+    assert outcome.stop_reason == "worker shutting down"
+    assert outcome.stop_stage == "term"
