@@ -17,7 +17,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from varia import jobdir, media
+from varia import jobdir, media, metrics
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
 from varia.ffmpeg.process import ProcessIdentity, stop_foreign
@@ -91,6 +91,7 @@ class JobActivities:
         return PreparedJob(job_dir=str(job_dir), media=probed)
 
     @activity.defn(name="varia.render")
+    @metrics.render_metrics
     async def render(self, task: RenderTask) -> RenderResult:
         """Render one variation to a temporary name, check it, rename it into place."""
         job_dir = Path(task.job_dir)
@@ -113,6 +114,7 @@ class JobActivities:
                 stage_timeout_s=self.settings.stop_stage_timeout_s,
                 niceness=self.settings.ffmpeg_nice,
             )
+            metrics.kill_stage_reached(outcome.stop_stage)
             if outcome.cancelled:
                 return await _keep_if_whole(outcome, temp, final, task)
             _raise_for_outcome(outcome, label)

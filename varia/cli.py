@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from varia.config import Settings, SettingsError, load_settings
+from varia.config import Settings, SettingsError, load_settings, settings_help
 
 app = typer.Typer(
     name="varia",
@@ -30,16 +29,19 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
-@app.command()
+@app.command(epilog=settings_help())
 def worker() -> None:
     """Run a worker (SIGTERM/SIGINT stop it gracefully; renders in flight retry elsewhere)."""
+    from varia.logs import configure_logging
     from varia.worker import run_worker
 
     settings = _settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    asyncio.run(run_worker(settings))
+    configure_logging(settings)
+    try:
+        asyncio.run(run_worker(settings))
+    except SettingsError as err:
+        err_console.print(f"varia: {err}", markup=False)
+        raise typer.Exit(2) from None
 
 
 @app.command()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_TASK_QUEUE = "varia"
@@ -86,8 +87,30 @@ class Settings(BaseSettings):
         alias="VARIA_ALLOWED_OUTPUT_ROOTS",
         description="Colon-separated dirs output_dir must be under; empty: anywhere.",
     )
+    heartbeat_throttle_s: float = Field(
+        1.0,
+        alias="VARIA_HEARTBEAT_THROTTLE",
+        gt=0,
+        description="Most seconds between render heartbeats (bounds cancel latency).",
+    )
+    worker_identity: str | None = Field(
+        None,
+        alias="VARIA_WORKER_IDENTITY",
+        min_length=1,
+        description="Worker identity shown in history and Web UI; default pid@host.",
+    )
     metrics_port: int | None = Field(
-        None, alias="VARIA_METRICS_PORT", ge=1, le=65535, description="Prometheus port; off."
+        None,
+        alias="VARIA_METRICS_PORT",
+        ge=1,
+        le=65535,
+        description="Port of the Prometheus /metrics endpoint; unset: off.",
+    )
+    metrics_host: str = Field(
+        "0.0.0.0",
+        alias="VARIA_METRICS_HOST",
+        min_length=1,
+        description="Address the metrics endpoint binds to.",
     )
     log_format: Literal["text", "json"] = Field(
         "text", alias="VARIA_LOG_FORMAT", description="Worker log lines: text or json."
@@ -122,3 +145,35 @@ def load_settings(**overrides: object) -> Settings:
             value = os.environ.get(env, error.get("input"))
             problems.append(f"{env}={value!r}: {error['msg']}")
         raise SettingsError("bad setting: " + "; ".join(problems)) from err
+
+
+def _shown_default(field: FieldInfo) -> str:
+    default = field.get_default(call_default_factory=True)
+    if default is None:
+        return "unset"
+    if isinstance(default, list):
+        return ", ".join(map(str, default)) or "empty"
+    return str(default)
+
+
+def settings_rows() -> list[tuple[str, str, str]]:
+    """(env var, default, meaning) of every setting, in the model's order."""
+    return [
+        (str(field.alias or name), _shown_default(field), field.description or "")
+        for name, field in Settings.model_fields.items()
+    ]
+
+
+def settings_markdown() -> str:
+    """The README's settings table, generated from the model."""
+    lines = ["| env var | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{env}` | `{default}` | {meaning} |" for env, default, meaning in settings_rows()]
+    return "\n".join(lines)
+
+
+def settings_help() -> str:
+    """Every setting as help text: one paragraph each (the `varia worker --help` epilog)."""
+    entries = [
+        f"{env} (default: {default}): {meaning}" for env, default, meaning in settings_rows()
+    ]
+    return "Settings (environment variables):\n\n" + "\n\n".join(entries)

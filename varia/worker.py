@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 from varia.activities import JobActivities
 from varia.client import connect
 from varia.config import Settings
+from varia.metrics import make_runtime, metrics_address
 from varia.search_attributes import (
     CREATE_COMMAND,
     SEARCH_ATTRIBUTE_NAMES,
@@ -26,14 +27,14 @@ from varia.workflows import VariationJob
 
 log = logging.getLogger("varia.worker")
 
-HEARTBEAT_THROTTLE_CAP = timedelta(seconds=1)
-"""Caps the SDK's heartbeat throttle so a cancel reaches FFmpeg within about a second."""
-
 
 def build_worker(client: Client, settings: Settings, *, identity: str | None = None) -> Worker:
     """A worker for varia's workflow and activities, configured from `settings`."""
     activities = JobActivities(settings)
+    identity = identity or settings.worker_identity
     extra = {"identity": identity} if identity else {}
+    # Capping the SDK's heartbeat throttle makes a cancel reach FFmpeg within about that long.
+    throttle = timedelta(seconds=settings.heartbeat_throttle_s)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -46,8 +47,8 @@ def build_worker(client: Client, settings: Settings, *, identity: str | None = N
             activities.finish,
         ],
         max_concurrent_activities=settings.max_concurrent_renders + 2,
-        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE_CAP,
-        default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE_CAP,
+        max_heartbeat_throttle_interval=throttle,
+        default_heartbeat_throttle_interval=throttle,
         graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_s),
         **extra,  # type: ignore[arg-type]
     )
@@ -74,7 +75,7 @@ async def warn_if_search_attributes_missing(client: Client, namespace: str) -> l
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Connect, run a worker until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
-    client = await connect(settings)
+    client = await connect(settings, runtime=make_runtime(settings))
     await warn_if_search_attributes_missing(client, settings.temporal_namespace)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,6 +88,8 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         settings.temporal_address,
         settings.temporal_namespace,
     )
+    if metrics_address(settings):
+        log.info("metrics at http://%s/metrics", metrics_address(settings))
     async with worker:
         await stop.wait()
         log.info("shutting down: stopping renders in flight (they retry elsewhere)")
