@@ -17,7 +17,7 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate, TypedSearchAtt
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from varia.activities import NON_RETRYABLE_TYPES, JobActivities
+    from varia.activities import NO_SPACE, NON_RETRYABLE_TYPES, JobActivities
     from varia.models import (
         DEFAULT_CHUNK_SIZE,
         FinalState,
@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         JobState,
         LedgerAppend,
         MediaInfo,
+        PreparedJob,
         PrepareRequest,
         Progress,
         Recipe,
@@ -90,6 +91,7 @@ class VariationJob:
         self._running: dict[tuple[int, int], RenderTask] = {}
         self._errors: list[str] = []
         self._draining = False
+        self._halted = False  # a render failed in a way every other one would too
         self._cancel_requested = False
         self._job_dir: str | None = None
         self._search_attributes: list[str] = []
@@ -146,35 +148,27 @@ class VariationJob:
             raise ApplicationError(str(err), type="BadRequest", non_retryable=True) from None
         self._total = len(job.inputs) * job.variations
         stems = output_stems(job.inputs)
-        await self._load_search_attributes()
         if carry is not None:
             self._resume(carry)
-        else:
-            self._set_state("preparing")
         media: list[MediaInfo] = carry.media if carry else []
         next_index = carry.next_index if carry else 0
         outcome: FinalState | None = None
         cancel: asyncio.CancelledError | None = None
         try:
+            await self._load_search_attributes()
             if carry is None:
-                prepared = await workflow.execute_activity_method(
-                    JobActivities.prepare,
-                    PrepareRequest(
-                        job_id=self._job_id, inputs=job.inputs, output_dir=job.output_dir
-                    ),
-                    start_to_close_timeout=timedelta(minutes=10),
-                    heartbeat_timeout=timedelta(minutes=2),
-                    retry_policy=IO_RETRY,
-                    cancellation_type=WAIT,
-                    summary="confine paths, create the job directory, probe the inputs",
-                )
+                self._set_state("preparing")
+                prepared = await self._prepare(job)
                 self._job_dir, media = prepared.job_dir, prepared.media
                 self._set_state("draining" if self._draining else "running")
             next_index = await self._render_chunk(job, stems, media, next_index)
+            if next_index < self._total and not self._draining and not self._halted:
+                await self._record_chunk()
+                workflow.continue_as_new(args=[job, self._carry(media, next_index)])
         except asyncio.CancelledError as err:
             cancel = err
             self._cancel_requested = True
-        except ActivityError as err:  # prepare was cancelled, or failed on bad input
+        except ActivityError as err:  # prepare or record was cancelled, or failed
             if is_cancelled_exception(err):
                 cancel = asyncio.CancelledError()
                 self._cancel_requested = True
@@ -182,10 +176,18 @@ class VariationJob:
                 self._remember_error(_cause_message(err))
                 outcome = "failed"
                 self._job_dir = self._job_dir or _job_dir_from_failure(err)
-        if cancel is None and outcome is None and next_index < self._total and not self._draining:
-            await self._record_chunk()
-            workflow.continue_as_new(args=[job, self._carry(media, next_index)])
         return await self._end(job, stems, outcome, cancel)
+
+    async def _prepare(self, job: JobRequest) -> PreparedJob:
+        return await workflow.execute_activity_method(
+            JobActivities.prepare,
+            PrepareRequest(job_id=self._job_id, inputs=job.inputs, output_dir=job.output_dir),
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(minutes=2),
+            retry_policy=IO_RETRY,
+            cancellation_type=WAIT,
+            summary="confine paths, create the job directory, probe the inputs",
+        )
 
     async def _end(
         self,
@@ -261,6 +263,7 @@ class VariationJob:
                     next_index < chunk_end
                     and len(running) < job.concurrency
                     and not self._draining
+                    and not self._halted
                     and not workflow.info().is_continue_as_new_suggested()
                 ):
                     task = self._plan(job, stems, media, next_index)
@@ -319,6 +322,7 @@ class VariationJob:
         except ActivityError as err:
             if not is_cancelled_exception(err):
                 self._failed += 1
+                self._halted = self._halted or _error_type(err) == NO_SPACE
                 self._remember_error(
                     f"{task.media.path} variation {task.variation}: {_cause_message(err)}"
                 )
@@ -436,6 +440,11 @@ def _cause_message(err: BaseException) -> str:
     while err.__cause__ is not None:
         err = err.__cause__
     return str(err) or type(err).__name__
+
+
+def _error_type(err: ActivityError) -> str | None:
+    cause = err.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
 
 
 def _job_dir_from_failure(err: ActivityError) -> str | None:
