@@ -1,0 +1,66 @@
+"""`python -m varia.health`: exit 0 when this host's worker polls its task queue.
+
+The container HEALTHCHECK runs it. The worker is found by `VARIA_WORKER_IDENTITY` when set,
+else by the SDK's default identity `<pid>@<hostname>` on this host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from datetime import timedelta
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+
+from varia.client import connect
+from varia.config import Settings, SettingsError, load_settings
+
+
+async def poller_identities(client: Client, namespace: str, task_queue: str) -> set[str]:
+    """Identities of the workers recently polling the task queue for activities."""
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        ),
+        timeout=timedelta(seconds=5),
+    )
+    return {poller.identity for poller in response.pollers}
+
+
+def is_mine(identity: str, settings: Settings) -> bool:
+    """Whether a poller identity is this host's worker."""
+    if settings.worker_identity:
+        return identity == settings.worker_identity
+    return identity.endswith(f"@{socket.gethostname()}")
+
+
+async def check(settings: Settings) -> bool:
+    """True when this host's worker polls the configured task queue."""
+    client = await connect(settings)
+    identities = await poller_identities(client, settings.temporal_namespace, settings.task_queue)
+    return any(is_mine(identity, settings) for identity in identities)
+
+
+def main() -> int:
+    """Exit code for the HEALTHCHECK: 0 healthy, 1 not polling, 2 bad settings or no server."""
+    try:
+        healthy = asyncio.run(check(load_settings()))
+    except SettingsError as err:
+        print(f"varia health: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        print(f"varia health: cannot ask Temporal: {err}", file=sys.stderr)
+        return 2
+    if not healthy:
+        print("varia health: no worker of this host polls the task queue", file=sys.stderr)
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
