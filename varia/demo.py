@@ -33,11 +33,13 @@ async def run_demo(
         console.print("[bold]varia demo[/]: starting the embedded Temporal server…")
         server = DevServer(db_path=Path(db_dir) / "temporal.db")
         async with server:
-            console.print(f"  Temporal at {server.address}, Web UI at {server.ui_url}")
+            console.print(
+                f"  Temporal at {server.address}, Web UI at {server.ui_url}", soft_wrap=True
+            )
             settings = Settings(TEMPORAL_ADDRESS=server.address, VARIA_TASK_QUEUE="varia-demo")
             client = await connect(settings)
             clip = make_clip(work / "demo-input.mp4", seconds=seconds, size="640x360")
-            console.print(f"  test clip: {clip}")
+            console.print(f"  test clip: {clip}", soft_wrap=True)
             async with build_worker(client, settings):
                 request = JobRequest(
                     inputs=[str(clip)],
@@ -48,15 +50,17 @@ async def run_demo(
                 )
                 handle = await start_job(client, request, task_queue=settings.task_queue)
                 link = f"{server.ui_url}/namespaces/default/workflows/{handle.id}"
-                console.print(f"  job {handle.id}: {link}")
+                console.print(f"  job {handle.id}: {link}", soft_wrap=True)
                 await _follow(handle, console)
                 result = await handle.result()
         console.print(f"[green]done[/]: {result.completed}/{result.total} variations")
         manifest = Path(result.manifest)
         for line in sorted(Path(result.job_dir).glob("*.mp4")):
-            console.print(f"  {line}")
-        console.print(f"  manifest: {manifest}")
-        console.print("  (the Web UI link works while a server runs: try `varia server`)")
+            console.print(f"  {line}", soft_wrap=True)
+        console.print(f"  manifest: {manifest}", soft_wrap=True)
+        console.print(
+            "  (the Web UI link works while a server runs: try `varia server`)", soft_wrap=True
+        )
     return 0
 
 
