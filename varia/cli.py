@@ -1,47 +1,427 @@
-"""The `varia` command line."""
+"""The `varia` command line.
+
+Exit codes: 0 ok, 1 the job failed or was cancelled (or a Temporal error), 2 usage error,
+3 job not found, 4 server unreachable, 130 stopped watching with Ctrl-C (the job runs on).
+With `--json` every command prints exactly one JSON object on stdout (errors too:
+`{"error": …, "exit_code": …}`); messages for people go to stderr.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from enum import IntEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from temporalio.client import Client
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
 from varia.config import Settings, SettingsError, load_settings, settings_help
+from varia.control import StopOutcome, cancel_job, drain_job
+from varia.jobinfo import (
+    UNSUCCESSFUL_STATES,
+    JobNotFound,
+    JobStatus,
+    ServerUnreachable,
+    job_status,
+    list_jobs,
+    open_client,
+    ui_link,
+)
+from varia.models import JobRequest, JobState
+from varia.search_attributes import registered_search_attributes
+from varia.validation import RequestError
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="varia",
     help="Durable video-variation renderer on Temporal.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 console = Console()
 err_console = Console(stderr=True)
 
+LIST_STATES = sorted([*JobState.__args__, "terminated", "timed_out"])  # type: ignore[attr-defined]
 
-def _settings() -> Settings:
+
+class Exit(IntEnum):
+    """The documented exit codes."""
+
+    OK = 0
+    JOB_UNSUCCESSFUL = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    UNREACHABLE = 4
+    INTERRUPTED = 130
+
+
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout (for scripts).")
+]
+JobId = Annotated[str, typer.Argument(help="The job (workflow) id.", show_default=False)]
+
+
+# ---- output helpers ------------------------------------------------------------------
+
+
+def _emit(payload: dict[str, Any]) -> None:
+    """Write the one JSON object of a `--json` command to stdout."""
+    sys.stdout.write(json.dumps(payload, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(code: Exit, message: str, as_json: bool) -> NoReturn:
+    """Print one clear line (and the JSON error object with `--json`), then exit."""
+    err_console.print(f"varia: {message}", markup=False, highlight=False, soft_wrap=True)
+    if as_json:
+        _emit({"error": message, "exit_code": int(code)})
+    raise typer.Exit(int(code))
+
+
+def _settings(as_json: bool = False) -> Settings:
     try:
         return load_settings()
     except SettingsError as err:
-        err_console.print(f"varia: {err}")
-        raise typer.Exit(2) from None
+        _fail(Exit.USAGE, str(err), as_json)
+
+
+def _run(as_json: bool, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run `work`, mapping varia's errors to their exit codes and one line each."""
+    try:
+        return asyncio.run(work())
+    except ServerUnreachable as err:
+        _fail(Exit.UNREACHABLE, str(err), as_json)
+    except JobNotFound as err:
+        _fail(Exit.NOT_FOUND, str(err), as_json)
+    except (RequestError, SettingsError) as err:
+        _fail(Exit.USAGE, str(err), as_json)
+    except RPCError as err:
+        _fail(Exit.JOB_UNSUCCESSFUL, f"Temporal said: {err.message}", as_json)
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _counts(status: JobStatus) -> str:
+    total = "?" if status.total is None else str(status.total)
+    text = f"{status.completed if status.completed is not None else '?'}/{total} done"
+    if status.failed:
+        text += f", {status.failed} failed"
+    if status.running:
+        text += f", {status.running} running"
+    return text
+
+
+def _exit_for(status: JobStatus) -> Exit:
+    return Exit.JOB_UNSUCCESSFUL if status.state in UNSUCCESSFUL_STATES else Exit.OK
+
+
+def _status_table(status: JobStatus) -> Table:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    percent = f" ({status.percent:.0f}%)" if status.percent is not None else ""
+    rows = [
+        ("job", status.job_id),
+        ("state", status.state + (" · cancel requested" if status.cancel_requested else "")),
+        ("progress", _counts(status) + percent),
+        ("outputs", "-" if status.outputs is None else str(status.outputs)),
+        ("job dir", status.job_dir or "-"),
+        ("manifest", status.manifest or "-"),
+        ("started", _when(status.started)),
+        ("closed", _when(status.closed_at)),
+        ("Web UI", status.ui_url or "-"),
+    ]
+    rows += [("rendering", name) for name in status.running_variations]
+    rows += [("error", line) for line in status.errors[-3:]]
+    for key, value in rows:
+        table.add_row(key, escape(value))
+    return table
+
+
+# ---- job commands --------------------------------------------------------------------
+
+
+@app.command()
+def start(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Input videos (made absolute).", show_default=False)
+    ],
+    variations: Annotated[
+        int, typer.Option("-n", "--variations", min=1, help="Variations per input.")
+    ],
+    output_dir: Annotated[
+        Path, typer.Option("-o", "--output-dir", help="Where the job directory is made.")
+    ],
+    seed: Annotated[int, typer.Option(help="Seed of the recipes.")] = 0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Renders at once.")] = 1,
+    threads: Annotated[int | None, typer.Option(min=1, help="FFmpeg -threads per render.")] = None,
+    job_id: Annotated[str | None, typer.Option("--id", help="Job id (default: fresh).")] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="Follow the job to its end.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Start a job; print its id, job directory and Web UI link."""
+    from varia.starter import start_job
+
+    settings = _settings(as_json)
+    request = JobRequest(
+        inputs=[os.path.abspath(os.path.expanduser(p)) for p in inputs],
+        variations=variations,
+        output_dir=os.path.abspath(os.path.expanduser(output_dir)),
+        seed=seed,
+        concurrency=concurrency,
+        threads=threads,
+    )
+    missing = [p for p in request.inputs if not os.path.isfile(p)]
+    if missing:
+        _fail(Exit.USAGE, f"input not found: {missing[0]}", as_json)
+
+    known: dict[str, str] = {}
+
+    async def work() -> tuple[dict[str, Any], JobStatus | None]:
+        client = await open_client(settings)
+        try:
+            handle = await start_job(client, request, task_queue=settings.task_queue, job_id=job_id)
+        except WorkflowAlreadyStartedError:
+            raise RequestError(f"a job with id {job_id!r} already exists") from None
+        known["job_id"] = handle.id
+        started = {
+            "job_id": handle.id,
+            "job_dir": str(Path(request.output_dir) / handle.id),
+            "ui_url": ui_link(settings, handle.id),
+            "task_queue": settings.task_queue,
+        }
+        if not watch:
+            return started, None
+        if not as_json:
+            _print_started(started)
+        return started, await _follow(client, settings, handle.id, as_json)
+
+    try:
+        started, final = _run(as_json, work)
+    except KeyboardInterrupt:
+        _detached(known.get("job_id", job_id or "<job id>"), as_json)
+    if as_json:
+        _emit({**started, **({"status": final.model_dump(mode="json")} if final else {})})
+    elif final is None:
+        _print_started(started)
+    else:
+        _print_final(final)
+    raise typer.Exit(int(_exit_for(final)) if final else 0)
+
+
+def _print_started(started: dict[str, Any]) -> None:
+    job = started["job_id"]
+    console.print(f"started job [bold]{escape(job)}[/]")
+    console.print(f"  job dir: {escape(started['job_dir'])}", highlight=False)
+    console.print(f"  Web UI:  {escape(started['ui_url'])}", highlight=False)
+    console.print(f"  follow:  varia watch {job}    stop: varia cancel {job}", highlight=False)
+
+
+def _print_final(status: JobStatus) -> None:
+    colour = "red" if status.state in UNSUCCESSFUL_STATES else "green"
+    console.print(
+        f"[{colour}]{status.state}[/]: {_counts(status)}"
+        + (f", outputs in {escape(status.job_dir)}" if status.job_dir else "")
+    )
+    for line in status.errors[-3:]:
+        console.print(f"  error: {escape(line)}")
+
+
+async def _follow(client: Client, settings: Settings, job_id: str, as_json: bool) -> JobStatus:
+    from varia.watch import follow, wait_quietly
+
+    if as_json:
+        return await wait_quietly(client, settings, job_id)
+    return await follow(client, settings, job_id, console)
+
+
+def _detached(job_id: str, as_json: bool) -> NoReturn:
+    message = f"stopped watching; job {job_id} runs on. Cancel it with: varia cancel {job_id}"
+    err_console.print(message, markup=False, highlight=False)
+    if as_json:
+        _emit({"job_id": job_id, "detached": True})
+    raise typer.Exit(int(Exit.INTERRUPTED))
+
+
+@app.command()
+def watch(job_id: JobId, as_json: JsonFlag = False) -> None:
+    """Follow a job live until it closes (Ctrl-C only stops watching)."""
+    settings = _settings(as_json)
+
+    async def work() -> JobStatus:
+        client = await open_client(settings)
+        await job_status(client, settings, job_id)  # not found: fail before drawing
+        return await _follow(client, settings, job_id, as_json)
+
+    try:
+        final = _run(as_json, work)
+    except KeyboardInterrupt:
+        _detached(job_id, as_json)
+    if as_json:
+        _emit(final.model_dump(mode="json"))
+    else:
+        _print_final(final)
+    raise typer.Exit(int(_exit_for(final)))
+
+
+@app.command()
+def status(job_id: JobId, as_json: JsonFlag = False) -> None:
+    """Show a job's state, progress, outputs, job directory and times."""
+    settings = _settings(as_json)
+
+    async def work() -> JobStatus:
+        return await job_status(await open_client(settings), settings, job_id)
+
+    result = _run(as_json, work)
+    if as_json:
+        _emit(result.model_dump(mode="json"))
+    else:
+        console.print(_status_table(result))
+
+
+def _print_outcome(outcome: StopOutcome) -> None:
+    kept = f"{outcome.kept if outcome.kept is not None else '?'} of {outcome.total or '?'}"
+    when = _when(outcome.closed_at)
+    if outcome.already_closed:
+        console.print(
+            f"job {escape(outcome.job_id)} had already closed: {outcome.state} "
+            f"({kept} variations kept) at {when}"
+        )
+    elif not outcome.waited:
+        verb = "cancel" if outcome.action == "cancel" else "drain"
+        console.print(
+            f"{verb} requested for {escape(outcome.job_id)}; it closes once its renders have "
+            f"stopped and cleanup ran (follow: varia watch {escape(outcome.job_id)})"
+        )
+    elif outcome.action == "cancel" and outcome.state == "completed":
+        console.print(
+            f"completed: all {kept} variations finished before the cancel took effect "
+            f"(closed {when})"
+        )
+    elif outcome.action == "cancel" and outcome.state == "cancelled":
+        console.print(f"cancelled: {kept} variations kept (cancelled at {when})")
+    else:
+        console.print(f"{outcome.state}: {kept} variations kept (closed {when})")
+    if outcome.manifest:
+        console.print(f"  manifest: {escape(outcome.manifest)}", highlight=False)
+
+
+def _stop(action: str, job_id: str, no_wait: bool, as_json: bool) -> None:
+    settings = _settings(as_json)
+    stop = cancel_job if action == "cancel" else drain_job
+
+    def notify(message: str) -> None:
+        err_console.print(message, markup=False, highlight=False)
+
+    async def work() -> StopOutcome:
+        client = await open_client(settings)
+        return await stop(client, settings, job_id, wait=not no_wait, notify=notify)
+
+    try:
+        outcome = _run(as_json, work)
+    except KeyboardInterrupt:
+        err_console.print(f"stopped waiting; the {action} of {job_id} stays requested")
+        raise typer.Exit(int(Exit.INTERRUPTED)) from None
+    if as_json:
+        _emit(outcome.model_dump(mode="json"))
+    else:
+        _print_outcome(outcome)
+
+
+NoWait = Annotated[
+    bool, typer.Option("--no-wait", help="Only request it; do not wait until the job closed.")
+]
+
+
+@app.command()
+def cancel(job_id: JobId, no_wait: NoWait = False, as_json: JsonFlag = False) -> None:
+    """Cancel a job: stop its renders, keep the finished variations, clean up (exit 0)."""
+    _stop("cancel", job_id, no_wait, as_json)
+
+
+@app.command()
+def drain(job_id: JobId, no_wait: NoWait = False, as_json: JsonFlag = False) -> None:
+    """Drain a job: start no new variations, let running ones finish, then clean up."""
+    _stop("drain", job_id, no_wait, as_json)
+
+
+@app.command(name="list")
+def list_command(
+    state: Annotated[
+        str | None, typer.Option(help=f"Only jobs in this state: {', '.join(LIST_STATES)}.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recent jobs, newest first, with their state and progress."""
+    if state is not None and state not in LIST_STATES:
+        _fail(Exit.USAGE, f"unknown state {state!r}; one of: {', '.join(LIST_STATES)}", as_json)
+    settings = _settings(as_json)
+
+    async def work() -> list[JobStatus]:
+        client = await open_client(settings)
+        try:
+            present = await registered_search_attributes(client, settings.temporal_namespace)
+        except RPCError:
+            present = []
+        return await list_jobs(
+            client, settings, state=state, limit=limit, with_attributes=len(present) == 3
+        )
+
+    rows = _run(as_json, work)
+    if as_json:
+        _emit({"jobs": [row.model_dump(mode="json") for row in rows]})
+        return
+    if not rows:
+        console.print("no jobs" + (f" in state {state}" if state else ""))
+        return
+    table = Table("job", "state", "progress", "started", "closed")
+    for row in rows:
+        percent = f" ({row.percent:.0f}%)" if row.percent is not None else ""
+        table.add_row(
+            escape(row.job_id),
+            row.state,
+            _counts(row) + percent,
+            _when(row.started),
+            _when(row.closed_at),
+        )
+    console.print(table)
+
+
+# ---- processes -----------------------------------------------------------------------
 
 
 @app.command(epilog=settings_help())
-def worker() -> None:
+def worker(as_json: JsonFlag = False) -> None:
     """Run a worker (SIGTERM/SIGINT stop it gracefully; renders in flight retry elsewhere)."""
     from varia.logs import configure_logging
     from varia.worker import run_worker
 
-    settings = _settings()
+    settings = _settings(as_json)
     configure_logging(settings)
-    try:
-        asyncio.run(run_worker(settings))
-    except SettingsError as err:
-        err_console.print(f"varia: {err}", markup=False)
-        raise typer.Exit(2) from None
+
+    async def work() -> None:
+        await open_client(settings)  # unreachable server: one line, exit 4
+        await run_worker(settings)
+
+    _run(as_json, work)
+    if as_json:
+        _emit({"stopped": True, "task_queue": settings.task_queue})
 
 
 @app.command()
@@ -50,21 +430,33 @@ def server(
     ui_port: Annotated[int, typer.Option(help="Web UI port.")] = 8233,
     ip: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     db: Annotated[Path | None, typer.Option(help="SQLite file (default: user data dir).")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Run the embedded Temporal dev server with varia's search attributes registered."""
-    from varia.server import DevServer, default_db_path
+    from varia.server import DevServer, ServerError, default_db_path
 
     async def serve() -> None:
         dev = DevServer(host=ip, port=port, ui_port=ui_port, db_path=db or default_db_path())
         async with dev:
-            console.print(f"Temporal at {dev.address}, Web UI at {dev.ui_url}; Ctrl-C stops it")
+            if as_json:
+                _emit(
+                    {
+                        "address": dev.address,
+                        "ui_url": dev.ui_url,
+                        "pid": dev.process.pid if dev.process else None,
+                    }
+                )
+            else:
+                console.print(f"Temporal at {dev.address}, Web UI at {dev.ui_url}; Ctrl-C stops it")
             assert dev.process is not None
             await asyncio.to_thread(dev.process.wait)
 
     try:
         asyncio.run(serve())
+    except ServerError as err:
+        _fail(Exit.UNREACHABLE, str(err), as_json)
     except KeyboardInterrupt:
-        console.print("stopped")
+        err_console.print("stopped")
 
 
 @app.command()
@@ -72,15 +464,19 @@ def demo(
     variations: Annotated[int, typer.Option("-n", "--variations", min=1, max=20)] = 3,
     seconds: Annotated[float, typer.Option(help="Length of the test clip.")] = 4.0,
     out: Annotated[Path | None, typer.Option(help="Where to keep the clip and outputs.")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Run everything on this machine: server, worker, a test clip and a job."""
     from varia.demo import run_demo
 
+    shown = err_console if as_json else console
     try:
-        code = asyncio.run(run_demo(console, variations=variations, seconds=seconds, keep_dir=out))
+        code = asyncio.run(run_demo(shown, variations=variations, seconds=seconds, keep_dir=out))
     except KeyboardInterrupt:
         err_console.print("interrupted: everything the demo started was stopped")
         code = 130
+    if as_json:
+        _emit({"exit_code": code})
     raise typer.Exit(code)
 
 

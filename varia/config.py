@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", alias="VARIA_LOG_LEVEL", description="Worker log level."
     )
+    ui_url: str | None = Field(
+        None,
+        alias="VARIA_UI_URL",
+        description="Temporal Web UI base URL; default: the gRPC host, port + 1000 (dev server).",
+    )
 
     _split_input_roots = field_validator("allowed_input_roots", mode="before")(_split_roots)
     _split_output_roots = field_validator("allowed_output_roots", mode="before")(_split_roots)

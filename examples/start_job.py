@@ -1,0 +1,47 @@
+"""Run one varia job from Python and print its result as JSON.
+
+    python examples/start_job.py /abs/clip.mp4 -n 3 -o /abs/out
+
+Uses the same settings as the CLI (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `VARIA_TASK_QUEUE`);
+a varia worker must poll that task queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from varia.client import connect
+from varia.config import load_settings
+from varia.models import JobRequest
+from varia.starter import start_job
+
+
+async def main(argv: list[str]) -> int:
+    """Start a job, wait for its result, print it; exit 0 when it completed."""
+    parser = argparse.ArgumentParser(description="Run one varia job.")
+    parser.add_argument("inputs", nargs="+")
+    parser.add_argument("-n", "--variations", type=int, default=3)
+    parser.add_argument("-o", "--output-dir", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    settings = load_settings()
+    client = await connect(settings)
+    request = JobRequest(
+        inputs=[os.path.abspath(path) for path in args.inputs],
+        variations=args.variations,
+        output_dir=os.path.abspath(args.output_dir),
+        seed=args.seed,
+    )
+    handle = await start_job(client, request, task_queue=settings.task_queue)
+    print(f"started {handle.id}; waiting for it to finish", file=sys.stderr)
+    result = await handle.result()  # raises WorkflowFailureError if the job failed or was cancelled
+    print(result.model_dump_json())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))
