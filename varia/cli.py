@@ -51,8 +51,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 LIST_STATES = sorted([*JobState.__args__, "terminated", "timed_out"])  # type: ignore[attr-defined]
 
@@ -247,6 +247,7 @@ async def _follow(client: Client, settings: Settings, job_id: str, as_json: bool
 
     if as_json:
         return await wait_quietly(client, settings, job_id)
+    err_console.print(f"watching {job_id}; Ctrl-C stops watching (the job runs on)", markup=False)
     return await follow(client, settings, job_id, console)
 
 
@@ -391,6 +392,8 @@ def list_command(
         console.print("no jobs" + (f" in state {state}" if state else ""))
         return
     table = Table("job", "state", "progress", "started", "closed")
+    for column in table.columns:
+        column.no_wrap = True
     for row in rows:
         percent = f" ({row.percent:.0f}%)" if row.percent is not None else ""
         table.add_row(

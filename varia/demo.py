@@ -7,19 +7,18 @@ output and the Web UI link, and stops everything it started (also on Ctrl-C).
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from varia.client import connect
 from varia.clips import make_clip
 from varia.config import Settings
 from varia.models import JobRequest
 from varia.server import DevServer
-from varia.starter import query_progress, start_job
+from varia.starter import start_job
+from varia.watch import follow
 from varia.worker import build_worker
 
 
@@ -51,7 +50,7 @@ async def run_demo(
                 handle = await start_job(client, request, task_queue=settings.task_queue)
                 link = f"{server.ui_url}/namespaces/default/workflows/{handle.id}"
                 console.print(f"  job {handle.id}: {link}", soft_wrap=True)
-                await _follow(handle, console)
+                await follow(client, settings, handle.id, console)
                 result = await handle.result()
         console.print(f"[green]done[/]: {result.completed}/{result.total} variations")
         manifest = Path(result.manifest)
@@ -62,24 +61,3 @@ async def run_demo(
             "  (the Web UI link works while a server runs: try `varia server`)", soft_wrap=True
         )
     return 0
-
-
-async def _follow(handle: object, console: Console) -> None:
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bars:
-        bar = bars.add_task("rendering", total=100)
-        while True:
-            progress = await query_progress(handle)  # type: ignore[arg-type]
-            bars.update(
-                bar,
-                completed=progress.percent,
-                description=f"{progress.state} {progress.completed}/{progress.total}",
-            )
-            if progress.state in ("completed", "cancelled", "failed", "drained"):
-                return
-            await asyncio.sleep(0.3)
