@@ -153,10 +153,15 @@ async def stop_child(
     stage: StopStage = "exited"
     if proc.returncode is None:
         stage = await _escalate(proc, identity, stage_timeout_s)
-    for member in _group_members(identity):
+    kill_leftovers(identity)
+    return stage
+
+
+def kill_leftovers(leader: ProcessIdentity) -> None:
+    """SIGKILL what is left of the leader's process group (helpers that outlived it)."""
+    for member in _group_members(leader):
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             member.kill()
-    return stage
 
 
 async def _escalate(

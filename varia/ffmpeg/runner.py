@@ -22,6 +22,7 @@ from varia.ffmpeg.process import (
     DEFAULT_STAGE_TIMEOUT_S,
     ProcessIdentity,
     StopStage,
+    kill_leftovers,
     spawn,
     stop_child,
 )
@@ -135,6 +136,8 @@ async def run_ffmpeg(
             if stop_reason is not None:
                 stop_stage = await _finish_stop(stop_child(proc, identity, stage_timeout_s))
                 break
+        if stop_stage is None:  # it exited by itself: helpers it started must not outlive it
+            kill_leftovers(identity)
         await _finish_readers(readers)
     except asyncio.CancelledError:
         cancelled = True
