@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -484,5 +485,17 @@ def demo(
 
 
 def main() -> None:
-    """Entry point of the `varia` console script."""
-    app()
+    """Entry point of the `varia` console script.
+
+    Ends with `os._exit` after flushing: the Temporal SDK's Rust threads may still touch the
+    interpreter while it finalizes, which can abort a finished command (SIGABRT) at exit.
+    """
+    try:
+        app()
+        code: int = 0
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,389 @@
+"""The `varia` CLI as a user runs it: real processes against the real dev server and FFmpeg."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.worker import Worker
+
+from tests.conftest import Clips
+from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from varia.config import Settings
+from varia.jobinfo import ui_link
+from varia.server import free_port
+from varia.starter import render_heartbeats
+from varia.watch import follow
+from varia.worker import build_worker
+
+
+@dataclass
+class Run:
+    """A finished `varia` process."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> dict[str, Any]:
+        """Stdout holds exactly one JSON object and nothing else."""
+        value = json.loads(self.out)
+        assert isinstance(value, dict)
+        return value
+
+    def one_clear_line(self) -> str:
+        """The error case: a single line on stderr, no traceback."""
+        assert "Traceback" not in self.err, self.err
+        lines = [line for line in self.err.splitlines() if line.strip()]
+        assert len(lines) == 1, self.err
+        return lines[0]
+
+
+def cli_env(address: str, task_queue: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VARIA_", "TEMPORAL_"))}
+    env |= {
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_NAMESPACE": "default",
+        "VARIA_TASK_QUEUE": task_queue,
+        "COLUMNS": "200",
+    }
+    return env
+
+
+async def spawn(
+    env: dict[str, str], *args: str, cwd: Path | None = None
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "varia",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+    )
+
+
+async def finish(proc: asyncio.subprocess.Process, timeout_s: float = 120) -> Run:
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
+
+
+async def varia(env: dict[str, str], *args: str, cwd: Path | None = None) -> Run:
+    return await finish(await spawn(env, *args, cwd=cwd))
+
+
+async def first_stderr_line(proc: asyncio.subprocess.Process) -> str:
+    assert proc.stderr is not None
+    async with asyncio.timeout(60):
+        return (await proc.stderr.readline()).decode()
+
+
+@pytest.fixture
+def env_vars(settings: Settings) -> dict[str, str]:
+    return cli_env(settings.temporal_address, settings.task_queue)
+
+
+def start_args(video: Path, n: int, out: Path, job_id: str, *extra: str) -> list[str]:
+    return ["start", str(video), "-n", str(n), "-o", str(out), "--id", job_id, *extra]
+
+
+async def wait_rendering(client: Client, job_id: str) -> None:
+    async def rendering() -> bool:
+        beats = await render_heartbeats(client, job_id)
+        return any(beat.pid and beat.percent > 0 for beat in beats.values())
+
+    await wait_for(rendering, timeout_s=60, what="FFmpeg to report progress")
+
+
+async def test_start_watch_status_list(
+    env_vars: dict[str, str], worker: Worker, clips: Clips, tmp_path: Path, job_id: str
+) -> None:
+    # relative inputs and output dir, made absolute by the CLI
+    started = await varia(
+        env_vars,
+        *("start", clips.short.name, "-n", "2", "-o", "out", "--seed", "3"),
+        *("--concurrency", "2", "--id", job_id, "--json"),
+        cwd=clips.short.parent,
+    )
+    assert started.code == 0, started.err
+    info = started.json()
+    job_dir = clips.short.parent / "out" / job_id
+    assert info["job_id"] == job_id
+    assert info["job_dir"] == str(job_dir)
+    assert info["ui_url"].endswith(f"/namespaces/default/workflows/{job_id}")
+
+    watched = await varia(env_vars, "watch", job_id, "--json")
+    assert watched.code == 0, watched.err
+    final = watched.json()
+    assert (final["state"], final["completed"], final["total"]) == ("completed", 2, 2)
+
+    status = await varia(env_vars, "status", job_id, "--json")
+    assert status.code == 0, status.err
+    record = status.json()
+    assert (record["state"], record["outputs"], record["failed"]) == ("completed", 2, 0)
+    assert record["job_dir"] == str(job_dir)
+    assert record["manifest"] == str(job_dir / "manifest.json")
+    assert record["started"] and record["closed_at"]
+    assert_manifest_matches_disk(job_dir)
+
+    human, listed, completed_only, running_only = await asyncio.gather(
+        varia(env_vars, "status", job_id),
+        varia(env_vars, "list", "--json", "--limit", "100"),
+        varia(env_vars, "list", "--state", "completed", "--json", "--limit", "100"),
+        varia(env_vars, "list", "--state", "running", "--json", "--limit", "100"),
+    )
+    assert human.code == 0 and "completed" in human.out and str(job_dir) in human.out
+    rows = {row["job_id"]: row for row in listed.json()["jobs"]}
+    assert (rows[job_id]["state"], rows[job_id]["completed"], rows[job_id]["total"]) == (
+        "completed",
+        2,
+        2,
+    )
+    starts = [row["started"] for row in listed.json()["jobs"]]
+    assert starts == sorted(starts, reverse=True)
+    assert job_id in {row["job_id"] for row in completed_only.json()["jobs"]}
+    assert job_id not in {row["job_id"] for row in running_only.json()["jobs"]}
+
+
+async def test_start_watch_follows_to_the_end(
+    env_vars: dict[str, str], worker: Worker, clips: Clips, out_dir: Path, job_id: str
+) -> None:
+    run = await varia(env_vars, *start_args(clips.silent, 1, out_dir, job_id, "--watch"))
+    assert run.code == 0, run.err
+    assert f"started job {job_id}" in run.out
+    assert ui_link(Settings(TEMPORAL_ADDRESS=env_vars["TEMPORAL_ADDRESS"]), job_id) in run.out
+    assert "completed: 1/1 done" in run.out
+
+
+async def test_cancel_mid_render_then_cancel_again(
+    client: Client,
+    env_vars: dict[str, str],
+    worker: Worker,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
+) -> None:
+    started = await varia(
+        env_vars, *start_args(clips.long, 3, out_dir, job_id, "--threads", "1", "--json")
+    )
+    assert started.code == 0, started.err
+    await wait_rendering(client, job_id)
+    job_dir = out_dir / job_id
+    assert processes_mentioning(str(job_dir))
+
+    cancelled = await varia(env_vars, "cancel", job_id, "--json")
+    assert cancelled.code == 0, cancelled.err
+    outcome = cancelled.json()
+    assert (outcome["state"], outcome["requested"], outcome["already_closed"]) == (
+        "cancelled",
+        True,
+        False,
+    )
+    assert outcome["total"] == 3 and outcome["closed_at"]
+    assert processes_mentioning(str(job_dir)) == []
+    manifest = assert_manifest_matches_disk(job_dir)
+    assert manifest["state"] == "cancelled"
+    kept = outcome["kept"]
+    assert kept == len(manifest["outputs"]) < 3
+    description = await client.get_workflow_handle(job_id).describe()
+    assert description.status == WorkflowExecutionStatus.CANCELED
+
+    again, again_json = await asyncio.gather(
+        varia(env_vars, "cancel", job_id), varia(env_vars, "cancel", job_id, "--json")
+    )
+    assert again.code == 0, again.err
+    assert f"already closed: cancelled ({kept} of 3 variations kept)" in again.out
+    assert again_json.code == 0 and again_json.json()["already_closed"] is True
+
+
+async def test_drain_keeps_the_running_variation(
+    client: Client,
+    env_vars: dict[str, str],
+    worker: Worker,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
+) -> None:
+    started = await varia(
+        env_vars, *start_args(clips.long, 3, out_dir, job_id, "--threads", "1", "--json")
+    )
+    assert started.code == 0, started.err
+    await wait_rendering(client, job_id)
+    drained = await varia(env_vars, "drain", job_id)
+    assert drained.code == 0, drained.err
+    assert "drained: 1 of 3 variations kept" in drained.out
+    assert assert_manifest_matches_disk(out_dir / job_id)["state"] == "drained"
+    again = await varia(env_vars, "drain", job_id, "--json")
+    assert again.code == 0 and again.json()["already_closed"] is True
+
+
+async def test_cancel_of_a_job_no_worker_polls(
+    client: Client, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+) -> None:
+    lonely = settings.model_copy(update={"task_queue": f"{settings.task_queue}-later"})
+    env = cli_env(settings.temporal_address, lonely.task_queue)
+    started = await varia(
+        env, "start", str(clips.short), "-n", "1", "-o", str(out_dir), "--id", job_id, "--json"
+    )
+    assert started.code == 0, started.err
+
+    requested = await varia(env, "cancel", job_id, "--no-wait", "--json")
+    assert requested.code == 0, requested.err
+    assert (requested.json()["requested"], requested.json()["waited"]) == (True, False)
+
+    waiting = await spawn(env, "cancel", job_id)
+    assert "no worker polls task queue" in await first_stderr_line(waiting)
+    async with build_worker(client, lonely):
+        run = await finish(waiting)
+    assert run.code == 0, run.err
+    assert "cancelled: 0 of 1 variations kept" in run.out
+    description = await client.get_workflow_handle(job_id).describe()
+    assert description.status == WorkflowExecutionStatus.CANCELED
+    assert not (out_dir / job_id).exists()  # nothing had started: nothing to clean
+
+
+async def test_watch_ctrl_c_detaches_without_cancelling(
+    client: Client,
+    env_vars: dict[str, str],
+    worker: Worker,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
+) -> None:
+    started = await varia(
+        env_vars, *start_args(clips.long, 1, out_dir, job_id, "--threads", "1", "--json")
+    )
+    assert started.code == 0, started.err
+    watching = await spawn(env_vars, "watch", job_id)
+    assert "Ctrl-C stops watching" in await first_stderr_line(watching)
+    watching.send_signal(signal.SIGINT)
+    run = await finish(watching)
+    assert run.code == 130
+    assert f"varia cancel {job_id}" in run.err and "Traceback" not in run.err
+    handle = client.get_workflow_handle(job_id)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    await handle.cancel()
+    await wait_for(lambda: _closed(client, job_id), what="the job to close after the test's cancel")
+
+
+async def _closed(client: Client, job_id: str) -> bool:
+    description = await client.get_workflow_handle(job_id).describe()
+    return description.status != WorkflowExecutionStatus.RUNNING
+
+
+async def test_live_view_shows_a_bar_per_running_variation(
+    client: Client, settings: Settings, worker: Worker, clips: Clips, out_dir: Path, job_id: str
+) -> None:
+    started = await varia(
+        cli_env(settings.temporal_address, settings.task_queue),
+        *("start", str(clips.long), "-n", "2", "-o", str(out_dir), "--id", job_id),
+        *("--threads", "1", "--json"),
+    )
+    assert started.code == 0, started.err
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=160, color_system=None)
+    watching = asyncio.create_task(follow(client, settings, job_id, console, poll_s=0.2))
+    await wait_for(
+        lambda: (
+            "fps" in screen.getvalue()
+            and "ETA" in screen.getvalue()
+            and "long_clip_v000.mp4" in screen.getvalue()
+        ),
+        what="a variation bar with fps and ETA",
+    )
+    await client.get_workflow_handle(job_id).cancel()
+    async with asyncio.timeout(60):
+        final = await watching
+    assert final.state == "cancelled" and final.closed
+    assert "running" in screen.getvalue() and "0/2 done" in screen.getvalue()
+
+
+async def test_errors_give_one_line_and_their_exit_code(
+    env_vars: dict[str, str], clips: Clips, out_dir: Path
+) -> None:
+    unreachable = cli_env(f"127.0.0.1:{free_port()}", "nobody")
+    runs = await asyncio.gather(
+        varia(env_vars, "status", "no-such-job"),
+        varia(env_vars, "cancel", "no-such-job", "--json"),
+        varia(unreachable, "status", "x"),
+        varia(unreachable, "list", "--json"),
+        varia(unreachable, "start", str(clips.short), "-n", "1", "-o", str(out_dir)),
+        varia(env_vars, "start", str(clips.short), "-o", str(out_dir)),  # no -n
+        varia(env_vars, "list", "--state", "bogus"),
+        varia(env_vars, "start", str(out_dir / "missing.mp4"), "-n", "1", "-o", str(out_dir)),
+    )
+    not_found, not_found_json, down, down_json, down_start, no_n, bad_state, missing = runs
+    assert not_found.code == 3 and "no job 'no-such-job'" in not_found.one_clear_line()
+    assert not_found.out == ""
+    assert not_found_json.code == 3 and not_found_json.json()["exit_code"] == 3
+    for run in (down, down_json, down_start):
+        assert run.code == 4, run.err
+        assert "cannot reach Temporal at 127.0.0.1:" in run.one_clear_line()
+    assert down_json.json()["exit_code"] == 4
+    assert no_n.code == 2 and "Traceback" not in no_n.err
+    assert bad_state.code == 2 and "unknown state 'bogus'" in bad_state.one_clear_line()
+    assert missing.code == 2 and "input not found" in missing.one_clear_line()
+
+
+async def test_worker_and_server_json(settings: Settings, tmp_path: Path) -> None:
+    env = cli_env(settings.temporal_address, f"{settings.task_queue}-proc")
+    worker_proc = await spawn(env, "worker", "--json")
+    server_proc = await spawn(
+        env,
+        "server",
+        "--port",
+        str(free_port()),
+        "--ui-port",
+        str(free_port()),
+        "--db",
+        str(tmp_path / "t.db"),
+        "--json",
+    )
+    try:
+        assert server_proc.stdout is not None
+        async with asyncio.timeout(60):
+            line = await server_proc.stdout.readline()
+        up = json.loads(line)
+        assert up["address"].startswith("127.0.0.1:") and up["ui_url"].startswith("http://")
+        server_proc.send_signal(signal.SIGINT)
+        server_run = await finish(server_proc)
+        assert server_run.code == 0, server_run.err
+        assert server_run.out == ""  # the one object was the first and only line
+
+        assert worker_proc.stderr is not None
+        await wait_for(lambda: _polls(settings, env["VARIA_TASK_QUEUE"]), what="the worker to poll")
+        worker_proc.send_signal(signal.SIGTERM)
+        worker_run = await finish(worker_proc)
+        assert worker_run.code == 0, worker_run.err
+        assert worker_run.json() == {"stopped": True, "task_queue": env["VARIA_TASK_QUEUE"]}
+    finally:
+        for proc in (worker_proc, server_proc):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def _polls(settings: Settings, task_queue: str) -> bool:
+    from varia.jobinfo import has_workers, open_client
+
+    client = await open_client(settings)
+    return await has_workers(client, settings, task_queue)
