@@ -1,0 +1,175 @@
+"""examples/: the starter script and the parent workflow that runs `VariationJob` as a child."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import CancelledError
+from temporalio.worker import Worker
+
+from tests.conftest import Clips
+from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from varia.config import Settings
+from varia.starter import render_heartbeats
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def parent_module() -> Iterator[ModuleType]:
+    """examples/parent_workflow.py imported by name (the workflow sandbox re-imports it)."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import parent_workflow
+
+        yield parent_workflow
+    finally:
+        sys.path.remove(str(EXAMPLES))
+
+
+@pytest_asyncio.fixture
+async def plain_client(settings: Settings) -> Client:
+    """A client with Temporal's default converter: the parent's side knows nothing of varia."""
+    return await Client.connect(settings.temporal_address)
+
+
+@pytest_asyncio.fixture
+async def parent_worker(
+    plain_client: Client, parent_module: ModuleType
+) -> AsyncIterator[tuple[Worker, str]]:
+    task_queue = f"parent-{uuid.uuid4().hex[:8]}"
+    async with parent_module.parent_worker(plain_client, task_queue) as running:
+        yield running, task_queue
+
+
+async def run_script(settings: Settings, *args: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VARIA_", "TEMPORAL_"))}
+    env |= {"TEMPORAL_ADDRESS": settings.temporal_address, "VARIA_TASK_QUEUE": settings.task_queue}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        async with asyncio.timeout(120):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_start_job_script(
+    settings: Settings, worker: Worker, clips: Clips, out_dir: Path
+) -> None:
+    code, out, err = await run_script(
+        settings, str(EXAMPLES / "start_job.py"), str(clips.short), "-n", "2", "-o", str(out_dir)
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["state"], result["completed"], result["total"]) == ("completed", 2, 2)
+    assert_manifest_matches_disk(Path(result["job_dir"]))
+
+
+async def test_parent_script_completes_with_the_childs_result(
+    settings: Settings, worker: Worker, clips: Clips, out_dir: Path
+) -> None:
+    code, out, err = await run_script(
+        settings,
+        str(EXAMPLES / "parent_workflow.py"),
+        *(str(clips.short), "-n", "2", "-o", str(out_dir)),
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["ok"] is True
+    job = result["job"]
+    assert (job["state"], job["completed"], job["failed"]) == ("completed", 2, 0)
+    assert job["job_id"].endswith("-variations")
+    assert sorted(Path(p).name for p in result["outputs"]) == ["short_v000.mp4", "short_v001.mp4"]
+    assert all(Path(p).is_file() for p in result["outputs"])
+
+
+async def test_parent_reads_the_childs_failure_as_json(
+    plain_client: Client,
+    parent_worker: tuple[Worker, str],
+    settings: Settings,
+    worker: Worker,
+    out_dir: Path,
+) -> None:
+    _, parent_queue = parent_worker
+    missing = str(out_dir / "no-such-clip.mp4")
+    job = {"inputs": [missing], "variations": 2, "output_dir": str(out_dir)}
+    result: dict[str, Any] = await plain_client.execute_workflow(
+        "PublishVariations",
+        {"job": job, "varia_task_queue": settings.task_queue},
+        id=f"parent-{uuid.uuid4().hex[:8]}",
+        task_queue=parent_queue,
+        result_type=dict,
+    )
+    assert result["ok"] is False
+    assert result["type"] == "JobFailed"
+    assert missing in result["error"]
+    [details] = result["details"]
+    assert details["state"] == "failed" and details["total"] == 2
+    assert json.loads(json.dumps(result)) == result
+
+
+async def test_cancelling_the_parent_cancels_the_child(
+    plain_client: Client,
+    parent_worker: tuple[Worker, str],
+    client: Client,
+    settings: Settings,
+    worker: Worker,
+    clips: Clips,
+    out_dir: Path,
+) -> None:
+    _, parent_queue = parent_worker
+    parent_id = f"parent-{uuid.uuid4().hex[:8]}"
+    child_id = f"{parent_id}-variations"
+    job = {"inputs": [str(clips.long)], "variations": 2, "output_dir": str(out_dir), "threads": 1}
+    parent = await plain_client.start_workflow(
+        "PublishVariations",
+        {"job": job, "varia_task_queue": settings.task_queue},
+        id=parent_id,
+        task_queue=parent_queue,
+        result_type=dict,
+    )
+
+    async def rendering() -> bool:
+        try:
+            beats = await render_heartbeats(client, child_id)
+        except Exception:
+            return False  # the child has not started yet
+        return any(beat.pid and beat.percent > 0 for beat in beats.values())
+
+    await wait_for(rendering, timeout_s=60, what="the child's FFmpeg to report progress")
+    job_dir = out_dir / child_id
+    assert processes_mentioning(str(job_dir))
+
+    await parent.cancel()
+    with pytest.raises(WorkflowFailureError) as failure:
+        await parent.result()
+    assert isinstance(failure.value.cause, CancelledError)
+
+    child = client.get_workflow_handle(child_id)
+    assert (await child.describe()).status == WorkflowExecutionStatus.CANCELED
+    assert (await parent.describe()).status == WorkflowExecutionStatus.CANCELED
+    assert processes_mentioning(str(job_dir)) == []
+    manifest = assert_manifest_matches_disk(job_dir)
+    assert manifest["state"] == "cancelled"
+    assert not [p for p in job_dir.iterdir() if p.name.endswith(".part")]
