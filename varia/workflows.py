@@ -156,10 +156,12 @@ class VariationJob:
         cancel: asyncio.CancelledError | None = None
         try:
             await self._load_search_attributes()
+            _raise_if_cancel_requested()
             if carry is None:
                 self._set_state("preparing")
                 prepared = await self._prepare(job)
                 self._job_dir, media = prepared.job_dir, prepared.media
+                _raise_if_cancel_requested()
                 self._set_state("draining" if self._draining else "running")
             next_index = await self._render_chunk(job, stems, media, next_index)
             if next_index < self._total and not self._draining and not self._halted:
@@ -179,7 +181,12 @@ class VariationJob:
         return await self._end(job, stems, outcome, cancel)
 
     async def _prepare(self, job: JobRequest) -> PreparedJob:
-        return await workflow.execute_activity_method(
+        """Run prepare to its end even if a cancel arrives: cleanup needs the job dir it made.
+
+        (Cancelling it could lose its result: a cancel that lands in the same workflow task
+        as its completion raises `CancelledError` and the job dir would get no manifest.)
+        """
+        preparing = workflow.start_activity_method(
             JobActivities.prepare,
             PrepareRequest(job_id=self._job_id, inputs=job.inputs, output_dir=job.output_dir),
             start_to_close_timeout=timedelta(minutes=10),
@@ -188,6 +195,12 @@ class VariationJob:
             cancellation_type=WAIT,
             summary="confine paths, create the job directory, probe the inputs",
         )
+        try:
+            return await asyncio.shield(preparing)
+        except asyncio.CancelledError:
+            prepared = await preparing  # a failure here is handled like any prepare failure
+            self._job_dir = prepared.job_dir
+            raise
 
     async def _end(
         self,
@@ -429,6 +442,18 @@ class VariationJob:
 def _changed(values: list[SearchAttributeUpdate[Any]]) -> bool:
     current: TypedSearchAttributes = workflow.info().typed_search_attributes
     return any(current.get(pair.key) != pair.value for pair in values)
+
+
+def _raise_if_cancel_requested() -> None:
+    """Re-raise a cancel that an awaited activity absorbed.
+
+    An activity with WAIT_CANCELLATION_COMPLETED that completes after the workflow was
+    cancelled returns its result, and a cancelled local activity raises an `ActivityError`
+    that may be handled: either way the workflow task's cancel request would be lost.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
 
 
 def _any_done(running: dict[asyncio.Task[RenderResult], RenderTask]) -> Callable[[], bool]:
