@@ -306,7 +306,7 @@ async def test_live_view_shows_a_bar_per_running_variation(
         lambda: (
             "fps" in screen.getvalue()
             and "ETA" in screen.getvalue()
-            and "long_clip_v000.mp4" in screen.getvalue()
+            and "  long_clip_v000.mp4 " in screen.getvalue()
         ),
         what="a variation bar with fps and ETA",
     )

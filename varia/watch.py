@@ -7,6 +7,7 @@ each running variation's percent, fps, speed and ETA from its render's heartbeat
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -49,6 +50,14 @@ def beat_line(beat: RenderHeartbeat) -> str:
     return f"{fps} {speed} {eta}"
 
 
+def output_label(output: str) -> str:
+    """The final output name of a render from its heartbeat's (temporary) output path."""
+    name = Path(output).name
+    if name.startswith(".") and name.endswith(".part"):
+        name = name[1 : -len(".part")]
+    return name
+
+
 def new_bars(console: Console) -> Progress:
     """The rich progress display the view draws into."""
     return Progress(
@@ -79,7 +88,7 @@ class LiveView:
         for activity_id in set(self.variations) - set(beats):
             self.bars.remove_task(self.variations.pop(activity_id))
         for activity_id, beat in sorted(beats.items()):
-            label = f"  {beat.output or activity_id}"
+            label = f"  {output_label(beat.output) or activity_id}"
             if activity_id not in self.variations:
                 self.variations[activity_id] = self.bars.add_task(label, total=100, figures="")
             self.bars.update(

@@ -1,0 +1,115 @@
+"""What an operator sees in the Web UI, checked through the same APIs the UI reads.
+
+A running job: heartbeat details with live figures, the workflow's current details and static
+summary, a summary per render activity, and varia's search attributes. A namespace without
+those attributes: the worker warns, and jobs still run to the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from pathlib import Path
+
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.worker import Worker
+
+from tests.conftest import Clips
+from tests.helpers import wait_for
+from varia.client import connect
+from varia.config import Settings
+from varia.jobinfo import job_status, list_jobs
+from varia.models import JobRequest
+from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
+from varia.starter import job_summary, render_heartbeats, start_job
+from varia.worker import build_worker, warn_if_search_attributes_missing
+
+
+async def test_running_job_shows_live_progress_details_and_attributes(
+    client: Client, worker: Worker, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+) -> None:
+    request = JobRequest(inputs=[str(clips.long)], variations=2, output_dir=str(out_dir), threads=1)
+    handle = await start_job(client, request, task_queue=settings.task_queue, job_id=job_id)
+
+    async def rendering() -> bool:
+        beats = await render_heartbeats(client, job_id)
+        return any(beat.percent > 0 and beat.fps is not None for beat in beats.values())
+
+    await wait_for(rendering, what="a render heartbeat with figures")
+    description = await handle.describe()
+
+    # the pending-activity view: heartbeat details are one JSON object with live figures
+    [pending] = [
+        p
+        for p in description.raw_description.pending_activities
+        if p.activity_type.name == "varia.render"
+    ]
+    details = json.loads(pending.heartbeat_details.payloads[-1].data)
+    assert {"percent", "fps", "speed", "eta_s"} <= set(details)
+    assert details["percent"] > 0 and "long_clip_v000.mp4" in details["output"]
+
+    # the workflow's static summary and its current details (markdown)
+    assert await description.static_summary() == job_summary(request)
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert "**running** · 0/2 done" in metadata.current_details
+    assert "rendering `long_clip_v000.mp4`" in metadata.current_details
+
+    # varia's search attributes, for filtering in the UI and `varia list`
+    attributes = description.typed_search_attributes
+    assert attributes.get(VARIA_STATE) == "running"
+    assert (attributes.get(VARIA_COMPLETED), attributes.get(VARIA_TOTAL)) == (0, 2)
+
+    # each render activity has a summary naming its output and recipe
+    summaries = [
+        json.loads(event.user_metadata.summary.data)
+        async for event in handle.fetch_history_events()
+        if event.activity_task_scheduled_event_attributes.activity_type.name == "varia.render"
+    ]
+    assert summaries and summaries[0].startswith("long_clip_v000.mp4: zoom ")
+
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+
+
+async def test_namespace_without_search_attributes_warns_and_still_runs(
+    client: Client,
+    settings: Settings,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    namespace = f"varia-bare-{uuid.uuid4().hex[:8]}"
+    await client.workflow_service.register_namespace(
+        RegisterNamespaceRequest(
+            namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400)
+        )
+    )
+    bare = settings.model_copy(update={"temporal_namespace": namespace})
+    bare_client = await connect(bare)
+
+    with caplog.at_level(logging.WARNING, logger="varia.worker"):
+        present = await warn_if_search_attributes_missing(bare_client, namespace)
+    assert present == []
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "varia.worker"]
+    assert "lacks search attributes VariaState, VariaCompleted, VariaTotal" in warning
+    assert f"temporal operator search-attribute create --namespace {namespace}" in warning
+
+    async with build_worker(bare_client, bare):
+        request = JobRequest(inputs=[str(clips.short)], variations=1, output_dir=str(out_dir))
+        handle = await start_job(bare_client, request, task_queue=bare.task_queue, job_id=job_id)
+        result = await handle.result()
+        assert (result.state, result.completed) == ("completed", 1)
+        assert (await handle.describe()).typed_search_attributes.get(VARIA_STATE) is None
+
+        # status and list fall back to the progress query and the workflow's status
+        status = await job_status(bare_client, bare, job_id)
+        assert (status.state, status.outputs, status.live) == ("completed", 1, True)
+        rows = await list_jobs(bare_client, bare, state="completed", with_attributes=False)
+    assert [row.job_id for row in rows] == [job_id]
