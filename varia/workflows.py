@@ -314,7 +314,7 @@ class VariationJob:
     def _start_render(self, task: RenderTask) -> asyncio.Task[RenderResult]:
         self._running[(task.input_index, task.variation)] = task
         self._update_details()
-        return workflow.start_activity_method(
+        handle = workflow.start_activity_method(
             JobActivities.render,
             task,
             activity_id=f"render-{task.input_index}-{task.variation}",
@@ -324,6 +324,7 @@ class VariationJob:
             cancellation_type=WAIT,
             summary=f"{task.output_name}: {recipe_summary(task.recipe)}",
         )
+        return asyncio.ensure_future(_completion_wins(handle))
 
     def _collect(self, handle: asyncio.Task[RenderResult], task: RenderTask) -> None:
         """Move a finished render into the completion record (or count its failure)."""
@@ -454,6 +455,21 @@ def _raise_if_cancel_requested() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError()
+
+
+async def _completion_wins(handle: asyncio.Task[RenderResult]) -> RenderResult:
+    """Await a render; on cancel, stop it, but return its result if it finished anyway.
+
+    Cancelling the activity handle itself would raise `CancelledError` when its completion
+    arrives in the same workflow task as the cancel, and the finished output would be deleted.
+    """
+    try:
+        return await asyncio.shield(handle)
+    except asyncio.CancelledError:
+        await asyncio.sleep(0)  # let a completion that arrived with the cancel resolve it
+        if not handle.done():
+            handle.cancel()
+        return await handle
 
 
 def _any_done(running: dict[asyncio.Task[RenderResult], RenderTask]) -> Callable[[], bool]:
