@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
 from tests.helpers import processes_mentioning
@@ -137,10 +138,13 @@ async def history_facts(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
     scheduled: dict[int, tuple[str, str]] = {}
     starts: list[RenderStart] = []
     cancel_seen = False
+    renders_completed = 0
     renders_after_cancel: list[str] = []
     events = 0
+    kinds: list[str] = []
     async for event in handle.fetch_history_events():
         events += 1
+        kinds.append(EventType.Name(event.event_type).removeprefix("EVENT_TYPE_"))
         if event.HasField("workflow_execution_cancel_requested_event_attributes"):
             cancel_seen = True
         elif event.HasField("activity_task_scheduled_event_attributes"):
@@ -148,6 +152,11 @@ async def history_facts(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
             scheduled[event.event_id] = (attrs.activity_type.name, attrs.activity_id)
             if cancel_seen and attrs.activity_type.name == "varia.render":
                 renders_after_cancel.append(attrs.activity_id)
+        elif event.HasField("activity_task_completed_event_attributes"):
+            done = event.activity_task_completed_event_attributes
+            renders_completed += (
+                scheduled.get(done.scheduled_event_id, ("", ""))[0] == "varia.render"
+            )
         elif event.HasField("activity_task_started_event_attributes"):
             started = event.activity_task_started_event_attributes
             kind, activity_id = scheduled.get(started.scheduled_event_id, ("", ""))
@@ -166,6 +175,8 @@ async def history_facts(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
         "cancel_requested": cancel_seen,
         "renders_after_cancel": renders_after_cancel,
         "events": events,
+        "renders_completed": renders_completed,
+        "kinds": kinds,
     }
 
 
