@@ -1,0 +1,94 @@
+"""`python -m benchmarks [--quick] [--only NAME,…]`: run the benchmarks, print, save, chart."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
+from typing import cast
+
+from benchmarks.report import (
+    RESULTS_DIR,
+    Context,
+    LoadMonitor,
+    Report,
+    console,
+    print_table,
+    save,
+)
+from benchmarks.summary import write_summary
+
+BENCHMARKS = ["overhead", "cancel", "start", "throughput", "scale", "validation", "nice"]
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the short profile (< 5 min)")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}"
+    )
+    parser.add_argument(
+        "--results", type=Path, default=None, help="where to write JSON and PNG files"
+    )
+    return parser.parse_args(argv)
+
+
+async def _run_one(module: ModuleType, ctx: Context) -> Report:
+    runner = cast(Callable[[Context], Awaitable[Report]], module.run)
+    started = time.monotonic()
+    with LoadMonitor() as load:
+        report = await runner(ctx)
+    path = save(report, ctx, started=started, load=load.summary())
+    module.chart(report, path.with_suffix(".png"))
+    print_table(report, ctx.command)
+    busy = load.summary()
+    console.print(
+        f"  load: other processes used {busy['foreign_cpu_mean_pct']}% of a core on average "
+        f"(peak {busy['foreign_cpu_max_pct']}%); took {time.monotonic() - started:.0f} s; "
+        f"wrote {path.name} and {path.with_suffix('.png').name}\n"
+    )
+    return report
+
+
+async def _main(args: argparse.Namespace) -> int:
+    names = [n for n in args.only.split(",") if n] or BENCHMARKS
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        console.print(f"unknown benchmark(s): {', '.join(unknown)}")
+        return 2
+    results = args.results or (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
+    command = shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]])
+    ctx = Context(quick=args.quick, command=command, results_dir=results)
+    started, failed = time.monotonic(), []
+    for name in names:
+        console.rule(f"[bold]{name}")
+        try:
+            await _run_one(importlib.import_module(f"benchmarks.{name}"), ctx)
+        except Exception:
+            failed.append(name)
+            console.print(traceback.format_exc())
+    write_summary(ctx, time.monotonic() - started)
+    console.print(f"all done in {time.monotonic() - started:.0f} s; results in {results}")
+    if failed:
+        console.print(f"[red]failed: {', '.join(failed)}[/]")
+    return 1 if failed else 0
+
+
+def main() -> None:
+    """Entry point."""
+    try:
+        sys.exit(asyncio.run(_main(_parse(sys.argv[1:]))))
+    except KeyboardInterrupt:
+        console.print("interrupted: everything the benchmarks started was stopped")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

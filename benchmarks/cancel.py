@@ -1,0 +1,248 @@
+"""Cancel latency: cancel request → every FFmpeg of the job exited, and → workflow closed with
+cleanup done, over many cancels at seeded random points of a job's life."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+from temporalio.client import WorkflowFailureError
+
+from benchmarks.history import scheduled_after_cancel
+from benchmarks.plain import clip
+from benchmarks.report import Context, Report, Row, fmt_s
+from benchmarks.stack import FfmpegWatch, JobHandle, Stack, WorkerProcess, new_job_id, request
+from benchmarks.stats import summarize
+
+NAME = "cancel"
+SWEEP = [(1.0, 0.25), (0.5, 0.25), (0.25, 0.25), (0.25, 0.1)]
+"""(heartbeat throttle cap, FFmpeg -stats_period) pairs tried after the main trials."""
+EXITED_P50, EXITED_MAX, CLOSED_P50 = 0.5, 1.5, 1.5
+
+
+async def measure_cancel(
+    stack: Stack, worker: WorkerProcess, handle: JobHandle, watch: FfmpegWatch
+) -> dict[str, Any]:
+    """Cancel a running job; time until its FFmpeg are gone and until it closed cleaned up.
+
+    The worker's stop log splits the first part: the cancel reaching the render activity
+    (through a heartbeat response) and FFmpeg stopping once asked (`q` first).
+    """
+    latest = stack.client.get_workflow_handle(handle.id)  # the current run, whichever it is
+    watch.poll()
+    alive = watch.alive()
+    cancelled_wall = time.time()
+    cancelled_at = time.monotonic()
+    await latest.cancel()
+    state = "completed"
+    try:
+        await latest.result()
+    except WorkflowFailureError:
+        state = "cancelled"
+    closed_at = time.monotonic()
+    await asyncio.sleep(0.3)  # an FFmpeg that appeared late would show up now
+    watch.poll()
+    last_exit = watch.last_exit()  # None while one still runs: then measure up to now
+    if not watch.intervals():
+        exited = 0.0  # no FFmpeg ever ran: nothing to stop
+    else:
+        exited = max(0.0, (last_exit or time.monotonic()) - cancelled_at)
+    spawned_after = sum(1 for begin, _ in watch.intervals() if begin > cancelled_at)
+    manifest = json.loads((stack.job_dir(handle.id) / "manifest.json").read_text())
+    stops = worker.stops_since(cancelled_wall)
+    history = await latest.fetch_history()
+    first_stop = min((s["begin"] for s in stops), default=float("nan"))
+    return {
+        "reached_activity_s": first_stop - cancelled_wall,
+        "stop_s": max((s["end"] for s in stops), default=float("nan")) - first_stop,
+        "stages": [s["stage"] for s in stops],
+        "alive_at_cancel": alive,
+        "exited_s": exited,
+        "closed_s": closed_at - cancelled_at,
+        "state": state,
+        "manifest_state": manifest["state"],
+        "completed": manifest["completed"],
+        "spawned_after_cancel": spawned_after,
+        "scheduled_after_cancel": scheduled_after_cancel(list(history.events)),
+        "still_running_after_close": watch.alive(),
+    }
+
+
+def latency_rows(trials: list[dict[str, Any]], prefix: str = "") -> list[Row]:
+    """p50/p95/max rows of exited and closed latency against the targets."""
+    exited = summarize([t["exited_s"] for t in trials])
+    closed = summarize([t["closed_s"] for t in trials])
+    return [
+        Row(
+            f"{prefix}cancel -> every FFmpeg exited p50 / p95 / max",
+            f"{fmt_s(exited['p50'])} / {fmt_s(exited['p95'])} / {fmt_s(exited['max'])}",
+            f"p50 <= {EXITED_P50} s, max <= {EXITED_MAX} s",
+            exited["p50"] <= EXITED_P50 and exited["max"] <= EXITED_MAX,
+        ),
+        Row(
+            f"{prefix}cancel -> workflow closed, cleaned up p50 / p95 / max",
+            f"{fmt_s(closed['p50'])} / {fmt_s(closed['p95'])} / {fmt_s(closed['max'])}",
+            f"p50 <= {CLOSED_P50} s",
+            closed["p50"] <= CLOSED_P50,
+        ),
+    ]
+
+
+def breakdown_rows(trials: list[dict[str, Any]], prefix: str = "  ") -> list[Row]:
+    """Where a cancel's time goes: reaching the render activity, then FFmpeg stopping."""
+    reached = summarize(
+        [t["reached_activity_s"] for t in trials if _finite(t["reached_activity_s"])]
+    )
+    stop = summarize([t["stop_s"] for t in trials if _finite(t["stop_s"])])
+    stages = [stage for t in trials for stage in t["stages"]]
+    return [
+        Row(
+            f"{prefix}= cancel reaches the render (heartbeat reply) p50 / max",
+            f"{fmt_s(reached['p50'])} / {fmt_s(reached['max'])}",
+        ),
+        Row(
+            f"{prefix}+ FFmpeg exits once asked p50 / max",
+            f"{fmt_s(stop['p50'])} / {fmt_s(stop['max'])}",
+        ),
+        Row(
+            f"{prefix}stages that ended FFmpeg (q / term / kill / had exited)",
+            " / ".join(str(stages.count(s)) for s in ("q", "term", "kill", "exited")),
+        ),
+    ]
+
+
+def _finite(value: float) -> bool:
+    return value == value
+
+
+async def cancel_trials(
+    stack: Stack, worker: WorkerProcess, source: Path, count: int, rng: random.Random
+) -> list[dict[str, Any]]:
+    """`count` jobs of 6 variations at concurrency 2, each cancelled 0-4 s after its start."""
+    trials = []
+    for index in range(count):
+        delay = rng.uniform(0.0, 4.0)
+        job_id = new_job_id(NAME)
+        job = request([source], 6, stack.out_dir, concurrency=2, seed=index)
+        with stack.watch(worker, job_id) as watch:
+            handle = await stack.start_job(worker, job, job_id)
+            await asyncio.sleep(delay)
+            trial = await measure_cancel(stack, worker, handle, watch)
+        trial["delay_s"] = delay
+        trials.append(trial)
+    return trials
+
+
+async def run(ctx: Context) -> Report:
+    """Cancel jobs at seeded random points; every trial must end with no FFmpeg left.
+
+    Then the same at other heartbeat throttle caps, to show what the cap costs in latency.
+    """
+    count = 10 if ctx.quick else 24
+    sweep_configs = [] if ctx.quick else SWEEP
+    sweep_count = 8
+    rng = random.Random(5)
+    async with Stack(NAME) as stack:
+        source = clip(stack.root / "clips", "mid", seconds=10, size="640x360").path
+        worker = await stack.start_worker(max_renders=2)
+        trials = await cancel_trials(stack, worker, source, count, rng)
+        await stack.stop_worker(worker)
+        sweep: dict[str, list[dict[str, Any]]] = {}
+        for cap, period in sweep_configs:
+            worker = await stack.start_worker(
+                max_renders=2, heartbeat_cap_s=cap, stats_period_s=period
+            )
+            label = f"cap {cap:g} s, stats {period:g} s"
+            sweep[label] = await cancel_trials(stack, worker, source, sweep_count, rng)
+            await stack.stop_worker(worker)
+    during = [t for t in trials if t["alive_at_cancel"]]
+    report = Report(
+        NAME,
+        f"Cancel latency: {len(trials)} cancels at random points "
+        "(seed 5, 0-4 s after start) of 6-variation jobs, concurrency 2, "
+        "the worker's own heartbeat throttle",
+    )
+    report.rows = [
+        *latency_rows(trials),
+        *breakdown_rows(trials),
+        Row("cancels that found FFmpeg running", f"{len(during)} of {len(trials)}"),
+        Row(
+            "FFmpeg spawned after the cancel request",
+            str(sum(t["spawned_after_cancel"] for t in trials)),
+            "0",
+            all(t["spawned_after_cancel"] == 0 for t in trials),
+        ),
+        Row(
+            "FFmpeg still running after the workflow closed",
+            str(sum(t["still_running_after_close"] for t in trials)),
+            "0",
+            all(t["still_running_after_close"] == 0 for t in trials),
+        ),
+        Row(
+            "jobs ending cancelled / completed (completion wins)",
+            f"{sum(t['state'] == 'cancelled' for t in trials)} / "
+            f"{sum(t['state'] == 'completed' for t in trials)}",
+        ),
+    ]
+    for label, more in sweep.items():
+        exited = summarize([t["exited_s"] for t in more])
+        reached = summarize(
+            [t["reached_activity_s"] for t in more if _finite(t["reached_activity_s"])]
+        )
+        report.rows.append(
+            Row(
+                f"{label} ({len(more)} cancels): exited p50 / max; reached p50",
+                f"{fmt_s(exited['p50'])} / {fmt_s(exited['max'])}; {fmt_s(reached['p50'])}",
+            )
+        )
+    report.data = {"trials": trials, "sweep": sweep}
+    return report
+
+
+def draw_latencies(axis: Any, trials: list[dict[str, Any]], title: str) -> None:
+    """Exited and closed latency against the moment of the cancel, with the targets."""
+    xs = [t.get("delay_s", i) for i, t in enumerate(trials)]
+    axis.scatter(xs, [t["exited_s"] for t in trials], label="every FFmpeg exited", marker="o")
+    axis.scatter(
+        xs, [t["closed_s"] for t in trials], label="workflow closed, cleaned up", marker="x"
+    )
+    axis.axhline(EXITED_P50, color="C0", ls=":", lw=1, label=f"exited p50 target {EXITED_P50} s")
+    axis.axhline(EXITED_MAX, color="C0", ls="--", lw=1, label=f"exited max target {EXITED_MAX} s")
+    axis.axhline(CLOSED_P50, color="C1", ls=":", lw=1, label=f"closed p50 target {CLOSED_P50} s")
+    axis.set_ylabel("seconds after the cancel request")
+    axis.set_title(title, fontsize=10)
+    axis.set_ylim(bottom=0)
+    axis.legend(fontsize=7, loc="upper left")
+
+
+def chart(report: Report, path: Path) -> None:
+    """Latency of every cancel by when it was sent; and exited latency per throttle cap."""
+    sweep = report.data["sweep"]
+    fig, axes = plt.subplots(1, 2 if sweep else 1, figsize=(14 if sweep else 8, 4.8), squeeze=False)
+    draw_latencies(axes[0][0], report.data["trials"], "cancel latency, worker defaults")
+    axes[0][0].set_xlabel("cancel sent this long after the job started, s")
+    if sweep:
+        axis = axes[0][1]
+        caps = [label.replace(", ", "\n") for label in sweep]
+        axis.boxplot([[t["exited_s"] for t in trials] for trials in sweep.values()], labels=caps)
+        axis.boxplot(
+            [[t["reached_activity_s"] for t in trials] for trials in sweep.values()],
+            labels=caps,
+            positions=[i + 1.25 for i in range(len(caps))],
+            widths=0.2,
+        )
+        axis.axhline(EXITED_P50, color="C0", ls=":", lw=1)
+        axis.axhline(EXITED_MAX, color="C0", ls="--", lw=1)
+        axis.set_xlabel(
+            "heartbeat throttle cap, s (wide box: FFmpeg exited; narrow: cancel reached the render)"
+        )
+        axis.set_ylabel("seconds after the cancel request")
+        axis.set_title("what the heartbeat throttle costs", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

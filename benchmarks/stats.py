@@ -1,0 +1,54 @@
+"""Pure statistics for the benchmarks: percentiles, summaries, ratios and trends."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The `q`-th percentile (0 to 100) with linear interpolation between closest ranks.
+
+    Matches `numpy.percentile(values, q)` (method "linear"). Raises ValueError when empty.
+    """
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile {q} is outside 0..100")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """n, min, mean, p50, p95, max of `values` (all NaN when there are none, n 0)."""
+    if not values:
+        nan = float("nan")
+        return {"n": 0, "min": nan, "mean": nan, "p50": nan, "p95": nan, "max": nan}
+    return {
+        "n": len(values),
+        "min": min(values),
+        "mean": sum(values) / len(values),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "max": max(values),
+    }
+
+
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of ys over xs (0.0 with fewer than two distinct xs)."""
+    if len(xs) != len(ys):
+        raise ValueError("xs and ys differ in length")
+    if len(xs) < 2:
+        return 0.0
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mean_x) ** 2 for x in xs)
+    if var == 0:
+        return 0.0
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, NaN when the denominator is zero."""
+    return numerator / denominator if denominator else float("nan")

@@ -1,0 +1,130 @@
+"""Throughput: variations per minute over job concurrency x FFmpeg `-threads`, against the
+best hand-tuned plain-FFmpeg parallelism on the same clip and the same argv."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from benchmarks.plain import argvs_for, clip, run_plain, tasks_for
+from benchmarks.report import Context, Report, Row
+from benchmarks.stack import Stack, new_job_id, request
+
+NAME = "throughput"
+TARGET = 0.95
+
+
+def _label(threads: int | None) -> str:
+    return "auto" if threads is None else str(threads)
+
+
+async def run(ctx: Context) -> Report:
+    """Run every grid cell with varia and with the plain pool, interleaved."""
+    if ctx.quick:
+        concurrencies, thread_options, variations, seconds = [1, 2, 4], [1, None], 6, 4.0
+    else:
+        concurrencies, thread_options, variations, seconds = [1, 2, 3, 4], [1, 2, None], 8, 6.0
+    cells: list[dict[str, Any]] = []
+    async with Stack(NAME) as stack:
+        worker = await stack.start_worker(max_renders=max(concurrencies))
+        source = clip(stack.root / "clips", "tp", seconds=seconds, size="640x360")
+        for index, (conc, threads) in enumerate(
+            (c, t) for t in thread_options for c in concurrencies
+        ):
+            cell: dict[str, Any] = {"concurrency": conc, "threads": _label(threads)}
+            for kind in ("plain", "varia") if index % 2 else ("varia", "plain"):
+                if kind == "plain":
+                    plain_dir = stack.root / f"plain-{index}"
+                    argvs = argvs_for(tasks_for([source], variations, plain_dir, threads=threads))
+                    cell["plain_s"] = await run_plain(argvs, conc)
+                else:
+                    job = request(
+                        [source.path], variations, stack.out_dir, concurrency=conc, threads=threads
+                    )
+                    started = time.monotonic()
+                    handle = await stack.start_job(worker, job, new_job_id(NAME))
+                    result = await handle.result()
+                    cell["varia_s"] = time.monotonic() - started
+                    assert result.completed == variations, result
+            cell["plain_per_min"] = 60 * variations / cell["plain_s"]
+            cell["varia_per_min"] = 60 * variations / cell["varia_s"]
+            cells.append(cell)
+    best_plain = max(cells, key=lambda c: c["plain_per_min"])
+    best_varia = max(cells, key=lambda c: c["varia_per_min"])
+    ratio = best_varia["varia_per_min"] / best_plain["plain_per_min"]
+    near = [c for c in cells if c["varia_per_min"] >= 0.97 * best_varia["varia_per_min"]]
+    chosen = min(near, key=lambda c: (c["concurrency"], c["threads"] != "auto"))
+    report = Report(
+        NAME,
+        f"Throughput: {variations} variations of a {seconds:g} s 640x360 clip "
+        "with audio per cell; varia job vs the same argv in a plain pool",
+    )
+    report.rows = [
+        Row(
+            "best plain FFmpeg (parallelism, -threads)",
+            f"{best_plain['plain_per_min']:.1f}/min (p={best_plain['concurrency']}, "
+            f"threads={best_plain['threads']})",
+        ),
+        Row(
+            "best varia (concurrency, threads)",
+            f"{best_varia['varia_per_min']:.1f}/min (c={best_varia['concurrency']}, "
+            f"threads={best_varia['threads']})",
+        ),
+        Row("best varia / best plain", f"{ratio:.3f}", f">= {TARGET}", ratio >= TARGET),
+        Row(
+            "recommended: fewest renders within 3% of the best",
+            f"concurrency {chosen['concurrency']}, threads {chosen['threads']} "
+            f"({chosen['varia_per_min']:.1f}/min)",
+        ),
+    ]
+    for cell in cells:
+        report.rows.append(
+            Row(
+                f"  c={cell['concurrency']} threads={cell['threads']}: varia / plain per min",
+                f"{cell['varia_per_min']:.1f} / {cell['plain_per_min']:.1f} "
+                f"({cell['varia_per_min'] / cell['plain_per_min']:.2f})",
+            )
+        )
+    report.data = {
+        "variations": variations,
+        "clip_seconds": seconds,
+        "cells": cells,
+        "ratio": ratio,
+        "recommended": chosen,
+    }
+    return report
+
+
+def chart(report: Report, path: Path) -> None:
+    """Variations per minute against concurrency, one line per -threads; varia solid."""
+    cells = report.data["cells"]
+    fig, axis = plt.subplots(figsize=(8, 4.8))
+    for i, threads in enumerate(dict.fromkeys(c["threads"] for c in cells)):
+        row = sorted((c for c in cells if c["threads"] == threads), key=lambda c: c["concurrency"])
+        xs = [c["concurrency"] for c in row]
+        axis.plot(
+            xs,
+            [c["varia_per_min"] for c in row],
+            marker="o",
+            color=f"C{i}",
+            label=f"varia, threads {threads}",
+        )
+        axis.plot(
+            xs,
+            [c["plain_per_min"] for c in row],
+            marker="x",
+            ls="--",
+            color=f"C{i}",
+            label=f"plain pool, threads {threads}",
+        )
+    axis.set_xlabel("renders at once (job concurrency / pool parallelism)")
+    axis.set_ylabel("variations per minute")
+    axis.set_title(f"best varia / best plain = {report.data['ratio']:.3f} (2 cores)", fontsize=10)
+    axis.set_ylim(bottom=0)
+    axis.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
