@@ -68,11 +68,11 @@ class JobActivities:
             output_dir = jobdir.confine(
                 request.output_dir, self.settings.allowed_output_roots, "output_dir"
             )
-            job_dir = await asyncio.to_thread(jobdir.open_job_dir, output_dir, request.job_id)
-            inputs = [
+            inputs = [  # before the job dir exists: a refused request leaves nothing behind
                 jobdir.confine(path, self.settings.allowed_input_roots, "input")
                 for path in request.inputs
             ]
+            job_dir = await asyncio.to_thread(jobdir.open_job_dir, output_dir, request.job_id)
         except jobdir.ConfinementError as err:
             raise _bad_input(str(err)) from None
         probed = []
