@@ -1,0 +1,181 @@
+"""Confinement: safe job ids, allow-listed roots, a marker-guarded cleanup, odd input names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.worker import Worker
+
+from tests.helpers import assert_manifest_matches_disk
+from tests.reliability.conftest import TinyClips
+from tests.reliability.support import leftovers
+from varia import jobdir
+from varia.activities import finish_job
+from varia.config import Settings
+from varia.ffmpeg.argv import build_render_argv
+from varia.models import FinishRequest, JobResult, MediaInfo, Recipe, RenderTask
+from varia.worker import build_worker
+
+
+async def _fails(client: Client, task_queue: str, job_id: str, request: dict[str, object]) -> str:
+    handle = await client.start_workflow(
+        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    err: BaseException | None = failure.value.cause
+    parts = []
+    while err is not None:
+        parts.append(str(err))
+        err = err.__cause__
+    return " | ".join(parts)
+
+
+@pytest.mark.parametrize("bad_id", ["../escape", "a/b", "-rf", ".."])
+async def test_unsafe_job_ids_are_refused(
+    client: Client,
+    worker: Worker,
+    task_queue: str,
+    tiny_clips: TinyClips,
+    out_dir: Path,
+    bad_id: str,
+) -> None:
+    request = {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(out_dir)}
+    message = await _fails(client, task_queue, bad_id, request)
+    assert "invalid job id" in message
+    assert list(out_dir.iterdir()) == [] and list(out_dir.parent.iterdir()) == [out_dir]
+
+
+async def test_paths_outside_the_allowed_roots_are_refused(
+    client: Client,
+    settings: Settings,
+    task_queue: str,
+    job_id: str,
+    tiny_clips: TinyClips,
+    tmp_path: Path,
+) -> None:
+    inputs_root, outputs_root = tmp_path / "in", tmp_path / "out"
+    inputs_root.mkdir()
+    outputs_root.mkdir()
+    allowed = inputs_root / "clip.mp4"
+    allowed.write_bytes(tiny_clips.tiny.read_bytes())
+    sneaky = inputs_root / "link.mp4"  # inside the root by name, outside once resolved
+    sneaky.symlink_to(tiny_clips.tiny)
+    confined = settings.model_copy(
+        update={"allowed_input_roots": [inputs_root], "allowed_output_roots": [outputs_root]}
+    )
+    cases = [
+        (str(tiny_clips.tiny), str(outputs_root), str(tiny_clips.tiny)),
+        (str(sneaky), str(outputs_root), str(sneaky)),
+        (str(allowed), str(tmp_path / "elsewhere"), str(tmp_path / "elsewhere")),
+    ]
+    async with build_worker(client, confined):
+        for index, (source, output_dir, named) in enumerate(cases):
+            request = {"inputs": [source], "variations": 1, "output_dir": output_dir}
+            message = await _fails(client, task_queue, f"{job_id}-{index}", request)
+            assert repr(named) in message and "outside the allowed roots" in message, message
+        done = await client.execute_workflow(
+            "VariationJob",
+            {"inputs": [str(allowed)], "variations": 1, "output_dir": str(outputs_root)},
+            id=f"{job_id}-ok",
+            task_queue=task_queue,
+            result_type=JobResult,
+        )
+    assert done.state == "completed"
+    assert not (tmp_path / "elsewhere").exists()
+    assert sorted(p.name for p in outputs_root.iterdir()) == [f"{job_id}-ok"]
+
+
+def _finish(job_dir: Path, job_id: str) -> FinishRequest:
+    return FinishRequest(
+        job_id=job_id,
+        job_dir=str(job_dir),
+        state="cancelled",
+        inputs=["/in/clip.mp4"],
+        stems=["clip"],
+        variations=2,
+        seed=0,
+        results=[],
+        failed=0,
+    )
+
+
+def test_cleanup_refuses_a_directory_without_the_marker(tmp_path: Path) -> None:
+    job_dir = tmp_path / "job-x"
+    job_dir.mkdir()
+    partial = job_dir / ".clip_v000.mp4.part"  # would be ours, but the dir is not marked
+    partial.write_bytes(b"x")
+    with pytest.raises(Exception, match="refusing to clean") as refused:
+        finish_job(_finish(job_dir, "job-x"))
+    assert getattr(refused.value, "non_retryable", False)
+    assert partial.exists() and not (job_dir / "manifest.json").exists()
+
+
+async def test_cleanup_leaves_foreign_entries_alone(
+    client: Client,
+    worker: Worker,
+    task_queue: str,
+    job_id: str,
+    tiny_clips: TinyClips,
+    out_dir: Path,
+    tmp_path: Path,
+) -> None:
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep me")
+    job_dir = jobdir.open_job_dir(out_dir, job_id)  # as if an earlier run had made it
+    (job_dir / "notes.txt").write_text("someone else's")
+    (job_dir / "link.mp4").symlink_to(outside)
+    (job_dir / ".tiny_v001.mp4.part").symlink_to(outside)  # an owned name, but a symlink
+    (job_dir / "subdir").mkdir()
+    (job_dir / "subdir" / "tiny_v000.mp4").write_text("not ours")
+    (job_dir / ".tiny_v000.mp4.part").write_bytes(b"left by a crash")  # ours: removed
+    result = await client.execute_workflow(
+        "VariationJob",
+        {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(out_dir)},
+        id=job_id,
+        task_queue=task_queue,
+        result_type=JobResult,
+    )
+    assert result.state == "completed"
+    manifest = assert_manifest_matches_disk(job_dir)
+    assert manifest["foreign"] == [".tiny_v001.mp4.part", "link.mp4", "notes.txt", "subdir"]
+    assert outside.read_text() == "keep me"
+    assert (job_dir / "notes.txt").read_text() == "someone else's"
+    assert (job_dir / "link.mp4").is_symlink() and (job_dir / ".tiny_v001.mp4.part").is_symlink()
+    assert (job_dir / "subdir" / "tiny_v000.mp4").read_text() == "not ours"
+    assert not (job_dir / ".tiny_v000.mp4.part").exists()
+    assert json.loads((job_dir / jobdir.MARKER_NAME).read_text()) == {"job_id": job_id}
+
+
+async def test_odd_input_names_work_through_file_urls(
+    client: Client,
+    worker: Worker,
+    task_queue: str,
+    job_id: str,
+    tiny_clips: TinyClips,
+    out_dir: Path,
+) -> None:
+    result = await client.execute_workflow(
+        "VariationJob",
+        {"inputs": [str(tiny_clips.odd)], "variations": 1, "output_dir": str(out_dir)},
+        id=job_id,
+        task_queue=task_queue,
+        result_type=JobResult,
+    )
+    assert result.state == "completed" and result.completed == 1
+    job_dir = out_dir / job_id
+    manifest = assert_manifest_matches_disk(job_dir)
+    assert manifest["outputs"][0]["input"] == str(tiny_clips.odd)
+    assert leftovers(job_dir) == []
+    info = MediaInfo(
+        path="-i http:evil.mp4", duration_s=1, width=160, height=120, fps=25, has_audio=False
+    )
+    task = RenderTask(
+        job_dir="/jobs/x", input_index=0, variation=0, media=info, recipe=Recipe(), output_name="o"
+    )
+    argv = build_render_argv("ffmpeg", task, "/jobs/x/-o.part")
+    assert argv[argv.index("-i") + 1] == f"file:{Path('-i http:evil.mp4').absolute()}"
+    assert argv[-1] == "file:/jobs/x/-o.part"
