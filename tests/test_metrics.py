@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -33,6 +34,17 @@ from varia.models import JobResult, RenderHeartbeat
 from varia.server import free_port
 
 VARIA = str(Path(sys.executable).parent / "varia")
+
+
+def paced_ffmpeg(directory: Path) -> Path:
+    """The real FFmpeg reading its input at native speed (`-re`): a render of an N-second clip
+    lasts about N seconds, so a kill or cancel surely lands while FFmpeg runs."""
+    script = directory / "ffmpeg-paced"
+    script.write_text(f'#!/bin/sh\nexec {shlex.quote(Settings().ffmpeg_path())} -re "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
 SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
 
 
@@ -73,6 +85,7 @@ def metrics_worker(env: WorkflowEnvironment, tmp_path: Path) -> Iterator[Metrics
         "VARIA_METRICS_HOST": "127.0.0.1",
         "VARIA_STOP_STAGE_TIMEOUT": "2",
         "VARIA_GRACEFUL_SHUTDOWN": "5",
+        "VARIA_FFMPEG": str(paced_ffmpeg(tmp_path)),
     }
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:

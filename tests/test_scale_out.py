@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,13 +19,23 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import Clips
 from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from varia.clips import make_clip
+from varia.config import Settings
 from varia.ffmpeg.process import ProcessIdentity, death_signal_hook
 from varia.health import poller_identities
 from varia.models import JobResult, RenderHeartbeat
 
 VARIA = str(Path(sys.executable).parent / "varia")
+
+
+def paced_ffmpeg(directory: Path) -> Path:
+    """The real FFmpeg reading its input at native speed (`-re`): a render of an N-second clip
+    lasts about N seconds, so a kill or cancel surely lands while FFmpeg runs."""
+    script = directory / "ffmpeg-paced"
+    script.write_text(f'#!/bin/sh\nexec {shlex.quote(Settings().ffmpeg_path())} -re "$@"\n')
+    script.chmod(0o755)
+    return script
 
 
 @dataclass
@@ -48,6 +59,7 @@ class Workers:
             "VARIA_STOP_STAGE_TIMEOUT": "2",
             "VARIA_GRACEFUL_SHUTDOWN": "5",
             "VARIA_LOG_FORMAT": "json",
+            "VARIA_FFMPEG": str(paced_ffmpeg(log_dir)),
         }
         self.log_dir = log_dir
         self.started: list[WorkerProcess] = []
@@ -132,9 +144,10 @@ def health(workers: Workers, identity: str) -> int:
 
 
 async def test_job_spreads_over_two_workers_and_survives_one_killed(
-    env: WorkflowEnvironment, workers: Workers, clips: Clips, tmp_path: Path
+    env: WorkflowEnvironment, workers: Workers, tmp_path: Path
 ) -> None:
     client = env.client
+    clip = make_clip(tmp_path / "clip.mp4", seconds=3)
     queue = workers.env["VARIA_TASK_QUEUE"]
     pool = {name: workers.start(name) for name in ("worker-a", "worker-b")}
     namespace = client.namespace
@@ -150,7 +163,7 @@ async def test_job_spreads_over_two_workers_and_survives_one_killed(
     job_id = f"scale-{uuid.uuid4().hex[:8]}"
     out_dir = tmp_path / "out"
     request = {
-        "inputs": [str(clips.long)],
+        "inputs": [str(clip)],
         "variations": 4,
         "output_dir": str(out_dir),
         "seed": 3,

@@ -7,6 +7,7 @@ else by the SDK's default identity `<pid>@<hostname>` on this host.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 from datetime import timedelta
@@ -63,4 +64,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: it can race the SDK core's threads and abort (SIGABRT).
+    os._exit(code)
