@@ -44,4 +44,8 @@ async def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1:])))
+    code = asyncio.run(main(sys.argv[1:]))
+    # Skip interpreter teardown: the SDK's Rust threads can crash it at exit
+    # (temporalio/sdk-python#300), after all the work is done.
+    sys.stdout.flush()
+    os._exit(code)

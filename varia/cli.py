@@ -488,7 +488,8 @@ def main() -> None:
     """Entry point of the `varia` console script.
 
     Ends with `os._exit` after flushing: the Temporal SDK's Rust threads may still touch the
-    interpreter while it finalizes, which can abort a finished command (SIGABRT) at exit.
+    interpreter while it finalizes, which can abort a finished command at exit
+    (temporalio/sdk-python#300).
     """
     try:
         app()
