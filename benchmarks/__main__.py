@@ -20,6 +20,7 @@ from benchmarks.report import (
     LoadMonitor,
     Report,
     console,
+    load,
     print_table,
     save,
 )
@@ -36,6 +37,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--results", type=Path, default=None, help="where to write JSON and PNG files"
+    )
+    parser.add_argument(
+        "--charts-only", action="store_true", help="redraw the PNGs from the saved JSON files"
     )
     return parser.parse_args(argv)
 
@@ -66,6 +70,15 @@ async def _main(args: argparse.Namespace) -> int:
     results = args.results or (RESULTS_DIR / "quick" if args.quick else RESULTS_DIR)
     command = shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]])
     ctx = Context(quick=args.quick, command=command, results_dir=results)
+    if args.charts_only:
+        for name in names:
+            path = results / f"{name}.json"
+            if path.exists():
+                importlib.import_module(f"benchmarks.{name}").chart(
+                    load(path), path.with_suffix(".png")
+                )
+        write_summary(ctx, 0.0)
+        return 0
     started, failed = time.monotonic(), []
     for name in names:
         console.rule(f"[bold]{name}")

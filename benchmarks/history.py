@@ -104,3 +104,40 @@ def scheduled_after_cancel(events: list[HistoryEvent]) -> int:
             attrs = event.activity_task_scheduled_event_attributes
             count += attrs.activity_type.name == "varia.render"
     return count
+
+
+def task_timings(events: list[HistoryEvent]) -> dict[str, list[float]]:
+    """Seconds per render (scheduled → started, started → completed) and per workflow task
+    (scheduled → started, started → completed) in one run's history."""
+    scheduled: dict[int, float] = {}
+    started: dict[int, float] = {}
+    out: dict[str, list[float]] = {
+        "render_dispatch": [],
+        "render_run": [],
+        "wft_wait": [],
+        "wft_run": [],
+    }
+    wft_scheduled = wft_started = None
+    for event in events:
+        kind, at = event.event_type, _time(event)
+        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            if attrs.activity_type.name == "varia.render":
+                scheduled[event.event_id] = at
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            event_id = event.activity_task_started_event_attributes.scheduled_event_id
+            if event_id in scheduled:
+                started[event_id] = at
+                out["render_dispatch"].append(at - scheduled[event_id])
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            event_id = event.activity_task_completed_event_attributes.scheduled_event_id
+            if event_id in started:
+                out["render_run"].append(at - started[event_id])
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+            wft_scheduled = at
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED and wft_scheduled is not None:
+            wft_started = at
+            out["wft_wait"].append(at - wft_scheduled)
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and wft_started is not None:
+            out["wft_run"].append(at - wft_started)
+    return out

@@ -45,7 +45,7 @@ async def _heartbeat_ages(handle: JobHandle, until: float) -> list[float]:
 
 async def run(ctx: Context) -> Report:
     """For each niceness: a worker, then jobs under full load cancelled at random points."""
-    count = 5 if ctx.quick else 10
+    count = 4 if ctx.quick else 10
     rng = random.Random(10)
     results: dict[str, dict[str, Any]] = {}
     async with Stack(NAME) as stack:
@@ -114,7 +114,7 @@ def chart(report: Report, path: Path) -> None:
     ages = axes[-1]
     ages.boxplot(
         [data["heartbeat_ages_s"] for data in results.values()],
-        labels=[f"nice {n}" for n in results],
+        tick_labels=[f"nice {n}" for n in results],
     )
     ages.set_ylabel("seconds since the render's last heartbeat")
     ages.set_title("heartbeat freshness under full load", fontsize=10)

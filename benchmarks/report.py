@@ -185,6 +185,26 @@ def save(report: Report, ctx: Context, *, started: float, load: dict[str, Any]) 
     return path
 
 
+def load(path: Path) -> Report:
+    """A report back from its JSON file (to redraw its chart)."""
+    document = json.loads(path.read_text())
+    return Report(
+        name=document["name"],
+        title=document["title"],
+        rows=[Row(**row) for row in document["rows"]],
+        data=_nan(document["data"]),
+        notes=document["notes"],
+    )
+
+
+def _nan(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_nan(item) for item in value]
+    return float("nan") if value is None else value
+
+
 def clean(value: Any) -> Any:
     """`value` as strict JSON data: NaN becomes null, paths and tuples become str and lists."""
     if isinstance(value, dict):

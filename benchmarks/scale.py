@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import matplotlib.pyplot as plt
 import psutil
 
 from benchmarks.cancel import breakdown_rows, latency_rows, measure_cancel
-from benchmarks.history import all_runs
+from benchmarks.history import all_runs, task_timings
 from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s
 from benchmarks.stack import Stack, WorkerProcess, new_job_id, request
@@ -44,6 +45,17 @@ def _outputs_on_disk(job_dir: Path) -> int:
             return sum(1 for e in entries if e.name.endswith(".mp4") and not e.name.startswith("."))
     except FileNotFoundError:
         return 0
+
+
+def _cpu_seconds(worker_pid: int, server_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the worker, its reaped children (FFmpeg), and the dev server."""
+    worker = psutil.Process(worker_pid).cpu_times()
+    server = psutil.Process(server_pid).cpu_times() if server_pid else None
+    return {
+        "worker": worker.user + worker.system,
+        "ffmpeg": worker.children_user + worker.children_system,
+        "server": server.user + server.system if server else float("nan"),
+    }
 
 
 def _problems(sample: dict[str, Any], previous: dict[str, Any] | None, total: int) -> list[str]:
@@ -142,7 +154,7 @@ def _manifest_check(job_dir: Path, total: int, decode_sample: int) -> dict[str, 
 
 async def run(ctx: Context) -> Report:
     """Run the big job to the end, then cancel a second one in its second run."""
-    total = 1_000 if ctx.quick else 10_000
+    total = 600 if ctx.quick else 10_000
     async with Stack(NAME) as stack:
         worker = await stack.start_worker(max_renders=CONCURRENCY)
         tiny = clip(stack.root / "clips", "tiny", seconds=0.2, size="64x64", audio=False)
@@ -150,11 +162,16 @@ async def run(ctx: Context) -> Report:
         job_id = new_job_id(NAME)
         stop = asyncio.Event()
         rss_start = worker.rss_mb()
+        cpu_start = _cpu_seconds(
+            worker.pid, stack.server.process.pid if stack.server.process else 0
+        )
         started = time.monotonic()
         handle = await stack.start_job(worker, job, job_id)
         sampler = asyncio.create_task(_sample_progress(stack, worker, job_id, total, stop))
         result = await stack.client.get_workflow_handle(job_id, result_type=JobResult).result()
         wall = time.monotonic() - started
+        cpu_end = _cpu_seconds(worker.pid, stack.server.process.pid if stack.server.process else 0)
+        cpu = {key: cpu_end[key] - cpu_start[key] for key in cpu_end}
         stop.set()
         samples = await sampler
         runs = await all_runs(stack.client, job_id)
@@ -182,6 +199,7 @@ async def run(ctx: Context) -> Report:
         cancel_check,
         rss_start,
         handle.id,
+        cpu,
     )
 
 
@@ -211,8 +229,14 @@ def _report(
     cancel_check: dict[str, Any],
     rss_start: float,
     job_id: str,
+    cpu: dict[str, float],
 ) -> Report:
     events = [len(r.events) for r in runs]
+    timings: dict[str, list[float]] = {}
+    for one in runs:
+        for key, values in task_timings(one.events).items():
+            timings.setdefault(key, []).extend(values)
+    med = {key: statistics.median(v) if v else float("nan") for key, v in timings.items()}
     sizes = [r.size_bytes for r in runs]
     good = [s for s in samples if "error" not in s]
     errors = [s for s in samples if "error" in s]
@@ -220,6 +244,7 @@ def _report(
     rss = [(s["completed"], s["worker_rss_mb"]) for s in good]
     half = rss[len(rss) // 2 :]
     growth = 1000 * slope([c for c, _ in half], [m for _, m in half]) if len(half) > 2 else 0.0
+    per_variation_ms = {key: 1000 * value / total for key, value in cpu.items()}
     rss_values = [m for _, m in rss]
     ok_complete = result.state == "completed" and result.completed == total
     report = Report(
@@ -236,6 +261,21 @@ def _report(
         ),
         Row("wall time; variations per second", f"{fmt_s(wall)}; {total / wall:.1f}/s"),
         Row("workflow runs (continue-as-new)", str(len(runs))),
+        Row(
+            "CPU per variation: FFmpeg / worker / dev server",
+            f"{per_variation_ms['ffmpeg']:.0f} / {per_variation_ms['worker']:.0f} / "
+            f"{per_variation_ms['server']:.0f} ms (cores x wall: "
+            f"{1000 * (os.cpu_count() or 1) * wall / total:.0f} ms per variation)",
+        ),
+        Row(
+            "per render (median): activity run; dispatch",
+            f"{fmt_s(med['render_run'])}; {fmt_s(med['render_dispatch'])}",
+        ),
+        Row(
+            "workflow tasks per variation; median run; median wait",
+            f"{len(timings['wft_run']) / total:.2f}; {fmt_s(med['wft_run'])}; "
+            f"{fmt_s(med['wft_wait'])}",
+        ),
         Row("history events per variation (all runs)", f"{sum(events) / total:.2f}"),
         Row(
             "largest run history: events; bytes",
@@ -294,6 +334,8 @@ def _report(
         "wall_s": wall,
         "chunk_size": DEFAULT_CHUNK_SIZE,
         "runs": [{"events": e, "bytes": b} for e, b in zip(events, sizes, strict=True)],
+        "task_medians_s": med,
+        "cpu_ms_per_variation": per_variation_ms,
         "samples": samples,
         "manifest": check,
         "cancel": cancel,

@@ -24,7 +24,7 @@ def _label(threads: int | None) -> str:
 async def run(ctx: Context) -> Report:
     """Run every grid cell with varia and with the plain pool, interleaved."""
     if ctx.quick:
-        concurrencies, thread_options, variations, seconds = [1, 2, 4], [1, None], 6, 4.0
+        concurrencies, thread_options, variations, seconds = [1, 2, 4], [1, None], 4, 4.0
     else:
         concurrencies, thread_options, variations, seconds = [1, 2, 3, 4], [1, 2, None], 8, 6.0
     cells: list[dict[str, Any]] = []
