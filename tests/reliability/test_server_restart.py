@@ -40,9 +40,9 @@ async def test_job_survives_a_server_restart(
                 result_type=JobResult,
             )
 
-            async def rendering() -> bool:
+            async def rendering() -> str | None:
                 beats = await render_heartbeats(client, job_id)
-                return any(beat.percent > 0 for beat in beats.values())
+                return "rendering" if any(b.percent > 0 for b in beats.values()) else None
 
             await wait_for(rendering, timeout_s=60, what="a render in progress")
             clock = Stopwatch()
