@@ -249,8 +249,10 @@ class VariationJob:
             raise cancel or asyncio.CancelledError()
         if outcome == "failed":
             reasons = "; ".join(self._errors[:5]) or "unknown error"
+            if self._failed:
+                reasons = f"{self._failed} of {self._total} variations failed: {reasons}"
             raise ApplicationError(
-                f"{self._failed} of {self._total} variations failed: {reasons}",
+                reasons,
                 result.model_dump() if result else None,
                 type="JobFailed",
                 non_retryable=True,
