@@ -30,7 +30,7 @@ CLIPS = {"short": (4.0, "640x360"), "medium": (12.0, "640x360")}
 
 async def run(ctx: Context) -> Report:
     """Measure varia's wall time against the plain pool's, round by round, per clip."""
-    rounds = 3 if ctx.quick else 6
+    rounds = 3 if ctx.quick else 5
     names = ["short"] if ctx.quick else ["short", "medium"]
     series: dict[str, dict[str, Any]] = {}
     async with Stack(NAME) as stack:

@@ -25,7 +25,6 @@ from benchmarks.history import all_runs, task_timings
 from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s
 from benchmarks.stack import Stack, WorkerProcess, new_job_id, request
-from benchmarks.stats import slope
 from varia import media
 from varia.models import DEFAULT_CHUNK_SIZE, JobResult, Progress
 from varia.workflows import VariationJob
@@ -45,6 +44,15 @@ def _outputs_on_disk(job_dir: Path) -> int:
             return sum(1 for e in entries if e.name.endswith(".mp4") and not e.name.startswith("."))
     except FileNotFoundError:
         return 0
+
+
+def _rss_growth(rss: list[tuple[int, float]], total: int) -> float:
+    """MiB per 1,000 variations between the medians of RSS at 20-40% and at 80-100% done."""
+    mid = [mb for done, mb in rss if 0.2 * total <= done < 0.4 * total]
+    end = [mb for done, mb in rss if done >= 0.8 * total]
+    if not mid or not end:
+        return float("nan")
+    return (statistics.median(end) - statistics.median(mid)) / (0.6 * total / 1000)
 
 
 def _cpu_seconds(worker_pid: int, server_pid: int) -> dict[str, float]:
@@ -242,8 +250,7 @@ def _report(
     errors = [s for s in samples if "error" in s]
     problems = [p for s in good for p in s["problems"]]
     rss = [(s["completed"], s["worker_rss_mb"]) for s in good]
-    half = rss[len(rss) // 2 :]
-    growth = 1000 * slope([c for c, _ in half], [m for _, m in half]) if len(half) > 2 else 0.0
+    growth = _rss_growth(rss, total)
     per_variation_ms = {key: 1000 * value / total for key, value in cpu.items()}
     rss_values = [m for _, m in rss]
     ok_complete = result.state == "completed" and result.completed == total

@@ -1,4 +1,4 @@
-"""Pure statistics for the benchmarks: percentiles, summaries, ratios and trends."""
+"""Pure statistics for the benchmarks: percentiles, summaries and ratios."""
 
 from __future__ import annotations
 
@@ -34,19 +34,6 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
         "p95": percentile(values, 95),
         "max": max(values),
     }
-
-
-def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Least-squares slope of ys over xs (0.0 with fewer than two distinct xs)."""
-    if len(xs) != len(ys):
-        raise ValueError("xs and ys differ in length")
-    if len(xs) < 2:
-        return 0.0
-    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mean_x) ** 2 for x in xs)
-    if var == 0:
-        return 0.0
-    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var
 
 
 def ratio(numerator: float, denominator: float) -> float:

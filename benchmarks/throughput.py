@@ -24,9 +24,16 @@ def _label(threads: int | None) -> str:
 async def run(ctx: Context) -> Report:
     """Run every grid cell with varia and with the plain pool, interleaved."""
     if ctx.quick:
-        concurrencies, thread_options, variations, seconds = [1, 2, 4], [1, None], 4, 4.0
+        concurrencies, thread_options, variations, seconds, repeats = (
+            [1, 2, 4],
+            [1, None],
+            4,
+            4.0,
+            1,
+        )
     else:
-        concurrencies, thread_options, variations, seconds = [1, 2, 3, 4], [1, 2, None], 8, 6.0
+        concurrencies, thread_options = [1, 2, 4], [1, 2, None]
+        variations, seconds, repeats = 8, 6.0, 2
     cells: list[dict[str, Any]] = []
     async with Stack(NAME) as stack:
         worker = await stack.start_worker(max_renders=max(concurrencies))
@@ -35,20 +42,31 @@ async def run(ctx: Context) -> Report:
             (c, t) for t in thread_options for c in concurrencies
         ):
             cell: dict[str, Any] = {"concurrency": conc, "threads": _label(threads)}
-            for kind in ("plain", "varia") if index % 2 else ("varia", "plain"):
-                if kind == "plain":
-                    plain_dir = stack.root / f"plain-{index}"
-                    argvs = argvs_for(tasks_for([source], variations, plain_dir, threads=threads))
-                    cell["plain_s"] = await run_plain(argvs, conc)
-                else:
-                    job = request(
-                        [source.path], variations, stack.out_dir, concurrency=conc, threads=threads
-                    )
-                    started = time.monotonic()
-                    handle = await stack.start_job(worker, job, new_job_id(NAME))
-                    result = await handle.result()
-                    cell["varia_s"] = time.monotonic() - started
-                    assert result.completed == variations, result
+            plain_times: list[float] = []
+            varia_times: list[float] = []
+            for repeat in range(repeats):
+                flip = (index + repeat) % 2
+                for kind in ("plain", "varia") if flip else ("varia", "plain"):
+                    if kind == "plain":
+                        plain_dir = stack.root / f"plain-{index}-{repeat}"
+                        tasks = tasks_for([source], variations, plain_dir, threads=threads)
+                        plain_times.append(await run_plain(argvs_for(tasks), conc))
+                    else:
+                        job = request(
+                            [source.path],
+                            variations,
+                            stack.out_dir,
+                            concurrency=conc,
+                            threads=threads,
+                        )
+                        started = time.monotonic()
+                        handle = await stack.start_job(worker, job, new_job_id(NAME))
+                        result = await handle.result()
+                        varia_times.append(time.monotonic() - started)
+                        assert result.completed == variations, result
+            # best of the repeats: a spike of someone else's load hits one run, not both
+            cell["plain_s"], cell["varia_s"] = min(plain_times), min(varia_times)
+            cell["plain_runs_s"], cell["varia_runs_s"] = plain_times, varia_times
             cell["plain_per_min"] = 60 * variations / cell["plain_s"]
             cell["varia_per_min"] = 60 * variations / cell["varia_s"]
             cells.append(cell)
@@ -60,7 +78,7 @@ async def run(ctx: Context) -> Report:
     report = Report(
         NAME,
         f"Throughput: {variations} variations of a {seconds:g} s 640x360 clip "
-        "with audio per cell; varia job vs the same argv in a plain pool",
+        f"with audio per cell, best of {repeats}; varia job vs the same argv in a plain pool",
     )
     report.rows = [
         Row(

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks.stats import percentile, ratio, slope, summarize
+from benchmarks.stats import percentile, ratio, summarize
 
 
 def test_percentile_interpolates_like_numpy_linear() -> None:
@@ -35,9 +35,6 @@ def test_summarize() -> None:
     assert empty["n"] == 0 and math.isnan(empty["p50"])
 
 
-def test_slope_and_ratio() -> None:
-    assert slope([0, 1, 2, 3], [1, 3, 5, 7]) == pytest.approx(2.0)
-    assert slope([1, 1], [2, 3]) == 0.0
-    assert slope([5], [1]) == 0.0
+def test_ratio() -> None:
     assert ratio(3.0, 2.0) == 1.5
     assert math.isnan(ratio(1.0, 0.0))
