@@ -139,6 +139,49 @@ async def cancel_trials(
     return trials
 
 
+def rows(trials: list[dict[str, Any]], sweep: dict[str, list[dict[str, Any]]]) -> list[Row]:
+    """Rows for the main trials and the sweep (pure: a saved report can be recomputed)."""
+    during = [t for t in trials if t["alive_at_cancel"]]
+    table = [
+        *latency_rows(trials),
+        *breakdown_rows(trials),
+        Row("cancels that found FFmpeg running", f"{len(during)} of {len(trials)}"),
+        Row(
+            "renders scheduled after the workflow saw the cancel (history)",
+            str(sum(t["scheduled_after_cancel"] for t in trials)),
+            "0",
+            all(t["scheduled_after_cancel"] == 0 for t in trials),
+        ),
+        Row(
+            "FFmpeg spawned after the cancel was sent (render already dispatched)",
+            str(sum(t["spawned_after_cancel"] for t in trials)),
+        ),
+        Row(
+            "FFmpeg still running after the workflow closed",
+            str(sum(t["still_running_after_close"] for t in trials)),
+            "0",
+            all(t["still_running_after_close"] == 0 for t in trials),
+        ),
+        Row(
+            "jobs ending cancelled / completed (completion wins)",
+            f"{sum(t['state'] == 'cancelled' for t in trials)} / "
+            f"{sum(t['state'] == 'completed' for t in trials)}",
+        ),
+    ]
+    for label, more in sweep.items():
+        exited = summarize([t["exited_s"] for t in more])
+        reached = summarize(
+            [t["reached_activity_s"] for t in more if _finite(t["reached_activity_s"])]
+        )
+        table.append(
+            Row(
+                f"{label} ({len(more)} cancels): exited p50 / max; reached p50",
+                f"{fmt_s(exited['p50'])} / {fmt_s(exited['max'])}; {fmt_s(reached['p50'])}",
+            )
+        )
+    return table
+
+
 async def run(ctx: Context) -> Report:
     """Cancel jobs at seeded random points; every trial must end with no FFmpeg left.
 
@@ -161,46 +204,13 @@ async def run(ctx: Context) -> Report:
             label = f"cap {cap:g} s, stats {period:g} s"
             sweep[label] = await cancel_trials(stack, worker, source, sweep_count, rng)
             await stack.stop_worker(worker)
-    during = [t for t in trials if t["alive_at_cancel"]]
     report = Report(
         NAME,
         f"Cancel latency: {len(trials)} cancels at random points "
         "(seed 5, 0-4 s after start) of 6-variation jobs, concurrency 2, "
         "the worker's own heartbeat throttle",
     )
-    report.rows = [
-        *latency_rows(trials),
-        *breakdown_rows(trials),
-        Row("cancels that found FFmpeg running", f"{len(during)} of {len(trials)}"),
-        Row(
-            "FFmpeg spawned after the cancel request",
-            str(sum(t["spawned_after_cancel"] for t in trials)),
-            "0",
-            all(t["spawned_after_cancel"] == 0 for t in trials),
-        ),
-        Row(
-            "FFmpeg still running after the workflow closed",
-            str(sum(t["still_running_after_close"] for t in trials)),
-            "0",
-            all(t["still_running_after_close"] == 0 for t in trials),
-        ),
-        Row(
-            "jobs ending cancelled / completed (completion wins)",
-            f"{sum(t['state'] == 'cancelled' for t in trials)} / "
-            f"{sum(t['state'] == 'completed' for t in trials)}",
-        ),
-    ]
-    for label, more in sweep.items():
-        exited = summarize([t["exited_s"] for t in more])
-        reached = summarize(
-            [t["reached_activity_s"] for t in more if _finite(t["reached_activity_s"])]
-        )
-        report.rows.append(
-            Row(
-                f"{label} ({len(more)} cancels): exited p50 / max; reached p50",
-                f"{fmt_s(exited['p50'])} / {fmt_s(exited['max'])}; {fmt_s(reached['p50'])}",
-            )
-        )
+    report.rows = rows(trials, sweep)
     report.data = {"trials": trials, "sweep": sweep}
     return report
 
@@ -218,7 +228,7 @@ def draw_latencies(axis: Any, trials: list[dict[str, Any]], title: str) -> None:
     axis.set_ylabel("seconds after the cancel request")
     axis.set_title(title, fontsize=10)
     axis.set_ylim(bottom=0)
-    axis.legend(fontsize=7, loc="upper left")
+    axis.legend(fontsize=6, loc="best", framealpha=0.6)
 
 
 def chart(report: Report, path: Path) -> None:

@@ -296,7 +296,7 @@ def _report(
             f"{rss_values[-1] if rss_values else float('nan'):.0f} MiB",
         ),
         Row(
-            "worker RSS growth over the second half",
+            "worker RSS growth, 20-40% -> 80-100% done (medians)",
             f"{growth:+.2f} MiB per 1,000 variations",
             "flat (< 1 MiB per 1,000)",
             abs(growth) < 1.0,

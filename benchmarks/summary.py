@@ -34,8 +34,9 @@ def markdown(documents: list[dict[str, Any]]) -> str:
 def write_summary(ctx: Context, duration_s: float) -> None:
     """Write `summary.json` and `summary.md` from every report in the results directory."""
     documents = _load(ctx.results_dir)
+    commands = sorted({doc["command"] for doc in documents}) or [ctx.command]
     summary = {
-        "command": ctx.command,
+        "command": " ; ".join(commands),
         "last_run_s": round(duration_s, 1),
         "benchmarks": {
             doc["name"]: {
