@@ -20,9 +20,9 @@ from benchmarks.stack import FfmpegWatch, JobHandle, Stack, WorkerProcess, new_j
 from benchmarks.stats import summarize
 
 NAME = "cancel"
-SWEEP = [(0.5, 0.25), (0.25, 0.25), (0.25, 0.1)]
+SWEEP = [(1.0, 0.25), (0.5, 0.1), (0.1, 0.1)]
 """(heartbeat throttle cap, FFmpeg -stats_period) pairs tried after the main trials
-(which use the worker's own: a 1 s cap and a 0.25 s stats period)."""
+(which use the worker's own defaults: a 0.2 s cap and a 0.1 s stats period)."""
 EXITED_P50, EXITED_MAX, CLOSED_P50 = 0.5, 1.5, 1.5
 
 

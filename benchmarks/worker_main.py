@@ -13,12 +13,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import timedelta
 from typing import Any
 
 import varia.ffmpeg.argv
 import varia.ffmpeg.runner as runner
-import varia.worker
 
 
 def _instrument_stops(log_path: str) -> None:
@@ -39,7 +37,7 @@ def main() -> None:
     """Apply the knobs, then run the ordinary `varia worker` command."""
     cap = os.environ.get("BENCH_HEARTBEAT_CAP_S")
     if cap:
-        varia.worker.HEARTBEAT_THROTTLE_CAP = timedelta(seconds=float(cap))  # type: ignore[attr-defined]
+        os.environ["VARIA_HEARTBEAT_THROTTLE"] = cap
     period = os.environ.get("BENCH_STATS_PERIOD_S")
     if period:
         varia.ffmpeg.argv.STATS_PERIOD_S = float(period)

@@ -101,9 +101,10 @@ class JobActivities:
         await _stop_previous_attempt(temp, self.settings.stop_stage_timeout_s)
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
-        earlier = await asyncio.to_thread(_already_rendered, final, task)
-        if earlier is not None:
-            return earlier
+        if final.exists():  # an earlier attempt may have finished, then lost its result
+            earlier = await asyncio.to_thread(_already_rendered, final, task)
+            if earlier is not None:
+                return earlier
         argv = build_render_argv(self.ffmpeg, task, temp)
         try:
             outcome = await run_ffmpeg(

@@ -88,9 +88,10 @@ class Settings(BaseSettings):
         description="Colon-separated dirs output_dir must be under; empty: anywhere.",
     )
     heartbeat_throttle_s: float = Field(
-        1.0,
+        0.2,
         alias="VARIA_HEARTBEAT_THROTTLE",
         gt=0,
+        le=5,
         description="Most seconds between render heartbeats (bounds cancel latency).",
     )
     worker_identity: str | None = Field(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from varia.models import MediaInfo, Recipe, RenderTask
 
-STATS_PERIOD_S = 0.25
+STATS_PERIOD_S = 0.1
 """How often FFmpeg reports progress; it also bounds how fast `q` takes effect."""
 
 

@@ -28,7 +28,7 @@ from varia.ffmpeg.process import (
 )
 from varia.ffmpeg.progress import ProgressParser, ProgressReport
 
-TICK_S = 0.25
+TICK_S = 0.1
 _STDERR_TAIL_BYTES = 4096
 
 
