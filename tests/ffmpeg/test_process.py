@@ -141,13 +141,17 @@ def test_foreign_process_needs_a_matching_command_line() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
-def test_child_dies_with_its_parent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("via", ["setpriv", "preexec_fn"])
+def test_child_dies_with_its_parent(tmp_path: Path, via: str) -> None:
     """A parent SIGKILLed (like a worker) takes the FFmpeg it spawned with it."""
+    patch = "process._setpriv = lambda: None" if via == "preexec_fn" else ""
     code = textwrap.dedent(
         f"""
         import asyncio, sys, time
         sys.path.insert(0, {str(Path(__file__).parents[2])!r})
+        from varia.ffmpeg import process
         from varia.ffmpeg.process import spawn
+        {patch}
         async def main():
             proc = await spawn([sys.executable, "-c", "import time; time.sleep(600)"])
             print(proc.pid, flush=True)
