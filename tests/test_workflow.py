@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import stat
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
@@ -326,21 +326,36 @@ async def test_continue_as_new_keeps_the_contract(
     assert (await query_progress(handle)).completed == 5
 
 
-async def test_started_by_name_with_the_temporal_cli(
-    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
-) -> None:
+async def temporal_cli(client: Client, *args: str) -> dict[str, Any]:
+    """Run the official `temporal` CLI against the test server; its JSON output, parsed."""
     from varia.server import temporal_binary
 
     address = client.service_client.config.target_host
+    process = await asyncio.create_subprocess_exec(
+        temporal_binary(),
+        *args,
+        "--address",
+        address,
+        "--output",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    return json.loads(stdout) if stdout.strip() else {}
+
+
+async def test_started_by_name_with_the_temporal_cli(
+    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
+) -> None:
     payload = json.dumps(
         {"inputs": [str(clips.short)], "variations": 1, "output_dir": str(out_dir), "seed": 3}
     )
-    process = await asyncio.create_subprocess_exec(
-        temporal_binary(),
+    output = await temporal_cli(
+        client,
         "workflow",
         "execute",
-        "--address",
-        address,
         "--type",
         "VariationJob",
         "--task-queue",
@@ -349,14 +364,48 @@ async def test_started_by_name_with_the_temporal_cli(
         job_id,
         "--input",
         payload,
-        "--output",
-        "json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    stdout, stderr = await process.communicate()
-    assert process.returncode == 0, stderr.decode()
-    result = json.loads(stdout)["result"]
+    result = output["result"]
     assert result["state"] == "completed" and result["completed"] == 1
     assert Path(result["manifest"]).is_file()
-    assert shutil.which  # the CLI printed plain JSON a script can read
+
+
+async def test_temporal_cli_queries_progress_and_cancels(
+    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
+) -> None:
+    payload = json.dumps(
+        {"inputs": [str(clips.long)], "variations": 2, "output_dir": str(out_dir), "threads": 1}
+    )
+    await temporal_cli(
+        client,
+        "workflow",
+        "start",
+        "--type",
+        "VariationJob",
+        "--task-queue",
+        task_queue,
+        "--workflow-id",
+        job_id,
+        "--input",
+        payload,
+    )
+
+    async def progress() -> dict[str, Any] | None:
+        answer = await temporal_cli(
+            client, "workflow", "query", "--workflow-id", job_id, "--type", "progress"
+        )
+        value: dict[str, Any] = answer["queryResult"][0]
+        return value if value["running"] == 1 else None
+
+    running = await wait_for(progress, what="the progress query to show a running render")
+    assert (running["state"], running["total"], running["completed"]) == ("running", 2, 0)
+    await wait_rendering(client, job_id)
+    await temporal_cli(client, "workflow", "cancel", "--workflow-id", job_id)
+
+    handle = client.get_workflow_handle(job_id)
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    manifest = assert_manifest_matches_disk(out_dir / job_id)
+    assert manifest["state"] == "cancelled"
+    assert processes_mentioning(str(out_dir / job_id)) == []
