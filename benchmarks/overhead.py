@@ -1,5 +1,6 @@
 """Orchestration overhead: a job of 8 short variations against the very same FFmpeg argv run
-by a plain asyncio pool at the same concurrency, side by side, in interleaved rounds.
+by a plain asyncio pool at the same concurrency, side by side, in interleaved rounds. The
+`demo` series does the same for the demo's job: 3 variations at concurrency 1.
 
 Besides the ratio it splits varia's extra time into the job's head (start → first FFmpeg),
 the hand-offs between renders (FFmpeg exit → the next FFmpeg in that slot, with each part
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,31 +24,45 @@ from benchmarks.report import Context, Report, Row, fmt_s
 from benchmarks.stack import FfmpegWatch, Stack, WorkerProcess, new_job_id, request
 
 NAME = "overhead"
-VARIATIONS = 8
-CONCURRENCY = 2
 TARGET = 1.03
-CLIPS = {"short": (4.0, "640x360"), "medium": (12.0, "640x360")}
+
+
+@dataclass(frozen=True)
+class Series:
+    """One job shape: a clip, how many variations, how many at once."""
+
+    seconds: float
+    size: str
+    variations: int
+    concurrency: int
+
+
+SERIES = {
+    "short": Series(4.0, "640x360", 8, 2),
+    "medium": Series(12.0, "640x360", 8, 2),
+    "demo": Series(4.0, "640x360", 3, 1),
+}
 
 
 async def run(ctx: Context) -> Report:
     """Measure varia's wall time against the plain pool's, round by round, per clip."""
     rounds = 3 if ctx.quick else 5
-    names = ["short"] if ctx.quick else ["short", "medium"]
+    names = ["short", "demo"] if ctx.quick else list(SERIES)
     series: dict[str, dict[str, Any]] = {}
     async with Stack(NAME) as stack:
-        worker = await stack.start_worker(max_renders=CONCURRENCY)
+        worker = await stack.start_worker(max_renders=max(s.concurrency for s in SERIES.values()))
         for name in names:
-            seconds, size = CLIPS[name]
-            source = clip(stack.root / "clips", name, seconds=seconds, size=size)
-            series[name] = await _series(stack, worker, source, rounds)
+            shape = SERIES[name]
+            source = clip(stack.root / "clips", name, seconds=shape.seconds, size=shape.size)
+            series[name] = await _series(stack, worker, source, shape, rounds)
     report = Report(
         NAME,
-        f"Orchestration overhead: {VARIATIONS} variations at concurrency {CONCURRENCY}, "
-        f"varia job vs plain asyncio pool running the same argv, {rounds} interleaved rounds",
+        "Orchestration overhead: varia job vs plain asyncio pool running the same argv at the "
+        f"same concurrency, {rounds} interleaved rounds",
     )
     for name in names:
         report.rows += _rows(name, series[name])
-    report.data = {"variations": VARIATIONS, "concurrency": CONCURRENCY, "series": series}
+    report.data = {"series": series}
     report.notes.append(
         "the ratio is fixed cost over FFmpeg time: per render about one hand-off (see the "
         "parts), per job one head and one tail; longer renders amortise it"
@@ -54,7 +70,9 @@ async def run(ctx: Context) -> Report:
     return report
 
 
-async def _series(stack: Stack, worker: WorkerProcess, source: Clip, rounds: int) -> dict[str, Any]:
+async def _series(
+    stack: Stack, worker: WorkerProcess, source: Clip, shape: Series, rounds: int
+) -> dict[str, Any]:
     per_round: list[dict[str, Any]] = []
     timelines: dict[str, list[tuple[float, float]]] = {}
     for index in range(rounds + 1):  # round 0 warms both paths up and is not counted
@@ -62,14 +80,14 @@ async def _series(stack: Stack, worker: WorkerProcess, source: Clip, rounds: int
         entry: dict[str, Any] = {"round": index, "order": list(order)}
         for kind in order:
             if kind == "varia":
-                entry.update(await _varia_once(stack, worker, source))
+                entry.update(await _varia_once(stack, worker, source, shape))
                 timelines["varia"] = entry.pop("timeline")
             else:
                 plain_dir = stack.root / f"plain-{source.path.stem}-{index}"
-                argvs = argvs_for(tasks_for([source], VARIATIONS, plain_dir))
+                argvs = argvs_for(tasks_for([source], shape.variations, plain_dir))
                 with FfmpegWatch({os.getpid()}, f"{plain_dir}/") as watch:
                     started = time.monotonic()
-                    entry["plain_s"] = await run_plain(argvs, CONCURRENCY)
+                    entry["plain_s"] = await run_plain(argvs, shape.concurrency)
                     watch.poll()
                 timelines["plain"] = _relative(watch, started)
                 entry["plain_ffmpeg_mean_s"] = _mean_span(watch)
@@ -82,6 +100,8 @@ async def _series(stack: Stack, worker: WorkerProcess, source: Clip, rounds: int
             "size": f"{source.info.width}x{source.info.height}",
             "audio": source.info.has_audio,
         },
+        "variations": shape.variations,
+        "concurrency": shape.concurrency,
         "rounds": per_round,
         "median_ratio": statistics.median(r["ratio"] for r in counted),
         "pooled_ratio": sum(r["varia_s"] for r in counted) / sum(r["plain_s"] for r in counted),
@@ -89,22 +109,24 @@ async def _series(stack: Stack, worker: WorkerProcess, source: Clip, rounds: int
     }
 
 
-async def _varia_once(stack: Stack, worker: WorkerProcess, source: Clip) -> dict[str, Any]:
+async def _varia_once(
+    stack: Stack, worker: WorkerProcess, source: Clip, shape: Series
+) -> dict[str, Any]:
     job_id = new_job_id(NAME)
-    job = request([source.path], VARIATIONS, stack.out_dir, concurrency=CONCURRENCY)
+    job = request([source.path], shape.variations, stack.out_dir, concurrency=shape.concurrency)
     with stack.watch(worker, job_id) as watch:
         started = time.monotonic()
         handle = await stack.start_job(worker, job, job_id)
         result = await handle.result()
         ended = time.monotonic()
         watch.poll()
-    assert result.completed == VARIATIONS, result
+    assert result.completed == shape.variations, result
     spans = sorted(watch.intervals())
     spawns = [begin for begin, _ in spans]
     exits = sorted(end for _, end in spans)
     by_temp = {
         t.temp_name: f"render-{t.input_index}-{t.variation}"
-        for t in tasks_for([source], VARIATIONS, stack.job_dir(job_id))
+        for t in tasks_for([source], shape.variations, stack.job_dir(job_id))
     }
     wall = {by_temp[n]: span for n, span in watch.wall_spans().items() if n in by_temp}
     [history] = await all_runs(stack.client, job_id)
@@ -112,8 +134,8 @@ async def _varia_once(stack: Stack, worker: WorkerProcess, source: Clip) -> dict
         "varia_s": ended - started,
         "head_s": spawns[0] - started,
         "tail_s": ended - exits[-1],
-        # the k-th render beyond the first `CONCURRENCY` takes the slot the k-th exit freed
-        "handoffs_s": [s - e for s, e in zip(spawns[CONCURRENCY:], exits, strict=False)],
+        # the k-th render beyond the first `concurrency` takes the slot the k-th exit freed
+        "handoffs_s": [s - e for s, e in zip(spawns[shape.concurrency :], exits, strict=False)],
         "varia_ffmpeg_mean_s": _mean_span(watch),
         "phases": render_phases(history.events, wall),
         "timeline": _relative(watch, started),
@@ -122,7 +144,10 @@ async def _varia_once(stack: Stack, worker: WorkerProcess, source: Clip) -> dict
 
 def _rows(name: str, data: dict[str, Any]) -> list[Row]:
     counted = data["rounds"][1:]
-    clip_text = f"{data['clip']['seconds']:g} s {data['clip']['size']}"
+    clip_text = (
+        f"{data['variations']} x {data['clip']['seconds']:g} s {data['clip']['size']}, "
+        f"concurrency {data['concurrency']}"
+    )
 
     def med(key: str) -> float:
         return float(statistics.median(r[key] for r in counted))
@@ -131,7 +156,7 @@ def _rows(name: str, data: dict[str, Any]) -> list[Row]:
     phases = median_phases([p for r in counted for p in r["phases"]])
     ratio = data["median_ratio"]
     rows = [
-        Row(f"[{name}: {clip_text} clip] varia job wall time (median)", fmt_s(med("varia_s"))),
+        Row(f"[{name}: {clip_text}] varia job wall time (median)", fmt_s(med("varia_s"))),
         Row("  plain pool, same argv (median)", fmt_s(med("plain_s"))),
         Row(
             "  overhead ratio (median of rounds)", f"{ratio:.3f}x", f"<= {TARGET}x", ratio <= TARGET
@@ -183,7 +208,7 @@ def chart(report: Report, path: Path) -> None:
         axis.set_xticks(xs, [f"{r['round']} ({r['order'][0]} 1st)" for r in rounds], fontsize=8)
         axis.set_ylabel("wall time, s")
         axis.set_title(
-            f"{name} clip ({data['clip']['seconds']:g} s {data['clip']['size']}): "
+            f"{name} ({data['variations']} x {data['clip']['seconds']:g} s): "
             f"median {data['median_ratio']:.3f}x",
             fontsize=10,
         )
