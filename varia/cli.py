@@ -393,8 +393,9 @@ def list_command(
         console.print("no jobs" + (f" in state {state}" if state else ""))
         return
     table = Table("job", "state", "progress", "started", "closed")
-    for column in table.columns:
-        column.no_wrap = True
+    job_column, state_column = table.columns[0], table.columns[1]
+    job_column.min_width = max(len(row.job_id) for row in rows)  # ids are never cut
+    state_column.min_width = max(len(row.state) for row in rows)
     for row in rows:
         percent = f" ({row.percent:.0f}%)" if row.percent is not None else ""
         table.add_row(
