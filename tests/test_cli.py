@@ -20,6 +20,7 @@ from temporalio.worker import Worker
 from tests.conftest import Clips
 from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
 from varia.config import Settings
+from varia.ffmpeg.process import ProcessIdentity
 from varia.jobinfo import ui_link
 from varia.models import JobRequest
 from varia.server import free_port
@@ -352,10 +353,12 @@ async def test_worker_and_server_json(settings: Settings, tmp_path: Path) -> Non
             line = await server_proc.stdout.readline()
         up = json.loads(line)
         assert up["address"].startswith("127.0.0.1:") and up["ui_url"].startswith("http://")
-        server_proc.send_signal(signal.SIGINT)
+        dev_server = ProcessIdentity.of(up["pid"])
+        server_proc.send_signal(signal.SIGTERM)  # a service manager's stop: graceful too
         server_run = await finish(server_proc)
         assert server_run.code == 0, server_run.err
         assert server_run.out == ""  # the one object was the first and only line
+        assert not dev_server.is_alive()
 
         assert worker_proc.stderr is not None
         await wait_for(lambda: _polls(settings, env["VARIA_TASK_QUEUE"]), what="the worker to poll")

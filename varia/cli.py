@@ -12,6 +12,8 @@ import asyncio
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import datetime
@@ -454,7 +456,8 @@ def server(
             else:
                 console.print(f"Temporal at {dev.address}, Web UI at {dev.ui_url}; Ctrl-C stops it")
             assert dev.process is not None
-            await asyncio.to_thread(dev.process.wait)
+            await _until_signal_or_exit(dev.process)
+        err_console.print("stopped")
 
     try:
         asyncio.run(serve())
@@ -462,6 +465,18 @@ def server(
         _fail(Exit.UNREACHABLE, str(err), as_json)
     except KeyboardInterrupt:
         err_console.print("stopped")
+
+
+async def _until_signal_or_exit(process: subprocess.Popen[bytes]) -> None:
+    """Wait until SIGTERM/SIGINT arrives or `process` exits, whichever comes first."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    exited = asyncio.ensure_future(asyncio.to_thread(process.wait))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
 
 
 @app.command()
