@@ -443,6 +443,7 @@ def server(
     from varia.server import DevServer, ServerError, default_db_path
 
     async def serve() -> None:
+        stop = _stop_on_signals()  # before anything starts: a SIGTERM is never fatal
         dev = DevServer(host=ip, port=port, ui_port=ui_port, db_path=db or default_db_path())
         async with dev:
             if as_json:
@@ -456,7 +457,7 @@ def server(
             else:
                 console.print(f"Temporal at {dev.address}, Web UI at {dev.ui_url}; Ctrl-C stops it")
             assert dev.process is not None
-            await _until_signal_or_exit(dev.process)
+            await _until_set_or_exit(stop, dev.process)
         err_console.print("stopped")
 
     try:
@@ -467,12 +468,17 @@ def server(
         err_console.print("stopped")
 
 
-async def _until_signal_or_exit(process: subprocess.Popen[bytes]) -> None:
-    """Wait until SIGTERM/SIGINT arrives or `process` exits, whichever comes first."""
+def _stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets (instead of ending the process)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _until_set_or_exit(stop: asyncio.Event, process: subprocess.Popen[bytes]) -> None:
+    """Wait until `stop` is set or `process` exits, whichever comes first."""
     exited = asyncio.ensure_future(asyncio.to_thread(process.wait))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
