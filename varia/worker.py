@@ -75,23 +75,26 @@ async def warn_if_search_attributes_missing(client: Client, namespace: str) -> l
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Connect, run a worker until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
-    client = await connect(settings, runtime=make_runtime(settings))
-    await warn_if_search_attributes_missing(client, settings.temporal_namespace)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # first: a SIGTERM while connecting is not fatal
         loop.add_signal_handler(sig, stop.set)
-    worker = build_worker(client, settings)
-    log.info(
-        "worker polling task queue %r on %s (namespace %r)",
-        settings.task_queue,
-        settings.temporal_address,
-        settings.temporal_namespace,
-    )
-    if metrics_address(settings):
-        log.info("metrics at http://%s/metrics", metrics_address(settings))
-    async with worker:
-        await stop.wait()
-        log.info("shutting down: stopping renders in flight (they retry elsewhere)")
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.remove_signal_handler(sig)
+    try:
+        client = await connect(settings, runtime=make_runtime(settings))
+        await warn_if_search_attributes_missing(client, settings.temporal_namespace)
+        if stop.is_set():
+            return
+        log.info(
+            "worker polling task queue %r on %s (namespace %r)",
+            settings.task_queue,
+            settings.temporal_address,
+            settings.temporal_namespace,
+        )
+        if metrics_address(settings):
+            log.info("metrics at http://%s/metrics", metrics_address(settings))
+        async with build_worker(client, settings):
+            await stop.wait()
+            log.info("shutting down: stopping renders in flight (they retry elsewhere)")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
