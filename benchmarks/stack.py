@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from varia.client import connect
 from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity, death_signal_hook
+from varia.ffmpeg.process import ProcessIdentity, death_signal_hook, terminate
 from varia.models import JobRequest, JobResult
 from varia.server import DevServer
 from varia.starter import start_job
@@ -75,14 +74,7 @@ class WorkerProcess:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM (graceful shutdown), then SIGKILL if it lingers; by pid + create time."""
-        if self.process.poll() is not None:
-            return
-        self.identity.send(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.identity.send(signal.SIGKILL)
-            self.process.wait()
+        terminate(self.process, self.identity, timeout_s)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 import psutil
 
 from varia import media
+from varia.config import Settings
 from varia.jobdir import MANIFEST_NAME
 
 T = TypeVar("T")
@@ -76,3 +78,12 @@ def assert_manifest_matches_disk(job_dir: Path) -> dict[str, Any]:
         assert not (job_dir / name).exists(), f"{name} listed as removed but still there"
     assert manifest["completed"] == len(manifest["outputs"])
     return manifest
+
+
+def paced_ffmpeg(directory: Path) -> Path:
+    """The real FFmpeg reading its input at native speed (`-re`): a render of an N-second clip
+    lasts about N seconds, so a kill or cancel surely lands while FFmpeg runs."""
+    script = directory / "ffmpeg-paced"
+    script.write_text(f'#!/bin/sh\nexec {shlex.quote(Settings().ffmpeg_path())} -re "$@"\n')
+    script.chmod(0o755)
+    return script

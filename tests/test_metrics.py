@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, wait_for
+from tests.helpers import assert_manifest_matches_disk, paced_ffmpeg, wait_for
 from varia.config import Settings
 from varia.ffmpeg.process import ProcessIdentity, death_signal_hook
 from varia.logs import configure_logging
@@ -34,15 +33,6 @@ from varia.models import JobResult, RenderHeartbeat
 from varia.server import free_port
 
 VARIA = str(Path(sys.executable).parent / "varia")
-
-
-def paced_ffmpeg(directory: Path) -> Path:
-    """The real FFmpeg reading its input at native speed (`-re`): a render of an N-second clip
-    lasts about N seconds, so a kill or cancel surely lands while FFmpeg runs."""
-    script = directory / "ffmpeg-paced"
-    script.write_text(f'#!/bin/sh\nexec {shlex.quote(Settings().ffmpeg_path())} -re "$@"\n')
-    script.chmod(0o755)
-    return script
 
 
 SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -19,23 +18,13 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from tests.helpers import assert_manifest_matches_disk, paced_ffmpeg, processes_mentioning, wait_for
 from varia.clips import make_clip
-from varia.config import Settings
 from varia.ffmpeg.process import ProcessIdentity, death_signal_hook
 from varia.health import poller_identities
 from varia.models import JobResult, RenderHeartbeat
 
 VARIA = str(Path(sys.executable).parent / "varia")
-
-
-def paced_ffmpeg(directory: Path) -> Path:
-    """The real FFmpeg reading its input at native speed (`-re`): a render of an N-second clip
-    lasts about N seconds, so a kill or cancel surely lands while FFmpeg runs."""
-    script = directory / "ffmpeg-paced"
-    script.write_text(f'#!/bin/sh\nexec {shlex.quote(Settings().ffmpeg_path())} -re "$@"\n')
-    script.chmod(0o755)
-    return script
 
 
 @dataclass

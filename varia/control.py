@@ -99,11 +99,7 @@ async def cancel_job(
         if problem is not err:
             raise problem from None
         # it closed between describe and cancel: report how
-    if not wait:
-        status = await job_status(client, settings, job_id)
-        return _outcome("cancel", status, requested=True, already=False)
-    status = await wait_closed(client, settings, job_id, notify)
-    return _outcome("cancel", status, requested=True, already=False)
+    return await _report("cancel", client, settings, job_id, True, wait, notify)
 
 
 async def drain_job(
@@ -128,8 +124,21 @@ async def drain_job(
         requested = False  # rejected: the job is already finishing; report how it ends
     except RPCError as err:
         raise rpc_problem(err, job_id, settings) from None
-    if not wait:
+    return await _report("drain", client, settings, job_id, requested, wait, None)
+
+
+async def _report(
+    kind: str,
+    client: Client,
+    settings: Settings,
+    job_id: str,
+    requested: bool,
+    wait: bool,
+    notify: Notify | None,
+) -> StopOutcome:
+    """How the job stands now, or (with `wait`) how it closed."""
+    if wait:
+        status = await wait_closed(client, settings, job_id, notify)
+    else:
         status = await job_status(client, settings, job_id)
-        return _outcome("drain", status, requested=requested, already=False)
-    status = await wait_closed(client, settings, job_id)
-    return _outcome("drain", status, requested=requested, already=False)
+    return _outcome(kind, status, requested=requested, already=False)

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
-from varia.ffmpeg.process import ProcessIdentity, death_signal_hook
+from varia.ffmpeg.process import ProcessIdentity, death_signal_hook, terminate
 
 SEARCH_ATTRIBUTE_FLAGS = [
     "--search-attribute",
@@ -158,15 +157,8 @@ class DevServer:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server by its pid: SIGTERM, then SIGKILL if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        assert self.identity is not None
-        self.identity.send(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.identity.send(signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None and self.identity is not None:
+            terminate(self.process, self.identity, timeout_s)
 
     async def __aenter__(self) -> DevServer:
         return await self.start()

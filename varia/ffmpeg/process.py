@@ -14,6 +14,7 @@ import functools
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -219,3 +220,20 @@ async def stop_foreign(
         if not identity.is_alive():
             return stage  # type: ignore[return-value]
     return "kill"
+
+
+def terminate(
+    process: subprocess.Popen[bytes], identity: ProcessIdentity, timeout_s: float = 10.0
+) -> None:
+    """Stop a long-running child of ours (a server, a worker): SIGTERM, then SIGKILL.
+
+    Signals go only to the process with this identity; returns once it has exited.
+    """
+    if process.poll() is not None:
+        return
+    identity.send(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        identity.send(signal.SIGKILL)
+        process.wait()
