@@ -90,6 +90,16 @@ def _setpriv() -> str | None:
     return shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
+_PARENT_CHECK = 'test "$PPID" = "$0" && exec "$@"'
+"""Run by `sh` after setpriv set the death signal: if this process's parent already died
+(before the signal was armed), exit instead of starting the program."""
+
+
+def _death_signal_prefix(setpriv: str) -> list[str]:
+    """setpriv arms the death signal, then `sh` checks the parent is still us and execs."""
+    return [setpriv, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", _PARENT_CHECK, str(os.getpid())]
+
+
 async def spawn(argv: list[str], *, niceness: int = 0) -> asyncio.subprocess.Process:
     """Start a child with stdin, stdout and stderr as pipes, in its own process group.
 
@@ -102,7 +112,7 @@ async def spawn(argv: list[str], *, niceness: int = 0) -> asyncio.subprocess.Pro
     """
     setpriv = _setpriv()
     preexec = None if setpriv else death_signal_hook()
-    command = [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else argv
+    command = [*_death_signal_prefix(setpriv), *argv] if setpriv else argv
     proc = await asyncio.create_subprocess_exec(
         *command,
         stdin=asyncio.subprocess.PIPE,
