@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -87,3 +88,12 @@ def paced_ffmpeg(directory: Path) -> Path:
     script.write_text(f'#!/bin/sh\nexec {shlex.quote(Settings().ffmpeg_path())} -re "$@"\n')
     script.chmod(0o755)
     return script
+
+
+def as_foreground_job() -> None:
+    """`preexec_fn` for a child the test will Ctrl-C: SIGINT handled as in a terminal.
+
+    A test run started in the background by a non-interactive shell inherits SIGINT ignored,
+    and Python then never raises KeyboardInterrupt; a user's terminal is not like that.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -18,7 +18,12 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from tests.helpers import (
+    as_foreground_job,
+    assert_manifest_matches_disk,
+    processes_mentioning,
+    wait_for,
+)
 from varia.config import Settings
 from varia.ffmpeg.process import ProcessIdentity
 from varia.jobinfo import ui_link
@@ -74,6 +79,7 @@ async def spawn(
         stderr=asyncio.subprocess.PIPE,
         env=env,
         cwd=cwd,
+        preexec_fn=as_foreground_job,
     )
 
 

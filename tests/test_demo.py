@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.helpers import processes_mentioning, wait_for
+from tests.helpers import as_foreground_job, processes_mentioning, wait_for
 
 
 async def start_demo(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
@@ -24,6 +24,7 @@ async def start_demo(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        preexec_fn=as_foreground_job,
     )
 
 
