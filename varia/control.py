@@ -13,6 +13,7 @@ from datetime import datetime
 from pydantic import BaseModel
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
 )
@@ -79,6 +80,21 @@ async def wait_closed(
     return await job_status(client, settings, job_id)
 
 
+async def _already_closed(
+    kind: str,
+    client: Client,
+    settings: Settings,
+    job_id: str,
+    description: WorkflowExecutionDescription | None = None,
+) -> StopOutcome | None:
+    """How the job ended, if it is no longer running (nothing is requested then)."""
+    description = description or await describe_job(client, settings, job_id)
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        return None
+    status = await job_status(client, settings, job_id)
+    return _outcome(kind, status, requested=False, already=True)
+
+
 async def cancel_job(
     client: Client,
     settings: Settings,
@@ -88,10 +104,8 @@ async def cancel_job(
     notify: Notify | None = None,
 ) -> StopOutcome:
     """Request a cancel (unless the job already closed) and, if `wait`, report how it closed."""
-    description = await describe_job(client, settings, job_id)
-    if description.status != WorkflowExecutionStatus.RUNNING:
-        status = await job_status(client, settings, job_id)
-        return _outcome("cancel", status, requested=False, already=True)
+    if (closed := await _already_closed("cancel", client, settings, job_id)) is not None:
+        return closed
     try:
         await client.get_workflow_handle(job_id).cancel()
     except RPCError as err:
@@ -112,9 +126,10 @@ async def drain_job(
 ) -> StopOutcome:
     """Ask the job to start no new variations; if `wait`, report how it closed."""
     description = await describe_job(client, settings, job_id)
-    if description.status != WorkflowExecutionStatus.RUNNING:
-        status = await job_status(client, settings, job_id)
-        return _outcome("drain", status, requested=False, already=True)
+    if (
+        closed := await _already_closed("drain", client, settings, job_id, description)
+    ) is not None:
+        return closed
     if notify and not await has_workers(client, settings, description.task_queue):
         notify(f"no worker polls task queue {description.task_queue!r}: waiting for one")
     requested = True
