@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from varia.recipes import KNOB_RANGES, make_recipe, output_name, output_stems
 
 
@@ -31,10 +33,35 @@ def test_knobs_stay_in_their_ranges() -> None:
 
 def test_stems_are_safe_and_unique() -> None:
     stems = output_stems(["/a/clip.mp4", "/b/clip.mov", "/c/../-x y'z.mp4", "/d/.mp4", "/e/é.mp4"])
-    assert stems[:2] == ["clip-0", "clip-1"]
-    assert stems[2] == "x_y_z"
+    assert stems[:2] == ["clip~0", "clip~1"]
+    assert stems[2:] == ["x_y_z", "mp4", "input"]
     assert all(stem and not stem.startswith(("-", ".")) and "/" not in stem for stem in stems)
     assert len(set(stems)) == len(stems)
+
+
+def test_distinct_clean_stems_keep_todays_names() -> None:
+    """Requests without a clash keep the names they had (running jobs and docs stay valid)."""
+    assert output_stems(["/a/clip.mp4", "/b/other.mov", "/c/x-1.mp4"]) == ["clip", "other", "x-1"]
+    assert output_name("clip", 0, 3) == "clip_v000.mp4"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        (["/a/x.mp4", "/b/x.mp4", "/c/x-1.mp4"], ["x~0", "x~1", "x-1"]),  # the issue's case
+        (["/a/x.mp4", "/b/x.mp4", "/c/x~1.mp4"], ["x~0", "x~1", "x_1"]),
+        (["/a/Clip.mp4", "/b/clip.mp4"], ["Clip~0", "clip~1"]),  # case-insensitive file systems
+        (["/a/a b.mp4", "/b/a_b.mp4"], ["a_b~0", "a_b~1"]),  # sanitised to the same stem
+        (["/a/" + "y" * 70 + "1.mp4", "/a/" + "y" * 70 + "2.mp4"], ["y" * 60 + "~0", "y" * 60 + "~1"]),
+        (["/a/é.mp4", "/b/ü.mp4", "/c/input.mp4"], ["input~0", "input~1", "input~2"]),
+    ],
+)
+def test_colliding_output_names_are_distinct(inputs: list[str], expected: list[str]) -> None:
+    """Issue 9 defect 1: `/a/x.mp4`, `/b/x.mp4`, `/c/x-1.mp4` gave two inputs `x-1_v000.mp4`."""
+    stems = output_stems(inputs)
+    assert stems == expected
+    names = [output_name(stem, v, 2) for stem in stems for v in range(2)]
+    assert len({name.casefold() for name in names}) == len(names)
 
 
 def test_output_names_sort_in_order() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
@@ -68,18 +69,33 @@ def make_recipe(seed: int, input_index: int, variation: int) -> Recipe:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+STEM_MAX = 60
+"""The most characters of an input's name an output name keeps."""
+CLASH_MARK = "~"
+"""Joins a clashing stem to its input's index. It is outside the sanitised alphabet
+(`A-Z a-z 0-9 . _ -`), so a disambiguated stem never equals another input's sanitised stem."""
 
 
-def _safe_stem(path: str) -> str:
+def safe_stem(path: str) -> str:
+    """An input's file-name stem in the sanitised alphabet: never empty, never starting with
+    `.` or `-`, at most `STEM_MAX` characters (`input` when nothing usable is left)."""
     stem = _UNSAFE.sub("_", PurePosixPath(path).stem).strip("._-")
-    return stem[:60] or "input"
+    return stem[:STEM_MAX] or "input"
 
 
 def output_stems(inputs: Sequence[str]) -> list[str]:
-    """One file-name stem per input, made safe and unique (a clash gets the input's index)."""
-    stems = [_safe_stem(path) for path in inputs]
-    clashing = {stem for stem in stems if stems.count(stem) > 1}
-    return [f"{stem}-{i}" if stem in clashing else stem for i, stem in enumerate(stems)]
+    """One file-name stem per input, unique even on a case-insensitive file system.
+
+    A stem that no other input shares (compared case-folded) is kept as is; every input of a
+    group that shares one becomes `<stem>~<input index>`. Pure and deterministic: the same
+    inputs in the same order always give the same stems.
+    """
+    stems = [safe_stem(path) for path in inputs]
+    counts = Counter(stem.casefold() for stem in stems)
+    return [
+        f"{stem}{CLASH_MARK}{index}" if counts[stem.casefold()] > 1 else stem
+        for index, stem in enumerate(stems)
+    ]
 
 
 def output_name(stem: str, variation: int, variations: int) -> str:
