@@ -18,10 +18,33 @@ _RESERVED = {MANIFEST_NAME, MARKER_NAME, LEDGER_NAME}
 # long names that only differ after the cut, unicode that sanitises to nothing.
 _TRICKY = st.sampled_from(
     [
-        "x.mp4", "X.mp4", "x-0.mp4", "x-1.mp4", "x~0.mp4", "x~1.mp4", "x_1.mp4", "a b.mp4",
-        "a_b.mp4", "a:b.mp4", "input.mp4", "é.mp4", "ß.mp4", "SS.mp4", "ss.mp4", "\u212a.mp4",
-        "k.mp4", ".mp4", "-x.mp4", "manifest.json", ".varia-job", "varia-job.mp4",
-        "y" * 70 + "1.mp4", "y" * 70 + "2.mp4", "Y" * 61 + ".mp4", "x_v000.mp4", "x.mp4.part",
+        "x.mp4",
+        "X.mp4",
+        "x-0.mp4",
+        "x-1.mp4",
+        "x~0.mp4",
+        "x~1.mp4",
+        "x_1.mp4",
+        "a b.mp4",
+        "a_b.mp4",
+        "a:b.mp4",
+        "input.mp4",
+        "é.mp4",
+        "ß.mp4",
+        "SS.mp4",
+        "ss.mp4",
+        "\u212a.mp4",
+        "k.mp4",
+        ".mp4",
+        "-x.mp4",
+        "manifest.json",
+        ".varia-job",
+        "varia-job.mp4",
+        "y" * 70 + "1.mp4",
+        "y" * 70 + "2.mp4",
+        "Y" * 61 + ".mp4",
+        "x_v000.mp4",
+        "x.mp4.part",
     ]
 )
 _NAME = st.one_of(

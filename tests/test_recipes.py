@@ -52,7 +52,10 @@ def test_distinct_clean_stems_keep_todays_names() -> None:
         (["/a/x.mp4", "/b/x.mp4", "/c/x~1.mp4"], ["x~0", "x~1", "x_1"]),
         (["/a/Clip.mp4", "/b/clip.mp4"], ["Clip~0", "clip~1"]),  # case-insensitive file systems
         (["/a/a b.mp4", "/b/a_b.mp4"], ["a_b~0", "a_b~1"]),  # sanitised to the same stem
-        (["/a/" + "y" * 70 + "1.mp4", "/a/" + "y" * 70 + "2.mp4"], ["y" * 60 + "~0", "y" * 60 + "~1"]),
+        (
+            ["/a/" + "y" * 70 + "1.mp4", "/a/" + "y" * 70 + "2.mp4"],
+            ["y" * 60 + "~0", "y" * 60 + "~1"],
+        ),
         (["/a/é.mp4", "/b/ü.mp4", "/c/input.mp4"], ["input~0", "input~1", "input~2"]),
     ],
 )

@@ -76,10 +76,11 @@ class JobActivities:
         except jobdir.ConfinementError as err:
             raise _bad_input(str(err)) from None
         probed = []
+        limits = self.settings.input_limits()
         for original, resolved in zip(request.inputs, inputs, strict=True):
             activity.heartbeat({"probing": original})
             try:
-                info = await asyncio.to_thread(media.probe, str(resolved))
+                info = await asyncio.to_thread(media.probe, str(resolved), limits)
             except media.MediaError as err:
                 raise ApplicationError(
                     str(err).replace(repr(str(resolved)), repr(original)),

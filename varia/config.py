@@ -14,6 +14,14 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from varia.models import (
+    DEFAULT_MAX_INPUT_BYTES,
+    DEFAULT_MAX_INPUT_DURATION_S,
+    DEFAULT_MAX_INPUT_PIXELS,
+    DEFAULT_MAX_INPUT_STREAMS,
+    InputLimits,
+)
+
 DEFAULT_TASK_QUEUE = "varia"
 
 
@@ -87,6 +95,30 @@ class Settings(BaseSettings):
         alias="VARIA_ALLOWED_OUTPUT_ROOTS",
         description="Colon-separated dirs output_dir must be under; empty: anywhere.",
     )
+    max_input_duration_s: float = Field(
+        DEFAULT_MAX_INPUT_DURATION_S,
+        alias="VARIA_MAX_INPUT_DURATION",
+        gt=0,
+        description="Longest input accepted, in seconds (longer: refused at probe).",
+    )
+    max_input_pixels: int = Field(
+        DEFAULT_MAX_INPUT_PIXELS,
+        alias="VARIA_MAX_INPUT_PIXELS",
+        ge=1,
+        description="Largest input frame accepted, width x height in pixels (8K DCI).",
+    )
+    max_input_streams: int = Field(
+        DEFAULT_MAX_INPUT_STREAMS,
+        alias="VARIA_MAX_INPUT_STREAMS",
+        ge=1,
+        description="Most streams (video, audio, subtitle, data) an input may have.",
+    )
+    max_input_bytes: int = Field(
+        DEFAULT_MAX_INPUT_BYTES,
+        alias="VARIA_MAX_INPUT_BYTES",
+        ge=1,
+        description="Largest input file accepted, in bytes (64 GiB).",
+    )
     heartbeat_throttle_s: float = Field(
         0.2,
         alias="VARIA_HEARTBEAT_THROTTLE",
@@ -127,6 +159,15 @@ class Settings(BaseSettings):
 
     _split_input_roots = field_validator("allowed_input_roots", mode="before")(_split_roots)
     _split_output_roots = field_validator("allowed_output_roots", mode="before")(_split_roots)
+
+    def input_limits(self) -> InputLimits:
+        """The limits every input is probed against."""
+        return InputLimits(
+            max_duration_s=self.max_input_duration_s,
+            max_pixels=self.max_input_pixels,
+            max_streams=self.max_input_streams,
+            max_bytes=self.max_input_bytes,
+        )
 
     def ffmpeg_path(self) -> str:
         """The FFmpeg binary to run: `VARIA_FFMPEG`, else the one imageio-ffmpeg ships."""

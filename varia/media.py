@@ -11,7 +11,9 @@ from pathlib import Path
 import av
 import av.error
 
-from varia.models import MediaInfo
+from varia import demux
+from varia.allowlist import ALLOWED_DEMUXERS
+from varia.models import InputLimits, MediaInfo
 
 TAIL_TOLERANCE_S = 0.5
 """How far short of the stated duration a file's last packet may end (input truncation)."""
@@ -21,42 +23,63 @@ class MediaError(Exception):
     """The file is not usable media; the message names the file and the reason."""
 
 
-def probe(path: str) -> MediaInfo:
+def probe(path: str, limits: InputLimits | None = None) -> MediaInfo:
     """Open an input and read what the plan needs; raise `MediaError` naming what is wrong.
 
-    Missing, empty, unreadable, not a video, no video stream, or truncated (no frame decodes)
-    are each a `MediaError`. An input without audio is fine.
+    Missing, empty, unreadable, not a single media file (a container format off
+    `ALLOWED_DEMUXERS`: playlists, manifests, concat lists, image sequences), over one of
+    `limits`, not a video, no video stream, or truncated (no frame decodes) are each a
+    `MediaError`. The limits are checked on what the headers declare, before any frame is
+    decoded. Nothing but the file itself is opened. An input without audio is fine.
     """
+    limits = limits or InputLimits()
+    label = f"input {path!r}"
     file = Path(path)
     if not file.exists():
-        raise MediaError(f"input {path!r} does not exist")
+        raise MediaError(f"{label} does not exist")
     if not file.is_file():
-        raise MediaError(f"input {path!r} is not a regular file")
-    if file.stat().st_size == 0:
-        raise MediaError(f"input {path!r} is empty (0 bytes)")
+        raise MediaError(f"{label} is not a regular file")
+    size = file.stat().st_size
+    if size == 0:
+        raise MediaError(f"{label} is empty (0 bytes)")
+    if size > limits.max_bytes:
+        raise MediaError(_over(label, f"is {size:,} bytes", f"{limits.max_bytes:,} bytes", "BYTES"))
     if not os.access(file, os.R_OK):
-        raise MediaError(f"input {path!r} is not readable")
+        raise MediaError(f"{label} is not readable")
     try:
-        with av.open(str(file), metadata_errors="ignore") as container:
-            if not container.streams.video:
-                raise MediaError(f"input {path!r} has no video stream")
+        container = demux.open_single(str(file), metadata_errors="ignore")
+    except demux.NotSingleFile as err:
+        raise MediaError(_not_single_file(label, err)) from None
+    except _AV_ERRORS as err:
+        raise MediaError(f"{label} is not a readable video: {describe_error(err, True)}") from err
+    try:
+        with container:
+            _check_declared(container, limits, label)
             video = container.streams.video[0]
-            has_audio = bool(container.streams.audio)
             duration = _duration_s(container, video)
+            if duration is not None and duration > limits.max_duration_s:
+                raise MediaError(
+                    _over(
+                        label,
+                        f"lasts {duration:,.0f} s",
+                        f"{limits.max_duration_s:,.0f} s",
+                        "DURATION",
+                    )
+                )
             width, height = video.codec_context.width, video.codec_context.height
             rate = video.average_rate or video.guessed_rate
             fps = float(rate) if rate else 25.0
-            _decode_one_frame(container, f"input {path!r}")
+            _decode_one_frame(container, label)
             if duration:
-                _check_tail(container, video, duration, f"input {path!r}")
+                _check_tail(container, video, duration, label)
+            demuxer = container.format.name.split(",")[0]
+            has_audio = bool(container.streams.audio)
     except MediaError:
         raise
-    except (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError) as err:
-        raise MediaError(f"input {path!r} is not a readable video: {err}") from err
-    if not width or not height:
-        raise MediaError(f"input {path!r} has a video stream without a frame size")
+    except _AV_ERRORS as err:
+        raise MediaError(f"{label} is not a readable video: {describe_error(err, False)}") from err
     if duration is None or duration <= 0:
-        raise MediaError(f"input {path!r} has no usable duration (truncated or a still image?)")
+        raise MediaError(f"{label} has no usable duration (truncated or a still image?)")
     return MediaInfo(
         path=str(file),
         duration_s=duration,
@@ -64,7 +87,69 @@ def probe(path: str) -> MediaInfo:
         height=height,
         fps=fps,
         has_audio=has_audio,
+        demuxer=demuxer,
     )
+
+
+_AV_ERRORS = (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError)
+
+
+def _check_declared(
+    container: av.container.InputContainer, limits: InputLimits, label: str
+) -> None:
+    """Refuse, from the headers alone, what no render should try: too many streams, no video,
+    a frame with no size or over the pixel limit."""
+    streams = len(container.streams)
+    if streams > limits.max_streams:
+        raise MediaError(_over(label, f"has {streams} streams", str(limits.max_streams), "STREAMS"))
+    if not container.streams.video:
+        raise MediaError(f"{label} has no video stream")
+    context = container.streams.video[0].codec_context
+    width, height = context.width, context.height
+    if not width or not height:
+        raise MediaError(f"{label} has a video stream without a frame size")
+    if width * height > limits.max_pixels:
+        raise MediaError(
+            _over(
+                label,
+                f"has {width}x{height} frames ({width * height:,} pixels)",
+                f"{limits.max_pixels:,} pixels",
+                "PIXELS",
+            )
+        )
+
+
+def _over(label: str, value: str, limit: str, setting: str) -> str:
+    return f"{label} {value}; the limit is {limit} (VARIA_MAX_INPUT_{setting})"
+
+
+def _not_single_file(label: str, err: demux.NotSingleFile) -> str:
+    found = (
+        f"its container format is {err.format_name!r}"
+        if err.format_name
+        else "FFmpeg finds a container format that is not on the allow-list"
+    )
+    if err.opened:
+        found += f" and it tries to open another file or URL ({err.opened!r})"
+    return (
+        f"{label} is not a single media file in an allowed container format: {found} "
+        "(playlists, manifests, concat lists, image sequences and still images are refused; "
+        f"allowed: {', '.join(ALLOWED_DEMUXERS)})"
+    )
+
+
+def describe_error(err: BaseException, opening: bool) -> str:
+    """A PyAV/FFmpeg error in words, without FFmpeg's raw error number or a repeated path."""
+    if isinstance(err, av.error.InvalidDataError):
+        what = "find a known container format" if opening else "decode it"
+        return f"FFmpeg could not {what} ({err.strerror})"
+    if isinstance(err, av.error.FFmpegError):
+        return f"FFmpeg could not {'open' if opening else 'read'} it ({err.strerror})"
+    if isinstance(err, UnicodeDecodeError):
+        return "its metadata is not valid text"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return str(err) or type(err).__name__
 
 
 def _duration_s(container: av.container.InputContainer, video: av.VideoStream) -> float | None:
@@ -103,8 +188,8 @@ def check_output(path: str, expected_duration_s: float, tolerance_s: float) -> f
             _check_tail(container, video, duration, f"output {path!r}")
     except MediaError:
         raise
-    except (av.error.FFmpegError, ValueError, OSError) as err:
-        raise MediaError(f"output {path!r} does not decode: {err}") from err
+    except _AV_ERRORS as err:
+        raise MediaError(f"output {path!r} does not decode: {describe_error(err, False)}") from err
     return duration
 
 

@@ -19,6 +19,15 @@ MAX_CONCURRENCY = 64
 MAX_INPUTS = 1_000
 """The most input videos one job may take."""
 
+DEFAULT_MAX_INPUT_DURATION_S = 4 * 3600.0
+"""Longest input accepted by default (seconds)."""
+DEFAULT_MAX_INPUT_PIXELS = 8192 * 4320
+"""Largest frame accepted by default (pixels: 8K DCI)."""
+DEFAULT_MAX_INPUT_STREAMS = 64
+"""Most streams (video, audio, subtitles, data) one input may have by default."""
+DEFAULT_MAX_INPUT_BYTES = 64 * 1024**3
+"""Largest input file accepted by default (bytes: 64 GiB)."""
+
 DEFAULT_CHUNK_SIZE = 400
 """Variations one workflow run renders before it continues as new (keeps history short)."""
 
@@ -85,6 +94,22 @@ class MediaInfo(BaseModel):
     height: int
     fps: float
     has_audio: bool
+    demuxer: str | None = Field(
+        default=None,
+        description="FFmpeg demuxer the probe found (the render forces it with -f); None in "
+        "histories recorded before it was probed.",
+    )
+
+
+class InputLimits(BaseModel):
+    """Resource limits an input must stay within (the worker's settings; refused at probe)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_duration_s: float = DEFAULT_MAX_INPUT_DURATION_S
+    max_pixels: int = DEFAULT_MAX_INPUT_PIXELS
+    max_streams: int = DEFAULT_MAX_INPUT_STREAMS
+    max_bytes: int = DEFAULT_MAX_INPUT_BYTES
 
 
 class RenderTask(BaseModel):

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from varia.allowlist import ALLOWED_DEMUXERS
 from varia.ffmpeg.argv import audio_filters, build_render_argv, file_url, video_filters
 from varia.models import MediaInfo, Recipe, RenderTask
 
@@ -90,3 +95,127 @@ def test_temp_name_is_hidden_and_distinct(tmp_path: Path) -> None:
     t = task(Recipe())
     assert t.temp_name == ".clip_v000.mp4.part"
     assert t.expected_duration_s == 4.0
+
+
+def test_input_is_read_with_the_probed_demuxer_and_local_files_only() -> None:
+    """Issue 9 defect 8: FFmpeg may not open anything but the input file itself."""
+    probed = task(Recipe()).model_copy(
+        update={"media": media().model_copy(update={"demuxer": "mov"})}
+    )
+    argv = build_render_argv("ffmpeg", probed, "/out/x")
+    before_input = argv[: argv.index("-i")]
+    assert before_input[-4:] == ["-protocol_whitelist", "file", "-f", "mov"]
+    old_history = build_render_argv("ffmpeg", task(Recipe()), "/out/x")  # MediaInfo without it
+    assert old_history[old_history.index("-i") - 2 :][:2] == ["-protocol_whitelist", "file"]
+    playlist = probed.model_copy(update={"media": media().model_copy(update={"demuxer": "hls"})})
+    with pytest.raises(ValueError, match="'hls'"):
+        build_render_argv("ffmpeg", playlist, "/out/x")
+
+
+_VALUE_OPTIONS = {
+    "-loglevel",
+    "-progress",
+    "-stats_period",
+    "-protocol_whitelist",
+    "-f",
+    "-i",
+    "-map",
+    "-vf",
+    "-af",
+    "-c:v",
+    "-preset",
+    "-crf",
+    "-threads",
+    "-c:a",
+    "-b:a",
+    "-movflags",
+}
+_FLAGS = {"-hide_banner", "-nostats", "-y"}
+_FILTERS = {"crop", "scale", "hflip", "eq", "hue", "noise", "setpts", "format", "atempo"}
+_PATH = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40).map(
+    lambda tail: "/" + tail
+) | st.sampled_from(["/-i", "/-y x", "/a/http:evil", "/c/concat:a|b", "/d\nnew line", "/e/ :x"])
+_FLOAT = st.floats(allow_nan=False, allow_infinity=False, width=32)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    path=_PATH,
+    output=_PATH,
+    recipe=st.builds(
+        Recipe,
+        brightness=_FLOAT,
+        contrast=_FLOAT,
+        saturation=_FLOAT,
+        hue_degrees=_FLOAT,
+        zoom=st.floats(0.5, 3.0),
+        pan_x=_FLOAT,
+        pan_y=_FLOAT,
+        mirror=st.booleans(),
+        speed=st.floats(0.25, 4.0),
+        noise=st.integers(0, 100),
+        crf=st.integers(0, 51),
+    ),
+    size=st.tuples(st.integers(1, 20_000), st.integers(1, 20_000)),
+    audio=st.booleans(),
+    demuxer=st.sampled_from([None, *ALLOWED_DEMUXERS]),
+    threads=st.none() | st.integers(1, 64),
+)
+def test_argv_reads_and_writes_only_its_file_urls(
+    path: str,
+    output: str,
+    recipe: Recipe,
+    size: tuple[int, int],
+    audio: bool,
+    demuxer: str | None,
+    threads: int | None,
+) -> None:
+    """Over arbitrary tasks: the only paths in the argv are the input's and the temp output's
+    `file:` URLs; every other element is a known option, a fixed value or a filter varia
+    builds (no filter that reads a file, like `movie` or `subtitles`)."""
+    info = MediaInfo(
+        path=path,
+        duration_s=3.0,
+        width=size[0],
+        height=size[1],
+        fps=25.0,
+        has_audio=audio,
+        demuxer=demuxer,
+    )
+    one = RenderTask(
+        job_dir="/out/job",
+        input_index=0,
+        variation=0,
+        media=info,
+        recipe=recipe,
+        output_name="x_v000.mp4",
+        threads=threads,
+    )
+    argv = build_render_argv("/usr/bin/ffmpeg", one, output)
+    assert argv[0] == "/usr/bin/ffmpeg" and argv[-1] == file_url(output)
+    assert argv[-1].startswith("file:/")
+    rest = argv[1:-1]
+    i = 0
+    while i < len(rest):
+        option = rest[i]
+        if option in _FLAGS:
+            i += 1
+            continue
+        assert option in _VALUE_OPTIONS, f"unexpected argv element {option!r}"
+        value = rest[i + 1]
+        if option == "-i":
+            assert value == file_url(path) and value.startswith("file:/")
+        elif option == "-progress":
+            assert value == "pipe:1"
+        elif option == "-protocol_whitelist":
+            assert value == "file"
+        elif option == "-f":
+            assert value in (*ALLOWED_DEMUXERS, "mp4")
+        elif option in ("-vf", "-af"):
+            names = {part.split("=", 1)[0] for part in value.split(",")}
+            assert names <= _FILTERS, names
+            assert "file:" not in value and "\n" not in value
+        else:
+            assert "/" not in value and ":" not in value.replace("0:v:0", "").replace("0:a:0", "")
+        i += 2
+    assert rest.count("-i") == 1

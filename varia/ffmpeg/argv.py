@@ -1,7 +1,9 @@
 """Pure FFmpeg argv builder: a render task in, an argument list out (never a shell string).
 
 Paths are passed with the `file:` protocol, so a name that starts with `-` or looks like a URL
-(`http:…`, `concat:…`) is always read as a local file, never as an option or a protocol.
+(`http:…`, `concat:…`) is always read as a local file, never as an option or a protocol. The
+input is read with the demuxer the probe found (`-f`) and `-protocol_whitelist file`, so FFmpeg
+cannot open any other file or URL on its behalf either.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from varia.allowlist import ALLOWED_DEMUXERS, PROTOCOL_WHITELIST
 from varia.models import MediaInfo, Recipe, RenderTask
 
 STATS_PERIOD_S = 0.1
@@ -58,6 +61,21 @@ def audio_filters(recipe: Recipe) -> str | None:
     return f"atempo={recipe.speed:.4f}"
 
 
+def input_options(media: MediaInfo) -> list[str]:
+    """The options before `-i`: the protocol white-list and the probed demuxer (when known).
+
+    A `MediaInfo` from a history recorded before probes named the demuxer has none; FFmpeg then
+    probes the format itself, still limited to local files. A demuxer off the allow-list is
+    refused (`ValueError`): the probe never returns one.
+    """
+    options = ["-protocol_whitelist", PROTOCOL_WHITELIST]
+    if media.demuxer is not None:
+        if media.demuxer not in ALLOWED_DEMUXERS:
+            raise ValueError(f"demuxer {media.demuxer!r} of {media.path!r} is not allowed")
+        options += ["-f", media.demuxer]
+    return options
+
+
 def build_render_argv(
     ffmpeg: str, task: RenderTask, output_path: str | os.PathLike[str]
 ) -> list[str]:
@@ -78,6 +96,7 @@ def build_render_argv(
         "pipe:1",
         "-stats_period",
         str(STATS_PERIOD_S),
+        *input_options(media),
         "-i",
         file_url(media.path),
         "-map",
