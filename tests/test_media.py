@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests import bad_inputs
 from tests.conftest import Clips
 from tests.helpers import wait_for
 from varia.config import Settings
 from varia.media import MediaError, check_output, probe
+from varia.models import InputLimits
 
 
 def test_probe_reads_what_the_plan_needs(clips: Clips) -> None:
@@ -78,3 +83,137 @@ def test_truncated_faststart_file_is_caught(clips: Clips, tmp_path: Path) -> Non
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(MediaError, match="truncated"):
         probe(str(cut))
+
+
+def _atime_marked(path: Path) -> None:
+    """Make the next read of `path` visible in its atime (atime older than mtime: relatime too)."""
+    os.utime(path, (1_000_000, 2_000_000))
+
+
+def _was_read(path: Path) -> bool:
+    return path.stat().st_atime != 1_000_000
+
+
+@pytest.fixture
+def atime_works(tmp_path: Path) -> None:
+    probe_file = tmp_path / "atime-check"
+    probe_file.write_bytes(b"x" * 10)
+    _atime_marked(probe_file)
+    probe_file.read_bytes()
+    if not _was_read(probe_file):
+        pytest.skip("this file system does not record reads in atime (noatime)")
+
+
+def test_playlists_and_multi_file_inputs_are_refused(
+    tmp_path: Path, clips: Clips, atime_works: None
+) -> None:
+    """Issue 9 defect 8: a playlist, a concat list or an image sequence passed the probe, and
+    the render read files outside the allowed roots. Now each is refused from its probed
+    format, naming the file and the format, and nothing but the input itself is read."""
+    allowed, outside = tmp_path / "allowed", tmp_path / "outside"
+    allowed.mkdir()
+    playlist = allowed / "innocent.m3u8"
+    segment = bad_inputs.hls_playlist(playlist, outside)
+    renamed = allowed / "innocent.mp4"
+    shutil.copyfile(playlist, renamed)
+    cases = [
+        (playlist, "'hls'"),
+        (renamed, "could not find a known container format"),  # FFmpeg refuses it by name
+        (bad_inputs.concat_list(allowed / "list.ffconcat", clips.short), "'concat'"),
+        (bad_inputs.concat_list(allowed / "list.mp4", clips.short), "'concat'"),
+        (bad_inputs.image_sequence(allowed / "seq"), "'image2'"),
+    ]
+    for path, named in cases:
+        for read in (segment, allowed / "part.mp4", allowed / "seq" / "frame001.png"):
+            _atime_marked(read)
+        with pytest.raises(MediaError) as refused:
+            probe(str(path))
+        message = str(refused.value)
+        assert repr(str(path)) in message and named in message, message
+        assert "Errno" not in message
+        for read in (segment, allowed / "part.mp4", allowed / "seq" / "frame001.png"):
+            assert not _was_read(read), f"probing {path.name} read {read}"
+
+
+def test_a_playlist_never_reaches_the_network(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        playlist = bad_inputs.network_playlist(
+            tmp_path / "remote.m3u8", f"http://127.0.0.1:{port}/seg0.ts"
+        )
+        with pytest.raises(MediaError, match="'hls'"):
+            probe(str(playlist))
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # a connection attempt would be waiting in the backlog
+
+
+def test_still_images_and_unknown_data_are_refused_in_words(tmp_path: Path) -> None:
+    """Issue 13 item 8: no raw `[Errno 1094995529]` in 'not a readable video'."""
+    text = tmp_path / "notes.mp4"
+    text.write_text("just some text, not a video\n" * 20)
+    with pytest.raises(MediaError) as refused:
+        probe(str(text))
+    assert str(refused.value) == (
+        f"input {str(text)!r} is not a readable video: FFmpeg could not find a known container "
+        "format (Invalid data found when processing input)"
+    )
+    png = bad_inputs.image_sequence(tmp_path / "png").with_name("frame001.png")
+    with pytest.raises(MediaError, match=r"'png_pipe'.*still images are refused"):
+        probe(str(png))
+
+
+def test_huge_declared_frame_is_refused_at_probe(tmp_path: Path) -> None:
+    avi = bad_inputs.raw_avi(tmp_path / "huge.avi", declare=(15_000, 15_000))
+    assert avi.stat().st_size < 20_000
+    with pytest.raises(MediaError) as refused:
+        probe(str(avi))
+    assert str(refused.value) == (
+        f"input {str(avi)!r} has 15000x15000 frames (225,000,000 pixels); the limit is "
+        "35,389,440 pixels (VARIA_MAX_INPUT_PIXELS)"
+    )
+    small = bad_inputs.raw_avi(tmp_path / "small.avi", size="320x240")
+    assert probe(str(small)).width == 320  # the same file with an honest size is fine
+    with pytest.raises(MediaError, match=r"76,800 pixels\); the limit is 76,799 pixels"):
+        probe(str(small), InputLimits(max_pixels=320 * 240 - 1))
+
+
+def test_endless_declared_duration_is_refused_at_probe(tmp_path: Path) -> None:
+    mkv = bad_inputs.endless_mkv(tmp_path / "endless.mkv")
+    with pytest.raises(MediaError) as refused:
+        probe(str(mkv))
+    assert str(refused.value) == (
+        f"input {str(mkv)!r} lasts 1,000,000,000,000 s; the limit is 14,400 s "
+        "(VARIA_MAX_INPUT_DURATION)"
+    )
+    honest = bad_inputs.endless_mkv(tmp_path / "honest.mkv", seconds=1.0)
+    assert probe(str(honest)).duration_s == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(MediaError, match=r"lasts 1 s; the limit is 0\.5 s"):
+        probe(str(honest), InputLimits(max_duration_s=0.5))
+
+
+def test_stream_count_and_file_size_limits(tmp_path: Path, clips: Clips) -> None:
+    many = bad_inputs.many_streams_mkv(tmp_path / "many.mkv", clips.short, audio_streams=64)
+    with pytest.raises(MediaError) as refused:
+        probe(str(many))
+    assert str(refused.value) == (
+        f"input {str(many)!r} has 65 streams; the limit is 64 (VARIA_MAX_INPUT_STREAMS)"
+    )
+    assert probe(str(many), InputLimits(max_streams=65)).has_audio
+    size = clips.short.stat().st_size
+    with pytest.raises(MediaError) as too_big:
+        probe(str(clips.short), InputLimits(max_bytes=size - 1))
+    assert str(too_big.value) == (
+        f"input {str(clips.short)!r} is {size:,} bytes; the limit is {size - 1:,} bytes "
+        "(VARIA_MAX_INPUT_BYTES)"
+    )
+    assert probe(str(clips.short), InputLimits(max_bytes=size)).demuxer == "mov"
+
+
+def test_limit_messages_name_real_settings() -> None:
+    aliases = {field.alias for field in Settings.model_fields.values()}
+    for name in ("DURATION", "PIXELS", "STREAMS", "BYTES"):
+        assert f"VARIA_MAX_INPUT_{name}" in aliases
+    assert Settings().input_limits() == InputLimits()

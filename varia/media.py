@@ -61,8 +61,8 @@ def probe(path: str, limits: InputLimits | None = None) -> MediaInfo:
                 raise MediaError(
                     _over(
                         label,
-                        f"lasts {duration:,.0f} s",
-                        f"{limits.max_duration_s:,.0f} s",
+                        f"lasts {_num(duration)} s",
+                        f"{_num(limits.max_duration_s)} s",
                         "DURATION",
                     )
                 )
@@ -117,6 +117,10 @@ def _check_declared(
                 "PIXELS",
             )
         )
+
+
+def _num(value: float) -> str:
+    return f"{value:,.3f}".rstrip("0").rstrip(".")
 
 
 def _over(label: str, value: str, limit: str, setting: str) -> str:
