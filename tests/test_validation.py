@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from varia.models import MAX_CONCURRENCY, MAX_INPUTS, MAX_VARIATIONS
 from varia.validation import RequestError, check_job_id, parse_request
 
 GOOD = {"inputs": ["/in/a.mp4"], "variations": 2, "output_dir": "/out"}
@@ -70,3 +73,69 @@ def test_unsafe_job_ids(job_id: str, message: str) -> None:
 
 def test_safe_job_id() -> None:
     check_job_id("varia-20261129-161425-3f9a2c")
+
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-3, 70)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(["/in/a.mp4", "/out", "rel", "", "/a\x00b", "/-x", "/http:x", "2", "1e3"])
+)
+_JSONISH = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_FIELDS = ["inputs", "variations", "output_dir", "seed", "concurrency", "threads", "chunk_size"]
+_PATHS = st.lists(
+    st.sampled_from(["/in/a.mp4", "/in/b.mp4", "a.mp4", "", "/x\x00y", "/in/é ü.mov"])
+    | st.text(max_size=10),
+    max_size=5,
+) | st.sampled_from([["/in/a.mp4"] * 1000, ["/in/a.mp4"] * 1001])
+_REQUESTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "inputs": _PATHS | _JSONISH,
+        "variations": st.integers(-2, 10_002) | _JSONISH,
+        "output_dir": st.sampled_from(["/out", "out", "", "/o\x00"]) | _JSONISH,
+        "seed": st.integers() | _JSONISH,
+        "concurrency": st.integers(-1, 66) | _JSONISH,
+        "threads": st.none() | st.integers(-1, 3) | _JSONISH,
+        "chunk_size": st.none() | st.integers(-1, 3) | _JSONISH,
+    },
+) | st.dictionaries(st.sampled_from([*_FIELDS, "extra"]), _JSONISH)
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=_REQUESTS | _JSONISH)
+def test_parse_request_accepts_only_requests_within_bounds(raw: object) -> None:
+    """Over arbitrary JSON-ish input: either a `RequestError`, or a request within every bound."""
+    try:
+        request = parse_request(raw)
+    except RequestError as err:
+        assert str(err).startswith("invalid job request: ")
+        return
+    assert 1 <= len(request.inputs) <= MAX_INPUTS
+    assert all(path.startswith("/") and "\x00" not in path for path in request.inputs)
+    assert 1 <= request.variations <= MAX_VARIATIONS
+    assert 1 <= request.concurrency <= MAX_CONCURRENCY
+    assert request.output_dir.startswith("/") and "\x00" not in request.output_dir
+    assert request.threads is None or request.threads >= 1
+    assert request.chunk_size is None or request.chunk_size >= 1
+    assert parse_request(request.model_dump()) == request  # what the workflow carries re-parses
+
+
+@settings(max_examples=200, deadline=None)
+@given(job_id=st.text(max_size=210))
+def test_check_job_id_refuses_only_with_request_error(job_id: str) -> None:
+    try:
+        check_job_id(job_id)
+    except RequestError:
+        return
+    assert job_id and "/" not in job_id and job_id not in (".", "..")
+    assert not job_id.startswith("-") and all(ord(ch) >= 32 for ch in job_id)
