@@ -8,13 +8,14 @@ import socket
 import subprocess
 from pathlib import Path
 
+import av.error
 import pytest
 
 from tests import bad_inputs
 from tests.conftest import Clips
 from tests.helpers import wait_for
 from varia.config import Settings
-from varia.media import MediaError, check_output, probe
+from varia.media import MediaError, check_output, describe_error, probe
 from varia.models import InputLimits
 
 
@@ -217,3 +218,22 @@ def test_limit_messages_name_real_settings() -> None:
     for name in ("DURATION", "PIXELS", "STREAMS", "BYTES"):
         assert f"VARIA_MAX_INPUT_{name}" in aliases
     assert Settings().input_limits() == InputLimits()
+
+
+@pytest.mark.parametrize("opening", [True, False])
+def test_ffmpeg_errors_are_described_without_raw_numbers(opening: bool) -> None:
+    """Issue 13 item 8: every PyAV error class reads as words, never `[Errno 1094995529]`."""
+    classes = [
+        cls
+        for cls in vars(av.error).values()
+        if isinstance(cls, type) and issubclass(cls, av.error.FFmpegError)
+    ]
+    assert len(classes) > 20
+    for cls in classes:
+        err = cls(1094995529, "Invalid data found when processing input", "/in/x.mp4")
+        text = describe_error(err, opening)
+        assert "Errno" not in text and "1094995529" not in text and "/in/x.mp4" not in text
+        assert "Invalid data found when processing input" in text
+    assert describe_error(FileNotFoundError(2, "No such file or directory"), opening) == (
+        "No such file or directory"
+    )
