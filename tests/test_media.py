@@ -15,8 +15,9 @@ from tests import bad_inputs
 from tests.conftest import Clips
 from tests.helpers import wait_for
 from varia.config import Settings
+from varia.ffmpeg.argv import build_render_argv
 from varia.media import MediaError, check_output, describe_error, probe
-from varia.models import InputLimits
+from varia.models import InputLimits, Recipe, RenderTask
 
 
 def test_probe_reads_what_the_plan_needs(clips: Clips) -> None:
@@ -237,3 +238,38 @@ def test_ffmpeg_errors_are_described_without_raw_numbers(opening: bool) -> None:
     assert describe_error(FileNotFoundError(2, "No such file or directory"), opening) == (
         "No such file or directory"
     )
+
+
+@pytest.mark.parametrize(
+    ("suffix", "demuxer"),
+    [(".mkv", "matroska"), (".avi", "avi"), (".ts", "mpegts"), (".flv", "flv")],
+)
+def test_allowed_containers_render_with_their_probed_demuxer(
+    tmp_path: Path, clips: Clips, suffix: str, demuxer: str
+) -> None:
+    """The probed demuxer, forced with `-f` and `-protocol_whitelist file`, reads the input."""
+    source = tmp_path / f"in{suffix}"
+    codec = ["-c:v", "libx264", "-preset", "ultrafast"]
+    subprocess.run(
+        [
+            Settings().ffmpeg_path(),
+            "-loglevel",
+            "error",
+            "-i",
+            str(clips.silent),
+            *codec,
+            str(source),
+        ],
+        check=True,
+    )
+    info = probe(str(source))
+    assert info.demuxer == demuxer
+    out = tmp_path / "out.mp4"
+    task = RenderTask(
+        job_dir=str(tmp_path), input_index=0, variation=0, media=info, recipe=Recipe(),
+        output_name="out.mp4",
+    )  # fmt: skip
+    argv = build_render_argv(Settings().ffmpeg_path(), task, out)
+    assert argv[argv.index("-i") - 1] == demuxer
+    subprocess.run(argv, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    assert check_output(str(out), info.duration_s, 0.2) == pytest.approx(info.duration_s, abs=0.2)

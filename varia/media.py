@@ -176,10 +176,17 @@ def check_output(path: str, expected_duration_s: float, tolerance_s: float) -> f
     Opening needs the MP4 index (a killed FFmpeg leaves none); the first frame must decode,
     the packets must reach the end, and the video duration must match `expected_duration_s`
     within `tolerance_s` (an encode stopped early with `q` is whole but short: rejected).
-    Raises `MediaError` otherwise.
+    Raises `MediaError` otherwise. Like an input, it is opened as one single file (an
+    MP4 index), so nothing else is ever read on its behalf.
     """
     try:
-        with av.open(path) as container:
+        container = demux.open_single(path)
+    except demux.NotSingleFile as err:
+        raise MediaError(_not_single_file(f"output {path!r}", err)) from None
+    except _AV_ERRORS as err:
+        raise MediaError(f"output {path!r} does not open: {describe_error(err, True)}") from err
+    try:
+        with container:
             if not container.streams.video:
                 raise MediaError(f"output {path!r} has no video stream")
             video = container.streams.video[0]
