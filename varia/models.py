@@ -67,6 +67,15 @@ class JobRequest(BaseModel):
         default=None,
         description="Variations per workflow run before continue-as-new (None: automatic).",
     )
+    min_ssim: float | None = Field(
+        default=None, description="Strength bound: an output at least this different (SSIM)."
+    )
+    max_ssim: float | None = Field(
+        default=None, description="Strength bound: an output at most this different (SSIM)."
+    )
+    max_attempts: int | None = Field(
+        default=None, description="Recipes tried per variation to meet the bounds (default 5)."
+    )
 
 
 class Recipe(BaseModel):
@@ -83,6 +92,25 @@ class Recipe(BaseModel):
     speed: float = 1.0
     noise: int = 0
     crf: int = 23
+
+
+class StrengthBounds(BaseModel):
+    """Optional bounds on an output's SSIM to its source, and how many recipes to try."""
+
+    min_ssim: float | None = None
+    max_ssim: float | None = None
+    max_attempts: int = 5
+
+    def admits(self, ssim: float) -> bool:
+        """Whether an SSIM lies within the bounds."""
+        low_ok = self.min_ssim is None or ssim >= self.min_ssim
+        return low_ok and (self.max_ssim is None or ssim <= self.max_ssim)
+
+    def describe(self) -> str:
+        """The bounds in words, e.g. `SSIM from 0.80 to 0.95`."""
+        low = "0" if self.min_ssim is None else f"{self.min_ssim:g}"
+        high = "1" if self.max_ssim is None else f"{self.max_ssim:g}"
+        return f"SSIM from {low} to {high}"
 
 
 class MediaInfo(BaseModel):
@@ -122,6 +150,8 @@ class RenderTask(BaseModel):
     recipe: Recipe
     output_name: str
     threads: int | None = None
+    seed: int | None = Field(default=None, description="The job's seed (for re-drawn recipes).")
+    bounds: StrengthBounds | None = None
 
     @property
     def temp_name(self) -> str:
@@ -144,14 +174,64 @@ def temp_name_for(output_name: str) -> str:
     return f".{output_name}.part"
 
 
+class Quality(BaseModel):
+    """The measured difference of one output, on luma frames sampled at the same relative
+    positions of the source and the output (see `varia/quality.py`)."""
+
+    positions: list[float] = Field(description="Relative positions of the sampled frames.")
+    ssim: float = Field(description="Mean SSIM of the luma planes to the source (1 = same).")
+    psnr_db: float = Field(description="Mean PSNR of the luma planes to the source, dB.")
+    phash_distance: float = Field(description="Mean pHash Hamming distance to the source, bits.")
+    phash: list[str] = Field(description="The output's pHash (64 bits, hex) per sample.")
+    nearest_sibling: str | None = Field(
+        default=None, description="The closest other variation of the same input, by pHash."
+    )
+    sibling_distance: float | None = Field(
+        default=None, description="Mean pHash distance to the nearest sibling, bits."
+    )
+    near_duplicate: bool = Field(
+        default=False, description="The nearest sibling is a near duplicate (see the README)."
+    )
+
+
+class FfmpegBuild(BaseModel):
+    """Which FFmpeg made an output: its version line, build line and configuration hash."""
+
+    version: str
+    built_with: str = ""
+    configuration_sha256: str = ""
+
+
+class Attempt(BaseModel):
+    """One recipe tried for a variation under strength bounds."""
+
+    attempt: int
+    stage: Literal["trial", "render"] = Field(
+        description="trial: sampled frames through the filter graph; render: the whole output."
+    )
+    ssim: float
+    accepted: bool
+
+
 class RenderResult(BaseModel):
-    """A finished variation: what the completion record holds for it."""
+    """A finished variation: what the completion record holds for it.
+
+    The optional fields are the record that reproduces and verifies the output; results of
+    older workers lack them.
+    """
 
     input_index: int
     variation: int
     path: str = Field(description="Relative to the job directory.")
     bytes: int
     duration_s: float
+    recipe: Recipe | None = Field(default=None, description="The recipe actually used.")
+    quality: Quality | None = None
+    sha256: str | None = None
+    ffmpeg: FfmpegBuild | None = None
+    varia_version: str | None = None
+    argv: list[str] | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
 
 
 class OutputEntry(BaseModel):
@@ -164,6 +244,42 @@ class OutputEntry(BaseModel):
     bytes: int
     duration_s: float
     recipe: Recipe
+    quality: Quality | None = None
+    sha256: str | None = None
+    ffmpeg: FfmpegBuild | None = None
+    varia_version: str | None = None
+    argv: list[str] | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+
+
+class SheetEntry(BaseModel):
+    """A contact sheet: a PNG of the source frame and each kept output's frame."""
+
+    path: str = Field(description="Relative to the job directory.")
+    inputs: list[int] = Field(description="The input indexes it shows.")
+    cells: int = Field(description="Labelled cells: one per source shown, one per output shown.")
+    outputs: list[str] = Field(description="The outputs it shows, in order.")
+    omitted: int = Field(default=0, description="Kept outputs left off (the sheet is capped).")
+    bytes: int
+    sha256: str
+
+
+class FigureRange(BaseModel):
+    """The minimum and the median of one figure over a job's outputs."""
+
+    min: float
+    median: float
+
+
+class QualitySummary(BaseModel):
+    """A job's measured differences in brief (result, manifest, `varia status`)."""
+
+    measured: int
+    ssim: FigureRange
+    psnr_db: FigureRange
+    phash_distance: FigureRange
+    sibling_distance: FigureRange | None = None
+    near_duplicates: int = 0
 
 
 class Manifest(BaseModel):
@@ -182,6 +298,10 @@ class Manifest(BaseModel):
         description="Entries in the job dir the job did not create; left untouched.",
     )
     errors: list[str] = Field(default_factory=list)
+    sheets: list[SheetEntry] = Field(
+        default_factory=list, description="Contact sheets (varia-made PNGs in the job dir)."
+    )
+    quality: QualitySummary | None = None
 
 
 class JobResult(BaseModel):
@@ -195,6 +315,9 @@ class JobResult(BaseModel):
     completed: int
     failed: int
     removed: int
+    sheet: str | None = Field(default=None, description="Absolute path of the contact sheet.")
+    sheets: list[str] = Field(default_factory=list, description="All contact sheets (absolute).")
+    quality: QualitySummary | None = None
 
 
 class RunningVariation(BaseModel):

@@ -40,18 +40,29 @@ KNOB_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def _unit(seed: int, input_index: int, variation: int, knob: str) -> float:
-    """A number in [0, 1) that depends only on its arguments (stable across Python versions)."""
-    digest = hashlib.sha256(f"{seed}:{input_index}:{variation}:{knob}".encode()).digest()
+def _unit(seed: int, input_index: int, variation: int, knob: str, attempt: int = 0) -> float:
+    """A number in [0, 1) that depends only on its arguments (stable across Python versions).
+
+    Attempt 0 hashes exactly what it always did; a re-draw (attempt > 0) adds `:a<attempt>`.
+    """
+    redraw = f":a{attempt}" if attempt else ""
+    digest = hashlib.sha256(f"{seed}:{input_index}:{variation}:{knob}{redraw}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def make_recipe(seed: int, input_index: int, variation: int) -> Recipe:
-    """The recipe of one variation; the same arguments always give the same recipe."""
+def make_recipe(seed: int, input_index: int, variation: int, attempt: int = 0) -> Recipe:
+    """The recipe of one variation; the same arguments always give the same recipe.
+
+    `attempt` re-draws the recipe deterministically (strength bounds); attempt 0 is the recipe
+    every earlier version of varia planned.
+    """
+
+    def unit(knob: str) -> float:
+        return _unit(seed, input_index, variation, knob, attempt)
 
     def draw(knob: str) -> float:
         low, high = KNOB_RANGES[knob]
-        return round(low + (high - low) * _unit(seed, input_index, variation, knob), 4)
+        return round(low + (high - low) * unit(knob), 4)
 
     return Recipe(
         brightness=draw("brightness"),
@@ -61,11 +72,29 @@ def make_recipe(seed: int, input_index: int, variation: int) -> Recipe:
         zoom=draw("zoom"),
         pan_x=draw("pan_x"),
         pan_y=draw("pan_y"),
-        mirror=_unit(seed, input_index, variation, "mirror") < 0.5,
+        mirror=unit("mirror") < 0.5,
         speed=draw("speed"),
-        noise=int(_unit(seed, input_index, variation, "noise") * 9),
-        crf=20 + int(_unit(seed, input_index, variation, "crf") * 9),
+        noise=int(unit("noise") * 9),
+        crf=20 + int(unit("crf") * 9),
     )
+
+
+def recipe_summary(recipe: Recipe) -> str:
+    """A short human line for a recipe (activity summaries in the Web UI, contact sheets)."""
+    parts = [
+        f"zoom {recipe.zoom:.2f}",
+        f"speed {recipe.speed:.2f}",
+        f"bri {recipe.brightness:+.2f}",
+        f"con {recipe.contrast:.2f}",
+        f"sat {recipe.saturation:.2f}",
+        f"hue {recipe.hue_degrees:+.0f}°",
+        f"crf {recipe.crf}",
+    ]
+    if recipe.mirror:
+        parts.append("mirror")
+    if recipe.noise:
+        parts.append(f"noise {recipe.noise}")
+    return ", ".join(parts)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from varia.allowlist import ALLOWED_DEMUXERS, PROTOCOL_WHITELIST
 from varia.models import MediaInfo, Recipe, RenderTask
+from varia.sampling import force_key_frames
 
 STATS_PERIOD_S = 0.1
 """How often FFmpeg reports progress; it also bounds how fast `q` takes effect."""
@@ -109,6 +110,8 @@ def build_render_argv(
         "veryfast",
         "-crf",
         str(recipe.crf),
+        "-force_key_frames",
+        force_key_frames(task.expected_duration_s),
     ]
     if task.threads is not None:
         argv += ["-threads", str(task.threads)]

@@ -1,0 +1,92 @@
+"""Decoding the frames varia measures and shows: one frame at each of a few times.
+
+A frame "at t" is the first frame whose timestamp (from the stream's start) is at or after t,
+less half a frame. varia's own outputs have a keyframe at every sample time (see
+`varia.sampling`), so each sample decodes one frame; a source decodes from the keyframe before.
+All functions block (PyAV decodes in C): activities call them in a thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import av
+import av.error
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+METRIC_WIDTH = 320
+"""Luma frames are measured at this width at most (keeps SSIM cheap at any input size)."""
+
+
+class FrameError(Exception):
+    """A frame could not be decoded; the message names the file and the time."""
+
+
+def frames_at(path: str, times_s: Sequence[float]) -> list[av.VideoFrame]:
+    """Decode the frame at each of `times_s` (seconds from the stream's start), in order."""
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            frame_s = 1.0 / float(rate) if rate else 0.04
+            base = stream.time_base
+            if base is None:
+                raise FrameError(f"{path!r}: the video stream has no time base")
+            start = float(stream.start_time * base) if stream.start_time else 0.0
+            return [_frame_at(container, stream, start + t, frame_s, path) for t in times_s]
+    except (av.error.FFmpegError, OSError, IndexError) as err:
+        raise FrameError(f"{path!r}: {err}") from err
+
+
+def _frame_at(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    at_s: float,
+    frame_s: float,
+    path: str,
+) -> av.VideoFrame:
+    assert stream.time_base is not None
+    # A forced keyframe sits on the first frame at or after `at_s`: seek a frame further.
+    container.seek(int((at_s + frame_s) / stream.time_base), stream=stream, backward=True)
+    last = None
+    for frame in container.decode(stream):
+        if frame.time is None:
+            continue
+        last = frame
+        if frame.time >= at_s - frame_s / 2:
+            return frame
+    if last is None:
+        raise FrameError(f"{path!r}: no frame decodes at {at_s:.3f}s")
+    return last  # past the end: the last frame
+
+
+def luma(frame: av.VideoFrame, width: int = METRIC_WIDTH) -> np.ndarray:
+    """The frame's luma plane (8 bits), scaled down to `width` at most (even sizes)."""
+    import numpy as np
+
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    plane = frame.to_ndarray()[: frame.height]
+    if frame.width <= width:
+        return np.ascontiguousarray(plane)
+    height = max(2, round(frame.height * width / frame.width / 2) * 2)
+    gray = av.VideoFrame.from_ndarray(np.ascontiguousarray(plane), format="gray")
+    return gray.reformat(width=width, height=height, interpolation="AREA").to_ndarray()
+
+
+def thumbnail(frame: av.VideoFrame, width: int, height: int) -> Image.Image:
+    """The frame as an RGB picture of exactly `width` x `height` (letterboxed if needed)."""
+    from PIL import Image
+
+    scale = min(width / frame.width, height / frame.height)
+    w, h = max(2, int(frame.width * scale)), max(2, int(frame.height * scale))
+    picture = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_image()
+    if (w, h) == (width, height):
+        return picture
+    canvas = Image.new("RGB", (width, height), (0, 0, 0))
+    canvas.paste(picture, ((width - w) // 2, (height - h) // 2))
+    return canvas

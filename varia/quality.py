@@ -1,0 +1,196 @@
+"""The measured difference of an output: to its source (SSIM, PSNR, pHash) and to its siblings.
+
+Figures come from well-kept code: SSIM and PSNR from FFmpeg's own `ssim` and `psnr` filters (run
+in-process through PyAV's libavfilter), the perceptual hash from `imagehash` (`phash`, 64 bits).
+They are measured on the luma plane of frames sampled at `varia.sampling.SAMPLE_POSITIONS`,
+scaled to `varia.frames.METRIC_WIDTH`, and rounded, so the same request gives the same figures.
+numpy, Pillow and imagehash are imported here only, inside the activities' code paths.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import statistics
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+import av
+import av.filter
+
+from varia.frames import frames_at, luma
+from varia.models import FigureRange, Quality, QualitySummary, RenderResult
+from varia.sampling import SAMPLE_POSITIONS, sample_times
+
+if TYPE_CHECKING:
+    import numpy as np
+
+NEAR_DUPLICATE_BITS = 4.0
+"""Two outputs whose mean pHash distance is at most this many bits (of 64) are near duplicates."""
+
+PSNR_CAP_DB = 100.0
+"""PSNR of identical frames (FFmpeg says `inf`) is reported as this."""
+
+
+def source_samples(path: str, duration_s: float) -> list[np.ndarray]:
+    """The source's luma samples; cached per worker by path, size and modification time."""
+    stat = os.stat(path)
+    return list(_source_samples(path, stat.st_size, stat.st_mtime_ns, round(duration_s, 6)))
+
+
+@functools.lru_cache(maxsize=16)
+def _source_samples(path: str, size: int, mtime_ns: int, duration_s: float) -> tuple[np.ndarray, ...]:
+    del size, mtime_ns  # part of the cache key only
+    return tuple(luma(frame) for frame in frames_at(path, sample_times(duration_s)))
+
+
+def output_samples(path: str, duration_s: float) -> list[np.ndarray]:
+    """An output's luma samples at the same relative positions."""
+    return [luma(frame) for frame in frames_at(path, sample_times(duration_s))]
+
+
+def compare(sources: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Mean luma SSIM and PSNR (dB) of each output sample against its source sample.
+
+    Output samples are scaled to the source sample's size first (an odd-sized source gives an
+    output one pixel smaller).
+    """
+    ssims, psnrs = [], []
+    for source, output in zip(sources, outputs, strict=True):
+        ssim, psnr = _ffmpeg_metrics(source, _same_size(output, source))
+        ssims.append(ssim)
+        psnrs.append(min(psnr, PSNR_CAP_DB))
+    return round(statistics.fmean(ssims), 4), round(statistics.fmean(psnrs), 2)
+
+
+def _same_size(frame: np.ndarray, like: np.ndarray) -> np.ndarray:
+    if frame.shape == like.shape:
+        return frame
+    gray = av.VideoFrame.from_ndarray(frame, format="gray")
+    height, width = like.shape
+    return gray.reformat(width=width, height=height, interpolation="AREA").to_ndarray()
+
+
+def _ffmpeg_metrics(reference: np.ndarray, distorted: np.ndarray) -> tuple[float, float]:
+    """FFmpeg's `ssim` (Y) and `psnr` (y) of two gray frames of the same size."""
+    height, width = reference.shape
+    graph = av.filter.Graph()
+    base = Fraction(1, 25)
+    main = graph.add_buffer(width=width, height=height, format="gray", time_base=base)
+    ref = graph.add_buffer(width=width, height=height, format="gray", time_base=base)
+    split_main, split_ref = graph.add("split", "2"), graph.add("split", "2")
+    ssim, psnr = graph.add("ssim"), graph.add("psnr")
+    ssim_sink, psnr_sink = graph.add("buffersink"), graph.add("buffersink")
+    main.link_to(split_main)
+    ref.link_to(split_ref)
+    split_main.link_to(ssim, 0, 0)
+    split_ref.link_to(ssim, 0, 1)
+    split_main.link_to(psnr, 1, 0)
+    split_ref.link_to(psnr, 1, 1)
+    ssim.link_to(ssim_sink)
+    psnr.link_to(psnr_sink)
+    graph.configure()
+    for source, frame in ((main, distorted), (ref, reference)):
+        video = av.VideoFrame.from_ndarray(frame, format="gray")
+        video.pts = 0
+        source.push(video)
+        source.push(None)
+    ssim_value = float(ssim_sink.pull().metadata["lavfi.ssim.Y"])
+    psnr_value = float(psnr_sink.pull().metadata["lavfi.psnr.psnr.y"])
+    return ssim_value, psnr_value
+
+
+def phash(frame: np.ndarray) -> str:
+    """The 64-bit perceptual hash (imagehash's `phash`) of a luma frame, as 16 hex digits."""
+    import imagehash
+    from PIL import Image
+
+    return str(imagehash.phash(Image.fromarray(frame)))
+
+
+def hash_distance(first: Sequence[str], second: Sequence[str]) -> float:
+    """Mean Hamming distance (bits) between two equally long lists of hex hashes."""
+    bits = [bin(int(a, 16) ^ int(b, 16)).count("1") for a, b in zip(first, second, strict=True)]
+    return round(statistics.fmean(bits), 2)
+
+
+def measure(
+    source_path: str, source_duration_s: float, output_path: str, output_duration_s: float
+) -> Quality:
+    """The measured difference of one output to its source (blocking: run it in a thread)."""
+    sources = source_samples(source_path, source_duration_s)
+    outputs = output_samples(output_path, output_duration_s)
+    ssim, psnr = compare(sources, outputs)
+    source_hashes = [phash(frame) for frame in sources]
+    output_hashes = [phash(frame) for frame in outputs]
+    return Quality(
+        positions=list(SAMPLE_POSITIONS),
+        ssim=ssim,
+        psnr_db=psnr,
+        phash_distance=hash_distance(source_hashes, output_hashes),
+        phash=output_hashes,
+    )
+
+
+def with_siblings(results: Sequence[RenderResult], names: dict[int, str]) -> list[RenderResult]:
+    """The results with each measured output's nearest sibling (same input) filled in.
+
+    Ties go to the lower variation number; `names` maps a variation to its output name.
+    Pure and O(n^2) per input in numpy (10,000 outputs of one input: about a second).
+    """
+    import numpy as np
+
+    by_input: dict[int, list[RenderResult]] = {}
+    for result in results:
+        if result.quality is not None:
+            by_input.setdefault(result.input_index, []).append(result)
+    updated: dict[tuple[int, int], RenderResult] = {}
+    for group in by_input.values():
+        group = sorted(group, key=lambda r: r.variation)
+        if len(group) < 2:
+            continue
+        hashes = np.array(
+            [[int(h, 16) for h in r.quality.phash] for r in group if r.quality], dtype=np.uint64
+        )
+        distances = np.zeros((len(group), len(group)), dtype=np.float64)
+        for sample in range(hashes.shape[1]):
+            column = hashes[:, sample]
+            distances += np.bitwise_count(column[:, None] ^ column[None, :])
+        distances /= hashes.shape[1]
+        np.fill_diagonal(distances, np.inf)
+        nearest = np.argmin(distances, axis=1)  # first minimum: the lowest variation
+        for row, result in enumerate(group):
+            other = group[int(nearest[row])]
+            distance = round(float(distances[row, nearest[row]]), 2)
+            assert result.quality is not None
+            quality = result.quality.model_copy(
+                update={
+                    "nearest_sibling": names.get(other.variation, other.path),
+                    "sibling_distance": distance,
+                    "near_duplicate": distance <= NEAR_DUPLICATE_BITS,
+                }
+            )
+            updated[(result.input_index, result.variation)] = result.model_copy(
+                update={"quality": quality}
+            )
+    return [updated.get((r.input_index, r.variation), r) for r in results]
+
+
+def summarize(qualities: Sequence[Quality]) -> QualitySummary | None:
+    """Minimum and median of each figure over the measured outputs (None if none was)."""
+    if not qualities:
+        return None
+
+    def figure(values: list[float]) -> FigureRange:
+        return FigureRange(min=round(min(values), 4), median=round(statistics.median(values), 4))
+
+    siblings = [q.sibling_distance for q in qualities if q.sibling_distance is not None]
+    return QualitySummary(
+        measured=len(qualities),
+        ssim=figure([q.ssim for q in qualities]),
+        psnr_db=figure([q.psnr_db for q in qualities]),
+        phash_distance=figure([q.phash_distance for q in qualities]),
+        sibling_distance=figure(siblings) if siblings else None,
+        near_duplicates=sum(1 for q in qualities if q.near_duplicate),
+    )
