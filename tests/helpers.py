@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shlex
 import signal
@@ -59,9 +60,16 @@ def read_manifest(job_dir: Path) -> dict[str, Any]:
 
 
 def assert_manifest_matches_disk(job_dir: Path) -> dict[str, Any]:
-    """The contract: every file but the manifest and `.varia*` files is listed, and decodes."""
+    """The contract: every file but the manifest, the contact sheets listed under `sheets` and
+    `.varia*` files is listed in `outputs`, and decodes; each sheet is whole."""
     manifest = read_manifest(job_dir)
     listed = {entry["path"] for entry in manifest["outputs"]}
+    sheets = {entry["path"] for entry in manifest.get("sheets", [])}
+    assert not listed & sheets
+    for entry in manifest.get("sheets", []):
+        data = (job_dir / entry["path"]).read_bytes()
+        assert len(data) == entry["bytes"] and hashlib.sha256(data).hexdigest() == entry["sha256"]
+    listed |= sheets
     on_disk = {
         p.name
         for p in job_dir.iterdir()

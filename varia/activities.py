@@ -17,12 +17,14 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from varia import jobdir, media, metrics
+from varia import jobdir, media, metrics, sheet
+from varia.bounds import render_within_bounds
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
 from varia.ffmpeg.process import ProcessIdentity, stop_foreign
 from varia.ffmpeg.progress import ProgressReport
 from varia.ffmpeg.runner import FfmpegOutcome, run_ffmpeg
+from varia.measure import complete_result
 from varia.models import (
     FinishRequest,
     JobResult,
@@ -31,6 +33,7 @@ from varia.models import (
     OutputEntry,
     PreparedJob,
     PrepareRequest,
+    QualitySummary,
     RenderHeartbeat,
     RenderResult,
     RenderTask,
@@ -98,14 +101,25 @@ class JobActivities:
         job_dir = Path(task.job_dir)
         final = job_dir / task.output_name
         temp = job_dir / task.temp_name
-        label = f"{task.media.path} variation {task.variation}"
         await _stop_previous_attempt(temp, self.settings.stop_stage_timeout_s)
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+        if task.bounds is not None:  # which attempt made an output already there is unknown
+            with contextlib.suppress(FileNotFoundError):
+                final.unlink()
+            return await render_within_bounds(task, self._render_once, self.ffmpeg, final)
         if final.exists():  # an earlier attempt may have finished, then lost its result
-            earlier = await asyncio.to_thread(_already_rendered, final, task)
+            argv = build_render_argv(self.ffmpeg, task, temp)
+            earlier = await asyncio.to_thread(_already_rendered, final, task, argv)
             if earlier is not None:
                 return earlier
+        return await self._render_once(task)
+
+    async def _render_once(self, task: RenderTask) -> RenderResult:
+        """One FFmpeg run of the task's recipe, checked, measured and renamed into place."""
+        final = Path(task.job_dir) / task.output_name
+        temp = Path(task.job_dir) / task.temp_name
+        label = f"{task.media.path} variation {task.variation}"
         argv = build_render_argv(self.ffmpeg, task, temp)
         try:
             outcome = await run_ffmpeg(
@@ -118,9 +132,9 @@ class JobActivities:
             )
             metrics.kill_stage_reached(outcome.stop_stage)
             if outcome.cancelled:
-                return await _keep_if_whole(outcome, temp, final, task)
+                return await _keep_if_whole(outcome, temp, final, task, argv)
             _raise_for_outcome(outcome, label)
-            return await _finish_output(temp, final, task)
+            return await _finish_output(temp, final, task, argv)
         finally:
             if not _cleanup_follows():
                 with contextlib.suppress(FileNotFoundError):
@@ -194,7 +208,7 @@ async def _stop_previous_attempt(temp: Path, stage_timeout_s: float) -> None:
 
 
 async def _keep_if_whole(
-    outcome: FfmpegOutcome, temp: Path, final: Path, task: RenderTask
+    outcome: FfmpegOutcome, temp: Path, final: Path, task: RenderTask, argv: list[str]
 ) -> RenderResult:
     """After a cancel: keep an output that FFmpeg finished anyway, else the cancel stands.
 
@@ -202,7 +216,7 @@ async def _keep_if_whole(
     """
     if outcome.returncode == 0:
         try:
-            return await _finish_output(temp, final, task)
+            return await _finish_output(temp, final, task, argv)
         except ApplicationError:
             pass
     raise asyncio.CancelledError()
@@ -226,9 +240,12 @@ def _raise_for_outcome(outcome: FfmpegOutcome, label: str) -> None:
     )
 
 
-async def _finish_output(temp: Path, final: Path, task: RenderTask) -> RenderResult:
-    """Check the output and rename it into place; a cancel arriving now does not undo it."""
-    job = asyncio.ensure_future(asyncio.to_thread(_check_and_rename, temp, final, task))
+async def _finish_output(
+    temp: Path, final: Path, task: RenderTask, argv: list[str]
+) -> RenderResult:
+    """Check the output, rename it into place, measure and record it; a cancel arriving now
+    does not undo it."""
+    job = asyncio.ensure_future(asyncio.to_thread(_check_and_rename, temp, final, task, argv))
     while True:
         try:
             return await asyncio.shield(job)
@@ -237,7 +254,7 @@ async def _finish_output(temp: Path, final: Path, task: RenderTask) -> RenderRes
                 return job.result()
 
 
-def _check_and_rename(temp: Path, final: Path, task: RenderTask) -> RenderResult:
+def _check_and_rename(temp: Path, final: Path, task: RenderTask, argv: list[str]) -> RenderResult:
     try:
         duration = media.check_output(
             str(temp), task.expected_duration_s, task.duration_tolerance_s
@@ -261,10 +278,10 @@ def _check_and_rename(temp: Path, final: Path, task: RenderTask) -> RenderResult
                 f"cannot write {str(final)!r}: {err}", type=NO_SPACE, non_retryable=True
             ) from None
         raise
-    return _result_for(final, task, duration)
+    return complete_result(_result_for(final, task, duration), final, task, argv)
 
 
-def _already_rendered(final: Path, task: RenderTask) -> RenderResult | None:
+def _already_rendered(final: Path, task: RenderTask, argv: list[str]) -> RenderResult | None:
     """The result of an earlier attempt that put a whole output in place, then lost it."""
     if final.is_symlink() or not final.is_file():
         return None
@@ -274,7 +291,7 @@ def _already_rendered(final: Path, task: RenderTask) -> RenderResult | None:
         )
     except media.MediaError:
         return None
-    return _result_for(final, task, duration)
+    return complete_result(_result_for(final, task, duration), final, task, argv)
 
 
 def _result_for(final: Path, task: RenderTask, duration: float) -> RenderResult:
@@ -288,7 +305,8 @@ def _result_for(final: Path, task: RenderTask, duration: float) -> RenderResult:
 
 
 def finish_job(request: FinishRequest) -> JobResult:
-    """Cleanup and manifest, as a plain function (the finish activity runs it in a thread)."""
+    """Cleanup, nearest siblings, contact sheets and manifest, as a plain function (the finish
+    activity runs it in a thread)."""
     job_dir = Path(request.job_dir)
     results = {(r.input_index, r.variation): r for r in request.results}
     if request.use_ledger:
@@ -296,22 +314,18 @@ def finish_job(request: FinishRequest) -> JobResult:
             results.setdefault((earlier.input_index, earlier.variation), earlier)
     keep = {result.path for result in results.values()}
     owned = jobdir.owned_names(request.stems, request.variations)
+    owned |= sheet.planned_names(request.stems)  # a sheet of an earlier run is redrawn
     try:
         removed, foreign = jobdir.sweep(job_dir, request.job_id, keep, owned)
     except jobdir.ConfinementError as err:
         raise ApplicationError(str(err), type=BAD_INPUT, non_retryable=True) from None
-    outputs = [
-        OutputEntry(
-            input=request.inputs[result.input_index],
-            input_index=result.input_index,
-            variation=result.variation,
-            path=result.path,
-            bytes=result.bytes,
-            duration_s=result.duration_s,
-            recipe=make_recipe(request.seed, result.input_index, result.variation),
-        )
-        for result in sorted(results.values(), key=lambda r: (r.input_index, r.variation))
-    ]
+    ordered = sorted(results.values(), key=lambda r: (r.input_index, r.variation))
+    if any(result.quality is not None for result in ordered):
+        from varia.quality import with_siblings
+
+        ordered = with_siblings(ordered)
+    outputs = [_output_entry(request, result) for result in ordered]
+    sheets, problems = sheet.write_sheets(job_dir, request.inputs, request.stems, outputs)
     manifest = Manifest(
         job_id=request.job_id,
         state=request.state,
@@ -322,7 +336,9 @@ def finish_job(request: FinishRequest) -> JobResult:
         outputs=outputs,
         removed=removed,
         foreign=foreign,
-        errors=request.errors,
+        errors=[*request.errors, *problems],
+        sheets=sheets,
+        quality=_summary(outputs),
     )
     path = jobdir.write_manifest(job_dir, manifest)
     if foreign:
@@ -336,4 +352,35 @@ def finish_job(request: FinishRequest) -> JobResult:
         completed=manifest.completed,
         failed=manifest.failed,
         removed=len(removed),
+        sheet=str(job_dir / sheets[0].path) if sheets else None,
+        sheets=[str(job_dir / entry.path) for entry in sheets],
+        quality=manifest.quality,
     )
+
+
+def _output_entry(request: FinishRequest, result: RenderResult) -> OutputEntry:
+    recipe = result.recipe or make_recipe(request.seed, result.input_index, result.variation)
+    return OutputEntry(
+        input=request.inputs[result.input_index],
+        input_index=result.input_index,
+        variation=result.variation,
+        path=result.path,
+        bytes=result.bytes,
+        duration_s=result.duration_s,
+        recipe=recipe,
+        quality=result.quality,
+        sha256=result.sha256,
+        ffmpeg=result.ffmpeg,
+        varia_version=result.varia_version,
+        argv=result.argv,
+        attempts=result.attempts,
+    )
+
+
+def _summary(outputs: list[OutputEntry]) -> QualitySummary | None:
+    measured = [entry.quality for entry in outputs if entry.quality is not None]
+    if not measured:
+        return None
+    from varia.quality import summarize
+
+    return summarize(measured)

@@ -66,15 +66,21 @@ def _frame_at(
 
 def luma(frame: av.VideoFrame, width: int = METRIC_WIDTH) -> np.ndarray:
     """The frame's luma plane (8 bits), scaled down to `width` at most (even sizes)."""
-    import numpy as np
-
     if frame.format.name != "yuv420p":
         frame = frame.reformat(format="yuv420p")
-    plane = frame.to_ndarray()[: frame.height]
-    if frame.width <= width:
-        return np.ascontiguousarray(plane)
-    height = max(2, round(frame.height * width / frame.width / 2) * 2)
-    gray = av.VideoFrame.from_ndarray(np.ascontiguousarray(plane), format="gray")
+    return scale_luma(frame.to_ndarray()[: frame.height], width)
+
+
+def scale_luma(plane: np.ndarray, width: int = METRIC_WIDTH) -> np.ndarray:
+    """A luma plane scaled down to `width` at most (area average, even height)."""
+    import numpy as np
+
+    plane = np.ascontiguousarray(plane)
+    frame_height, frame_width = plane.shape
+    if frame_width <= width:
+        return plane
+    height = max(2, round(frame_height * width / frame_width / 2) * 2)
+    gray = av.VideoFrame.from_ndarray(plane, format="gray")
     return gray.reformat(width=width, height=height, interpolation="AREA").to_ndarray()
 
 
@@ -84,9 +90,24 @@ def thumbnail(frame: av.VideoFrame, width: int, height: int) -> Image.Image:
 
     scale = min(width / frame.width, height / frame.height)
     w, h = max(2, int(frame.width * scale)), max(2, int(frame.height * scale))
-    picture = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_image()
+    scaled = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA")
+    picture: Image.Image = scaled.to_image()  # type: ignore[no-untyped-call]
     if (w, h) == (width, height):
         return picture
     canvas = Image.new("RGB", (width, height), (0, 0, 0))
     canvas.paste(picture, ((width - w) // 2, (height - h) // 2))
     return canvas
+
+
+def duration_s(path: str) -> float:
+    """The video stream's duration in seconds (container's if the stream has none)."""
+    try:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return container.duration / av.time_base
+    except (av.error.FFmpegError, OSError, IndexError) as err:
+        raise FrameError(f"{path!r}: {err}") from err
+    raise FrameError(f"{path!r}: no duration")

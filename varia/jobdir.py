@@ -210,3 +210,8 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_file_atomic(directory: Path, name: str, data: bytes) -> Path:
+    """Write a varia-made file (e.g. a contact sheet) atomically, as the manifest is written."""
+    return _write_atomic(directory, name, data)

@@ -8,7 +8,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from varia.jobdir import job_id_problem
-from varia.models import MAX_CONCURRENCY, MAX_INPUTS, MAX_VARIATIONS, JobRequest
+from varia.models import (
+    MAX_CONCURRENCY,
+    MAX_INPUTS,
+    MAX_VARIATIONS,
+    JobRequest,
+    StrengthBounds,
+)
+
+MAX_ATTEMPTS = 20
+"""The most recipes one variation may try to meet its strength bounds."""
+DEFAULT_ATTEMPTS = 5
 
 
 class RequestError(ValueError):
@@ -73,6 +83,42 @@ def check_request(request: JobRequest) -> None:
         raise RequestError(
             f"invalid job request: chunk_size is {request.chunk_size}; it must be >= 1"
         )
+    check_bounds(request)
+
+
+def check_bounds(request: JobRequest) -> None:
+    """Raise `RequestError` naming the field if the strength bounds make no sense."""
+    for name in ("min_ssim", "max_ssim"):
+        value = getattr(request, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise RequestError(
+                f"invalid job request: {name} is {value}; it must be from 0 to 1 (SSIM)"
+            )
+    low, high = request.min_ssim, request.max_ssim
+    if low is not None and high is not None and low > high:
+        raise RequestError(
+            f"invalid job request: min_ssim {low} is above max_ssim {high}; no output could fit"
+        )
+    attempts = request.max_attempts
+    if attempts is not None and not 1 <= attempts <= MAX_ATTEMPTS:
+        raise RequestError(
+            f"invalid job request: max_attempts is {attempts}; it must be from 1 to {MAX_ATTEMPTS}"
+        )
+    if attempts is not None and low is None and high is None:
+        raise RequestError(
+            "invalid job request: max_attempts is set but neither min_ssim nor max_ssim is"
+        )
+
+
+def strength_bounds(request: JobRequest) -> StrengthBounds | None:
+    """The request's strength bounds, or None when it sets none (pure)."""
+    if request.min_ssim is None and request.max_ssim is None:
+        return None
+    return StrengthBounds(
+        min_ssim=request.min_ssim,
+        max_ssim=request.max_ssim,
+        max_attempts=request.max_attempts or DEFAULT_ATTEMPTS,
+    )
 
 
 def check_job_id(job_id: str) -> None:

@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from varia.recipes import make_recipe, output_name, output_stems, recipe_summary
     from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
-    from varia.validation import RequestError, check_job_id, parse_request
+    from varia.validation import RequestError, check_job_id, parse_request, strength_bounds
 
 RENDER_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 RENDER_START_TO_CLOSE = timedelta(hours=2)
@@ -292,6 +292,8 @@ class VariationJob:
             recipe=make_recipe(job.seed, input_index, variation),
             output_name=output_name(stems[input_index], variation, job.variations),
             threads=job.threads,
+            seed=job.seed,
+            bounds=strength_bounds(job),
         )
 
     def _start_render(self, task: RenderTask) -> asyncio.Task[RenderResult]:

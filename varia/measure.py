@@ -1,0 +1,44 @@
+"""What the render activity adds to a finished output's result: the record that reproduces and
+verifies it (recipe, SHA-256, FFmpeg build, varia version, argv) and its measured difference.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from varia.models import RenderResult, RenderTask
+from varia.provenance import VARIA_VERSION, ffmpeg_build, sha256_of
+
+log = logging.getLogger("varia.measure")
+
+
+def complete_result(
+    result: RenderResult, final: Path, task: RenderTask, argv: list[str]
+) -> RenderResult:
+    """The result with its record and quality filled in (blocking: run it in a thread).
+
+    A measurement that fails leaves `quality` empty (logged); the output is still kept.
+    """
+    import av.error
+
+    from varia import quality
+    from varia.frames import FrameError
+
+    try:
+        measured = quality.measure(
+            task.media.path, task.media.duration_s, str(final), task.expected_duration_s
+        )
+    except (FrameError, av.error.FFmpegError, OSError, ValueError, KeyError) as err:
+        log.warning("could not measure %s: %s", final, err)
+        measured = None
+    return result.model_copy(
+        update={
+            "recipe": task.recipe,
+            "quality": measured,
+            "sha256": sha256_of(final),
+            "ffmpeg": ffmpeg_build(argv[0]),
+            "varia_version": VARIA_VERSION,
+            "argv": argv,
+        }
+    )

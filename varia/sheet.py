@@ -1,0 +1,242 @@
+"""Contact sheets: one PNG with each input's source frame and every kept output's frame at the
+same relative position (`varia.sampling.SHEET_POSITION`), each cell labelled with the output's
+name, its recipe in one line (wrapped) and its measured difference.
+
+A job whose cells fit `MAX_CELLS` gets one `contact-sheet.png`; a bigger job gets one
+`contact-sheet-<stem>.png` per input (the first `MAX_SHEETS` inputs with outputs), each showing
+at most `MAX_CELLS - 1` outputs (the rest are counted as omitted). Pillow draws it with its
+built-in font, so no font is downloaded. Blocking: the finish activity runs it in a thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from varia.frames import FrameError, duration_s, frames_at, thumbnail
+from varia.models import OutputEntry, SheetEntry
+from varia.recipes import recipe_summary
+from varia.sampling import SHEET_POSITION
+
+if TYPE_CHECKING:
+    import av
+    from PIL import Image, ImageDraw, ImageFont
+
+log = logging.getLogger("varia.sheet")
+
+SHEET_NAME = "contact-sheet.png"
+MAX_CELLS = 64
+"""Cells on one sheet at most (a source cell per input shown plus one per output)."""
+MAX_SHEETS = 16
+"""Sheets of a job at most (per-input sheets for the first inputs with outputs)."""
+COLUMNS = 4
+CELL_WIDTH = 320
+MAX_THUMB_HEIGHT = 320
+LINE_HEIGHT = 15
+LABEL_LINES = 4
+PAD = 6
+GAP = 8
+FONT_SIZE = 12
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each cell of a sheet goes: sections (one per input) start on a new row."""
+
+    width: int
+    height: int
+    thumb_height: int
+    cells: tuple[tuple[int, int], ...]
+    """Top-left corner of every cell, in drawing order (source, then its outputs, per input)."""
+
+
+def layout(section_sizes: Sequence[int], frame_width: int, frame_height: int) -> Layout:
+    """The layout of a sheet whose sections hold these many cells each (pure)."""
+    columns = max(1, min(COLUMNS, max(section_sizes, default=1)))
+    thumb = max(2, min(MAX_THUMB_HEIGHT, round(CELL_WIDTH * frame_height / max(1, frame_width))))
+    cell_height = thumb + LABEL_LINES * LINE_HEIGHT + 2 * PAD
+    cells: list[tuple[int, int]] = []
+    row = 0
+    for size in section_sizes:
+        for index in range(size):
+            r, c = divmod(index, columns)
+            cells.append((GAP + c * (CELL_WIDTH + GAP), GAP + (row + r) * (cell_height + GAP)))
+        row += math.ceil(size / columns)
+    width = GAP + columns * (CELL_WIDTH + GAP)
+    height = GAP + row * (cell_height + GAP)
+    return Layout(width=width, height=height, thumb_height=thumb, cells=tuple(cells))
+
+
+def planned_names(stems: Sequence[str]) -> set[str]:
+    """Every sheet name a job with these output stems may write (for cleanup's ownership)."""
+    return {SHEET_NAME} | {f"contact-sheet-{stem}.png" for stem in stems}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    name: str
+    inputs: list[int]
+    outputs: list[OutputEntry]
+    omitted: int
+
+
+def plan_sheets(outputs: Sequence[OutputEntry], stems: Sequence[str]) -> list[_Plan]:
+    """Which sheets to draw and what each shows (pure)."""
+    by_input: dict[int, list[OutputEntry]] = {}
+    for entry in sorted(outputs, key=lambda e: (e.input_index, e.variation)):
+        by_input.setdefault(entry.input_index, []).append(entry)
+    if not by_input:
+        return []
+    if sum(len(group) + 1 for group in by_input.values()) <= MAX_CELLS:
+        shown = [entry for group in by_input.values() for entry in group]
+        return [_Plan(SHEET_NAME, sorted(by_input), shown, 0)]
+    plans = []
+    for index in sorted(by_input)[:MAX_SHEETS]:
+        group = by_input[index]
+        keep = group[: MAX_CELLS - 1]
+        name = f"contact-sheet-{stems[index]}.png"
+        plans.append(_Plan(name, [index], keep, len(group) - len(keep)))
+    return plans
+
+
+def write_sheets(
+    job_dir: Path, inputs: Sequence[str], stems: Sequence[str], outputs: Sequence[OutputEntry]
+) -> tuple[list[SheetEntry], list[str]]:
+    """Draw and write the job's sheets; returns their entries and any problems (not raised:
+    a sheet that cannot be drawn must not fail the job's cleanup)."""
+    from varia.jobdir import write_file_atomic
+
+    entries, problems = [], []
+    for plan in plan_sheets(outputs, stems):
+        try:
+            data, cells = render_sheet(job_dir, inputs, plan.inputs, plan.outputs)
+            write_file_atomic(job_dir, plan.name, data)
+        except OSError as err:
+            problems.append(f"contact sheet {plan.name}: {err}")
+            log.warning("contact sheet %s: %s", plan.name, err)
+            continue
+        entries.append(
+            SheetEntry(
+                path=plan.name,
+                inputs=plan.inputs,
+                cells=cells,
+                outputs=[entry.path for entry in plan.outputs],
+                omitted=plan.omitted,
+                bytes=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
+    return entries, problems
+
+
+def render_sheet(
+    job_dir: Path,
+    inputs: Sequence[str],
+    shown_inputs: Sequence[int],
+    outputs: Sequence[OutputEntry],
+) -> tuple[bytes, int]:
+    """The PNG bytes of one sheet and its number of cells."""
+    from PIL import Image, ImageDraw
+
+    sources = {index: _source_frame(inputs[index]) for index in shown_inputs}
+    first = next((frame for frame in sources.values() if frame is not None), None)
+    size = (first.width, first.height) if first is not None else (16, 9)
+    sections = [1 + sum(1 for e in outputs if e.input_index == i) for i in shown_inputs]
+    plan = layout(sections, *size)
+    sheet = Image.new("RGB", (plan.width, plan.height), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    font = _font()
+    corners = iter(plan.cells)
+    for index in shown_inputs:
+        source = sources[index]
+        label = _source_label(inputs[index], source)
+        _cell(sheet, draw, font, next(corners), plan.thumb_height, source, label)
+        for entry in (e for e in outputs if e.input_index == index):
+            frame = _output_frame(job_dir / entry.path, entry.duration_s)
+            _cell(sheet, draw, font, next(corners), plan.thumb_height, frame, _output_label(entry))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue(), len(plan.cells)
+
+
+def _source_frame(path: str) -> av.VideoFrame | None:
+    try:
+        return frames_at(path, [SHEET_POSITION * duration_s(path)])[0]
+    except FrameError as err:
+        log.warning("contact sheet: source %s: %s", path, err)
+        return None
+
+
+def _output_frame(path: Path, duration: float) -> av.VideoFrame | None:
+    try:
+        return frames_at(str(path), [SHEET_POSITION * duration])[0]
+    except FrameError as err:
+        log.warning("contact sheet: output %s: %s", path, err)
+        return None
+
+
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=FONT_SIZE)
+    except (ImportError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _cell(
+    sheet: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    corner: tuple[int, int],
+    thumb_height: int,
+    frame: av.VideoFrame | None,
+    lines: list[str],
+) -> None:
+    x, y = corner
+    if frame is not None:
+        sheet.paste(thumbnail(frame, CELL_WIDTH, thumb_height), (x, y))
+    else:
+        draw.rectangle((x, y, x + CELL_WIDTH - 1, y + thumb_height - 1), fill=(0, 0, 0))
+        draw.text((x + PAD, y + PAD), "(no frame)", fill=(200, 80, 80), font=font)
+    for number, line in enumerate(lines[:LABEL_LINES]):
+        top = y + thumb_height + PAD + number * LINE_HEIGHT
+        draw.text((x + 2, top), _clip(draw, font, line), fill=(230, 230, 230), font=font)
+
+
+def _clip(
+    draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str
+) -> str:
+    if draw.textlength(text, font=font) <= CELL_WIDTH - 4:
+        return text
+    while text and draw.textlength(text + "…", font=font) > CELL_WIDTH - 4:
+        text = text[:-1]
+    return text + "…"
+
+
+def _source_label(path: str, frame: av.VideoFrame | None) -> list[str]:
+    size = f"{frame.width}x{frame.height}" if frame is not None else "unreadable"
+    return [f"source · {PurePosixPath(path).name}", size, f"frame at {SHEET_POSITION:.0%}", ""]
+
+
+def _output_label(entry: OutputEntry) -> list[str]:
+    recipe = recipe_summary(entry.recipe).split(", ")
+    half = (len(recipe) + 1) // 2
+    first, second = ", ".join(recipe[:half]), ", ".join(recipe[half:])
+    q = entry.quality
+    if q is None:
+        figures = "not measured"
+    else:
+        figures = f"SSIM {q.ssim:.3f} · PSNR {q.psnr_db:.1f} dB · pHash {q.phash_distance:g}"
+        if q.sibling_distance is not None:
+            figures += f" · sib {q.sibling_distance:g}"
+    name = entry.path
+    if q is not None and q.near_duplicate and q.nearest_sibling:
+        name += f"  ≈ {q.nearest_sibling} (near duplicate)"
+    return [name, first, second, figures]
