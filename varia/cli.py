@@ -39,6 +39,7 @@ from varia.jobinfo import (
     job_status,
     list_jobs,
     open_client,
+    quality_line,
     ui_link,
 )
 from varia.models import JobRequest, JobState
@@ -149,6 +150,9 @@ def _status_table(status: JobStatus) -> Table:
         ("closed", _when(status.closed_at)),
         ("Web UI", status.ui_url or "-"),
     ]
+    rows += [("contact sheet", path) for path in status.sheets]
+    if status.quality:
+        rows.append(("quality", quality_line(status.quality)))
     rows += [("rendering", name) for name in status.running_variations]
     rows += [("error", line) for line in status.errors[-3:]]
     for key, value in rows:
@@ -408,6 +412,55 @@ def list_command(
             _when(row.closed_at),
         )
     console.print(table)
+
+
+# ---- what came out: verify and sheet (logic in varia/verify.py and varia/jobinfo.py) ----
+
+
+@app.command()
+def verify(
+    job_dir: Annotated[Path, typer.Argument(help="A job directory.", show_default=False)],
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-check a job directory against its manifest (exit 1 naming each problem)."""
+    from varia.verify import verify_job_dir
+
+    if not job_dir.is_dir():
+        _fail(Exit.USAGE, f"{job_dir} is not a directory", as_json)
+    report = verify_job_dir(job_dir.absolute())
+    if as_json:
+        _emit(report.model_dump(mode="json"))
+    else:
+        for line in report.problems:
+            console.print(f"[red]problem[/]: {escape(line)}", highlight=False)
+        for line in report.notes:
+            console.print(f"note: {escape(line)}", highlight=False)
+        verdict = "[green]ok[/]" if report.ok else f"[red]{len(report.problems)} problem(s)[/]"
+        console.print(
+            f"{verdict}: {report.verified} file(s) verified of {report.outputs} output(s) "
+            f"and the contact sheets in {escape(report.job_dir)}",
+            highlight=False,
+        )
+    raise typer.Exit(int(Exit.OK if report.ok else Exit.JOB_UNSUCCESSFUL))
+
+
+@app.command()
+def sheet(job_id: JobId, as_json: JsonFlag = False) -> None:
+    """Print the path of a job's contact sheet (exit 1 if it has none)."""
+    settings = _settings(as_json)
+
+    async def work() -> JobStatus:
+        return await job_status(await open_client(settings), settings, job_id)
+
+    status = _run(as_json, work)
+    if not status.sheets:
+        why = "nothing was kept" if status.closed else f"it is {status.state}"
+        _fail(Exit.JOB_UNSUCCESSFUL, f"job {job_id} has no contact sheet ({why})", as_json)
+    if as_json:
+        _emit({"job_id": job_id, "sheet": status.sheet, "sheets": status.sheets})
+    else:
+        for path in status.sheets:
+            console.print(escape(path), highlight=False, soft_wrap=True)
 
 
 # ---- processes -----------------------------------------------------------------------

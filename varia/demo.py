@@ -18,6 +18,7 @@ from varia.config import Settings
 from varia.models import JobRequest
 from varia.server import DevServer
 from varia.starter import start_job
+from varia.verify import verify_job_dir
 from varia.watch import follow
 from varia.worker import build_worker
 
@@ -57,7 +58,20 @@ async def run_demo(
         for line in sorted(Path(result.job_dir).glob("*.mp4")):
             console.print(f"  {line}", soft_wrap=True)
         console.print(f"  manifest: {manifest}", soft_wrap=True)
+        for sheet in result.sheets:
+            console.print(f"  contact sheet: {sheet}", soft_wrap=True)
+        if result.quality is not None:
+            console.print(f"  quality {result.quality.line()}", soft_wrap=True)
+        report = verify_job_dir(Path(result.job_dir))
+        for problem in report.problems:
+            console.print(f"  [red]problem[/]: {problem}", soft_wrap=True, highlight=False)
+        verdict = "[green]verified[/]" if report.ok else "[red]verification failed[/]"
+        console.print(
+            f"{verdict}: {report.verified} file(s) match the manifest "
+            f"(varia verify {result.job_dir})",
+            soft_wrap=True,
+        )
         console.print(
             "  (the Web UI link works while a server runs: try `varia server`)", soft_wrap=True
         )
-    return 0
+    return 0 if report.ok else 1

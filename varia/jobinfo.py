@@ -30,7 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from varia.client import connect
 from varia.config import Settings
-from varia.models import FINAL_STATES, Progress
+from varia.models import FINAL_STATES, Progress, QualitySummary
 from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
 
 WORKFLOW_TYPE = "VariationJob"
@@ -83,6 +83,19 @@ class JobStatus(BaseModel):
     errors: list[str] = Field(default_factory=list)
     live: bool = Field(default=False, description="Counts come from the progress query.")
     ui_url: str | None = None
+    sheet: str | None = Field(default=None, description="The contact sheet (from the manifest).")
+    sheets: list[str] = Field(default_factory=list, description="All contact sheets.")
+    quality: dict[str, Any] | None = Field(
+        default=None, description="Minimum and median of the measured differences."
+    )
+
+
+def quality_line(summary: dict[str, Any]) -> str:
+    """One line of a job's quality summary (from its manifest)."""
+    try:
+        return QualitySummary.model_validate(summary).line()
+    except ValueError:
+        return "unreadable"
 
 
 async def open_client(settings: Settings) -> Client:
@@ -240,6 +253,13 @@ async def job_status(client: Client, settings: Settings, job_id: str) -> JobStat
             status.total = manifest.get("total", status.total)
             status.completed = manifest.get("completed", status.completed)
             status.failed = manifest.get("failed", status.failed)
+            status.sheets = [
+                str(Path(status.job_dir or "") / entry["path"])
+                for entry in manifest.get("sheets", [])
+                if isinstance(entry, dict) and isinstance(entry.get("path"), str)
+            ]
+            status.sheet = status.sheets[0] if status.sheets else None
+            status.quality = manifest.get("quality")
     if status.percent is None and status.total:
         done = (status.completed or 0) + (status.failed or 0)
         status.percent = round(100.0 * done / status.total, 1)

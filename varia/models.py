@@ -281,6 +281,21 @@ class QualitySummary(BaseModel):
     sibling_distance: FigureRange | None = None
     near_duplicates: int = 0
 
+    def line(self) -> str:
+        """`min / median: SSIM 0.612 / 0.655, …` for people (status, the Web UI)."""
+        figures = [
+            ("SSIM", self.ssim, 3),
+            ("PSNR dB", self.psnr_db, 1),
+            ("pHash to source", self.phash_distance, 1),
+            ("to nearest sibling", self.sibling_distance, 1),
+        ]
+        text = "min / median: " + ", ".join(
+            f"{name} {f.min:.{d}f} / {f.median:.{d}f}" for name, f, d in figures if f is not None
+        )
+        if self.near_duplicates:
+            text += f"; {self.near_duplicates} near duplicate(s)"
+        return text
+
 
 class Manifest(BaseModel):
     """`<job dir>/manifest.json`: the record a job leaves behind at the end of every run."""

@@ -77,6 +77,7 @@ class VariationJob:
         self._job_dir: str | None = None
         self._search_attributes: list[str] = []
         self._runs = 1
+        self._outcome_lines: list[str] = []  # contact sheet and quality, once cleanup ran
 
     # ---- public handlers -------------------------------------------------------------
 
@@ -211,6 +212,7 @@ class VariationJob:
                 use_ledger=self._runs > 1,
             )
         )
+        self._outcome_lines = outcome_lines(result)
         self._set_state(outcome)
         return self._raise_or_return(outcome, cancel, result)
 
@@ -417,12 +419,21 @@ class VariationJob:
             f" · {self._failed} failed · {len(self._running)} running",
         ]
         lines += [f"- rendering `{task.output_name}`" for task in list(self._running.values())[:10]]
+        lines += self._outcome_lines
         if self._errors:
             lines.append(f"\nlast error: {self._errors[-1]}")
         workflow.set_current_details("\n".join(lines))
 
     def _remember_error(self, message: str) -> None:
         self._errors = [*self._errors, message][-MAX_ERRORS_KEPT:]
+
+
+def outcome_lines(result: JobResult) -> list[str]:
+    """Current-details lines of a closed job: its contact sheet and its quality in brief."""
+    lines = [f"- contact sheet: `{path}`" for path in result.sheets]
+    if result.quality is not None:
+        lines.append(f"- quality {result.quality.line()}")
+    return lines
 
 
 def _changed(values: list[SearchAttributeUpdate[Any]]) -> bool:
