@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,12 @@ def test_strength_bounds_default_to_five_attempts_and_none_without_bounds() -> N
     bounds = strength_bounds(request(min_ssim=0.5))
     assert bounds is not None and bounds.max_attempts == 5
     assert bounds.admits(0.5) and bounds.admits(1.0) and not bounds.admits(0.49)
+
+
+def test_cli_and_workflow_do_not_import_the_measuring_libraries() -> None:
+    code = (
+        "import sys, varia.cli, varia.workflows, varia.activities; "
+        "print([m for m in ('numpy', 'PIL', 'imagehash', 'scipy') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
