@@ -28,9 +28,15 @@ async def run_varia(settings: Settings, *args: str) -> tuple[int, dict[str, Any]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VARIA_", "TEMPORAL_"))}
     env |= {"TEMPORAL_ADDRESS": settings.temporal_address, "VARIA_TASK_QUEUE": settings.task_queue}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "varia", *args, "--json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "varia",
+        *args,
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
     async with asyncio.timeout(120):
         out, _ = await proc.communicate()
     assert proc.returncode is not None
