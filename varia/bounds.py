@@ -29,7 +29,7 @@ OUT_OF_BOUNDS = "OutOfBounds"
 
 def trial_argv(ffmpeg: str, task: RenderTask) -> list[str]:
     """An FFmpeg argv that writes the sampled source frames, through the recipe's filter graph,
-    stacked into one raw yuv420p picture on stdout (pure)."""
+    stacked into one raw gray (luma) picture on stdout (pure)."""
     times = sample_times(task.media.duration_s)
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error"]
     for t in times:
@@ -49,7 +49,7 @@ def trial_argv(ffmpeg: str, task: RenderTask) -> list[str]:
         "-f",
         "rawvideo",
         "-pix_fmt",
-        "yuv420p",
+        "gray",
         "pipe:1",
     ]
 

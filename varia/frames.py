@@ -65,23 +65,24 @@ def _frame_at(
 
 
 def luma(frame: av.VideoFrame, width: int = METRIC_WIDTH) -> np.ndarray:
-    """The frame's luma plane (8 bits), scaled down to `width` at most (even sizes)."""
-    if frame.format.name != "yuv420p":
-        frame = frame.reformat(format="yuv420p")
-    return scale_luma(frame.to_ndarray()[: frame.height], width)
+    """The frame's luma (8-bit gray), scaled down to `width` at most (area average, even
+    height), in one swscale pass."""
+    if frame.width <= width:
+        target_width, target_height = frame.width, frame.height
+    else:
+        target_width = width
+        target_height = max(2, round(frame.height * width / frame.width / 2) * 2)
+    gray = frame.reformat(
+        width=target_width, height=target_height, format="gray", interpolation="AREA"
+    )
+    return gray.to_ndarray()
 
 
 def scale_luma(plane: np.ndarray, width: int = METRIC_WIDTH) -> np.ndarray:
-    """A luma plane scaled down to `width` at most (area average, even height)."""
+    """A gray picture (e.g. a trial's luma) scaled down as `luma` scales a frame."""
     import numpy as np
 
-    plane = np.ascontiguousarray(plane)
-    frame_height, frame_width = plane.shape
-    if frame_width <= width:
-        return plane
-    height = max(2, round(frame_height * width / frame_width / 2) * 2)
-    gray = av.VideoFrame.from_ndarray(plane, format="gray")
-    return gray.reformat(width=width, height=height, interpolation="AREA").to_ndarray()
+    return luma(av.VideoFrame.from_ndarray(np.ascontiguousarray(plane), format="gray"), width)
 
 
 def thumbnail(frame: av.VideoFrame, width: int, height: int) -> Image.Image:

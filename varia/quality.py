@@ -35,16 +35,26 @@ PSNR_CAP_DB = 100.0
 
 def source_samples(path: str, duration_s: float) -> list[np.ndarray]:
     """The source's luma samples; cached per worker by path, size and modification time."""
+    return list(_source(path, duration_s)[0])
+
+
+def source_hashes(path: str, duration_s: float) -> list[str]:
+    """The pHash of each source sample (cached with the samples)."""
+    return list(_source(path, duration_s)[1])
+
+
+def _source(path: str, duration_s: float) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
     stat = os.stat(path)
-    return list(_source_samples(path, stat.st_size, stat.st_mtime_ns, round(duration_s, 6)))
+    return _source_cached(path, stat.st_size, stat.st_mtime_ns, round(duration_s, 6))
 
 
 @functools.lru_cache(maxsize=16)
-def _source_samples(
+def _source_cached(
     path: str, size: int, mtime_ns: int, duration_s: float
-) -> tuple[np.ndarray, ...]:
+) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
     del size, mtime_ns  # part of the cache key only
-    return tuple(luma(frame) for frame in frames_at(path, sample_times(duration_s)))
+    samples = tuple(luma(frame) for frame in frames_at(path, sample_times(duration_s)))
+    return samples, tuple(phash(sample) for sample in samples)
 
 
 def output_samples(path: str, duration_s: float) -> list[np.ndarray]:
@@ -58,11 +68,13 @@ def compare(sources: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> tup
     Output samples are scaled to the source sample's size first (an odd-sized source gives an
     output one pixel smaller).
     """
-    ssims, psnrs = [], []
-    for source, output in zip(sources, outputs, strict=True):
-        ssim, psnr = _ffmpeg_metrics(source, _same_size(output, source))
-        ssims.append(ssim)
-        psnrs.append(min(psnr, PSNR_CAP_DB))
+    pairs = [(s, _same_size(o, s)) for s, o in zip(sources, outputs, strict=True)]
+    if len({source.shape for source, _ in pairs}) == 1:
+        figures = _ffmpeg_metrics(pairs)
+    else:  # sources of different sizes: one graph each
+        figures = [figure for pair in pairs for figure in _ffmpeg_metrics([pair])]
+    ssims = [ssim for ssim, _ in figures]
+    psnrs = [min(psnr, PSNR_CAP_DB) for _, psnr in figures]
     return round(statistics.fmean(ssims), 4), round(statistics.fmean(psnrs), 2)
 
 
@@ -74,9 +86,10 @@ def _same_size(frame: np.ndarray, like: np.ndarray) -> np.ndarray:
     return gray.reformat(width=width, height=height, interpolation="AREA").to_ndarray()
 
 
-def _ffmpeg_metrics(reference: np.ndarray, distorted: np.ndarray) -> tuple[float, float]:
-    """FFmpeg's `ssim` (Y) and `psnr` (y) of two gray frames of the same size."""
-    height, width = reference.shape
+def _ffmpeg_metrics(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[float, float]]:
+    """FFmpeg's `ssim` (Y) and `psnr` (y) of each (reference, distorted) pair of gray frames,
+    all of one size, through one filter graph."""
+    height, width = pairs[0][0].shape
     graph = av.filter.Graph()
     base = Fraction(1, 25)
     gray = av.VideoFormat("gray")
@@ -94,14 +107,19 @@ def _ffmpeg_metrics(reference: np.ndarray, distorted: np.ndarray) -> tuple[float
     ssim.link_to(ssim_sink)
     psnr.link_to(psnr_sink)
     graph.configure()
-    for source, frame in ((main, distorted), (ref, reference)):
-        video = av.VideoFrame.from_ndarray(frame, format="gray")
-        video.pts = 0
-        source.push(video)
-        source.push(None)
-    ssim_value = float(ssim_sink.pull().metadata["lavfi.ssim.Y"])
-    psnr_value = float(psnr_sink.pull().metadata["lavfi.psnr.psnr.y"])
-    return ssim_value, psnr_value
+    for pts, (reference, distorted) in enumerate(pairs):
+        for source, frame in ((main, distorted), (ref, reference)):
+            video = av.VideoFrame.from_ndarray(frame, format="gray")
+            video.pts = pts
+            source.push(video)
+    main.push(None)
+    ref.push(None)
+    figures = []
+    for _ in pairs:
+        ssim_value = float(ssim_sink.pull().metadata["lavfi.ssim.Y"])
+        psnr_value = float(psnr_sink.pull().metadata["lavfi.psnr.psnr.y"])
+        figures.append((ssim_value, psnr_value))
+    return figures
 
 
 def phash(frame: np.ndarray) -> str:
@@ -125,13 +143,12 @@ def measure(
     sources = source_samples(source_path, source_duration_s)
     outputs = output_samples(output_path, output_duration_s)
     ssim, psnr = compare(sources, outputs)
-    source_hashes = [phash(frame) for frame in sources]
     output_hashes = [phash(frame) for frame in outputs]
     return Quality(
         positions=list(SAMPLE_POSITIONS),
         ssim=ssim,
         psnr_db=psnr,
-        phash_distance=hash_distance(source_hashes, output_hashes),
+        phash_distance=hash_distance(source_hashes(source_path, source_duration_s), output_hashes),
         phash=output_hashes,
     )
 

@@ -10,6 +10,7 @@ built-in font, so no font is downloaded. Blocking: the finish activity runs it i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -36,13 +37,13 @@ MAX_CELLS = 64
 MAX_SHEETS = 16
 """Sheets of a job at most (per-input sheets for the first inputs with outputs)."""
 COLUMNS = 4
-CELL_WIDTH = 320
-MAX_THUMB_HEIGHT = 320
-LINE_HEIGHT = 15
+CELL_WIDTH = 256
+MAX_THUMB_HEIGHT = 256
+LINE_HEIGHT = 14
 LABEL_LINES = 4
 PAD = 6
 GAP = 8
-FONT_SIZE = 12
+FONT_SIZE = 11
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ def _output_frame(path: Path, duration: float) -> av.VideoFrame | None:
         return None
 
 
+@functools.cache
 def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     from PIL import ImageFont
 
