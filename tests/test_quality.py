@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from varia import media
@@ -124,6 +124,7 @@ hex64 = st.integers(min_value=0, max_value=2**64 - 1).map(lambda n: f"{n:016x}")
 hashes = st.lists(hex64, min_size=3, max_size=3)
 
 
+@settings(deadline=None)  # no timing thresholds in tests (shared CPU)
 @given(st.lists(st.tuples(st.integers(0, 2), hashes), min_size=1, max_size=25))
 def test_nearest_sibling_is_the_closest_other_output_of_the_same_input(
     outputs: list[tuple[int, list[str]]],
@@ -163,6 +164,7 @@ def test_nearest_sibling_is_the_closest_other_output_of_the_same_input(
         assert result.quality.near_duplicate == (best <= NEAR_DUPLICATE_BITS)
 
 
+@settings(deadline=None)  # no timing thresholds in tests (shared CPU)
 @given(hashes, hashes, hashes)
 def test_hash_distance_is_a_metric(a: list[str], b: list[str], c: list[str]) -> None:
     assert hash_distance(a, a) == 0
@@ -171,6 +173,7 @@ def test_hash_distance_is_a_metric(a: list[str], b: list[str], c: list[str]) -> 
     assert hash_distance(a, c) <= hash_distance(a, b) + hash_distance(b, c) + 0.02
 
 
+@settings(deadline=None)  # no timing thresholds in tests (shared CPU)
 @given(st.integers(0, 10**9), st.integers(0, 999), st.integers(0, 9999), st.integers(1, 20))
 def test_attempt_zero_is_todays_recipe_and_redraws_differ(
     seed: int, input_index: int, variation: int, attempt: int

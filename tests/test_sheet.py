@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from temporalio.testing import ActivityEnvironment
@@ -30,6 +30,7 @@ from varia.sheet import (
 )
 
 
+@settings(deadline=None)  # no timing thresholds in tests (shared CPU)
 @given(
     st.lists(st.integers(1, 70), min_size=1, max_size=6),
     st.integers(16, 4000),
@@ -59,6 +60,7 @@ def entry(input_index: int, variation: int) -> OutputEntry:
     )
 
 
+@settings(deadline=None)  # no timing thresholds in tests (shared CPU)
 @given(st.lists(st.integers(0, 120), min_size=1, max_size=25))
 def test_sheets_are_capped_and_account_for_every_output(per_input: list[int]) -> None:
     outputs = [entry(i, v) for i, n in enumerate(per_input) for v in range(n)]
