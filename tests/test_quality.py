@@ -156,11 +156,14 @@ def test_nearest_sibling_is_the_closest_other_output_of_the_same_input(
             continue
         assert result.quality.phash and result.quality.sibling_distance is not None
         distances = {
-            r.path: hash_distance(result.quality.phash, r.quality.phash) for r in peers if r.quality
+            r.variation: hash_distance(result.quality.phash, r.quality.phash)
+            for r in peers
+            if r.quality
         }
         best = min(distances.values())
         assert result.quality.sibling_distance == best
-        assert result.quality.nearest_sibling == min(p for p, d in distances.items() if d == best)
+        closest = min(v for v, d in distances.items() if d == best)  # ties: lowest variation
+        assert result.quality.nearest_sibling == f"o{closest}.mp4"
         assert result.quality.near_duplicate == (best <= NEAR_DUPLICATE_BITS)
 
 

@@ -121,6 +121,8 @@ async def test_a_job_gets_a_labelled_cell_per_kept_output(
     result = finish_job(request)
 
     manifest = assert_manifest_matches_disk(job_dir)
+    assert not [p for p in job_dir.iterdir() if p.name.startswith(".varia-cell-")]  # drawn, gone
+    assert manifest["removed"] == []
     assert result.sheet == str(job_dir / SHEET_NAME) and result.sheets == [result.sheet]
     [sheet] = manifest["sheets"]
     assert sheet["cells"] == 2 + 3 and sheet["omitted"] == 0

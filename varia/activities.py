@@ -314,11 +314,15 @@ def finish_job(request: FinishRequest) -> JobResult:
             results.setdefault((earlier.input_index, earlier.variation), earlier)
     keep = {result.path for result in results.values()}
     owned = jobdir.owned_names(request.stems, request.variations)
-    owned |= sheet.planned_names(request.stems)  # a sheet of an earlier run is redrawn
+    cells = {sheet.cell_name(name) for name in owned if not name.startswith(".")}
+    sheets_planned = sheet.planned_names(request.stems)  # an earlier run's sheet is redrawn
+    owned |= sheets_planned | {jobdir.atomic_temp_name(n) for n in sheets_planned} | cells
+    kept_cells = {sheet.cell_name(name) for name in keep}
     try:
-        removed, foreign = jobdir.sweep(job_dir, request.job_id, keep, owned)
+        removed, foreign = jobdir.sweep(job_dir, request.job_id, keep | kept_cells, owned)
     except jobdir.ConfinementError as err:
         raise ApplicationError(str(err), type=BAD_INPUT, non_retryable=True) from None
+    removed = [name for name in removed if name not in cells]  # varia's scratch, not the job's
     ordered = sorted(results.values(), key=lambda r: (r.input_index, r.variation))
     if any(result.quality is not None for result in ordered):
         from varia.quality import with_siblings
@@ -326,6 +330,9 @@ def finish_job(request: FinishRequest) -> JobResult:
         ordered = with_siblings(ordered)
     outputs = [_output_entry(request, result) for result in ordered]
     sheets, problems = sheet.write_sheets(job_dir, request.inputs, request.stems, outputs)
+    for name in kept_cells:  # drawn: the saved frames are no longer needed
+        with contextlib.suppress(FileNotFoundError):
+            (job_dir / name).unlink()
     manifest = Manifest(
         job_id=request.job_id,
         state=request.state,

@@ -8,11 +8,13 @@ All functions block (PyAV decodes in C): activities call them in a thread.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import av
 import av.error
+from av.video.reformatter import VideoReformatter
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,10 +74,24 @@ def luma(frame: av.VideoFrame, width: int = METRIC_WIDTH) -> np.ndarray:
     else:
         target_width = width
         target_height = max(2, round(frame.height * width / frame.width / 2) * 2)
-    gray = frame.reformat(
-        width=target_width, height=target_height, format="gray", interpolation="AREA"
+    gray = _reformatter("luma").reformat(
+        frame, width=target_width, height=target_height, format="gray", interpolation="AREA"
     )
     return gray.to_ndarray()
+
+
+_local = threading.local()
+
+
+def _reformatter(purpose: str) -> VideoReformatter:
+    """This thread's reformatter for one purpose: it keeps its swscale context from frame to
+    frame while the sizes and formats stay the same (a frame's own `reformat` builds a new one
+    each time, 5x the cost); contexts are not thread-safe, hence one per thread."""
+    reformatter: VideoReformatter | None = getattr(_local, purpose, None)
+    if reformatter is None:
+        reformatter = VideoReformatter()
+        setattr(_local, purpose, reformatter)
+    return reformatter
 
 
 def scale_luma(plane: np.ndarray, width: int = METRIC_WIDTH) -> np.ndarray:
@@ -91,7 +107,9 @@ def thumbnail(frame: av.VideoFrame, width: int, height: int) -> Image.Image:
 
     scale = min(width / frame.width, height / frame.height)
     w, h = max(2, int(frame.width * scale)), max(2, int(frame.height * scale))
-    scaled = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA")
+    scaled = _reformatter("thumbnail").reformat(
+        frame, width=w, height=h, format="rgb24", interpolation="AREA"
+    )
     picture: Image.Image = scaled.to_image()  # type: ignore[no-untyped-call]
     if (w, h) == (width, height):
         return picture

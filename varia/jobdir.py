@@ -215,3 +215,8 @@ def _fsync_dir(directory: Path) -> None:
 def write_file_atomic(directory: Path, name: str, data: bytes) -> Path:
     """Write a varia-made file (e.g. a contact sheet) atomically, as the manifest is written."""
     return _write_atomic(directory, name, data)
+
+
+def atomic_temp_name(name: str) -> str:
+    """The temporary name `write_file_atomic` writes `name` to first (cleanup owns it)."""
+    return _temp_for(name)

@@ -22,12 +22,14 @@ def complete_result(
     """
     import av.error
 
-    from varia import quality
+    from varia import quality, sheet
     from varia.frames import FrameError
 
+    shown = sheet.may_show(task.input_index, task.variation)
+    cell = final.parent / sheet.cell_name(final.name) if shown else None
     try:
         measured = quality.measure(
-            task.media.path, task.media.duration_s, str(final), task.expected_duration_s
+            task.media.path, task.media.duration_s, str(final), task.expected_duration_s, cell
         )
     except (FrameError, av.error.FFmpegError, OSError, ValueError, KeyError) as err:
         log.warning("could not measure %s: %s", final, err)

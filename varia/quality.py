@@ -14,6 +14,7 @@ import os
 import statistics
 from collections.abc import Sequence
 from fractions import Fraction
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import av
@@ -21,7 +22,7 @@ import av.filter
 
 from varia.frames import frames_at, luma
 from varia.models import FigureRange, Quality, QualitySummary, RenderResult
-from varia.sampling import SAMPLE_POSITIONS, sample_times
+from varia.sampling import SAMPLE_POSITIONS, SHEET_POSITION, sample_times
 
 if TYPE_CHECKING:
     import numpy as np
@@ -137,11 +138,23 @@ def hash_distance(first: Sequence[str], second: Sequence[str]) -> float:
 
 
 def measure(
-    source_path: str, source_duration_s: float, output_path: str, output_duration_s: float
+    source_path: str,
+    source_duration_s: float,
+    output_path: str,
+    output_duration_s: float,
+    cell: Path | None = None,
 ) -> Quality:
-    """The measured difference of one output to its source (blocking: run it in a thread)."""
+    """The measured difference of one output to its source (blocking: run it in a thread).
+
+    With `cell`, the frame the contact sheet shows is saved there too (it was decoded anyway).
+    """
+    frames = frames_at(output_path, sample_times(output_duration_s))
+    if cell is not None:
+        from varia.sheet import save_cell
+
+        save_cell(frames[SAMPLE_POSITIONS.index(SHEET_POSITION)], cell)
     sources = source_samples(source_path, source_duration_s)
-    outputs = output_samples(output_path, output_duration_s)
+    outputs = [luma(frame) for frame in frames]
     ssim, psnr = compare(sources, outputs)
     output_hashes = [phash(frame) for frame in outputs]
     return Quality(

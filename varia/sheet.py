@@ -46,6 +46,28 @@ GAP = 8
 FONT_SIZE = 11
 
 
+CELL_PREFIX = ".varia-cell-"
+"""A kept output's sheet frame, saved by its render (it decoded that frame to measure it) so
+cleanup draws the sheet without decoding every output again; deleted once the sheet is drawn."""
+
+
+def cell_name(output_name: str) -> str:
+    """The name of an output's saved sheet frame."""
+    return f"{CELL_PREFIX}{output_name}.png"
+
+
+def may_show(input_index: int, variation: int) -> bool:
+    """Whether an output can appear on a sheet (the caps of `plan_sheets`)."""
+    return input_index < MAX_CELLS and variation < MAX_CELLS - 1
+
+
+def save_cell(frame: av.VideoFrame, path: Path) -> None:
+    """Save the frame scaled to fit a cell (PNG, fast compression)."""
+    scale = min(CELL_WIDTH / frame.width, MAX_THUMB_HEIGHT / frame.height, 1.0)
+    width, height = max(2, int(frame.width * scale)), max(2, int(frame.height * scale))
+    thumbnail(frame, width, height).save(path, format="PNG", compress_level=1)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where each cell of a sheet goes: sections (one per input) start on a new row."""
@@ -159,7 +181,7 @@ def render_sheet(
         label = _source_label(inputs[index], source)
         _cell(sheet, draw, font, next(corners), plan.thumb_height, source, label)
         for entry in (e for e in outputs if e.input_index == index):
-            frame = _output_frame(job_dir / entry.path, entry.duration_s)
+            frame = _output_picture(job_dir, entry)
             _cell(sheet, draw, font, next(corners), plan.thumb_height, frame, _output_label(entry))
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG", compress_level=1)
@@ -174,11 +196,21 @@ def _source_frame(path: str) -> av.VideoFrame | None:
         return None
 
 
-def _output_frame(path: Path, duration: float) -> av.VideoFrame | None:
+def _output_picture(job_dir: Path, entry: OutputEntry) -> av.VideoFrame | Image.Image | None:
+    """The output's sheet frame: the one its render saved, else decoded from the output."""
+    from PIL import Image, UnidentifiedImageError
+
+    saved = job_dir / cell_name(entry.path)
+    if saved.is_file() and not saved.is_symlink():
+        try:
+            with Image.open(saved) as picture:
+                return picture.convert("RGB")
+        except (OSError, UnidentifiedImageError):
+            pass  # cut short or damaged: decode the output instead
     try:
-        return frames_at(str(path), [SHEET_POSITION * duration])[0]
+        return frames_at(str(job_dir / entry.path), [SHEET_POSITION * entry.duration_s])[0]
     except FrameError as err:
-        log.warning("contact sheet: output %s: %s", path, err)
+        log.warning("contact sheet: output %s: %s", entry.path, err)
         return None
 
 
@@ -198,11 +230,15 @@ def _cell(
     font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
     corner: tuple[int, int],
     thumb_height: int,
-    frame: av.VideoFrame | None,
+    frame: av.VideoFrame | Image.Image | None,
     lines: list[str],
 ) -> None:
+    from PIL import Image
+
     x, y = corner
-    if frame is not None:
+    if isinstance(frame, Image.Image):
+        sheet.paste(_letterbox(frame, CELL_WIDTH, thumb_height), (x, y))
+    elif frame is not None:
         sheet.paste(thumbnail(frame, CELL_WIDTH, thumb_height), (x, y))
     else:
         draw.rectangle((x, y, x + CELL_WIDTH - 1, y + thumb_height - 1), fill=(0, 0, 0))
@@ -210,6 +246,20 @@ def _cell(
     for number, line in enumerate(lines[:LABEL_LINES]):
         top = y + thumb_height + PAD + number * LINE_HEIGHT
         draw.text((x + 2, top), _clip(draw, font, line), fill=(230, 230, 230), font=font)
+
+
+def _letterbox(picture: Image.Image, width: int, height: int) -> Image.Image:
+    from PIL import Image
+
+    scale = min(width / picture.width, height / picture.height)
+    size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+    if size != picture.size:
+        picture = picture.resize(size, Image.Resampling.BOX)
+    if size == (width, height):
+        return picture
+    canvas = Image.new("RGB", (width, height), (0, 0, 0))
+    canvas.paste(picture, ((width - size[0]) // 2, (height - size[1]) // 2))
+    return canvas
 
 
 def _clip(
