@@ -17,7 +17,7 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from varia.ffmpeg.argv import file_url, video_filters
+from varia.ffmpeg.argv import file_url, input_options, video_filters
 from varia.ffmpeg.process import ProcessIdentity, spawn, stop_child
 from varia.models import Attempt, RenderHeartbeat, RenderResult, RenderTask
 from varia.recipes import make_recipe
@@ -33,7 +33,7 @@ def trial_argv(ffmpeg: str, task: RenderTask) -> list[str]:
     times = sample_times(task.media.duration_s)
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error"]
     for t in times:
-        argv += ["-ss", f"{t:.3f}", "-i", file_url(task.media.path)]
+        argv += [*input_options(task.media), "-ss", f"{t:.3f}", "-i", file_url(task.media.path)]
     vf = video_filters(task.recipe, task.media)
     chains = [f"[{i}:v:0]{vf},trim=end_frame=1,setpts=0[s{i}]" for i in range(len(times))]
     stack = "".join(f"[s{i}]" for i in range(len(times)))

@@ -28,10 +28,25 @@ class FrameError(Exception):
     """A frame could not be decoded; the message names the file and the time."""
 
 
-def frames_at(path: str, times_s: Sequence[float]) -> list[av.VideoFrame]:
-    """Decode the frame at each of `times_s` (seconds from the stream's start), in order."""
+def _open(path: str, source: bool) -> av.container.InputContainer:
+    """An input is opened as one single media file (`varia.demux`); varia's outputs plainly."""
+    if not source:
+        return av.open(path)
+    from varia.demux import NotSingleFile, open_single
+
     try:
-        with av.open(path) as container:
+        return open_single(path)
+    except NotSingleFile as err:
+        raise FrameError(f"{path!r} is not one single media file ({err})") from None
+
+
+def frames_at(path: str, times_s: Sequence[float], *, source: bool = False) -> list[av.VideoFrame]:
+    """Decode the frame at each of `times_s` (seconds from the stream's start), in order.
+
+    `source`: the file is a job's input, opened only as one single file of an allowed format.
+    """
+    try:
+        with _open(path, source) as container:
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate
             frame_s = 1.0 / float(rate) if rate else 0.04
@@ -118,10 +133,10 @@ def thumbnail(frame: av.VideoFrame, width: int, height: int) -> Image.Image:
     return canvas
 
 
-def duration_s(path: str) -> float:
+def duration_s(path: str, *, source: bool = False) -> float:
     """The video stream's duration in seconds (container's if the stream has none)."""
     try:
-        with av.open(path) as container:
+        with _open(path, source) as container:
             stream = container.streams.video[0]
             if stream.duration is not None and stream.time_base is not None:
                 return float(stream.duration * stream.time_base)

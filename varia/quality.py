@@ -54,7 +54,8 @@ def _source_cached(
     path: str, size: int, mtime_ns: int, duration_s: float
 ) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
     del size, mtime_ns  # part of the cache key only
-    samples = tuple(luma(frame) for frame in frames_at(path, sample_times(duration_s)))
+    frames = frames_at(path, sample_times(duration_s), source=True)
+    samples = tuple(luma(frame) for frame in frames)
     return samples, tuple(phash(sample) for sample in samples)
 
 

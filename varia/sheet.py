@@ -190,7 +190,7 @@ def render_sheet(
 
 def _source_frame(path: str) -> av.VideoFrame | None:
     try:
-        return frames_at(path, [SHEET_POSITION * duration_s(path)])[0]
+        return frames_at(path, [SHEET_POSITION * duration_s(path, source=True)], source=True)[0]
     except FrameError as err:
         log.warning("contact sheet: source %s: %s", path, err)
         return None

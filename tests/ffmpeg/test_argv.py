@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,7 @@ def test_input_is_read_with_the_probed_demuxer_and_local_files_only() -> None:
 
 
 _VALUE_OPTIONS = {
+    "-force_key_frames",
     "-loglevel",
     "-progress",
     "-stats_period",
@@ -207,6 +209,8 @@ def test_argv_reads_and_writes_only_its_file_urls(
             assert value == file_url(path) and value.startswith("file:/")
         elif option == "-progress":
             assert value == "pipe:1"
+        elif option == "-force_key_frames":  # keyframes at the measured samples: times only
+            assert re.fullmatch(r"\d+\.\d{3}(,\d+\.\d{3})*", value), value
         elif option == "-protocol_whitelist":
             assert value == "file"
         elif option == "-f":
