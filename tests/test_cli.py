@@ -143,7 +143,7 @@ async def test_start_watch_status_list(
     assert started.code == 0, started.err
     info = started.json()
     job_dir = clips.short.parent / "out" / job_id
-    assert info["job_id"] == job_id
+    assert (info["job_id"], info["seed"]) == (job_id, 3)
     assert info["job_dir"] == str(job_dir)
     assert info["ui_url"].endswith(f"/namespaces/default/workflows/{job_id}")
 

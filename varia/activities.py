@@ -336,4 +336,5 @@ def finish_job(request: FinishRequest) -> JobResult:
         completed=manifest.completed,
         failed=manifest.failed,
         removed=len(removed),
+        seed=request.seed,
     )

@@ -170,7 +170,9 @@ def start(
     output_dir: Annotated[
         Path, typer.Option("-o", "--output-dir", help="Where the job directory is made.")
     ],
-    seed: Annotated[int, typer.Option(help="Seed of the recipes.")] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the recipes (default: derived from the job id).")
+    ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Renders at once.")] = 1,
     threads: Annotated[int | None, typer.Option(min=1, help="FFmpeg -threads per render.")] = None,
     job_id: Annotated[str | None, typer.Option("--id", help="Job id (default: fresh).")] = None,
@@ -178,6 +180,7 @@ def start(
     as_json: JsonFlag = False,
 ) -> None:
     """Start a job; print its id, job directory and Web UI link."""
+    from varia.recipes import resolve_seed
     from varia.starter import start_job
 
     settings = _settings(as_json)
@@ -207,6 +210,7 @@ def start(
             "job_dir": str(Path(request.output_dir) / handle.id),
             "ui_url": ui_link(settings, handle.id),
             "task_queue": settings.task_queue,
+            "seed": resolve_seed(request.seed, handle.id),
         }
         if not watch:
             return started, None
@@ -232,6 +236,7 @@ def _print_started(started: dict[str, Any]) -> None:
     console.print(f"started job [bold]{escape(job)}[/]")
     console.print(f"  job dir: {escape(started['job_dir'])}", highlight=False)
     console.print(f"  Web UI:  {escape(started['ui_url'])}", highlight=False)
+    console.print(f"  seed:    {started['seed']} (pass --seed {started['seed']} to reproduce)")
     console.print(f"  follow:  varia watch {job}    stop: varia cancel {job}", highlight=False)
 
 

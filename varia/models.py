@@ -58,7 +58,10 @@ class JobRequest(BaseModel):
     inputs: list[str]
     variations: int
     output_dir: str
-    seed: int = 0
+    seed: int | None = Field(
+        default=None,
+        description="Seed of the recipes; None: derived from the job id (recipes.default_seed).",
+    )
     concurrency: int = 1
     threads: int | None = Field(
         default=None, description="FFmpeg -threads per render; None lets FFmpeg choose."
@@ -195,6 +198,7 @@ class JobResult(BaseModel):
     completed: int
     failed: int
     removed: int
+    seed: int | None = Field(default=None, description="The seed the job ran with.")
 
 
 class RunningVariation(BaseModel):

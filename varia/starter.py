@@ -10,6 +10,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 
 from varia.models import JobRequest, JobResult, Progress, RenderHeartbeat
+from varia.recipes import resolve_seed
 from varia.validation import check_job_id, check_request
 from varia.workflows import VariationJob
 
@@ -34,10 +35,15 @@ def job_summary(request: JobRequest) -> str:
 async def start_job(
     client: Client, request: JobRequest, *, task_queue: str, job_id: str | None = None
 ) -> WorkflowHandle[VariationJob, JobResult]:
-    """Check the request, then start a `VariationJob`; returns its handle."""
+    """Check the request, then start a `VariationJob`; returns its handle.
+
+    A request without a seed is started with the one the workflow would derive from the job
+    id (`recipes.default_seed`), so the summary shows it; `resolve_seed` tells it to callers.
+    """
     check_request(request)
     job_id = job_id or new_job_id()
     check_job_id(job_id)
+    request = request.model_copy(update={"seed": resolve_seed(request.seed, job_id)})
     return await client.start_workflow(
         VariationJob.run,
         request,

@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
         RenderTask,
         RunningVariation,
     )
-    from varia.recipes import make_recipe, output_name, output_stems
+    from varia.recipes import default_seed, make_recipe, output_name, output_stems
     from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
     from varia.validation import RequestError, check_job_id, parse_request
 
@@ -96,6 +96,7 @@ class VariationJob:
         self._job_dir: str | None = None
         self._search_attributes: list[str] = []
         self._runs = 1
+        self._seed = 0
 
     # ---- public handlers -------------------------------------------------------------
 
@@ -146,6 +147,7 @@ class VariationJob:
         except RequestError as err:
             self._state = "failed"
             raise ApplicationError(str(err), type="BadRequest", non_retryable=True) from None
+        job = self._with_seed(job)
         self._total = len(job.inputs) * job.variations
         stems = output_stems(job.inputs)
         if carry is not None:
@@ -179,6 +181,20 @@ class VariationJob:
                 outcome = "failed"
                 self._job_dir = self._job_dir or _job_dir_from_failure(err)
         return await self._end(job, stems, outcome, cancel)
+
+    def _with_seed(self, job: JobRequest) -> JobRequest:
+        """The request with its seed resolved once, in the first run (continue-as-new passes
+        the resolved seed on, so later runs never derive it again).
+
+        A job without a seed gets `default_seed(job id)`. Runs started before seeds were
+        derived defaulted to 0: their histories lack the `default-seed` marker and keep 0.
+        """
+        if job.seed is None:
+            seed = default_seed(self._job_id) if workflow.patched("default-seed") else 0
+            job = job.model_copy(update={"seed": seed})
+        assert job.seed is not None
+        self._seed = job.seed
+        return job
 
     async def _prepare(self, job: JobRequest) -> PreparedJob:
         """Run prepare to its end even if a cancel arrives: cleanup needs the job dir it made.
@@ -223,7 +239,7 @@ class VariationJob:
                 inputs=job.inputs,
                 stems=stems,
                 variations=job.variations,
-                seed=job.seed,
+                seed=self._seed,
                 results=self._results,
                 failed=self._failed,
                 errors=self._errors,
@@ -308,7 +324,7 @@ class VariationJob:
             input_index=input_index,
             variation=variation,
             media=media[input_index],
-            recipe=make_recipe(job.seed, input_index, variation),
+            recipe=make_recipe(self._seed, input_index, variation),
             output_name=output_name(stems[input_index], variation, job.variations),
             threads=job.threads,
         )
