@@ -20,6 +20,7 @@ from datetime import datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
@@ -438,14 +439,19 @@ def worker(as_json: JsonFlag = False) -> None:
 
 @app.command()
 def server(
-    port: Annotated[int, typer.Option(help="gRPC port.")] = 7233,
-    ui_port: Annotated[int, typer.Option(help="Web UI port.")] = 8233,
+    port: Annotated[
+        int | None, typer.Option(help="gRPC port (default: TEMPORAL_ADDRESS's, 7233).")
+    ] = None,
+    ui_port: Annotated[int | None, typer.Option(help="Web UI port (default: port + 1000).")] = None,
     ip: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     db: Annotated[Path | None, typer.Option(help="SQLite file (default: user data dir).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run the embedded Temporal dev server with varia's search attributes registered."""
     from varia.server import DevServer, ServerError, default_db_path
+
+    port = port or urlsplit(f"//{_settings(as_json).temporal_address}").port or 7233
+    ui_port = ui_port or port + 1000  # where the CLI's links point by default
 
     async def serve() -> None:
         stop = _stop_on_signals()  # before anything starts: a SIGTERM is never fatal
