@@ -25,6 +25,7 @@ from varia.client import connect
 from varia.config import Settings
 from varia.jobinfo import job_status, list_jobs
 from varia.models import JobRequest
+from varia.recipes import default_seed
 from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
 from varia.starter import job_summary, render_heartbeats, start_job
 from varia.worker import build_worker, warn_if_search_attributes_missing
@@ -54,7 +55,8 @@ async def test_running_job_shows_live_progress_details_and_attributes(
     assert details["percent"] > 0 and "long_clip_v000.mp4" in details["output"]
 
     # the workflow's static summary and its current details (markdown)
-    assert await description.static_summary() == job_summary(request)
+    seeded = request.model_copy(update={"seed": default_seed(job_id)})  # start_job derives it
+    assert await description.static_summary() == job_summary(seeded)
     metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     assert "**running** · 0/2 done" in metadata.current_details
     assert "rendering `long_clip_v000.mp4`" in metadata.current_details

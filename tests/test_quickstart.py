@@ -187,6 +187,12 @@ async def test_quick_start_as_written(tmp_path: Path, terminals: list[Terminal])
     manifest = assert_manifest_matches_disk(job_dir)
     assert (manifest["state"], manifest["seed"]) == ("completed", seed)
 
+    worker_log = terminals[1].output()  # what the README says terminal 2 shows
+    assert f"job {job_id} started: 5 variation(s) of 1 input(s)" in worker_log, worker_log
+    assert worker_log.count(f"job {job_id}: my_v00") == 5
+    assert f"job {job_id} completed: 5/5 done, 0 failed" in worker_log
+    assert "Traceback" not in worker_log
+
     link = f"http://127.0.0.1:{port + 1000}/namespaces/default/workflows/{job_id}"
     assert link in out
     api = link.replace("/namespaces/", "/api/v1/namespaces/")

@@ -249,6 +249,7 @@ class PrepareRequest(BaseModel):
     job_id: str
     inputs: list[str]
     output_dir: str
+    variations: int | None = Field(default=None, description="Per input (for the job log).")
 
 
 class PreparedJob(BaseModel):

@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 from varia.activities import JobActivities
 from varia.client import connect
 from varia.config import Settings
+from varia.joblog import JobLog
 from varia.metrics import make_runtime, metrics_address
 from varia.search_attributes import (
     CREATE_COMMAND,
@@ -50,6 +51,7 @@ def build_worker(client: Client, settings: Settings, *, identity: str | None = N
         max_heartbeat_throttle_interval=throttle,
         default_heartbeat_throttle_interval=throttle,
         graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_s),
+        interceptors=[JobLog()],
         **extra,  # type: ignore[arg-type]
     )
 

@@ -146,6 +146,7 @@ class VariationJob:
             check_job_id(self._job_id)
         except RequestError as err:
             self._state = "failed"
+            workflow.logger.warning("job %s refused: %s", self._job_id, err)  # not on replay
             raise ApplicationError(str(err), type="BadRequest", non_retryable=True) from None
         job = self._with_seed(job)
         self._total = len(job.inputs) * job.variations
@@ -204,7 +205,12 @@ class VariationJob:
         """
         preparing = workflow.start_activity_method(
             JobActivities.prepare,
-            PrepareRequest(job_id=self._job_id, inputs=job.inputs, output_dir=job.output_dir),
+            PrepareRequest(
+                job_id=self._job_id,
+                inputs=job.inputs,
+                output_dir=job.output_dir,
+                variations=job.variations,
+            ),
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(minutes=2),
             retry_policy=IO_RETRY,
