@@ -508,7 +508,12 @@ def demo(
 
     shown = err_console if as_json else console
     try:
-        code = asyncio.run(run_demo(shown, variations=variations, seconds=seconds, keep_dir=out))
+        keep_open = False if as_json else None  # None: wait for Enter if stdin is a terminal
+        code = asyncio.run(
+            run_demo(
+                shown, variations=variations, seconds=seconds, keep_dir=out, keep_open=keep_open
+            )
+        )
     except KeyboardInterrupt:
         err_console.print("interrupted: everything the demo started was stopped")
         code = 130
