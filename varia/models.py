@@ -245,6 +245,10 @@ class PrepareRequest(BaseModel):
     job_id: str
     inputs: list[str]
     output_dir: str
+    chain: str | None = Field(
+        default=None,
+        description="First run id of the workflow execution chain (None: older workflow code).",
+    )
 
 
 class PreparedJob(BaseModel):
@@ -270,6 +274,10 @@ class FinishRequest(BaseModel):
     use_ledger: bool = Field(
         default=False, description="Earlier runs' results are in the job's ledger file too."
     )
+    chain: str | None = Field(
+        default=None,
+        description="First run id of the workflow execution chain (None: older workflow code).",
+    )
 
 
 class JobCarry(BaseModel):
@@ -294,3 +302,7 @@ class LedgerAppend(BaseModel):
     job_id: str
     job_dir: str
     results: list[RenderResult]
+    chain: str | None = Field(
+        default=None,
+        description="First run id of the workflow execution chain (None: older workflow code).",
+    )
