@@ -83,19 +83,30 @@ class VariaWorker:
 
 
 def build_worker(client: Client, settings: Settings, *, identity: str | None = None) -> VariaWorker:
-    """A worker for varia's workflow and activities, configured from `settings`."""
+    """A worker for varia's workflow and activities, on both queues, from `settings`."""
     activities = JobActivities(settings)
-    identity = identity or settings.worker_identity
-    extra = {"identity": identity} if identity else {}
-    # Capping the SDK's heartbeat throttle makes a cancel reach FFmpeg within about that long.
-    throttle = timedelta(seconds=settings.heartbeat_throttle_s)
-    common = {
-        "max_heartbeat_throttle_interval": throttle,
-        "default_heartbeat_throttle_interval": throttle,
-        "graceful_shutdown_timeout": timedelta(seconds=settings.graceful_shutdown_s),
-        **extra,
-    }
-    main = Worker(
+    return VariaWorker(
+        build_job_worker(client, settings, identity=identity, activities=activities),
+        Worker(
+            client,
+            task_queue=render_task_queue(settings.task_queue),
+            activities=[activities.render],
+            max_concurrent_activities=settings.max_concurrent_renders,
+            **_common(settings, identity),  # type: ignore[arg-type]
+        ),
+    )
+
+
+def build_job_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    identity: str | None = None,
+    activities: JobActivities | None = None,
+) -> Worker:
+    """The SDK worker of the job's own queue alone: the workflow and the light activities."""
+    activities = activities or JobActivities(settings)
+    return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[VariationJob],
@@ -107,16 +118,21 @@ def build_worker(client: Client, settings: Settings, *, identity: str | None = N
             activities.finish,
         ],
         max_concurrent_activities=LIGHT_ACTIVITY_SLOTS,
-        **common,  # type: ignore[arg-type]
+        **_common(settings, identity),  # type: ignore[arg-type]
     )
-    render = Worker(
-        client,
-        task_queue=render_task_queue(settings.task_queue),
-        activities=[activities.render],
-        max_concurrent_activities=settings.max_concurrent_renders,
-        **common,  # type: ignore[arg-type]
-    )
-    return VariaWorker(main, render)
+
+
+def _common(settings: Settings, identity: str | None) -> dict[str, object]:
+    identity = identity or settings.worker_identity
+    extra = {"identity": identity} if identity else {}
+    # Capping the SDK's heartbeat throttle makes a cancel reach FFmpeg within about that long.
+    throttle = timedelta(seconds=settings.heartbeat_throttle_s)
+    return {
+        "max_heartbeat_throttle_interval": throttle,
+        "default_heartbeat_throttle_interval": throttle,
+        "graceful_shutdown_timeout": timedelta(seconds=settings.graceful_shutdown_s),
+        **extra,
+    }
 
 
 async def warn_if_search_attributes_missing(client: Client, namespace: str) -> list[str]:
