@@ -62,6 +62,9 @@ IO_RETRY = RetryPolicy(
     non_retryable_error_types=list(NON_RETRYABLE_TYPES),
 )
 MAX_ERRORS_KEPT = 20
+KEEP_EARLY_DRAIN = "keep-early-drain"
+"""Patch: a drain accepted before `run()` survives `_resume` (only runs where it happened
+record the marker; older histories of such a run replay their old path)."""
 WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 
 
@@ -388,7 +391,9 @@ class VariationJob:
         """
         self._job_dir = carry.job_dir
         self._completed, self._failed = carry.completed, carry.failed
-        self._draining = self._draining or carry.draining
+        early_drain = self._draining and not carry.draining
+        if not (early_drain and workflow.patched(KEEP_EARLY_DRAIN)):
+            self._draining = carry.draining  # (histories from before the fix take this path)
         self._errors, self._runs = list(carry.errors), carry.runs
         self._set_state("draining" if self._draining else "running")
 
