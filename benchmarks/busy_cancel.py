@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 
 from benchmarks.plain import clip
@@ -65,13 +66,43 @@ async def trial(stack: Stack, source: Path, index: int) -> dict[str, Any]:
         await busy.cancel()
         with contextlib.suppress(WorkflowFailureError):
             await busy.result()
+    server = await server_times(cancelled)
     return {
+        **server,
         "state": state,
         "exited_s": exited_at - cancelled_at,
         "closed_s": closed_at - cancelled_at,
         "closed_after_exit_s": closed_at - exited_at,
         "a_ffmpeg_running_at_close": a_busy,
     }
+
+
+async def server_times(handle: Any) -> dict[str, float]:
+    """From B's history, seconds after its cancel request: the render's end, cleanup's
+    schedule, start and end, and the close (the server's clock; where the time goes)."""
+    marks: dict[str, float] = {}
+    cancel_at = float("nan")
+    cleanup_id = -1
+    async for event in handle.fetch_history_events():
+        at, kind = event.event_time.ToDatetime().timestamp(), event.event_type
+        if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+            cancel_at = at
+        if cancel_at != cancel_at:  # not cancelled yet
+            continue
+        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
+            marks.setdefault("render_ended_s", at - cancel_at)
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            cleanup_id = event.event_id
+            marks["cleanup_scheduled_s"] = at - cancel_at
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED and (
+            event.activity_task_started_event_attributes.scheduled_event_id == cleanup_id
+        ):
+            marks["cleanup_started_s"] = at - cancel_at
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            marks["cleanup_done_s"] = at - cancel_at
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
+            marks["server_closed_s"] = at - cancel_at
+    return marks
 
 
 async def run(ctx: Context) -> Report:
@@ -106,9 +137,31 @@ async def run(ctx: Context) -> Report:
             all(t["a_ffmpeg_running_at_close"] > 0 for t in trials),
         ),
         Row("jobs ending cancelled", f"{sum(t['state'] == 'cancelled' for t in trials)}"),
+        *breakdown(trials),
     ]
     report.data = {"trials": trials}
     return report
+
+
+def breakdown(trials: list[dict[str, Any]]) -> list[Row]:
+    """p50 / max of each step after the cancel request, by the server's history."""
+    steps = [
+        ("render_ended_s", "render reported cancelled"),
+        ("cleanup_scheduled_s", "cleanup scheduled"),
+        ("cleanup_started_s", "cleanup started (a worker took it)"),
+        ("cleanup_done_s", "cleanup done"),
+        ("server_closed_s", "workflow closed"),
+    ]
+    rows = []
+    for key, label in steps:
+        values = summarize([t[key] for t in trials if key in t])
+        rows.append(
+            Row(
+                f"  cancel -> {label} p50 / max (history)",
+                f"{fmt_s(values['p50'])} / {fmt_s(values['max'])}",
+            )
+        )
+    return rows
 
 
 def chart(report: Report, path: Path) -> None:
