@@ -26,7 +26,16 @@ from benchmarks.report import (
 )
 from benchmarks.summary import write_summary
 
-BENCHMARKS = ["overhead", "cancel", "start", "throughput", "scale", "validation", "nice"]
+BENCHMARKS = [
+    "overhead",
+    "cancel",
+    "busy_cancel",
+    "start",
+    "throughput",
+    "scale",
+    "validation",
+    "nice",
+]
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -17,7 +17,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from varia import jobdir, media, metrics
+from varia import jobdir, ledger, media, metrics
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
 from varia.ffmpeg.process import ProcessIdentity, stop_foreign
@@ -43,14 +43,34 @@ log = logging.getLogger("varia.activities")
 BAD_INPUT = "BadInput"
 """Error type of a request or input that can never succeed (not retried)."""
 NO_SPACE = "NoSpace"
-"""Error type of a full disk or an unwritable output directory (not retried)."""
-NON_RETRYABLE_TYPES = (BAD_INPUT, NO_SPACE)
+"""Error type of a full disk (not retried)."""
+BAD_REQUEST = "BadRequest"
+"""Error type of a request that conflicts with the world: its job directory belongs to an
+earlier execution under the same workflow id (not retried)."""
+OUTPUT_DIR_UNUSABLE = "OutputDirUnusable"
+"""Error type of an output_dir that is not a directory or not writable (not retried)."""
+LEDGER_CORRUPT = "LedgerCorrupt"
+"""Error type of a ledger with a corrupt line before its last (not retried: a person looks)."""
+NON_RETRYABLE_TYPES = (BAD_INPUT, NO_SPACE, BAD_REQUEST, OUTPUT_DIR_UNUSABLE, LEDGER_CORRUPT)
+PREPARE_REFUSALS = (BAD_REQUEST, OUTPUT_DIR_UNUSABLE)
+"""Prepare errors that fail the workflow with their own type (nothing was written)."""
 
 _DISK_ERRORS = ("No space left on device", "Permission denied", "Read-only file system")
 
 
 def _bad_input(message: str) -> ApplicationError:
     return ApplicationError(message, type=BAD_INPUT, non_retryable=True)
+
+
+def _confinement_failure(err: jobdir.ConfinementError) -> ApplicationError:
+    """The non-retryable error for a refused path or job directory, typed by its cause."""
+    if isinstance(err, jobdir.JobDirTaken):
+        kind = BAD_REQUEST
+    elif isinstance(err, jobdir.OutputDirUnusable):
+        kind = OUTPUT_DIR_UNUSABLE
+    else:
+        kind = BAD_INPUT
+    return ApplicationError(str(err), type=kind, non_retryable=True)
 
 
 class JobActivities:
@@ -72,9 +92,11 @@ class JobActivities:
                 jobdir.confine(path, self.settings.allowed_input_roots, "input")
                 for path in request.inputs
             ]
-            job_dir = await asyncio.to_thread(jobdir.open_job_dir, output_dir, request.job_id)
+            job_dir = await asyncio.to_thread(
+                jobdir.open_job_dir, output_dir, request.job_id, request.chain
+            )
         except jobdir.ConfinementError as err:
-            raise _bad_input(str(err)) from None
+            raise _confinement_failure(err) from None
         probed = []
         limits = self.settings.input_limits()
         for original, resolved in zip(request.inputs, inputs, strict=True):
@@ -129,7 +151,12 @@ class JobActivities:
     @activity.defn(name="varia.record")
     async def record(self, request: LedgerAppend) -> None:
         """Append a finished run's completion records to the job's ledger (continue-as-new)."""
-        await asyncio.to_thread(jobdir.append_ledger, Path(request.job_dir), request.results)
+        job_dir = Path(request.job_dir)
+        try:
+            jobdir.check_owner(job_dir, request.job_id, request.chain, "record into")
+        except jobdir.ConfinementError as err:
+            raise _confinement_failure(err) from None
+        await asyncio.to_thread(ledger.append_ledger, job_dir, request.results)
 
     @activity.defn(name="varia.search_attributes")
     async def search_attributes(self) -> list[str]:
@@ -291,15 +318,18 @@ def finish_job(request: FinishRequest) -> JobResult:
     """Cleanup and manifest, as a plain function (the finish activity runs it in a thread)."""
     job_dir = Path(request.job_dir)
     results = {(r.input_index, r.variation): r for r in request.results}
-    if request.use_ledger:
-        for earlier in jobdir.read_ledger(job_dir):
-            results.setdefault((earlier.input_index, earlier.variation), earlier)
-    keep = {result.path for result in results.values()}
-    owned = jobdir.owned_names(request.stems, request.variations)
     try:
-        removed, foreign = jobdir.sweep(job_dir, request.job_id, keep, owned)
+        jobdir.check_owner(job_dir, request.job_id, request.chain, "clean")
+        if request.use_ledger:
+            for earlier in ledger.read_ledger(job_dir):
+                results.setdefault((earlier.input_index, earlier.variation), earlier)
+        keep = {result.path for result in results.values()}
+        owned = jobdir.owned_names(request.stems, request.variations)
+        removed, foreign = jobdir.sweep(job_dir, request.job_id, keep, owned, request.chain)
     except jobdir.ConfinementError as err:
-        raise ApplicationError(str(err), type=BAD_INPUT, non_retryable=True) from None
+        raise _confinement_failure(err) from None
+    except ledger.LedgerCorrupt as err:
+        raise ApplicationError(str(err), type=LEDGER_CORRUPT, non_retryable=True) from None
     outputs = [
         OutputEntry(
             input=request.inputs[result.input_index],

@@ -23,6 +23,16 @@ from varia.models import (
 )
 
 DEFAULT_TASK_QUEUE = "varia"
+RENDER_QUEUE_SUFFIX = "-render"
+
+
+def render_task_queue(task_queue: str) -> str:
+    """The task queue of a job's renders: `<task queue>-render` (the one place it is named).
+
+    Every worker polls both: the job's queue for workflows and light activities, this one
+    for renders, so renders have a cap of their own per worker.
+    """
+    return task_queue + RENDER_QUEUE_SUFFIX
 
 
 class SettingsError(Exception):
@@ -74,7 +84,7 @@ class Settings(BaseSettings):
         2,
         alias="VARIA_MAX_CONCURRENT_RENDERS",
         ge=1,
-        description="Renders one worker runs at once.",
+        description="Renders (FFmpeg) one worker runs at once; other activities have own slots.",
     )
     stop_stage_timeout_s: float = Field(
         2.0, alias="VARIA_STOP_STAGE_TIMEOUT", gt=0, description="Seconds each stop stage waits."

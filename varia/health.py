@@ -1,4 +1,6 @@
-"""`python -m varia.health`: exit 0 when this host's worker polls its task queue.
+"""`python -m varia.health`: exit 0 when this host's worker polls its task queues.
+
+A worker polls two: the job queue (`VARIA_TASK_QUEUE`) and its render queue (`<queue>-render`).
 
 The container HEALTHCHECK runs it. The worker is found by `VARIA_WORKER_IDENTITY` when set,
 else by the SDK's default identity `<pid>@<hostname>` on this host.
@@ -18,7 +20,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from varia.client import connect
-from varia.config import Settings, SettingsError, load_settings
+from varia.config import Settings, SettingsError, load_settings, render_task_queue
 
 
 async def poller_identities(client: Client, namespace: str, task_queue: str) -> set[str]:
@@ -42,10 +44,13 @@ def is_mine(identity: str, settings: Settings) -> bool:
 
 
 async def check(settings: Settings) -> bool:
-    """True when this host's worker polls the configured task queue."""
+    """True when this host's worker polls the configured task queue and its render queue."""
     client = await connect(settings)
-    identities = await poller_identities(client, settings.temporal_namespace, settings.task_queue)
-    return any(is_mine(identity, settings) for identity in identities)
+    for queue in (settings.task_queue, render_task_queue(settings.task_queue)):
+        identities = await poller_identities(client, settings.temporal_namespace, queue)
+        if not any(is_mine(identity, settings) for identity in identities):
+            return False
+    return True
 
 
 def main() -> int:
@@ -59,7 +64,10 @@ def main() -> int:
         print(f"varia health: cannot ask Temporal: {err}", file=sys.stderr)
         return 2
     if not healthy:
-        print("varia health: no worker of this host polls the task queue", file=sys.stderr)
+        print(
+            "varia health: no worker of this host polls the task queue and its render queue",
+            file=sys.stderr,
+        )
     return 0 if healthy else 1
 
 

@@ -230,7 +230,9 @@ async def job_status(client: Client, settings: Settings, job_id: str) -> JobStat
         status.job_dir, status.draining = progress.job_dir, progress.draining
         status.cancel_requested, status.errors = progress.cancel_requested, progress.errors
         status.running_variations = [r.output for r in progress.running_variations]
-    if status.job_dir is None and closed:
+    if status.job_dir is None and closed and progress is None:
+        # Only when the job cannot say: a job that answers with no job_dir made none (say,
+        # its output_dir was unusable, or the directory belongs to an earlier execution).
         status.job_dir = await _job_dir_from_input(client, job_id)
     if closed:
         status.running = 0

@@ -34,8 +34,9 @@ BYTES_WRITTEN = "varia_bytes_written"
 RENDER_SECONDS = "varia_render_seconds"
 CANCEL_TO_EXIT_SECONDS = "varia_cancel_to_exit_seconds"
 KILL_STAGE = "varia_kill_stage_reached"
-STOP_STAGES = ("q", "term", "kill")
-"""The `stage` attribute of `varia_kill_stage_reached`: `q` on stdin, SIGTERM, SIGKILL."""
+STOP_STAGES = ("q", "term", "kill", "stuck")
+"""The `stage` attribute of `varia_kill_stage_reached`: `q` on stdin, SIGTERM, SIGKILL, or
+`stuck` (still there a stage after SIGKILL; the render gave up waiting)."""
 
 BUCKETS: Mapping[str, list[float]] = {
     RENDER_SECONDS: [0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600],
@@ -89,7 +90,7 @@ def _observe(name: str, description: str, seconds: float) -> None:
 
 
 def kill_stage_reached(stage: str | None) -> None:
-    """Count a stop of FFmpeg by the stage that ended it (`q`, `term` or `kill`)."""
+    """Count a stop of FFmpeg by the stage that ended it (`q`, `term`, `kill` or `stuck`)."""
     if stage in STOP_STAGES:
         _count(KILL_STAGE, "FFmpeg stops, by the stage that ended them.", stage=str(stage))
 

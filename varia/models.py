@@ -250,6 +250,10 @@ class PrepareRequest(BaseModel):
     inputs: list[str]
     output_dir: str
     variations: int | None = Field(default=None, description="Per input (for the job log).")
+    chain: str | None = Field(
+        default=None,
+        description="First run id of the workflow execution chain (None: older workflow code).",
+    )
 
 
 class PreparedJob(BaseModel):
@@ -275,6 +279,10 @@ class FinishRequest(BaseModel):
     use_ledger: bool = Field(
         default=False, description="Earlier runs' results are in the job's ledger file too."
     )
+    chain: str | None = Field(
+        default=None,
+        description="First run id of the workflow execution chain (None: older workflow code).",
+    )
 
 
 class JobCarry(BaseModel):
@@ -299,3 +307,7 @@ class LedgerAppend(BaseModel):
     job_id: str
     job_dir: str
     results: list[RenderResult]
+    chain: str | None = Field(
+        default=None,
+        description="First run id of the workflow execution chain (None: older workflow code).",
+    )
