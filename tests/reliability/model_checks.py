@@ -61,6 +61,7 @@ class Execution:
     closed: Closed | None = None
     snapshot: dict[str, tuple[object, ...]] | None = None
     outputs: int = 0
+    drain_in_first_task: bool = False  # (of a continued run: where a carry could overwrite it)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -130,6 +131,7 @@ def _check_history(ex: Execution, runs: list[RunFacts]) -> None:
             assert run is last, f"run {run.run_id} took a drain/cancel, yet the job continued"
     if ex.drain_sent:
         assert any(run.drain_accepted for run in runs), "drain answered, not in the history"
+    ex.drain_in_first_task = any(run.drain_in_first_task for run in runs[1:])
     done = [(i, v) for run in runs for i, v, _ in run.renders_done]
     assert len(done) == len(set(done)), f"a variation completed twice: {sorted(done)}"
 

@@ -113,6 +113,7 @@ class RunFacts:
     renders_done: list[tuple[int, int, str]] = field(default_factory=list)
     renders_scheduled: int = 0
     drain_accepted: bool = False
+    drain_in_first_task: bool = False  # accepted in the run's first workflow task
     cancel_requested: bool = False
     renders_after_stop: list[str] = field(default_factory=list)
     failure_types: list[str] = field(default_factory=list)
@@ -125,6 +126,7 @@ async def chain_facts(client: Client, job_id: str, first_run_id: str) -> list[Ru
     while run_id:
         run, run_id = RunFacts(run_id), None
         scheduled: dict[int, str] = {}
+        tasks_done = 0
         handle = client.get_workflow_handle(job_id, run_id=run.run_id)
         async for event in handle.fetch_history_events():
             if event.HasField("activity_task_scheduled_event_attributes"):
@@ -141,9 +143,13 @@ async def chain_facts(client: Client, job_id: str, first_run_id: str) -> list[Ru
                     run.renders_done.append(
                         (result["input_index"], result["variation"], result["path"])
                     )
+            elif event.HasField("workflow_task_completed_event_attributes"):
+                tasks_done += 1
             elif event.HasField("workflow_execution_update_accepted_event_attributes"):
                 accepted = event.workflow_execution_update_accepted_event_attributes
-                run.drain_accepted |= accepted.accepted_request.input.name == "drain"
+                if accepted.accepted_request.input.name == "drain":
+                    run.drain_in_first_task |= not run.drain_accepted and tasks_done == 1
+                    run.drain_accepted = True
             elif event.HasField("workflow_execution_cancel_requested_event_attributes"):
                 run.cancel_requested = True
             elif event.HasField("workflow_execution_failed_event_attributes"):

@@ -1,50 +1,34 @@
-"""The operations of the model-based test, the world they act on, and the session loop.
-
-The workflow and its light activities run on a worker in the test process (restarted by an
-operation); renders run in a `render_worker` subprocess that an operation SIGKILLs mid-render.
+"""The world of the model-based test and its operations: start (good or bad inputs, or under
+a used workflow id), cancel, drain, drain right after a continue-as-new, kill the render
+worker, restart the workflow worker, wait. `World.check` runs the invariants after each step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
-import signal
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import psutil
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
-from temporalio.worker import Worker
 
 from tests.helpers import processes_mentioning, wait_for
 from tests.reliability.model_checks import Execution, await_close, check_closed
 from tests.reliability.model_support import BAD_KINDS, Clip, Inputs, chain_facts, digest
-from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity
+from tests.reliability.model_workers import Workers
 from varia.models import JobResult, Progress
-from varia.worker import build_job_worker
 
-OPS = 10
-"""Operations per run (each run does every kind at least once)."""
-SHORT_RUNS = 2
 MAX_OPEN = 3
 """Jobs open at once; a start beyond waits for the oldest to close."""
+MAX_RENDERS = 6
+"""Variations one job asks for at most (inputs x variations), to keep runs lean."""
 CLOSE_S = 240.0
 """Deadline for a job to close (a render retried after a kill waits its 10 s heartbeat)."""
-REPO = Path(__file__).resolve().parents[2]
-REPLAY = (
-    "VARIA_MODEL_SEED={seed} VARIA_MODEL_RUNS=1 .venv/bin/python -m pytest -q -s "
-    "tests/reliability/test_model_based.py -k long"
-)
 
 
 @dataclass
@@ -58,100 +42,21 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     outputs_checked: int = 0
     kills_mid_render: int = 0
+    drains_in_first_task: int = 0
     violations: list[str] = field(default_factory=list)
 
 
 class World:
     """Workers, directories and the executions of the current run; one method per operation."""
 
-    KINDS = (
-        "start",
-        "start_bad",
-        "reuse",
-        "cancel",
-        "drain",
-        "drain_boundary",
-        "kill",
-        "restart",
-        "wait",
-    )
-    WEIGHTS = (4.0, 1.5, 2.0, 2.0, 1.5, 1.0, 1.0, 0.7, 1.5)
-
-    def __init__(
-        self, client: Client, address: str, task_queue: str, inputs: Inputs, base: Path
-    ) -> None:
-        self.client, self.task_queue, self.inputs, self.base = client, task_queue, inputs, base
-        self.settings = Settings(
-            TEMPORAL_ADDRESS=address,
-            VARIA_TASK_QUEUE=task_queue,
-            VARIA_ALLOWED_INPUT_ROOTS=str(inputs.root),
-            VARIA_STOP_STAGE_TIMEOUT=2.0,
-            VARIA_GRACEFUL_SHUTDOWN=5.0,
-        )
-        self.address, self.token = address, uuid.uuid4().hex[:6]
-        self.light: Worker | None = None
-        self.render: tuple[subprocess.Popen[bytes], ProcessIdentity] | None = None
-        self.renders_started = 0
+    def __init__(self, client: Client, workers: Workers, inputs: Inputs, base: Path) -> None:
+        self.client, self.workers, self.inputs, self.base = client, workers, inputs, base
+        self.task_queue = workers.settings.task_queue
+        self.token = uuid.uuid4().hex[:6]
         self.baseline_inputs = digest(inputs.root)
         self.baseline_sentinel = digest(inputs.sentinel, atime=True)
         self.tally = Tally()
         self.begin_run(-1, 0)
-
-    # ---- workers -----------------------------------------------------------------------
-
-    async def __aenter__(self) -> World:
-        await self._start_light()
-        self._start_render()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.light is not None:
-            await self.light.__aexit__(None, None, None)
-        self._stop_render(signal.SIGTERM)
-
-    async def _start_light(self) -> None:
-        self.light = build_job_worker(self.client, self.settings)
-        await self.light.__aenter__()
-
-    def _start_render(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VARIA_")}
-        env |= {
-            "TEMPORAL_ADDRESS": self.address,
-            "VARIA_TASK_QUEUE": self.task_queue,
-            "VARIA_ALLOWED_INPUT_ROOTS": str(self.inputs.root),
-            "VARIA_STOP_STAGE_TIMEOUT": "2",
-            "VARIA_GRACEFUL_SHUTDOWN": "5",
-            "VARIA_MAX_CONCURRENT_RENDERS": "2",
-        }
-        self.renders_started += 1
-        with open(self.base / f"render-worker-{self.renders_started}.log", "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tests.reliability.render_worker"],
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.render = (process, ProcessIdentity.of(process.pid))
-
-    def _stop_render(self, sig: int) -> None:
-        if self.render is None:
-            return
-        process, identity = self.render
-        if process.poll() is None:
-            identity.send(sig)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                identity.send(signal.SIGKILL)
-                process.wait(15)
-        self.render = None
 
     # ---- runs --------------------------------------------------------------------------
 
@@ -175,6 +80,7 @@ class World:
                 await check_closed(self.client, ex)
                 self.tally.outcomes[ex.closed.status] += 1
                 self.tally.outputs_checked += ex.outputs
+                self.tally.drains_in_first_task += ex.drain_in_first_task
 
     async def check(self) -> None:
         """The invariants of the world, after every step."""
@@ -225,7 +131,7 @@ class World:
         """Perform one operation; return a line for the replay log."""
         operation = getattr(self, f"op_{kind}")
         line: str = await operation(rng)
-        return f"{kind}: {line}"
+        return line
 
     async def op_start(self, rng: random.Random) -> str:
         return await self._start(rng, bad=False)
@@ -266,27 +172,21 @@ class World:
         return f"{line}; drain after its first run: {'accepted' if accepted else 'refused'}"
 
     async def op_kill(self, rng: random.Random) -> str:
-        """SIGKILL the render worker (mid-render when a render runs); start a new one."""
+        """SIGKILL the render worker mid-render (a job is started if none could render)."""
+        line = ""
+        if not any(not (ex.bad or ex.dir_existed) for ex in self.open()):
+            line = await self._start(rng, bad=False) + "; "
         with contextlib.suppress(AssertionError):
             await wait_for(
-                lambda: processes_mentioning(str(self.run_root)), timeout_s=10, what="an FFmpeg"
+                lambda: processes_mentioning(str(self.run_root)), timeout_s=30, what="an FFmpeg"
             )
-        ffmpeg = [ProcessIdentity.of(p.pid) for p in processes_mentioning(str(self.run_root))]
-        self._stop_render(signal.SIGKILL)
-        self.tally.kills_mid_render += bool(ffmpeg)
-        await wait_for(
-            lambda: not any(_alive(identity) for identity in ffmpeg),
-            timeout_s=15,
-            what="the killed worker's FFmpeg to die with it",
-        )
-        self._start_render()
-        return f"render worker killed with {len(ffmpeg)} FFmpeg running; a new one started"
+        running = await self.workers.kill_render(self.run_root)
+        self.tally.kills_mid_render += running > 0
+        return f"{line}render worker killed with {running} FFmpeg process(es) running"
 
     async def op_restart(self, rng: random.Random) -> str:
-        """Shut the workflow worker down and start a new one (histories are replayed)."""
-        assert self.light is not None
-        await self.light.__aexit__(None, None, None)
-        await self._start_light()
+        """Shut the workflow worker down and start a new one (it replays the histories)."""
+        await self.workers.restart_light()
         return "workflow worker restarted"
 
     async def op_wait(self, rng: random.Random) -> str:
@@ -308,7 +208,8 @@ class World:
         while len(self.open()) >= MAX_OPEN:
             await self._wait_oldest()
         clips: list[Clip | None] = [rng.choice(self.inputs.clips) for _ in range(rng.randint(1, 3))]
-        variations = max(rng.randint(1, 3), -(-at_least // len(clips)))
+        most = min(3, MAX_RENDERS // len(clips))
+        variations = max(rng.randint(1, most), -(-at_least // len(clips)))
         inputs = [clip.path for clip in clips if clip is not None]
         if bad:
             kind = rng.choice(BAD_KINDS)
@@ -425,60 +326,3 @@ class World:
 
     def _other(self, out: Path) -> Path:
         return self.out_dirs[1] if out == self.out_dirs[0] else self.out_dirs[0]
-
-
-def _alive(identity: ProcessIdentity) -> bool:
-    try:
-        process = psutil.Process(identity.pid)
-        return process.create_time() == identity.create_time and process.status() != "zombie"
-    except psutil.NoSuchProcess:
-        return False
-
-
-def choose(rng: random.Random, done: Counter[str], ops_left: int) -> str:
-    """The next operation: one not done yet in this run when the run must still cover it (or
-    half the time), else by weight."""
-    missing = [kind for kind in World.KINDS if not done[kind]]
-    if missing and (ops_left <= len(missing) or rng.random() < 0.5):
-        return rng.choice(missing)
-    return rng.choices(World.KINDS, weights=World.WEIGHTS)[0]
-
-
-async def run_session(world: World, seed: int, *, runs: int, ops: int) -> Tally:
-    """`runs` runs of `ops` operations; run r draws from `random.Random(seed + r)`."""
-    tally = world.tally
-    print(f"\nMODEL seed={seed} runs={runs} ops={ops} (replay a run: VARIA_MODEL_SEED=<its seed>)")
-    for run in range(runs):
-        run_seed = seed + run
-        rng = random.Random(run_seed)
-        world.begin_run(run, run_seed)
-        done: Counter[str] = Counter()
-        try:
-            for step in range(ops):
-                kind = choose(rng, done, ops - step)
-                done[kind] += 1
-                tally.kinds[kind] += 1
-                tally.ops += 1
-                world.log.append(f"{step}: " + await world.do(kind, rng))
-                await world.check()
-            await world.end_run()
-        except Exception as err:
-            ops_text = "\n  ".join(world.log)
-            tally.violations.append(
-                f"MODEL VIOLATION seed={run_seed} (replay: {REPLAY.format(seed=run_seed)})\n"
-                f"  {ops_text}\n{type(err).__name__}: {err}"
-            )
-            print(tally.violations[-1])
-            await world.abandon_run()
-        tally.runs += 1
-        print(
-            f"MODEL run {run} seed={run_seed}: {len(world.log)} ops, "
-            f"{len(world.executions)} executions"
-        )
-    print(
-        f"MODEL seed={seed} runs={tally.runs} ops={tally.ops} executions={tally.executions} "
-        f"outcomes={dict(tally.outcomes)} outputs_checked={tally.outputs_checked} "
-        f"kills_mid_render={tally.kills_mid_render} kinds={dict(tally.kinds)} "
-        f"violations={len(tally.violations)}"
-    )
-    return tally
