@@ -58,6 +58,7 @@ class Execution:
     dir_existed: bool  # its job dir was there when it started (an earlier execution's)
     closer: asyncio.Task[Closed]
     drain_sent: bool = False
+    stop_sent: bool = False  # a cancel or a drain was sent while it was open
     closed: Closed | None = None
     snapshot: dict[str, tuple[object, ...]] | None = None
     outputs: int = 0

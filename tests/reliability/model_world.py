@@ -174,11 +174,11 @@ class World:
     async def op_kill(self, rng: random.Random) -> str:
         """SIGKILL the render worker mid-render (a job is started if none could render)."""
         line = ""
-        if not any(not (ex.bad or ex.dir_existed) for ex in self.open()):
+        if not any(not (ex.bad or ex.dir_existed or ex.stop_sent) for ex in self.open()):
             line = await self._start(rng, bad=False) + "; "
         with contextlib.suppress(AssertionError):
             await wait_for(
-                lambda: processes_mentioning(str(self.run_root)), timeout_s=30, what="an FFmpeg"
+                lambda: processes_mentioning(str(self.run_root)), timeout_s=20, what="an FFmpeg"
             )
         running = await self.workers.kill_render(self.run_root)
         self.tally.kills_mid_render += running > 0
@@ -271,6 +271,7 @@ class World:
             ex = rng.choice(candidates)
             if rng.random() < 0.6:
                 await self._until_rendering(ex)
+            ex.stop_sent = True
         if what == "drain":
             accepted = await self._send_drain(ex)
         else:
