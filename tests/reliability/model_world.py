@@ -313,7 +313,7 @@ class World:
         except (RPCError, WorkflowUpdateFailedError):
             return False
         assert ex.closed is None, f"closed job {ex.label} accepted a drain"
-        ex.drain_sent = True
+        ex.drain_sent = ex.stop_sent = True
         return True
 
     async def _wait_oldest(self) -> str | None:
