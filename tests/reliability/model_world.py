@@ -159,17 +159,28 @@ class World:
         return await self._stop(rng, "drain")
 
     async def op_drain_boundary(self, rng: random.Random) -> str:
-        """A job whose every run renders one variation; drain it as soon as it continued."""
+        """A job whose every run renders one variation, drained at its first continue-as-new:
+        while the run records its chunk (the drain goes into the carry), or as soon as the
+        next run exists (the drain may land in its first workflow task, before `run()`)."""
         line = await self._start(rng, bad=False, chunk=1, at_least=3)
         ex = self.executions[-1]
         handle = self.client.get_workflow_handle(ex.job_id)
+        aim = rng.choice(["recording", "continued"])
 
-        async def continued() -> bool:
-            return ex.closer.done() or (await handle.describe()).run_id != ex.first_run_id
+        async def boundary() -> bool:
+            if ex.closer.done():
+                return True
+            description = await handle.describe()
+            if description.run_id != ex.first_run_id:
+                return True
+            pending = description.raw_description.pending_activities
+            return aim == "recording" and any(
+                activity.activity_type.name == "varia.record" for activity in pending
+            )
 
-        await wait_for(continued, timeout_s=60, what=f"{ex.label} to continue as new", poll_s=0.01)
+        await wait_for(boundary, timeout_s=60, what=f"{ex.label} to continue as new", poll_s=0.0)
         accepted = await self._send_drain(ex)
-        return f"{line}; drain after its first run: {'accepted' if accepted else 'refused'}"
+        return f"{line}; drain when {aim}: {'accepted' if accepted else 'refused'}"
 
     async def op_kill(self, rng: random.Random) -> str:
         """SIGKILL the render worker mid-render (a job is started if none could render)."""

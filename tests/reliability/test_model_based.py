@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import traceback
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -96,9 +97,11 @@ async def run_session(world: World, seed: int, runs: int) -> Tally:
                 world.log[-1] += f" [{time.monotonic() - began_op:.1f}s]"
             await world.end_run()
         except Exception as err:
+            where = traceback.extract_tb(err.__traceback__)[-1]
             tally.violations.append(
                 f"MODEL VIOLATION seed={run_seed} (replay: {REPLAY.format(seed=run_seed, ops=OPS)})"
                 "\n  " + "\n  ".join(world.log) + f"\n{type(err).__name__}: {err}"
+                f"\n  at {Path(where.filename).name}:{where.lineno}: {where.line}"
             )
             print(tally.violations[-1])
             await world.abandon_run()
