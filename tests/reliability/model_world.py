@@ -140,17 +140,22 @@ class World:
         return await self._start(rng, bad=True)
 
     async def op_reuse(self, rng: random.Random) -> str:
-        await self.collect()
-        if not any(ex.closed for ex in self.executions):
-            if not self.open():
-                await self._start(rng, bad=False)
-            await self._wait_oldest()
+        """Start again under the workflow id of a closed job (same or other output_dir)."""
+        line = ""
+        while True:  # a closed job whose id no open execution uses
             await self.collect()
-        ids_open = {ex.job_id for ex in self.open()}
-        earlier = rng.choice([e for e in self.executions if e.closed and e.job_id not in ids_open])
+            ids_open = {ex.job_id for ex in self.open()}
+            closed = [ex for ex in self.executions if ex.closed and ex.job_id not in ids_open]
+            if closed:
+                break
+            if not self.open():
+                line += await self._start(rng, bad=False) + "; "
+            await self._wait_oldest()
+        earlier = rng.choice(closed)
         same = rng.random() < 0.7
         out = earlier.output_dir if same else self._other(earlier.output_dir)
-        return await self._start(rng, bad=rng.random() < 0.2, job_id=earlier.job_id, out=out)
+        bad = rng.random() < 0.2
+        return line + await self._start(rng, bad=bad, job_id=earlier.job_id, out=out)
 
     async def op_cancel(self, rng: random.Random) -> str:
         return await self._stop(rng, "cancel")
