@@ -156,7 +156,7 @@ async def test_ctrl_c_stops_server_worker_and_ffmpeg(tmp_path: Path) -> None:
     try:
         await wait_for(
             lambda: any(
-                "ffmpeg" in " ".join(p.cmdline()) and ".part" in " ".join(p.cmdline())
+                "ffmpeg" in " ".join(p.info["cmdline"]) and ".part" in " ".join(p.info["cmdline"])
                 for p in processes_mentioning(str(tmp_path / "demo"))
             ),
             timeout_s=90,
