@@ -29,14 +29,13 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
 
 from varia.client import connect
+from varia.client.jobs import Jobs
 from varia.config import Settings
 from varia.ffmpeg.process import ProcessIdentity, death_signal_hook, terminate
 from varia.models import JobRequest, JobResult
 from varia.server import DevServer
-from varia.starter import start_job
-from varia.workflows import VariationJob
 
-JobHandle = WorkflowHandle[VariationJob, JobResult]
+JobHandle = WorkflowHandle[Any, JobResult]
 
 
 @dataclass
@@ -190,8 +189,11 @@ class Stack:
         self, worker: WorkerProcess, request: JobRequest, job_id: str | None = None
     ) -> JobHandle:
         """Start a `VariationJob` on the worker's task queue (the CLI's own start path)."""
-        job_id = job_id or new_job_id()
-        return await start_job(self.client, request, task_queue=worker.task_queue, job_id=job_id)
+        settings = Settings(
+            TEMPORAL_ADDRESS=self.server.address, VARIA_TASK_QUEUE=worker.task_queue
+        )
+        started = await Jobs(self.client, settings).start(request, job_id or new_job_id())
+        return self.client.get_workflow_handle(started, result_type=JobResult)
 
     def job_dir(self, job_id: str) -> Path:
         """The job directory of a job that writes to `out_dir`."""

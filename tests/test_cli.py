@@ -22,15 +22,17 @@ from tests.helpers import (
     as_foreground_job,
     assert_manifest_matches_disk,
     processes_mentioning,
+    render_heartbeats,
+    start_by_name,
     wait_for,
 )
+from varia.cli.watch import follow
+from varia.client.jobs import Jobs
+from varia.client.pollers import has_workers
+from varia.client.status import ui_base_url, ui_link
 from varia.config import Settings
 from varia.ffmpeg.process import ProcessIdentity
-from varia.jobinfo import ui_link
-from varia.models import JobRequest
 from varia.server import free_port
-from varia.starter import render_heartbeats, start_job
-from varia.watch import follow
 from varia.worker import build_worker
 
 
@@ -118,8 +120,7 @@ async def start_long(
     client: Client, env: dict[str, str], clips: Clips, out: Path, job_id: str, n: int
 ) -> None:
     """Start a job on the long clip in-process (the CLI's own start is tested above)."""
-    request = JobRequest(inputs=[str(clips.long)], variations=n, output_dir=str(out), threads=1)
-    await start_job(client, request, task_queue=env["VARIA_TASK_QUEUE"], job_id=job_id)
+    await start_by_name(client, env["VARIA_TASK_QUEUE"], job_id, [clips.long], n, out, threads=1)
 
 
 async def wait_rendering(client: Client, job_id: str) -> None:
@@ -185,7 +186,7 @@ async def test_start_watch_follows_to_the_end(
     run = await varia(env_vars, *start_args(clips.silent, 1, out_dir, job_id, "--watch"))
     assert run.code == 0, run.err
     assert f"started job {job_id}" in run.out
-    assert ui_link(Settings(TEMPORAL_ADDRESS=env_vars["TEMPORAL_ADDRESS"]), job_id) in run.out
+    assert ui_link(ui_base_url(env_vars["TEMPORAL_ADDRESS"], None), "default", job_id) in run.out
     assert "completed: 1/1 done" in run.out
 
 
@@ -247,8 +248,7 @@ async def test_cancel_of_a_job_no_worker_polls(
 ) -> None:
     lonely = settings.model_copy(update={"task_queue": f"{settings.task_queue}-later"})
     env = cli_env(settings.temporal_address, lonely.task_queue)
-    request = JobRequest(inputs=[str(clips.short)], variations=1, output_dir=str(out_dir))
-    await start_job(client, request, task_queue=lonely.task_queue, job_id=job_id)
+    await start_by_name(client, lonely.task_queue, job_id, [clips.short], 1, out_dir)
 
     requested = await varia(env, "cancel", job_id, "--no-wait", "--json")
     assert requested.code == 0, requested.err
@@ -297,7 +297,7 @@ async def test_live_view_shows_a_bar_per_running_variation(
     await start_long(client, {"VARIA_TASK_QUEUE": settings.task_queue}, clips, out_dir, job_id, 2)
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=160, color_system=None)
-    watching = asyncio.create_task(follow(client, settings, job_id, console, poll_s=0.2))
+    watching = asyncio.create_task(follow(Jobs(client, settings), job_id, console, poll_s=0.2))
     await wait_for(
         lambda: (
             "fps" in screen.getvalue()
@@ -380,7 +380,4 @@ async def test_worker_and_server_json(settings: Settings, tmp_path: Path) -> Non
 
 
 async def _polls(settings: Settings, task_queue: str) -> bool:
-    from varia.jobinfo import has_workers, open_client
-
-    client = await open_client(settings)
-    return await has_workers(client, settings, task_queue)
+    return await has_workers((await Jobs.open(settings)).client, task_queue)

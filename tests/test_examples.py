@@ -19,9 +19,13 @@ from temporalio.exceptions import CancelledError
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from tests.helpers import (
+    assert_manifest_matches_disk,
+    processes_mentioning,
+    render_heartbeats,
+    wait_for,
+)
 from varia.config import Settings
-from varia.starter import render_heartbeats
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -10,9 +10,12 @@ import shutil
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from temporalio.envconfig import ClientConnectConfig
+
+from varia.envprofile import connect_config, load_profile, standard_env
 
 from varia.models import (
     DEFAULT_MAX_INPUT_BYTES,
@@ -33,6 +36,17 @@ def render_task_queue(task_queue: str) -> str:
     for renders, so renders have a cap of their own per worker.
     """
     return task_queue + RENDER_QUEUE_SUFFIX
+CONNECTION_FIELDS = (
+    "temporal_address",
+    "temporal_namespace",
+    "temporal_profile",
+    "temporal_config_file",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "api_key",
+)
+"""Fields `temporalio.envconfig` also reads (under their env var names)."""
 
 
 class SettingsError(Exception):
@@ -51,22 +65,45 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     temporal_address: str = Field(
-        "localhost:7233", alias="TEMPORAL_ADDRESS", description="Temporal frontend host:port."
+        "localhost:7233",
+        alias="TEMPORAL_ADDRESS",
+        description="Temporal frontend host:port; unset: the profile's, else localhost:7233.",
     )
     temporal_namespace: str = Field(
-        "default", alias="TEMPORAL_NAMESPACE", description="Temporal namespace."
+        "default",
+        alias="TEMPORAL_NAMESPACE",
+        description="Temporal namespace; unset: the profile's, else default.",
     )
     task_queue: str = Field(
         DEFAULT_TASK_QUEUE, alias="VARIA_TASK_QUEUE", description="Task queue of jobs and renders."
     )
+    temporal_profile: str | None = Field(
+        None,
+        alias="TEMPORAL_PROFILE",
+        description="Profile of Temporal's client config file (as the temporal CLI reads it).",
+    )
+    temporal_config_file: Path | None = Field(
+        None,
+        alias="TEMPORAL_CONFIG_FILE",
+        description="Temporal's TOML client config; unset: ~/.config/temporalio/temporal.toml.",
+    )
     tls_cert: Path | None = Field(
-        None, alias="TEMPORAL_TLS_CERT", description="Client certificate (PEM) for mTLS."
+        None,
+        alias="TEMPORAL_TLS_CLIENT_CERT_PATH",
+        validation_alias=AliasChoices("TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CERT"),
+        description="Client certificate (PEM) for mTLS (`TEMPORAL_TLS_CERT`: deprecated alias).",
     )
     tls_key: Path | None = Field(
-        None, alias="TEMPORAL_TLS_KEY", description="Client private key (PEM) for mTLS."
+        None,
+        alias="TEMPORAL_TLS_CLIENT_KEY_PATH",
+        validation_alias=AliasChoices("TEMPORAL_TLS_CLIENT_KEY_PATH", "TEMPORAL_TLS_KEY"),
+        description="Client private key (PEM) for mTLS (`TEMPORAL_TLS_KEY`: deprecated alias).",
     )
     tls_ca: Path | None = Field(
-        None, alias="TEMPORAL_TLS_CA", description="CA bundle (PEM) to verify the server."
+        None,
+        alias="TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+        validation_alias=AliasChoices("TEMPORAL_TLS_SERVER_CA_CERT_PATH", "TEMPORAL_TLS_CA"),
+        description="CA bundle (PEM) to verify the server (`TEMPORAL_TLS_CA`: deprecated alias).",
     )
     api_key: str | None = Field(
         None, alias="TEMPORAL_API_KEY", description="API key (Temporal Cloud); implies TLS."
@@ -179,6 +216,33 @@ class Settings(BaseSettings):
             max_bytes=self.max_input_bytes,
         )
 
+    @model_validator(mode="after")
+    def _apply_profile(self) -> Settings:
+        """Address and namespace not set here come from Temporal's client profile."""
+        profile = load_profile(self.profile_env())
+        if "temporal_address" not in self.model_fields_set and profile.address:
+            self.temporal_address = profile.address
+        if "temporal_namespace" not in self.model_fields_set and profile.namespace:
+            self.temporal_namespace = profile.namespace
+        return self
+
+    def profile_env(self) -> dict[str, str]:
+        """The environment `temporalio.envconfig` reads: the process's, with this model's
+        connection values (explicit ones win) under Temporal's standard names."""
+        env = standard_env()
+        for name in CONNECTION_FIELDS:
+            value = getattr(self, name)
+            if name in self.model_fields_set and value is not None:
+                env[str(Settings.model_fields[name].alias)] = str(value)
+        return env
+
+    def connect_config(self) -> ClientConnectConfig:
+        """`Client.connect` keyword arguments from the profile and the `TEMPORAL_*` settings."""
+        config = connect_config(self.profile_env())
+        config["target_host"] = self.temporal_address
+        config["namespace"] = self.temporal_namespace
+        return config
+
     def ffmpeg_path(self) -> str:
         """The FFmpeg binary to run: `VARIA_FFMPEG`, else the one imageio-ffmpeg ships."""
         if self.ffmpeg:
@@ -196,7 +260,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as err:
         problems = []
         for error in err.errors():
-            name = str(error["loc"][0]) if error["loc"] else "?"
+            if not error["loc"]:  # the profile: its message names the variables
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            name = str(error["loc"][0])
             field = Settings.model_fields.get(name)
             env = field.alias if field is not None and field.alias else name
             value = os.environ.get(env, error.get("input"))

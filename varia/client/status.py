@@ -1,0 +1,261 @@
+"""A job's status as every client command shows it, built in ONE place (`build_status`).
+
+`varia status`, `varia list`, `varia watch` and the outcome of `cancel`/`drain` all pass what
+they learnt (the run as Temporal describes or lists it, the live `progress` answer, the facts of
+a closed run) through `build_status`, so they agree on state, counts and percent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from pydantic import BaseModel, Field
+from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
+from temporalio.common import TypedSearchAttributes
+
+from varia.models import FINAL_STATES, Progress
+from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
+
+WORKFLOW_TYPE = "VariationJob"
+"""The contract's workflow type: clients start and list jobs by this name."""
+
+STATUS_STATES: dict[WorkflowExecutionStatus, str] = {
+    WorkflowExecutionStatus.RUNNING: "running",
+    WorkflowExecutionStatus.COMPLETED: "completed",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "running",
+}
+UNSUCCESSFUL_STATES = frozenset({"failed", "cancelled", "terminated", "timed_out"})
+"""Final states for which following a job ends with exit code 1."""
+
+
+class JobStatus(BaseModel):
+    """A job as `varia status`, `varia watch` and `varia list` show it."""
+
+    job_id: str
+    state: str
+    closed: bool
+    total: int | None = None
+    completed: int | None = None
+    failed: int | None = None
+    running: int | None = None
+    percent: float | None = None
+    outputs: int | None = Field(default=None, description="Outputs kept (from the manifest).")
+    job_dir: str | None = None
+    manifest: str | None = None
+    task_queue: str | None = None
+    started: datetime | None = None
+    closed_at: datetime | None = None
+    draining: bool = False
+    cancel_requested: bool = False
+    running_variations: list[str] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+    live: bool = Field(default=False, description="Counts come from the progress query.")
+    workers: bool | None = Field(
+        default=None, description="Whether a worker polls the task queue (running jobs only)."
+    )
+    hint: str | None = Field(default=None, description="What to do, when the job cannot move.")
+    ui_url: str | None = None
+
+
+class StopOutcome(BaseModel):
+    """What `varia cancel` / `varia drain` report."""
+
+    job_id: str
+    action: str
+    requested: bool
+    already_closed: bool
+    waited: bool
+    state: str
+    total: int | None = None
+    kept: int | None = None
+    failed: int | None = None
+    closed_at: datetime | None = None
+    job_dir: str | None = None
+    manifest: str | None = None
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What Temporal says about a job's latest run (from describe, list, or its close event)."""
+
+    job_id: str
+    run_id: str | None
+    status: WorkflowExecutionStatus | None
+    task_queue: str
+    started: datetime | None
+    closed_at: datetime | None
+    attributes: TypedSearchAttributes
+
+    @classmethod
+    def of(cls, execution: WorkflowExecution) -> RunView:
+        """The view of a described or listed execution."""
+        return cls(
+            job_id=execution.id,
+            run_id=execution.run_id,
+            status=execution.status,
+            task_queue=execution.task_queue,
+            started=execution.start_time,
+            closed_at=execution.close_time,
+            attributes=execution.typed_search_attributes,
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Whether the job has ended (a continued run is still the running job)."""
+        return self.status not in (
+            WorkflowExecutionStatus.RUNNING,
+            WorkflowExecutionStatus.CONTINUED_AS_NEW,
+            None,
+        )
+
+    def closed_as(self, status: WorkflowExecutionStatus, at: datetime | None) -> RunView:
+        """This view after the run closed."""
+        return replace(self, status=status, closed_at=at)
+
+
+@dataclass(frozen=True)
+class ClosedFacts:
+    """What a closed job left: its result or failure, its job directory and manifest."""
+
+    varia_state: str | None = None
+    job_dir: str | None = None
+    manifest_path: str | None = None
+    manifest: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def finished_percent(completed: int | None, failed: int | None, total: int | None) -> float | None:
+    """Finished (completed or failed) variations as a percent of all; None without a total."""
+    if not total:
+        return None
+    return round(100.0 * ((completed or 0) + (failed or 0)) / total, 1)
+
+
+def job_state(status: WorkflowExecutionStatus | None, varia_state: str | None) -> str:
+    """The job state: varia's own word when it agrees with Temporal's status."""
+    closed_as = STATUS_STATES.get(status, "unknown") if status else "unknown"
+    if status in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW):
+        return varia_state if varia_state and varia_state not in FINAL_STATES else closed_as
+    if closed_as == "completed" and varia_state in ("completed", "drained"):
+        return varia_state
+    return closed_as
+
+
+def build_status(
+    view: RunView,
+    *,
+    ui_url: str,
+    progress: Progress | None = None,
+    facts: ClosedFacts | None = None,
+    workers: bool | None = None,
+    hint: str | None = None,
+) -> JobStatus:
+    """The one place a `JobStatus` is made: live progress first, then the closed run's facts,
+    then varia's search attributes."""
+    attrs = view.attributes
+    varia_state = (
+        (facts.varia_state if facts else None)
+        or (progress.state if progress else None)
+        or attrs.get(VARIA_STATE)
+    )
+    status = JobStatus(
+        job_id=view.job_id,
+        state=job_state(view.status, varia_state),
+        closed=view.closed,
+        total=attrs.get(VARIA_TOTAL),
+        completed=attrs.get(VARIA_COMPLETED),
+        task_queue=view.task_queue,
+        started=view.started,
+        closed_at=view.closed_at,
+        workers=None if view.closed else workers,
+        hint=None if view.closed else hint,
+        ui_url=ui_url,
+    )
+    if progress is not None and not view.closed:
+        status.live = True
+        status.total, status.completed = progress.total, progress.completed
+        status.failed, status.running = progress.failed, progress.running
+        status.percent, status.job_dir = progress.percent, progress.job_dir
+        status.draining, status.cancel_requested = progress.draining, progress.cancel_requested
+        status.errors = progress.errors
+        status.running_variations = [r.output for r in progress.running_variations]
+    if facts is not None and view.closed:
+        _apply_facts(status, facts)
+    if status.percent is None:
+        status.percent = finished_percent(status.completed, status.failed, status.total)
+    return status
+
+
+def _apply_facts(status: JobStatus, facts: ClosedFacts) -> None:
+    status.running, status.job_dir, status.manifest = 0, facts.job_dir, facts.manifest_path
+    manifest = facts.manifest or {}
+    if facts.manifest is not None:
+        status.outputs = len(manifest.get("outputs", []))
+    status.total = manifest.get("total", status.total)
+    status.completed = manifest.get("completed", status.completed)
+    status.failed = manifest.get("failed", status.failed)
+    if facts.error:
+        status.errors = [facts.error]
+
+
+def stop_outcome(action: str, status: JobStatus, *, requested: bool, already: bool) -> StopOutcome:
+    """How a cancel or drain ended, from the job's status."""
+    return StopOutcome(
+        job_id=status.job_id,
+        action=action,
+        requested=requested,
+        already_closed=already,
+        waited=status.closed and not already,
+        state=status.state,
+        total=status.total,
+        kept=status.outputs if status.outputs is not None else status.completed,
+        failed=status.failed,
+        closed_at=status.closed_at,
+        job_dir=status.job_dir,
+        manifest=status.manifest,
+    )
+
+
+def ui_base_url(address: str, ui_url: str | None) -> str:
+    """The Web UI's base URL: `VARIA_UI_URL`, else the gRPC host with port + 1000."""
+    if ui_url:
+        return ui_url.rstrip("/")
+    parts = urlsplit(f"//{address}")
+    return f"http://{parts.hostname or 'localhost'}:{(parts.port or 7233) + 1000}"
+
+
+def ui_link(base: str, namespace: str, job_id: str) -> str:
+    """The job's page in the Temporal Web UI."""
+    return f"{base}/namespaces/{quote(namespace, safe='')}/workflows/{quote(job_id, safe='')}"
+
+
+STATE_QUERIES: dict[str, str] = {
+    "completed": "ExecutionStatus = 'Completed'",
+    "failed": "ExecutionStatus = 'Failed'",
+    "cancelled": "ExecutionStatus = 'Canceled'",
+    "terminated": "ExecutionStatus = 'Terminated'",
+    "timed_out": "ExecutionStatus = 'TimedOut'",
+}
+
+
+def list_query(state: str | None, with_attributes: bool) -> str:
+    """The visibility query of `varia list` (latest run of each VariationJob)."""
+    query = f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus != 'ContinuedAsNew'"
+    if state is None:
+        return query
+    by_status = STATE_QUERIES.get(state)
+    by_attribute = f"VariaState = '{state}'" if with_attributes else None
+    if by_status and by_attribute and state != "completed":
+        return f"{query} AND ({by_attribute} OR {by_status})"
+    if by_attribute:
+        return f"{query} AND {by_attribute}"
+    if by_status:
+        return f"{query} AND {by_status}"
+    return f"{query} AND ExecutionStatus = 'Running'"
