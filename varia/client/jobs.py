@@ -198,7 +198,12 @@ class Jobs:
                 facts = await closed_facts(self.client, view, close)
             except RPCError as err:
                 raise self._problem(err, view.job_id, "describe") from None
-            return build_status(view, ui_url=link, facts=facts)
+            status = build_status(view, ui_url=link, facts=facts)
+            if status.total is not None or not await self.has_workers(view.task_queue):
+                return status
+            # no manifest here and no search attributes: the query answers after close too
+            progress = await self.progress(view.job_id)
+            return build_status(view, ui_url=link, facts=facts, progress=progress)
         if workers is None:
             workers = await self.has_workers(view.task_queue)
         if not workers:

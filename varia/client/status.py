@@ -178,7 +178,7 @@ def build_status(
         hint=None if view.closed else hint,
         ui_url=ui_url,
     )
-    if progress is not None and not view.closed:
+    if progress is not None:
         status.live = True
         status.total, status.completed = progress.total, progress.completed
         status.failed, status.running = progress.failed, progress.running
@@ -194,7 +194,9 @@ def build_status(
 
 
 def _apply_facts(status: JobStatus, facts: ClosedFacts) -> None:
-    status.running, status.job_dir, status.manifest = 0, facts.job_dir, facts.manifest_path
+    status.running, status.running_variations = 0, []
+    status.job_dir = facts.job_dir or status.job_dir
+    status.manifest = facts.manifest_path
     manifest = facts.manifest or {}
     if facts.manifest is not None:
         status.outputs = len(manifest.get("outputs", []))
