@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,3 +382,91 @@ async def test_worker_and_server_json(settings: Settings, tmp_path: Path) -> Non
 
 async def _polls(settings: Settings, task_queue: str) -> bool:
     return await has_workers((await Jobs.open(settings)).client, task_queue)
+
+
+async def test_usage_errors_help_and_version(env_vars: dict[str, str], clips: Clips) -> None:
+    zero, unknown, start_help, version = await asyncio.gather(
+        varia(env_vars, "start", str(clips.short), "-n", "0", "-o", "out", "--json"),
+        varia(env_vars, "status", "x", "--bogus", "--json"),
+        varia(env_vars, "start", "--help"),
+        varia(env_vars, "--version"),
+    )
+    for run in (zero, unknown):
+        assert run.code == 2 and run.json()["exit_code"] == 2, run.out + run.err
+    assert "--variations" in zero.json()["error"] and "--bogus" in unknown.json()["error"]
+    assert start_help.code == 0
+    assert "INPUTS..." in start_help.out and "{inputs}" not in start_help.out
+    assert "<bool>" not in start_help.out and "<list" not in start_help.out
+    assert "varia server" in start_help.out and "varia worker" in start_help.out
+    assert version.code == 0 and version.out.startswith("varia ")
+
+
+async def test_server_on_a_busy_port_names_it_and_exits_4(env_vars: dict[str, str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        human, as_json = await asyncio.gather(
+            varia(env_vars, "server", "--port", str(port), "--ui-port", str(free_port())),
+            varia(env_vars, "server", "--port", str(port), "--json"),
+        )
+    assert human.code == 4 and as_json.code == 4
+    line = human.one_clear_line()
+    assert f"127.0.0.1:{port}" in line and "bind: address already in use" in line
+    assert human.out == ""
+    error = as_json.json()
+    assert "pid" not in error and "address already in use" in error["error"]
+
+
+async def test_no_worker_status_and_watch_say_so(
+    client: Client, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+) -> None:
+    lonely = f"{settings.task_queue}-nobody"
+    env = cli_env(settings.temporal_address, lonely)
+    handle = await start_by_name(client, lonely, job_id, [clips.short], 1, out_dir)
+    status = await varia(env, "status", job_id)
+    assert f"no worker polls task queue '{lonely}'" in status.out
+    watching = await spawn(env, "watch", job_id)  # stdout is a pipe: plain lines
+    assert watching.stdout is not None
+    async with asyncio.timeout(60):
+        line = (await watching.stdout.readline()).decode()
+    assert "no worker polls task queue" in line and "varia worker" in line
+    await handle.terminate("test cleanup")
+    run = await finish(watching)
+    assert run.code == 1 and "terminated" in run.out
+
+
+async def test_watch_piped_prints_plain_progress_lines_and_closed_jobs_read_closed(
+    client: Client,
+    env_vars: dict[str, str],
+    worker: Worker,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
+) -> None:
+    await start_long(client, env_vars, clips, out_dir, job_id, 4)
+    watching = await spawn(env_vars, "watch", job_id)
+    assert watching.stdout is not None
+    lines = []
+    async with asyncio.timeout(120):
+        while len(lines) < 2:  # the second line comes while the job still runs
+            lines.append((await watching.stdout.readline()).decode())
+    assert all("done" in line for line in lines), lines
+    assert (await client.get_workflow_handle(job_id).describe()).status == (
+        WorkflowExecutionStatus.RUNNING
+    )
+    await varia(env_vars, "cancel", job_id)
+    await finish(watching)
+    status, listed, watched = await asyncio.gather(
+        varia(env_vars, "status", job_id, "--json"),
+        varia(env_vars, "list", "--json", "--limit", "100"),
+        varia(env_vars, "watch", job_id),
+    )
+    record = status.json()
+    [row] = [r for r in listed.json()["jobs"] if r["job_id"] == job_id]
+    same = ("state", "total", "completed", "failed", "outputs", "job_dir", "manifest")
+    assert {k: row[k] for k in same} == {k: record[k] for k in same}
+    assert record["state"] in ("cancelled", "completed") and record["manifest"]
+    human = await varia(env_vars, "status", job_id)
+    assert "cancel requested" not in human.out and record["state"] in human.out
+    assert "runs on" not in watched.err and record["state"] in watched.out
