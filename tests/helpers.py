@@ -133,3 +133,19 @@ async def query_progress(handle: WorkflowHandle[Any, Any]) -> Progress:
     """The job's `progress` query (answers while it runs and after it closed)."""
     progress: Progress = await handle.query("progress", result_type=Progress)
     return progress
+
+
+async def communicate(
+    proc: asyncio.subprocess.Process, timeout_s: float = 120
+) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of a child; killed (by its own pid) if it outlives
+    `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

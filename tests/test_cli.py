@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from rich.console import Console
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
@@ -22,6 +23,7 @@ from tests.conftest import Clips
 from tests.helpers import (
     as_foreground_job,
     assert_manifest_matches_disk,
+    communicate,
     processes_mentioning,
     render_heartbeats,
     start_by_name,
@@ -87,15 +89,7 @@ async def spawn(
 
 
 async def finish(proc: asyncio.subprocess.Process, timeout_s: float = 120) -> Run:
-    try:
-        async with asyncio.timeout(timeout_s):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return Run(proc.returncode, out.decode(), err.decode())
+    return Run(*await communicate(proc, timeout_s))
 
 
 async def varia(env: dict[str, str], *args: str, cwd: Path | None = None) -> Run:
@@ -191,16 +185,25 @@ async def test_start_watch_follows_to_the_end(
     assert "completed: 1/1 done" in run.out
 
 
-async def test_cancel_mid_render_then_cancel_again(
+@pytest_asyncio.fixture
+async def rendering_job(
     client: Client,
     env_vars: dict[str, str],
     worker: Worker,
     clips: Clips,
     out_dir: Path,
     job_id: str,
-) -> None:
+) -> str:
+    """A 3-variation job on the long clip whose first FFmpeg reports progress."""
     await start_long(client, env_vars, clips, out_dir, job_id, 3)
     await wait_rendering(client, job_id)
+    return job_id
+
+
+async def test_cancel_mid_render_then_cancel_again(
+    client: Client, env_vars: dict[str, str], out_dir: Path, rendering_job: str
+) -> None:
+    job_id = rendering_job
     job_dir = out_dir / job_id
     assert processes_mentioning(str(job_dir))
 
@@ -227,15 +230,9 @@ async def test_cancel_mid_render_then_cancel_again(
 
 
 async def test_drain_keeps_the_running_variation(
-    client: Client,
-    env_vars: dict[str, str],
-    worker: Worker,
-    clips: Clips,
-    out_dir: Path,
-    job_id: str,
+    env_vars: dict[str, str], out_dir: Path, rendering_job: str
 ) -> None:
-    await start_long(client, env_vars, clips, out_dir, job_id, 3)
-    await wait_rendering(client, job_id)
+    job_id = rendering_job
     drained = await varia(env_vars, "drain", job_id)
     assert drained.code == 0, drained.err
     assert "drained: 1 of 3 variations kept" in drained.out

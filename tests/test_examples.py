@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 from tests.conftest import Clips
 from tests.helpers import (
     assert_manifest_matches_disk,
+    communicate,
     processes_mentioning,
     render_heartbeats,
     wait_for,
@@ -67,15 +68,7 @@ async def run_script(settings: Settings, *args: str) -> tuple[int, str, str]:
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
-    try:
-        async with asyncio.timeout(120):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await communicate(proc)
 
 
 async def test_start_job_script(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -59,6 +59,16 @@ def _split_roots(value: object) -> object:
     return value
 
 
+def _tls_file(name: str, old_name: str, what: str) -> Any:
+    """A TLS file setting under Temporal's standard name, still read under varia's old one."""
+    return Field(
+        None,
+        alias=name,
+        validation_alias=AliasChoices(name, old_name),
+        description=f"{what} (`{old_name}`: deprecated alias).",
+    )
+
+
 class Settings(BaseSettings):
     """Configuration shared by the worker and the CLI; each field has one env var."""
 
@@ -87,23 +97,16 @@ class Settings(BaseSettings):
         alias="TEMPORAL_CONFIG_FILE",
         description="Temporal's TOML client config; unset: ~/.config/temporalio/temporal.toml.",
     )
-    tls_cert: Path | None = Field(
-        None,
-        alias="TEMPORAL_TLS_CLIENT_CERT_PATH",
-        validation_alias=AliasChoices("TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CERT"),
-        description="Client certificate (PEM) for mTLS (`TEMPORAL_TLS_CERT`: deprecated alias).",
+    tls_cert: Path | None = _tls_file(
+        "TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CERT", "Client certificate (PEM) for mTLS"
     )
-    tls_key: Path | None = Field(
-        None,
-        alias="TEMPORAL_TLS_CLIENT_KEY_PATH",
-        validation_alias=AliasChoices("TEMPORAL_TLS_CLIENT_KEY_PATH", "TEMPORAL_TLS_KEY"),
-        description="Client private key (PEM) for mTLS (`TEMPORAL_TLS_KEY`: deprecated alias).",
+    tls_key: Path | None = _tls_file(
+        "TEMPORAL_TLS_CLIENT_KEY_PATH", "TEMPORAL_TLS_KEY", "Client private key (PEM) for mTLS"
     )
-    tls_ca: Path | None = Field(
-        None,
-        alias="TEMPORAL_TLS_SERVER_CA_CERT_PATH",
-        validation_alias=AliasChoices("TEMPORAL_TLS_SERVER_CA_CERT_PATH", "TEMPORAL_TLS_CA"),
-        description="CA bundle (PEM) to verify the server (`TEMPORAL_TLS_CA`: deprecated alias).",
+    tls_ca: Path | None = _tls_file(
+        "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+        "TEMPORAL_TLS_CA",
+        "CA bundle (PEM) to verify the server",
     )
     api_key: str | None = Field(
         None, alias="TEMPORAL_API_KEY", description="API key (Temporal Cloud); implies TLS."
