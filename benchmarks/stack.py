@@ -28,7 +28,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
 
-from varia.client import connect
+from varia.client.connection import connect
 from varia.client.jobs import Jobs
 from varia.config import Settings
 from varia.ffmpeg.process import ProcessIdentity, death_signal_hook, terminate

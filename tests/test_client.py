@@ -15,7 +15,8 @@ from tests.conftest import Clips
 from tests.helpers import start_by_name, wait_for
 from varia.client.errors import Refused
 from varia.client.jobs import Jobs
-from varia.client.status import RunView, finished_percent
+from varia.client.records import finished_percent
+from varia.client.status import RunView
 from varia.config import Settings, SettingsError, load_settings
 
 

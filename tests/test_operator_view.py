@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 
 from tests.conftest import Clips
 from tests.helpers import render_heartbeats, wait_for
-from varia.client import connect
+from varia.client.connection import connect
 from varia.client.jobs import Jobs, job_summary
 from varia.config import Settings
 from varia.models import JobRequest

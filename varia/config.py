@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from temporalio.envconfig import ClientConnectConfig
 
-from varia.envprofile import connect_config, load_profile, standard_env
+if TYPE_CHECKING:
+    from temporalio.envconfig import ClientConnectConfig
 
 from varia.models import (
     DEFAULT_MAX_INPUT_BYTES,
@@ -222,6 +222,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _apply_profile(self) -> Settings:
         """Address and namespace not set here come from Temporal's client profile."""
+        from varia.envprofile import load_profile  # the SDK: only once settings are read
+
         profile = load_profile(self.profile_env())
         if "temporal_address" not in self.model_fields_set and profile.address:
             self.temporal_address = profile.address
@@ -232,6 +234,8 @@ class Settings(BaseSettings):
     def profile_env(self) -> dict[str, str]:
         """The environment `temporalio.envconfig` reads: the process's, with this model's
         connection values (explicit ones win) under Temporal's standard names."""
+        from varia.envprofile import standard_env
+
         env = standard_env()
         for name in CONNECTION_FIELDS:
             value = getattr(self, name)
@@ -241,6 +245,8 @@ class Settings(BaseSettings):
 
     def connect_config(self) -> ClientConnectConfig:
         """`Client.connect` keyword arguments from the profile and the `TEMPORAL_*` settings."""
+        from varia.envprofile import connect_config
+
         config = connect_config(self.profile_env())
         config["target_host"] = self.temporal_address
         config["namespace"] = self.temporal_namespace

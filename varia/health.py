@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 
-from varia.client import connect
+from varia.client.connection import connect
 from varia.client.pollers import poller_identities
 from varia.config import Settings, SettingsError, load_settings, render_task_queue
 

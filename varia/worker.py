@@ -20,7 +20,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from varia.activities import JobActivities
-from varia.client import connect
+from varia.client.connection import connect
 from varia.config import Settings, render_task_queue
 from varia.joblog import JobLog
 from varia.metrics import make_runtime, metrics_address

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer import _click as click  # typer 0.29 vendors click
@@ -33,10 +33,12 @@ from varia.cli.exits import (
     wants_json,
 )
 from varia.cli.help import NamedCommand, NamedGroup
-from varia.client.jobs import Jobs
-from varia.client.status import UNSUCCESSFUL_STATES, JobStatus, StopOutcome
-from varia.config import settings_help
+from varia.client.records import UNSUCCESSFUL_STATES, JobStatus, StopOutcome
+from varia.config import Settings, settings_help
 from varia.models import JobRequest, JobState
+
+if TYPE_CHECKING:
+    from varia.client.jobs import Jobs
 
 app = typer.Typer(
     name="varia",
@@ -84,6 +86,13 @@ def _root(
     ] = False,
 ) -> None:
     """Durable video-variation renderer on Temporal."""
+
+
+async def _open(settings: Settings) -> Jobs:
+    """The client layer, connected (imported here: `--help` never loads the Temporal SDK)."""
+    from varia.client.jobs import Jobs
+
+    return await Jobs.open(settings)
 
 
 def _exit_for(status: JobStatus) -> int:
@@ -153,7 +162,7 @@ def start(
     known: dict[str, str] = {}
 
     async def work() -> tuple[dict[str, Any], JobStatus | None]:
-        jobs = await Jobs.open(settings)
+        jobs = await _open(settings)
         known["job_id"] = started_id = await jobs.start(request, job_id)
         started = {
             "job_id": started_id,
@@ -186,7 +195,7 @@ def watch(job_id: JobId, as_json: JsonFlag = False) -> None:
     settings = settings_or_exit(as_json)
 
     async def work() -> JobStatus:
-        jobs = await Jobs.open(settings)
+        jobs = await _open(settings)
         status = await jobs.status(job_id)  # not found: fail before drawing
         return status if status.closed else await _follow(jobs, job_id, as_json)
 
@@ -207,7 +216,7 @@ def status(job_id: JobId, as_json: JsonFlag = False) -> None:
     settings = settings_or_exit(as_json)
 
     async def work() -> JobStatus:
-        return await (await Jobs.open(settings)).status(job_id)
+        return await (await _open(settings)).status(job_id)
 
     result = run(as_json, work)
     if as_json:
@@ -220,7 +229,7 @@ def _stop(action: str, job_id: str, no_wait: bool, as_json: bool) -> None:
     settings = settings_or_exit(as_json)
 
     async def work() -> StopOutcome:
-        jobs = await Jobs.open(settings)
+        jobs = await _open(settings)
         stop = jobs.cancel if action == "cancel" else jobs.drain
         return await stop(job_id, wait=not no_wait, notify=say)
 
@@ -264,7 +273,7 @@ def list_command(
     settings = settings_or_exit(as_json)
 
     async def work() -> list[JobStatus]:
-        return await (await Jobs.open(settings)).list(state=state, limit=limit)
+        return await (await _open(settings)).list(state=state, limit=limit)
 
     rows = run(as_json, work)
     if as_json:

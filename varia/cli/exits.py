@@ -17,9 +17,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from temporalio.service import RPCError
 
-from varia.client.errors import JobNotFound, Refused, ServerUnreachable
 from varia.config import Settings, SettingsError, load_settings
 from varia.validation import RequestError
 
@@ -69,6 +67,10 @@ def settings_or_exit(as_json: bool = False) -> Settings:
 
 def run(as_json: bool, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run `work`, mapping varia's errors to their exit codes and one line each."""
+    from temporalio.service import RPCError
+
+    from varia.client.errors import JobNotFound, Refused, ServerUnreachable
+
     try:
         return asyncio.run(work())
     except ServerUnreachable as err:

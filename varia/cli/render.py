@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from varia.client.status import UNSUCCESSFUL_STATES, JobStatus, StopOutcome
+from varia.client.records import UNSUCCESSFUL_STATES, JobStatus, StopOutcome
 
 
 def when(moment: datetime | None) -> str:

@@ -23,7 +23,7 @@ from rich.progress import (
 
 from varia.cli.render import counts, plain_progress, state_line
 from varia.client.jobs import Jobs
-from varia.client.status import JobStatus
+from varia.client.records import JobStatus
 from varia.models import RenderHeartbeat
 
 POLL_S = 0.5

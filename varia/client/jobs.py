@@ -33,14 +33,12 @@ from varia.client.closed import CLOSE_STATUSES, close_event, closed_facts
 from varia.client.connection import open_client
 from varia.client.errors import ClientProblem, JobClosed, problem
 from varia.client.pollers import has_workers, no_worker_hint
+from varia.client.records import JobStatus, StopOutcome, stop_outcome
 from varia.client.status import (
     WORKFLOW_TYPE,
-    JobStatus,
     RunView,
-    StopOutcome,
     build_status,
     list_query,
-    stop_outcome,
     ui_base_url,
     ui_link,
 )
