@@ -37,14 +37,8 @@ def render_task_queue(task_queue: str) -> str:
     """
     return task_queue + RENDER_QUEUE_SUFFIX
 CONNECTION_FIELDS = (
-    "temporal_address",
-    "temporal_namespace",
-    "temporal_profile",
-    "temporal_config_file",
-    "tls_cert",
-    "tls_key",
-    "tls_ca",
-    "api_key",
+    *("temporal_address", "temporal_namespace", "temporal_profile", "temporal_config_file"),
+    *("tls_cert", "tls_key", "tls_ca", "api_key"),
 )
 """Fields `temporalio.envconfig` also reads (under their env var names)."""
 
