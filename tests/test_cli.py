@@ -186,7 +186,8 @@ async def test_start_watch_follows_to_the_end(
 
 
 @pytest_asyncio.fixture
-async def rendering_job(
+async def long_job(
+    request: pytest.FixtureRequest,
     client: Client,
     env_vars: dict[str, str],
     worker: Worker,
@@ -194,10 +195,16 @@ async def rendering_job(
     out_dir: Path,
     job_id: str,
 ) -> str:
-    """A 3-variation job on the long clip whose first FFmpeg reports progress."""
-    await start_long(client, env_vars, clips, out_dir, job_id, 3)
-    await wait_rendering(client, job_id)
+    """A job of `request.param` (default 3) variations on the long clip, started."""
+    await start_long(client, env_vars, clips, out_dir, job_id, getattr(request, "param", 3))
     return job_id
+
+
+@pytest_asyncio.fixture
+async def rendering_job(client: Client, long_job: str) -> str:
+    """A 3-variation job on the long clip whose first FFmpeg reports progress."""
+    await wait_rendering(client, long_job)
+    return long_job
 
 
 async def test_cancel_mid_render_then_cancel_again(
@@ -263,15 +270,11 @@ async def test_cancel_of_a_job_no_worker_polls(
     assert not (out_dir / job_id).exists()  # nothing had started: nothing to clean
 
 
+@pytest.mark.parametrize("long_job", [1], indirect=True)
 async def test_watch_ctrl_c_detaches_without_cancelling(
-    client: Client,
-    env_vars: dict[str, str],
-    worker: Worker,
-    clips: Clips,
-    out_dir: Path,
-    job_id: str,
+    client: Client, env_vars: dict[str, str], long_job: str
 ) -> None:
-    await start_long(client, env_vars, clips, out_dir, job_id, 1)
+    job_id = long_job
     watching = await spawn(env_vars, "watch", job_id)
     assert "Ctrl-C stops watching" in await first_stderr_line(watching)
     watching.send_signal(signal.SIGINT)
@@ -433,15 +436,11 @@ async def test_no_worker_status_and_watch_say_so(
     assert run.code == 1 and "terminated" in run.out
 
 
+@pytest.mark.parametrize("long_job", [4], indirect=True)
 async def test_watch_piped_prints_plain_progress_lines_and_closed_jobs_read_closed(
-    client: Client,
-    env_vars: dict[str, str],
-    worker: Worker,
-    clips: Clips,
-    out_dir: Path,
-    job_id: str,
+    client: Client, env_vars: dict[str, str], long_job: str
 ) -> None:
-    await start_long(client, env_vars, clips, out_dir, job_id, 4)
+    job_id = long_job
     watching = await spawn(env_vars, "watch", job_id)
     assert watching.stdout is not None
     lines = []
