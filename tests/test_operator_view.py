@@ -22,7 +22,8 @@ from temporalio.worker import Worker
 from tests.conftest import Clips
 from tests.helpers import render_heartbeats, wait_for
 from varia.client.connection import connect
-from varia.client.jobs import Jobs, job_summary
+from varia.client.jobs import Jobs
+from varia.client.requests import job_summary
 from varia.config import Settings
 from varia.models import JobRequest
 from varia.recipes import default_seed

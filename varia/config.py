@@ -36,6 +36,8 @@ def render_task_queue(task_queue: str) -> str:
     for renders, so renders have a cap of their own per worker.
     """
     return task_queue + RENDER_QUEUE_SUFFIX
+
+
 CONNECTION_FIELDS = (
     *("temporal_address", "temporal_namespace", "temporal_profile", "temporal_config_file"),
     *("tls_cert", "tls_key", "tls_ca", "api_key"),

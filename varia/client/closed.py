@@ -1,13 +1,16 @@
 """What a closed job left, read from Temporal and the disk (no worker needed).
 
 The run's close event gives how it ended: the result object (completed, and a failed job's
-error details) or the failure's message; the job directory comes from the result, else from
-the request in the run's first event; the manifest from the job directory.
+error details) or the failure's message. A completed or failed job's directory is the one its
+result names (a failed job without a result made none: its output_dir was unusable, or its id
+belonged to an earlier execution). A cancelled, terminated or timed-out run does not say;
+`Jobs` then asks the job (`progress`), else takes `<output_dir>/<job id>` from its request.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +55,18 @@ async def closed_facts(client: Client, view: RunView, close: HistoryEvent | None
     """Result or failure from the close event; job dir and manifest from the disk."""
     close = close or await close_event(client, view.job_id, view.run_id, wait=False)
     result, error = await _result_and_error(client, close) if close else (None, None)
-    job_dir = result.job_dir if result else await _job_dir_from_input(client, view)
-    manifest_path, manifest = _read_manifest(job_dir)
-    return ClosedFacts(
-        varia_state=result.state if result else None,
-        job_dir=job_dir,
-        manifest_path=manifest_path,
-        manifest=manifest,
-        error=error,
+    settled = close is not None and close.event_type in (
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
     )
+    facts = ClosedFacts(varia_state=result.state if result else None, error=error, settled=settled)
+    return with_job_dir(facts, result.job_dir if result else None)
+
+
+def with_job_dir(facts: ClosedFacts, job_dir: str | None) -> ClosedFacts:
+    """The facts with the job directory and what its manifest says."""
+    manifest_path, manifest = _read_manifest(job_dir)
+    return replace(facts, job_dir=job_dir, manifest_path=manifest_path, manifest=manifest)
 
 
 async def _result_and_error(
@@ -79,7 +85,7 @@ async def _result_and_error(
     return None, None
 
 
-async def _job_dir_from_input(client: Client, view: RunView) -> str | None:
+async def job_dir_from_input(client: Client, view: RunView) -> str | None:
     """`<output_dir>/<job id>` from the request in the run's first history event."""
     handle = client.get_workflow_handle(view.job_id, run_id=view.run_id)
     async for event in handle.fetch_history_events(page_size=1):

@@ -12,9 +12,8 @@ otherwise the status says so (`hint`).
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.history.v1 import HistoryEvent
@@ -29,11 +28,18 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from varia.client.closed import CLOSE_STATUSES, close_event, closed_facts
+from varia.client.closed import (
+    CLOSE_STATUSES,
+    close_event,
+    closed_facts,
+    job_dir_from_input,
+    with_job_dir,
+)
 from varia.client.connection import open_client
 from varia.client.errors import ClientProblem, JobClosed, problem
 from varia.client.pollers import has_workers, no_worker_hint
 from varia.client.records import JobStatus, StopOutcome, stop_outcome
+from varia.client.requests import job_details, job_summary, new_job_id
 from varia.client.status import (
     WORKFLOW_TYPE,
     RunView,
@@ -58,20 +64,6 @@ LIST_SCAN_LIMIT = 500
 RENDER_ACTIVITY = "varia.render"
 DRAIN_UPDATE = "drain"
 PROGRESS_QUERY = "progress"
-
-
-def new_job_id() -> str:
-    """A fresh, sortable job id such as `varia-20261129-161425-3f9a2c`."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return f"varia-{stamp}-{secrets.token_hex(3)}"
-
-
-def job_summary(request: JobRequest) -> str:
-    """The static summary the Web UI shows for a job."""
-    return (
-        f"{request.variations} variation(s) of {len(request.inputs)} input(s), seed "
-        f"{request.seed}, concurrency {request.concurrency} → {request.output_dir}"
-    )
 
 
 class Jobs:
@@ -114,7 +106,7 @@ class Jobs:
                 task_queue=self.settings.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 static_summary=job_summary(request),
-                static_details=f"inputs: {', '.join(request.inputs)}",
+                static_details=job_details(request),
             )
         except WorkflowAlreadyStartedError:
             raise RequestError(f"a job with id {job_id!r} already exists") from None
@@ -193,15 +185,9 @@ class Jobs:
         link = self.ui_link(view.job_id)
         if view.closed:
             try:
-                facts = await closed_facts(self.client, view, close)
+                return await self._closed_status(view, close, link)
             except RPCError as err:
                 raise self._problem(err, view.job_id, "describe") from None
-            status = build_status(view, ui_url=link, facts=facts)
-            if status.total is not None or not await self.has_workers(view.task_queue):
-                return status
-            # no manifest here and no search attributes: the query answers after close too
-            progress = await self.progress(view.job_id)
-            return build_status(view, ui_url=link, facts=facts, progress=progress)
         if workers is None:
             workers = await self.has_workers(view.task_queue)
         if not workers:
@@ -229,6 +215,24 @@ class Jobs:
             CLOSE_STATUSES[close.event_type], close.event_time.ToDatetime(tzinfo=UTC)
         )
         return await self.status_of(closed, close=close)
+
+    async def _closed_status(
+        self, view: RunView, close: HistoryEvent | None, link: str
+    ) -> JobStatus:
+        """A closed job from its close event and manifest; the `progress` query (which
+        answers after close too) only where they leave the job dir or the counts open."""
+        facts = await closed_facts(self.client, view, close)
+        status = build_status(view, ui_url=link, facts=facts)
+        if facts.settled and status.total is not None:
+            return status
+        workers = await self.has_workers(view.task_queue)
+        progress = await self.progress(view.job_id) if workers else None
+        if not facts.settled:
+            if progress is not None:  # the job says (None: it made no job dir)
+                facts = with_job_dir(facts, progress.job_dir)
+            else:
+                facts = with_job_dir(facts, await job_dir_from_input(self.client, view))
+        return build_status(view, ui_url=link, facts=facts, progress=progress)
 
     # ---- list ------------------------------------------------------------------------
 

@@ -81,6 +81,9 @@ class ClosedFacts:
     manifest_path: str | None = None
     manifest: dict[str, Any] | None = None
     error: str | None = None
+    settled: bool = True
+    """False when the close event does not say where the job directory is (cancelled,
+    terminated, timed out): the job itself (its `progress` query) or its request must."""
 
 
 def job_state(status: WorkflowExecutionStatus | None, varia_state: str | None) -> str:
