@@ -240,12 +240,17 @@ async def test_drain_keeps_the_running_variation(
     env_vars: dict[str, str], out_dir: Path, rendering_job: str
 ) -> None:
     job_id = rendering_job
-    drained = await varia(env_vars, "drain", job_id)
+    drained = await varia(env_vars, "drain", job_id, "--json")
     assert drained.code == 0, drained.err
-    assert "drained: 1 of 3 variations kept" in drained.out
-    assert assert_manifest_matches_disk(out_dir / job_id)["state"] == "drained"
-    again = await varia(env_vars, "drain", job_id, "--json")
-    assert again.code == 0 and again.json()["already_closed"] is True
+    outcome = drained.json()
+    # the render running when the drain arrived finishes and is kept (a slow CLI start on a
+    # busy machine may let one more begin first); the last never starts
+    assert outcome["state"] == "drained" and 1 <= outcome["kept"] < 3, outcome
+    manifest = assert_manifest_matches_disk(out_dir / job_id)
+    assert (manifest["state"], len(manifest["outputs"])) == ("drained", outcome["kept"])
+    again = await varia(env_vars, "drain", job_id)
+    assert again.code == 0, again.err
+    assert f"already closed: drained ({outcome['kept']} of 3 variations kept)" in again.out
 
 
 async def test_cancel_of_a_job_no_worker_polls(
