@@ -14,6 +14,7 @@ from varia.cli.exits import Exit, console, emit, fail, run, say, settings_or_exi
 from varia.client.records import UNSUCCESSFUL_STATES, JobStatus, StopOutcome
 from varia.config import Settings
 from varia.models import JobRequest, JobState
+from varia.recipes import resolve_seed
 
 if TYPE_CHECKING:
     from varia.client.jobs import Jobs
@@ -63,7 +64,12 @@ def start(
         Path,
         typer.Option("-o", "--output-dir", metavar="DIR", help="Where the job directory is made."),
     ],
-    seed: Annotated[int, typer.Option(metavar="SEED", help="Seed of the recipes.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            metavar="SEED", help="Seed of the recipes (default: derived from the job id)."
+        ),
+    ] = None,
     concurrency: Annotated[int, typer.Option(metavar="C", min=1, help="Renders at once.")] = 1,
     threads: Annotated[
         int | None, typer.Option(metavar="T", min=1, help="FFmpeg -threads per render.")
@@ -99,6 +105,7 @@ def start(
             "job_dir": str(Path(request.output_dir) / started_id),
             "ui_url": jobs.ui_link(started_id),
             "task_queue": settings.task_queue,
+            "seed": resolve_seed(request.seed, started_id),
         }
         if not watch:
             return started, None

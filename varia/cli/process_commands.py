@@ -9,6 +9,7 @@ import asyncio
 import subprocess
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -38,8 +39,13 @@ def worker(as_json: JsonFlag = False) -> None:
 
 @command()
 def server(
-    port: Annotated[int, typer.Option(metavar="PORT", help="gRPC port.")] = 7233,
-    ui_port: Annotated[int, typer.Option(metavar="PORT", help="Web UI port.")] = 8233,
+    port: Annotated[
+        int | None,
+        typer.Option(metavar="PORT", help="gRPC port (default: TEMPORAL_ADDRESS's, 7233)."),
+    ] = None,
+    ui_port: Annotated[
+        int | None, typer.Option(metavar="PORT", help="Web UI port (default: port + 1000).")
+    ] = None,
     ip: Annotated[str, typer.Option(metavar="IP", help="Address to bind.")] = "127.0.0.1",
     db: Annotated[
         Path | None, typer.Option(metavar="FILE", help="SQLite file (default: user data dir).")
@@ -49,6 +55,9 @@ def server(
     """Run the embedded Temporal dev server with varia's search attributes registered."""
     from varia.server import DevServer, ServerError, default_db_path
     from varia.signals import stop_on_signals
+
+    port = port or urlsplit(f"//{settings_or_exit(as_json).temporal_address}").port or 7233
+    ui_port = ui_port or port + 1000  # where the CLI's links point by default
 
     async def serve() -> None:
         with stop_on_signals() as stop:  # before anything starts: a SIGTERM is never fatal
@@ -99,7 +108,12 @@ def demo(
 
     shown = err_console if as_json else console
     try:
-        code = asyncio.run(run_demo(shown, variations=variations, seconds=seconds, keep_dir=out))
+        keep_open = False if as_json else None  # None: wait for Enter if stdin is a terminal
+        code = asyncio.run(
+            run_demo(
+                shown, variations=variations, seconds=seconds, keep_dir=out, keep_open=keep_open
+            )
+        )
     except KeyboardInterrupt:
         say("interrupted: everything the demo started was stopped")
         code = 130

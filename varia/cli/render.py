@@ -105,6 +105,7 @@ def print_started(console: Console, started: dict[str, Any]) -> None:
     console.print(f"started job [bold]{escape(job)}[/]")
     console.print(f"  job dir: {escape(started['job_dir'])}", highlight=False)
     console.print(f"  Web UI:  {escape(started['ui_url'])}", highlight=False)
+    console.print(f"  seed:    {started['seed']} (pass --seed {started['seed']} to reproduce)")
     console.print(f"  follow:  varia watch {job}    stop: varia cancel {job}", highlight=False)
 
 

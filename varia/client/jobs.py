@@ -50,6 +50,7 @@ from varia.client.status import (
 )
 from varia.config import Settings
 from varia.models import JobRequest, JobResult, Progress, RenderHeartbeat
+from varia.recipes import resolve_seed
 from varia.search_attributes import SEARCH_ATTRIBUTE_NAMES, registered_search_attributes
 from varia.validation import RequestError, check_job_id, check_request
 
@@ -98,6 +99,8 @@ class Jobs:
         check_request(request)
         job_id = job_id or new_job_id()
         check_job_id(job_id)
+        # no seed: the one the workflow derives from the job id, so the summary shows it
+        request = request.model_copy(update={"seed": resolve_seed(request.seed, job_id)})
         try:
             await self.client.start_workflow(
                 WORKFLOW_TYPE,
