@@ -121,12 +121,13 @@ class Stack:
         heartbeat_cap_s: float | None = None,
         stats_period_s: float | None = None,
         task_queue: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> WorkerProcess:
         """Start `varia worker` as a subprocess and wait until it polls its task queue.
 
         The worker logs every FFmpeg stop to `worker.stop_log` (see `benchmarks.worker_main`);
         `heartbeat_cap_s` and `stats_period_s` override its heartbeat throttle cap and
-        FFmpeg's `-stats_period`.
+        FFmpeg's `-stats_period`; `env` adds or overrides environment variables.
         """
         queue = task_queue or f"bench-{self.name}-{secrets.token_hex(3)}"
         stop_log = self.root / f"stops-{queue}.jsonl"
@@ -141,6 +142,7 @@ class Stack:
             "BENCH_STOP_LOG": str(stop_log),
             "BENCH_HEARTBEAT_CAP_S": "" if heartbeat_cap_s is None else str(heartbeat_cap_s),
             "BENCH_STATS_PERIOD_S": "" if stats_period_s is None else str(stats_period_s),
+            **(env or {}),
         }
         log_path = self.root / f"worker-{queue}.log"
         with open(log_path, "ab") as log:
