@@ -80,7 +80,8 @@ async def run_demo(
                 seed=7,
                 concurrency=1,
             )
-            job_id = await jobs.start(request)
+            # the worker runs in this process: eager start skips a task-queue round trip
+            job_id = await jobs.start(request, eager=True)
             path = f"/namespaces/default/workflows/{job_id}"
             console.print(f"  job {job_id}: {server.ui_url}{path}", soft_wrap=True)
             await follow(jobs, job_id, console)

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, timedelta
+from typing import Any
 
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
+    WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
@@ -94,15 +96,29 @@ class Jobs:
 
     # ---- start -----------------------------------------------------------------------
 
-    async def start(self, request: JobRequest, job_id: str | None = None) -> str:
-        """Check the request, start a `VariationJob` by its type name; returns the job id."""
+    async def start(
+        self, request: JobRequest, job_id: str | None = None, *, eager: bool = False
+    ) -> str:
+        """Check the request, start a `VariationJob` by its type name; returns the job id.
+
+        `eager` asks for eager workflow start: the server hands the first workflow task back in
+        the start reply to a worker of this very client in this process (the demo, embedded
+        use), saving a task-queue round trip; without such a worker it is an ordinary start.
+        """
+        handle = await self.start_handle(request, job_id, eager=eager)
+        return handle.id
+
+    async def start_handle(
+        self, request: JobRequest, job_id: str | None = None, *, eager: bool = False
+    ) -> WorkflowHandle[Any, Any]:
+        """`start`, returning the workflow handle (`started_eagerly` reads it)."""
         check_request(request)
         job_id = job_id or new_job_id()
         check_job_id(job_id)
         # no seed: the one the workflow derives from the job id, so the summary shows it
         request = request.model_copy(update={"seed": resolve_seed(request.seed, job_id)})
         try:
-            await self.client.start_workflow(
+            return await self.client.start_workflow(
                 WORKFLOW_TYPE,
                 request,
                 id=job_id,
@@ -110,12 +126,12 @@ class Jobs:
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 static_summary=job_summary(request),
                 static_details=job_details(request),
+                request_eager_start=eager,
             )
         except WorkflowAlreadyStartedError:
             raise RequestError(f"a job with id {job_id!r} already exists") from None
         except RPCError as err:
             raise self._problem(err, job_id, "start") from None
-        return job_id
 
     async def result(self, job_id: str) -> JobResult:
         """Wait for the job's result (raises as the workflow failed, was cancelled, …)."""
@@ -312,3 +328,8 @@ class Jobs:
         except RPCError as err:
             raise self._problem(err, job_id, action) from None
         return True
+
+
+def started_eagerly(handle: WorkflowHandle[Any, Any]) -> bool:
+    """True when the server gave the job's first workflow task straight to a local worker."""
+    return bool(getattr(handle, "__temporal_eagerly_started", False))
