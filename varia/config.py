@@ -166,11 +166,16 @@ class Settings(BaseSettings):
         description="Largest input file accepted, in bytes (64 GiB).",
     )
     heartbeat_throttle_s: float = Field(
-        0.2,
+        2.0,
         alias="VARIA_HEARTBEAT_THROTTLE",
         gt=0,
         le=5,
-        description="Most seconds between render heartbeats (bounds cancel latency).",
+        description="Most seconds between render heartbeats (bounds a cancel that is not pushed).",
+    )
+    push_cancel: bool = Field(
+        True,
+        alias="VARIA_PUSH_CANCEL",
+        description="Poll a queue of this worker's own, so a cancel reaches its renders at once.",
     )
     worker_identity: str | None = Field(
         None,

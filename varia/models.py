@@ -241,6 +241,22 @@ class RenderHeartbeat(BaseModel):
     pid: int | None = None
     pid_create_time: float | None = None
     output: str = ""
+    stop_queue: str | None = None  # the worker's own queue: a cancel is pushed there
+
+
+class StopRenders(BaseModel):
+    """Input of `varia.stop_renders`: stop these renders of one run (a pushed cancel)."""
+
+    workflow_id: str
+    run_id: str
+    activity_ids: list[str]
+
+
+class RunRef(BaseModel):
+    """One run of a workflow."""
+
+    workflow_id: str
+    run_id: str
 
 
 class PrepareRequest(BaseModel):

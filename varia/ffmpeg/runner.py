@@ -80,12 +80,19 @@ def _identity(pid: int) -> ProcessIdentity:
         return ProcessIdentity(pid, -1.0)
 
 
-async def _finish_stop(stop: Awaitable[StopStage]) -> StopStage:
-    """Drive a stop to its end even if more cancellations arrive meanwhile."""
+async def _finish_stop(
+    stop: Awaitable[StopStage], keep_alive: Callable[[], None], tick_s: float
+) -> StopStage:
+    """Drive a stop to its end even if more cancellations arrive meanwhile; call
+    `keep_alive` every tick while it lasts (the render keeps heartbeating: a slow stop is
+    not taken for a dead worker)."""
     task = asyncio.ensure_future(stop)
     while True:
         try:
-            return await asyncio.shield(task)
+            async with asyncio.timeout(tick_s):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            keep_alive()
         except asyncio.CancelledError:
             if task.done():
                 return task.result()
@@ -125,6 +132,10 @@ async def run_ffmpeg(
     stop_reason: str | None = None
     stop_stage: StopStage | None = None
     cancelled = False
+
+    def alive() -> None:
+        on_tick(watch.report, identity)
+
     try:
         while proc.returncode is None:
             with contextlib.suppress(TimeoutError):
@@ -132,7 +143,9 @@ async def run_ffmpeg(
                     await _exit_or_stop(proc, stop)
             if stop is not None and stop.is_set() and proc.returncode is None:
                 cancelled, stop_reason = True, "cancel pushed"
-                stop_stage = await _finish_stop(stop_child(proc, identity, stage_timeout_s))
+                stop_stage = await _finish_stop(
+                    stop_child(proc, identity, stage_timeout_s), alive, tick_s
+                )
                 break
             on_tick(watch.report, identity)
             if proc.returncode is not None:
@@ -141,7 +154,9 @@ async def run_ffmpeg(
             if stop_reason is None and time.monotonic() - watch.last_advance > stall_timeout_s:
                 stop_reason = f"stalled: no progress for {stall_timeout_s:g}s"
             if stop_reason is not None:
-                stop_stage = await _finish_stop(stop_child(proc, identity, stage_timeout_s))
+                stop_stage = await _finish_stop(
+                    stop_child(proc, identity, stage_timeout_s), alive, tick_s
+                )
                 break
         if stop_stage is None:  # it exited by itself: helpers it started must not outlive it
             kill_leftovers(identity)
@@ -149,7 +164,7 @@ async def run_ffmpeg(
     except asyncio.CancelledError:
         cancelled = True
         stop_reason = "cancelled"
-        stop_stage = await _finish_stop(stop_child(proc, identity, stage_timeout_s))
+        stop_stage = await _finish_stop(stop_child(proc, identity, stage_timeout_s), alive, tick_s)
     finally:
         for reader in readers:
             reader.cancel()
