@@ -70,9 +70,8 @@ def _activity_events(events: list[Any], kind: str, name: str) -> list[Any]:
         if event.event_type != getattr(EventType, f"EVENT_TYPE_ACTIVITY_TASK_{kind}"):
             continue
         attrs = getattr(event, f"activity_task_{kind.lower()}_event_attributes")
-        if kind == "SCHEDULED" and event.event_id in scheduled:
-            found.append(attrs)
-        elif kind != "SCHEDULED" and attrs.scheduled_event_id in scheduled:
+        own_id = event.event_id if kind == "SCHEDULED" else attrs.scheduled_event_id
+        if own_id in scheduled:
             found.append(attrs)
     return found
 
@@ -103,9 +102,7 @@ async def test_cancel_arrives_when_the_push_is_lost(
     varia_worker = build_worker(client, quick_beats)
     assert varia_worker.stop is not None
     async with varia_worker.main:  # the stop queue's worker is never started
-        handle, queue = await _start_and_wait_rendering(
-            client, quick_beats, job_id, clips, out_dir
-        )
+        handle, queue = await _start_and_wait_rendering(client, quick_beats, job_id, clips, out_dir)
         assert queue == varia_worker.stop.task_queue
         events = await _cancel_and_check(handle, out_dir / job_id)
     assert len(_activity_events(events, "SCHEDULED", "varia.stop_renders")) == 1  # tried
