@@ -101,7 +101,7 @@ async def test_cancel_arrives_when_the_push_is_lost(
     quick_beats = settings.model_copy(update={"heartbeat_throttle_s": 0.5})
     varia_worker = build_worker(client, quick_beats)
     assert varia_worker.stop is not None
-    async with varia_worker.main:  # the stop queue's worker is never started
+    async with varia_worker.main, varia_worker.render:  # the stop queue's is never started
         handle, queue = await _start_and_wait_rendering(client, quick_beats, job_id, clips, out_dir)
         assert queue == varia_worker.stop.task_queue
         events = await _cancel_and_check(handle, out_dir / job_id)
