@@ -11,15 +11,19 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from tests.helpers import (
+    assert_manifest_matches_disk,
+    processes_mentioning,
+    render_heartbeats,
+    start_by_name,
+    wait_for,
+)
 from varia.config import Settings
 from varia.models import JobRequest, JobResult
-from varia.starter import render_heartbeats, start_job
 from varia.stops import STOPPED_FOR_CANCEL
 from varia.worker import build_worker
-from varia.workflows import VariationJob
 
-Handle = WorkflowHandle[VariationJob, JobResult]
+Handle = WorkflowHandle[Any, JobResult]
 
 
 def _request(clips: Clips, out_dir: Path) -> JobRequest:
@@ -32,8 +36,16 @@ async def _start_and_wait_rendering(
     client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path
 ) -> tuple[Handle, str | None]:
     """Start a one-render job of the 20 s clip; return once FFmpeg runs, with its stop queue."""
-    handle = await start_job(
-        client, _request(clips, out_dir), task_queue=settings.task_queue, job_id=job_id
+    request = _request(clips, out_dir)
+    handle = await start_by_name(
+        client,
+        settings.task_queue,
+        job_id,
+        request.inputs,
+        request.variations,
+        request.output_dir,
+        concurrency=1,
+        threads=1,
     )
 
     async def rendering() -> Any:

@@ -22,7 +22,7 @@ from pathlib import Path
 from rich.console import Console
 
 from varia.cli.watch import follow
-from varia.client.jobs import Jobs
+from varia.client.jobs import Jobs, started_eagerly
 from varia.clips import make_clip
 from varia.config import Settings
 from varia.models import JobRequest
@@ -81,9 +81,12 @@ async def run_demo(
                 concurrency=1,
             )
             # the worker runs in this process: eager start skips a task-queue round trip
-            job_id = await jobs.start(request, eager=True)
+            handle = await jobs.start_handle(request, eager=True)
+            job_id = handle.id
             path = f"/namespaces/default/workflows/{job_id}"
             console.print(f"  job {job_id}: {server.ui_url}{path}", soft_wrap=True)
+            if started_eagerly(handle):
+                console.print("  (started eagerly in this process)")
             await follow(jobs, job_id, console)
             result = await jobs.result(job_id)
             console.print(f"[green]done[/]: {result.completed}/{result.total} variations")

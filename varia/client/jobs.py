@@ -110,7 +110,7 @@ class Jobs:
 
     async def start_handle(
         self, request: JobRequest, job_id: str | None = None, *, eager: bool = False
-    ) -> WorkflowHandle[Any, Any]:
+    ) -> WorkflowHandle[Any, JobResult]:
         """`start`, returning the workflow handle (`started_eagerly` reads it)."""
         check_request(request)
         job_id = job_id or new_job_id()
@@ -127,6 +127,7 @@ class Jobs:
                 static_summary=job_summary(request),
                 static_details=job_details(request),
                 request_eager_start=eager,
+                result_type=JobResult,
             )
         except WorkflowAlreadyStartedError:
             raise RequestError(f"a job with id {job_id!r} already exists") from None
