@@ -28,12 +28,15 @@ from benchmarks.summary import write_summary
 
 BENCHMARKS = [
     "overhead",
+    "independent",
     "cancel",
+    "busy_cancel",
     "start",
     "throughput",
     "scale",
     "validation",
     "nice",
+    "cli",
     "quality",
 ]
 

@@ -13,13 +13,12 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from varia.clips import make_clip
 from varia.config import Settings
 from varia.search_attributes import SEARCH_ATTRIBUTES
 from varia.server import temporal_binary
-from varia.worker import build_worker
+from varia.worker import VariaWorker, build_worker
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def settings(env: WorkflowEnvironment, task_queue: str) -> Settings:
 
 
 @pytest_asyncio.fixture
-async def worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+async def worker(client: Client, settings: Settings) -> AsyncIterator[VariaWorker]:
     """A worker on this test's own task queue, shut down after the test."""
     async with build_worker(client, settings) as running:
         yield running

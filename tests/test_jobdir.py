@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from varia import jobdir
+from varia import jobdir, ledger
 from varia.models import Manifest, RenderResult
 
 
@@ -93,9 +93,9 @@ def test_ledger_merges_a_retried_append(tmp_path: Path) -> None:
     job_dir = make_job(tmp_path)
     first = RenderResult(input_index=0, variation=0, path="a_v000.mp4", bytes=1, duration_s=1.0)
     second = RenderResult(input_index=0, variation=1, path="a_v001.mp4", bytes=2, duration_s=1.0)
-    jobdir.append_ledger(job_dir, [first])
-    jobdir.append_ledger(job_dir, [first, second])
-    assert sorted(r.variation for r in jobdir.read_ledger(job_dir)) == [0, 1]
+    ledger.append_ledger(job_dir, [first])
+    ledger.append_ledger(job_dir, [first, second])
+    assert sorted(r.variation for r in ledger.read_ledger(job_dir)) == [0, 1]
 
 
 def test_confine_to_allowed_roots(tmp_path: Path) -> None:
@@ -112,3 +112,75 @@ def test_confine_to_allowed_roots(tmp_path: Path) -> None:
         jobdir.confine(str(root / "escape" / "x"), [root], "input")
     with pytest.raises(jobdir.ConfinementError, match="not an absolute path"):
         jobdir.confine("rel", [root], "output_dir")
+
+
+def test_a_new_chain_never_reopens_another_chains_dir(tmp_path: Path) -> None:
+    job_dir = jobdir.open_job_dir(tmp_path / "out", "job-1", "run-a")
+    (job_dir / "clip_v000.mp4").write_bytes(b"first run's")
+    assert jobdir.open_job_dir(tmp_path / "out", "job-1", "run-a") == job_dir  # retried prepare
+    before = (job_dir / ".varia-job").read_bytes()
+    with pytest.raises(jobdir.JobDirTaken, match="earlier execution of workflow id 'job-1'"):
+        jobdir.open_job_dir(tmp_path / "out", "job-1", "run-b")
+    assert (job_dir / ".varia-job").read_bytes() == before
+    with pytest.raises(jobdir.JobDirTaken, match="belongs to execution run-a"):
+        jobdir.sweep(job_dir, "job-1", keep=set(), owned={"clip_v000.mp4"}, chain="run-b")
+    assert (job_dir / "clip_v000.mp4").read_bytes() == b"first run's"
+
+
+def test_a_marker_of_older_varia(tmp_path: Path) -> None:
+    """Old markers hold only the job id. The chain that made one (started before the upgrade,
+    continued by new code) still cleans it; a new chain adopts it only while it is empty."""
+    old = tmp_path / "out" / "job-1"
+    old.mkdir(parents=True)
+    (old / ".varia-job").write_text(json.dumps({"job_id": "job-1"}))
+    (old / ".clip_v000.mp4.part").write_bytes(b"x")
+    assert jobdir.sweep(old, "job-1", set(), {".clip_v000.mp4.part"}, chain="run-a")[0] == [
+        ".clip_v000.mp4.part"
+    ]
+    assert jobdir.open_job_dir(tmp_path / "out", "job-1", "run-b") == old  # empty: adopted
+    assert jobdir.read_marker(old) == jobdir.Marker("job-1", "run-b")
+
+    kept = tmp_path / "out" / "job-2"
+    kept.mkdir()
+    (kept / ".varia-job").write_text(json.dumps({"job_id": "job-2"}))
+    (kept / "clip_v000.mp4").write_bytes(b"x")
+    with pytest.raises(jobdir.JobDirTaken, match="older varia"):
+        jobdir.open_job_dir(tmp_path / "out", "job-2", "run-c")
+    assert json.loads((kept / ".varia-job").read_text()) == {"job_id": "job-2"}
+    assert jobdir.open_job_dir(tmp_path / "out", "job-2", None) == kept  # old workflow code
+
+
+def test_output_dir_errors_say_what_is_wrong(tmp_path: Path) -> None:
+    in_the_way = tmp_path / "file"
+    in_the_way.write_text("x")
+    with pytest.raises(jobdir.OutputDirUnusable, match="is not a directory \\(a file is in"):
+        jobdir.open_job_dir(in_the_way, "job-1", "run-a")
+    with pytest.raises(jobdir.OutputDirUnusable, match="is not a directory"):
+        jobdir.open_job_dir(in_the_way / "below", "job-1", "run-a")
+    assert in_the_way.read_text() == "x"
+
+
+def result(variation: int) -> RenderResult:
+    return RenderResult(
+        input_index=0, variation=variation, path=f"a_v{variation:03}.mp4", bytes=1, duration_s=1
+    )
+
+
+def test_ledger_torn_last_line_is_skipped_then_cut(tmp_path: Path) -> None:
+    job_dir = make_job(tmp_path)
+    ledger.append_ledger(job_dir, [result(0)])
+    path = job_dir / ledger.LEDGER_NAME
+    with open(path, "ab") as handle:
+        handle.write(result(1).model_dump_json().encode()[:20])  # a crash mid-append
+    assert [r.variation for r in ledger.read_ledger(job_dir)] == [0]
+    ledger.append_ledger(job_dir, [result(1), result(2)])  # the retried append
+    assert sorted(r.variation for r in ledger.read_ledger(job_dir)) == [0, 1, 2]
+    assert path.read_bytes().count(b"\n") == 3 and path.read_bytes().endswith(b"}\n")
+
+
+def test_ledger_corrupt_middle_line_names_file_and_line(tmp_path: Path) -> None:
+    job_dir = make_job(tmp_path)
+    path = job_dir / ledger.LEDGER_NAME
+    path.write_text(result(0).model_dump_json() + "\n{garbage\n" + result(1).model_dump_json())
+    with pytest.raises(ledger.LedgerCorrupt, match=f"{path}' line 2 is corrupt"):
+        ledger.read_ledger(job_dir)

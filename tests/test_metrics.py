@@ -26,7 +26,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from tests.conftest import Clips
 from tests.helpers import assert_manifest_matches_disk, paced_ffmpeg, wait_for
-from varia.config import Settings
+from varia.config import Settings, render_task_queue
 from varia.ffmpeg.process import ProcessIdentity, death_signal_hook
 from varia.logs import configure_logging
 from varia.models import JobResult, RenderHeartbeat
@@ -147,7 +147,7 @@ async def test_worker_serves_varia_metrics_during_jobs(
         await handle.result()
 
     after = await asyncio.to_thread(scrape, port)
-    render = {"activity_type": "varia.render", "task_queue": queue}
+    render = {"activity_type": "varia.render", "task_queue": render_task_queue(queue)}
     assert total(after, "varia_variations_completed_total", **render) == 2
     assert total(after, "varia_bytes_written_total", **render) == sum(
         entry["bytes"] for entry in manifest["outputs"]

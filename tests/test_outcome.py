@@ -18,8 +18,8 @@ from temporalio.worker import Worker
 
 from tests.conftest import Clips
 from tests.helpers import assert_manifest_matches_disk
+from varia.client.jobs import Jobs
 from varia.config import Settings
-from varia.jobinfo import job_status
 from varia.models import JobResult
 
 
@@ -69,7 +69,7 @@ async def test_outcome_sheet_status_and_verify(
         assert output["ffmpeg"]["version"] and output["varia_version"]
         assert 0 < output["quality"]["ssim"] < 1
 
-    status = await job_status(client, settings, job_id)
+    status = await Jobs(client, settings).status(job_id)
     assert (status.sheet, status.quality) == (result.sheet, manifest["quality"])
     metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     assert f"contact sheet: `{result.sheet}`" in metadata.current_details

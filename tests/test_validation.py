@@ -14,7 +14,7 @@ GOOD = {"inputs": ["/in/a.mp4"], "variations": 2, "output_dir": "/out"}
 
 def test_good_request_with_defaults() -> None:
     request = parse_request(dict(GOOD))
-    assert (request.seed, request.concurrency, request.threads) == (0, 1, None)
+    assert (request.seed, request.concurrency, request.threads) == (None, 1, None)
 
 
 def test_unknown_fields_are_ignored() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from varia import jobdir, media, metrics, sheet
+from varia import jobdir, ledger, media, metrics, sheet, stops
 from varia.bounds import render_within_bounds
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
@@ -37,6 +37,8 @@ from varia.models import (
     RenderHeartbeat,
     RenderResult,
     RenderTask,
+    RunRef,
+    StopRenders,
 )
 from varia.recipes import make_recipe
 from varia.search_attributes import SEARCH_ATTRIBUTE_NAMES, registered_search_attributes
@@ -46,8 +48,17 @@ log = logging.getLogger("varia.activities")
 BAD_INPUT = "BadInput"
 """Error type of a request or input that can never succeed (not retried)."""
 NO_SPACE = "NoSpace"
-"""Error type of a full disk or an unwritable output directory (not retried)."""
-NON_RETRYABLE_TYPES = (BAD_INPUT, NO_SPACE)
+"""Error type of a full disk (not retried)."""
+BAD_REQUEST = "BadRequest"
+"""Error type of a request that conflicts with the world: its job directory belongs to an
+earlier execution under the same workflow id (not retried)."""
+OUTPUT_DIR_UNUSABLE = "OutputDirUnusable"
+"""Error type of an output_dir that is not a directory or not writable (not retried)."""
+LEDGER_CORRUPT = "LedgerCorrupt"
+"""Error type of a ledger with a corrupt line before its last (not retried: a person looks)."""
+NON_RETRYABLE_TYPES = (BAD_INPUT, NO_SPACE, BAD_REQUEST, OUTPUT_DIR_UNUSABLE, LEDGER_CORRUPT)
+PREPARE_REFUSALS = (BAD_REQUEST, OUTPUT_DIR_UNUSABLE)
+"""Prepare errors that fail the workflow with their own type (nothing was written)."""
 
 _DISK_ERRORS = ("No space left on device", "Permission denied", "Read-only file system")
 
@@ -56,12 +67,26 @@ def _bad_input(message: str) -> ApplicationError:
     return ApplicationError(message, type=BAD_INPUT, non_retryable=True)
 
 
+def _confinement_failure(err: jobdir.ConfinementError) -> ApplicationError:
+    """The non-retryable error for a refused path or job directory, typed by its cause."""
+    if isinstance(err, jobdir.JobDirTaken):
+        kind = BAD_REQUEST
+    elif isinstance(err, jobdir.OutputDirUnusable):
+        kind = OUTPUT_DIR_UNUSABLE
+    else:
+        kind = BAD_INPUT
+    return ApplicationError(str(err), type=kind, non_retryable=True)
+
+
 class JobActivities:
     """The activities of a `VariationJob`, bound to one worker's settings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, stop_queue: str | None = None) -> None:
+        """`stop_queue`: this process's own queue, where a worker polls `stop_renders`."""
         self.settings = settings
         self.ffmpeg = settings.ffmpeg_path()
+        self.stop_queue = stop_queue
+        self.renders = stops.RenderRegistry()
         self._registered: list[str] | None = None
 
     @activity.defn(name="varia.prepare")
@@ -75,9 +100,11 @@ class JobActivities:
                 jobdir.confine(path, self.settings.allowed_input_roots, "input")
                 for path in request.inputs
             ]
-            job_dir = await asyncio.to_thread(jobdir.open_job_dir, output_dir, request.job_id)
+            job_dir = await asyncio.to_thread(
+                jobdir.open_job_dir, output_dir, request.job_id, request.chain
+            )
         except jobdir.ConfinementError as err:
-            raise _bad_input(str(err)) from None
+            raise _confinement_failure(err) from None
         probed = []
         limits = self.settings.input_limits()
         for original, resolved in zip(request.inputs, inputs, strict=True):
@@ -121,29 +148,55 @@ class JobActivities:
         temp = Path(task.job_dir) / task.temp_name
         label = f"{task.media.path} variation {task.variation}"
         argv = build_render_argv(self.ffmpeg, task, temp)
-        try:
-            outcome = await run_ffmpeg(
-                argv,
-                on_tick=_heartbeat_for(task, str(temp)),
-                interrupt=_worker_shutting_down,
-                stall_timeout_s=self.settings.stall_timeout_s,
-                stage_timeout_s=self.settings.stop_stage_timeout_s,
-                niceness=self.settings.ffmpeg_nice,
-            )
-            metrics.kill_stage_reached(outcome.stop_stage)
-            if outcome.cancelled:
-                return await _keep_if_whole(outcome, temp, final, task, argv)
-            _raise_for_outcome(outcome, label)
-            return await _finish_output(temp, final, task, argv)
-        finally:
-            if not _cleanup_follows():
-                with contextlib.suppress(FileNotFoundError):
-                    temp.unlink()
+        info = activity.info()
+        beat = _heartbeat_for(task, str(temp), self.stop_queue)
+        with self.renders.running(
+            info.workflow_id or "", info.workflow_run_id or "", info.activity_id
+        ) as pushed:
+            metrics.watch_push(pushed)
+            try:
+                outcome = await run_ffmpeg(
+                    argv,
+                    on_tick=beat,
+                    on_spawn=lambda identity: beat(None, identity),  # names the stop queue
+                    interrupt=_worker_shutting_down,
+                    stall_timeout_s=self.settings.stall_timeout_s,
+                    stage_timeout_s=self.settings.stop_stage_timeout_s,
+                    niceness=self.settings.ffmpeg_nice,
+                    stop=pushed,
+                )
+                metrics.kill_stage_reached(outcome.stop_stage)
+                if outcome.cancelled:
+                    return await _keep_if_whole(outcome, temp, final, task, argv, pushed.is_set())
+                _raise_for_outcome(outcome, label)
+                return await _finish_output(temp, final, task, argv)
+            finally:
+                if not (pushed.is_set() or _cleanup_follows()):
+                    with contextlib.suppress(FileNotFoundError):
+                        temp.unlink()
+
+    @activity.defn(name="varia.stop_renders")
+    async def stop_renders(self, request: StopRenders) -> list[str]:
+        """A pushed cancel: stop the named renders of a run that run in this process at once.
+
+        Returns the ids of those found (a render that already ended is not an error).
+        """
+        return self.renders.stop(request.workflow_id, request.run_id, request.activity_ids)
+
+    @activity.defn(name="varia.render_stop_queues")
+    async def render_stop_queues(self, run: RunRef) -> dict[str, list[str]]:
+        """{stop queue: [render activity ids]} of a run's pending renders (local activity)."""
+        return await stops.render_stop_queues(activity.client(), run.workflow_id, run.run_id)
 
     @activity.defn(name="varia.record")
     async def record(self, request: LedgerAppend) -> None:
         """Append a finished run's completion records to the job's ledger (continue-as-new)."""
-        await asyncio.to_thread(jobdir.append_ledger, Path(request.job_dir), request.results)
+        job_dir = Path(request.job_dir)
+        try:
+            jobdir.check_owner(job_dir, request.job_id, request.chain, "record into")
+        except jobdir.ConfinementError as err:
+            raise _confinement_failure(err) from None
+        await asyncio.to_thread(ledger.append_ledger, job_dir, request.results)
 
     @activity.defn(name="varia.search_attributes")
     async def search_attributes(self) -> list[str]:
@@ -171,12 +224,15 @@ def _worker_shutting_down() -> str | None:
     return "worker shutting down" if activity.is_worker_shutdown() else None
 
 
-def _heartbeat_for(task: RenderTask, temp: str) -> Any:
+def _heartbeat_for(task: RenderTask, temp: str, stop_queue: str | None) -> Any:
     expected = task.expected_duration_s
 
     def beat(report: ProgressReport | None, identity: ProcessIdentity) -> None:
         details = RenderHeartbeat(
-            pid=identity.pid, pid_create_time=identity.create_time, output=temp
+            pid=identity.pid,
+            pid_create_time=identity.create_time,
+            output=temp,
+            stop_queue=stop_queue,
         )
         if report is not None:
             details.percent = round(report.percent(expected), 1)
@@ -208,17 +264,30 @@ async def _stop_previous_attempt(temp: Path, stage_timeout_s: float) -> None:
 
 
 async def _keep_if_whole(
-    outcome: FfmpegOutcome, temp: Path, final: Path, task: RenderTask, argv: list[str]
+    outcome: FfmpegOutcome,
+    temp: Path,
+    final: Path,
+    task: RenderTask,
+    argv: list[str],
+    pushed: bool,
 ) -> RenderResult:
     """After a cancel: keep an output that FFmpeg finished anyway, else the cancel stands.
 
-    `q` also exits 0, with a shorter file: the duration check tells the two apart.
+    `q` also exits 0, with a shorter file: the duration check tells the two apart. A pushed
+    cancel that the SDK has not delivered yet ends the attempt as `StoppedForCancel`
+    (non-retryable; the workflow counts it as cancelled).
     """
     if outcome.returncode == 0:
         try:
             return await _finish_output(temp, final, task, argv)
         except ApplicationError:
             pass
+    if pushed and not _cleanup_follows():
+        raise ApplicationError(
+            f"{task.media.path} variation {task.variation}: stopped, the job was cancelled",
+            type=stops.STOPPED_FOR_CANCEL,
+            non_retryable=True,
+        )
     raise asyncio.CancelledError()
 
 
@@ -309,19 +378,24 @@ def finish_job(request: FinishRequest) -> JobResult:
     activity runs it in a thread)."""
     job_dir = Path(request.job_dir)
     results = {(r.input_index, r.variation): r for r in request.results}
-    if request.use_ledger:
-        for earlier in jobdir.read_ledger(job_dir):
-            results.setdefault((earlier.input_index, earlier.variation), earlier)
-    keep = {result.path for result in results.values()}
-    owned = jobdir.owned_names(request.stems, request.variations)
-    cells = {sheet.cell_name(name) for name in owned if not name.startswith(".")}
-    sheets_planned = sheet.planned_names(request.stems)  # an earlier run's sheet is redrawn
-    owned |= sheets_planned | {jobdir.atomic_temp_name(n) for n in sheets_planned} | cells
-    kept_cells = {sheet.cell_name(name) for name in keep}
     try:
-        removed, foreign = jobdir.sweep(job_dir, request.job_id, keep | kept_cells, owned)
+        jobdir.check_owner(job_dir, request.job_id, request.chain, "clean")
+        if request.use_ledger:
+            for earlier in ledger.read_ledger(job_dir):
+                results.setdefault((earlier.input_index, earlier.variation), earlier)
+        keep = {result.path for result in results.values()}
+        owned = jobdir.owned_names(request.stems, request.variations)
+        cells = {sheet.cell_name(name) for name in owned if not name.startswith(".")}
+        sheets_planned = sheet.planned_names(request.stems)  # an earlier run's sheet is redrawn
+        owned |= sheets_planned | {jobdir.atomic_temp_name(n) for n in sheets_planned} | cells
+        kept_cells = {sheet.cell_name(name) for name in keep}
+        removed, foreign = jobdir.sweep(
+            job_dir, request.job_id, keep | kept_cells, owned, request.chain
+        )
     except jobdir.ConfinementError as err:
-        raise ApplicationError(str(err), type=BAD_INPUT, non_retryable=True) from None
+        raise _confinement_failure(err) from None
+    except ledger.LedgerCorrupt as err:
+        raise ApplicationError(str(err), type=LEDGER_CORRUPT, non_retryable=True) from None
     removed = [name for name in removed if name not in cells]  # varia's scratch, not the job's
     ordered = sorted(results.values(), key=lambda r: (r.input_index, r.variation))
     if any(result.quality is not None for result in ordered):
@@ -359,6 +433,7 @@ def finish_job(request: FinishRequest) -> JobResult:
         completed=manifest.completed,
         failed=manifest.failed,
         removed=len(removed),
+        seed=request.seed,
         sheet=str(job_dir / sheets[0].path) if sheets else None,
         sheets=[str(job_dir / entry.path) for entry in sheets],
         quality=manifest.quality,

@@ -1,4 +1,6 @@
-"""`python -m varia.health`: exit 0 when this host's worker polls its task queue.
+"""`python -m varia.health`: exit 0 when this host's worker polls its task queues.
+
+A worker polls two: the job queue (`VARIA_TASK_QUEUE`) and its render queue (`<queue>-render`).
 
 The container HEALTHCHECK runs it. The worker is found by `VARIA_WORKER_IDENTITY` when set,
 else by the SDK's default identity `<pid>@<hostname>` on this host.
@@ -10,28 +12,10 @@ import asyncio
 import os
 import socket
 import sys
-from datetime import timedelta
 
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client
-
-from varia.client import connect
-from varia.config import Settings, SettingsError, load_settings
-
-
-async def poller_identities(client: Client, namespace: str, task_queue: str) -> set[str]:
-    """Identities of the workers recently polling the task queue for activities."""
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-        ),
-        timeout=timedelta(seconds=5),
-    )
-    return {poller.identity for poller in response.pollers}
+from varia.client.connection import connect
+from varia.client.pollers import poller_identities
+from varia.config import Settings, SettingsError, load_settings, render_task_queue
 
 
 def is_mine(identity: str, settings: Settings) -> bool:
@@ -42,10 +26,13 @@ def is_mine(identity: str, settings: Settings) -> bool:
 
 
 async def check(settings: Settings) -> bool:
-    """True when this host's worker polls the configured task queue."""
+    """True when this host's worker polls the configured task queue and its render queue."""
     client = await connect(settings)
-    identities = await poller_identities(client, settings.temporal_namespace, settings.task_queue)
-    return any(is_mine(identity, settings) for identity in identities)
+    for queue in (settings.task_queue, render_task_queue(settings.task_queue)):
+        identities = await poller_identities(client, queue)
+        if not any(is_mine(identity, settings) for identity in identities):
+            return False
+    return True
 
 
 def main() -> int:
@@ -59,7 +46,10 @@ def main() -> int:
         print(f"varia health: cannot ask Temporal: {err}", file=sys.stderr)
         return 2
     if not healthy:
-        print("varia health: no worker of this host polls the task queue", file=sys.stderr)
+        print(
+            "varia health: no worker of this host polls the task queue and its render queue",
+            file=sys.stderr,
+        )
     return 0 if healthy else 1
 
 

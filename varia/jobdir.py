@@ -1,9 +1,12 @@
 """The job directory: confinement, the marker file, the confined cleanup and the manifest.
 
 A job writes only inside `<output_dir>/<job id>/`. The directory carries a marker file
-(`.varia-job`); cleanup refuses a directory without it, never follows a symlink, never leaves
-the directory and only deletes names the job itself could have created (its planned outputs
-and their temporary files). Anything else found there is reported as foreign and left alone.
+(`.varia-job`) naming the job id and the execution chain that made it (the first run id of the
+workflow: continue-as-new, retries and resets keep it). A later execution under a reused
+workflow id is a new chain: it never adopts, changes or deletes the directory. Cleanup refuses
+a directory whose marker is not the job's, never follows a symlink, never leaves the directory
+and only deletes names the job itself could have created (its planned outputs and their
+temporary files). Anything else found there is reported as foreign and left alone.
 """
 
 from __future__ import annotations
@@ -12,20 +15,37 @@ import contextlib
 import json
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from varia.models import Manifest, RenderResult, temp_name_for
+from varia.ledger import LEDGER_NAME
+from varia.models import Manifest, temp_name_for
 from varia.recipes import output_name
 
 MARKER_NAME = ".varia-job"
 MANIFEST_NAME = "manifest.json"
-LEDGER_NAME = ".varia-ledger.jsonl"
-"""Completion records of earlier workflow runs of a long job (one JSON object a line)."""
 _JOB_ID_MAX = 200
 
 
 class ConfinementError(Exception):
     """A path or job id would take the job outside where it may write or read."""
+
+
+class JobDirTaken(ConfinementError):
+    """The job directory belongs to an earlier execution under the same workflow id."""
+
+
+class OutputDirUnusable(ConfinementError):
+    """`output_dir` cannot hold the job directory: not a directory, or not writable."""
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What a job directory's marker says: the job id and, since chains are recorded, the
+    first run id of the execution chain that made it (None in a marker of older varia)."""
+
+    job_id: str
+    chain: str | None = None
 
 
 def job_id_problem(job_id: str) -> str | None:
@@ -66,48 +86,125 @@ def confine(path: str, roots: Sequence[Path], what: str) -> Path:
     return resolved
 
 
-def open_job_dir(output_dir: Path, job_id: str) -> Path:
+def open_job_dir(output_dir: Path, job_id: str, chain: str | None = None) -> Path:
     """Create (or reopen) the job directory and its marker; return its path.
 
-    An existing directory is reused only if its marker names the same job; a directory that
-    varia did not create is never taken over.
+    `chain` is the first run id of the calling workflow execution chain. An existing
+    directory is reopened only by the chain that made it (a retried prepare). A directory of
+    another chain raises `JobDirTaken`; so does one of older varia (a marker without a chain)
+    unless it holds nothing but its marker. A directory varia did not create is never taken
+    over. Nothing is written into a directory that is refused. `chain=None` (a prepare
+    scheduled by older workflow code) keeps the old rule: the job id alone decides.
     """
     problem = job_id_problem(job_id)
     if problem:
         raise ConfinementError(problem)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfinementError(f"output_dir {str(output_dir)!r} cannot be created: {err}") from err
+    _make_output_dir(output_dir)
     job_dir = output_dir / job_id
     if job_dir.is_symlink():
         raise ConfinementError(f"job directory {str(job_dir)!r} is a symlink; refusing it")
     try:
         job_dir.mkdir(exist_ok=False)
     except FileExistsError:
-        owner = marker_job_id(job_dir)
-        if owner != job_id:
-            raise ConfinementError(
-                f"job directory {str(job_dir)!r} already exists and was not created by job "
-                f"{job_id!r}; choose another workflow id or output_dir"
-            ) from None
+        _check_reopen(job_dir, job_id, chain)
         return job_dir
     except OSError as err:
-        raise ConfinementError(f"job directory {str(job_dir)!r} cannot be created: {err}") from err
-    _write_atomic(job_dir, MARKER_NAME, json.dumps({"job_id": job_id}).encode())
+        raise _unusable(output_dir, err) from err
+    _write_marker(job_dir, Marker(job_id, chain))
     return job_dir
 
 
-def marker_job_id(job_dir: Path) -> str | None:
-    """The job id the directory's marker names, or None if there is no valid marker."""
+def _make_output_dir(output_dir: Path) -> None:
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _unusable(output_dir, err) from err
+
+
+def _unusable(output_dir: Path, err: OSError) -> OutputDirUnusable:
+    """The error for an output dir (or a parent of it) that cannot hold the job directory."""
+    if isinstance(err, (FileExistsError, NotADirectoryError)):
+        return OutputDirUnusable(
+            f"output_dir {str(output_dir)!r} is not a directory (a file is in the way)"
+        )
+    reason = os.strerror(err.errno) if err.errno else str(err)
+    return OutputDirUnusable(f"output_dir {str(output_dir)!r} is not writable ({reason})")
+
+
+def _check_reopen(job_dir: Path, job_id: str, chain: str | None) -> None:
+    """Raise unless the chain `chain` of job `job_id` may reopen the existing `job_dir`."""
+    marker = read_marker(job_dir)
+    if marker is None or marker.job_id != job_id:
+        raise ConfinementError(
+            f"job directory {str(job_dir)!r} already exists and was not created by job "
+            f"{job_id!r}; choose another workflow id or output_dir"
+        )
+    if chain is None or marker.chain == chain:
+        return
+    if marker.chain is None and _only_marker(job_dir):
+        _write_marker(job_dir, Marker(job_id, chain))  # nothing in it to lose: adopt it
+        return
+    raise JobDirTaken(
+        f"job directory {str(job_dir)!r} belongs to an earlier execution of workflow id "
+        f"{job_id!r} (first run {marker.chain or 'of an older varia'}); this execution (first "
+        f"run {chain}) wrote nothing there. Start the job under a new workflow id (varia start "
+        "--id) or with another output_dir; scripts that reuse ids should start jobs with the "
+        "id-reuse policy REJECT_DUPLICATE"
+    )
+
+
+def _only_marker(job_dir: Path) -> bool:
+    with os.scandir(job_dir) as entries:
+        return all(
+            entry.name == MARKER_NAME or entry.name.startswith(".varia-tmp-") for entry in entries
+        )
+
+
+def _write_marker(job_dir: Path, marker: Marker) -> None:
+    data: dict[str, str] = {"job_id": marker.job_id}
+    if marker.chain is not None:
+        data["first_execution_run_id"] = marker.chain
+    _write_atomic(job_dir, MARKER_NAME, json.dumps(data).encode())
+
+
+def read_marker(job_dir: Path) -> Marker | None:
+    """The directory's marker, or None if there is no valid one."""
     marker = job_dir / MARKER_NAME
     if marker.is_symlink() or not marker.is_file():
         return None
     try:
-        value = json.loads(marker.read_text()).get("job_id")
-    except (OSError, ValueError, AttributeError):
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError):
         return None
-    return value if isinstance(value, str) else None
+    if not isinstance(data, dict) or not isinstance(data.get("job_id"), str):
+        return None
+    chain = data.get("first_execution_run_id")
+    return Marker(data["job_id"], chain if isinstance(chain, str) else None)
+
+
+def marker_job_id(job_dir: Path) -> str | None:
+    """The job id the directory's marker names, or None if there is no valid marker."""
+    marker = read_marker(job_dir)
+    return marker.job_id if marker else None
+
+
+def check_owner(job_dir: Path, job_id: str, chain: str | None, doing: str) -> None:
+    """Raise unless the marker names job `job_id` and chain `chain`.
+
+    A marker without a chain (made by older varia for a chain that older varia started)
+    matches any chain of that job id: new executions never adopt such a directory unless
+    it is empty (`open_job_dir`), so only the chain that made it gets here.
+    """
+    marker = read_marker(job_dir)
+    if marker is None or marker.job_id != job_id:
+        raise ConfinementError(
+            f"refusing to {doing} {str(job_dir)!r}: its marker does not name job {job_id!r}"
+        )
+    if chain is not None and marker.chain is not None and marker.chain != chain:
+        raise JobDirTaken(
+            f"refusing to {doing} {str(job_dir)!r}: it belongs to execution {marker.chain} of "
+            f"job {job_id!r}, not to this one ({chain})"
+        )
 
 
 def owned_names(stems: Sequence[str], variations: int) -> set[str]:
@@ -122,17 +219,15 @@ def owned_names(stems: Sequence[str], variations: int) -> set[str]:
 
 
 def sweep(
-    job_dir: Path, job_id: str, keep: Iterable[str], owned: set[str]
+    job_dir: Path, job_id: str, keep: Iterable[str], owned: set[str], chain: str | None = None
 ) -> tuple[list[str], list[str]]:
     """Delete the job's own files that are not kept; return (removed, foreign) names, sorted.
 
-    Only regular files directly in `job_dir` whose names are in `owned` are deleted.
-    Symlinks, directories and unknown files are left alone and reported as foreign.
+    Refuses (`check_owner`) unless the marker names this job and execution chain. Only
+    regular files directly in `job_dir` whose names are in `owned` are deleted. Symlinks,
+    directories and unknown files are left alone and reported as foreign.
     """
-    if marker_job_id(job_dir) != job_id:
-        raise ConfinementError(
-            f"refusing to clean {str(job_dir)!r}: its marker does not name job {job_id!r}"
-        )
+    check_owner(job_dir, job_id, chain, "clean")
     kept = set(keep) | {MANIFEST_NAME, MARKER_NAME, LEDGER_NAME}
     removed: list[str] = []
     foreign: list[str] = []
@@ -148,32 +243,6 @@ def sweep(
                 foreign.append(entry.name)
     _fsync_dir(job_dir)
     return sorted(removed), sorted(foreign)
-
-
-def append_ledger(job_dir: Path, results: Iterable[RenderResult]) -> None:
-    """Append completion records to the ledger and fsync it (duplicates are fine: see read)."""
-    lines = "".join(result.model_dump_json() + "\n" for result in results)
-    fd = os.open(
-        job_dir / LEDGER_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644
-    )
-    with os.fdopen(fd, "a") as handle:
-        handle.write(lines)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def read_ledger(job_dir: Path) -> list[RenderResult]:
-    """The completion records in the ledger, one per variation (a retried append is merged)."""
-    path = job_dir / LEDGER_NAME
-    if path.is_symlink() or not path.is_file():
-        return []
-    records: dict[tuple[int, int], RenderResult] = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                result = RenderResult.model_validate_json(line)
-                records[(result.input_index, result.variation)] = result
-    return list(records.values())
 
 
 def write_manifest(job_dir: Path, manifest: Manifest) -> Path:

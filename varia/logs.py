@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from temporalio import activity, workflow
+from temporalio.exceptions import ApplicationError
 
 from varia.config import Settings
 
@@ -64,6 +65,21 @@ class ContextFilter(logging.Filter):
         return True
 
 
+class ExpectedFailureFilter(logging.Filter):
+    """Drops the SDK's "Completing activity as failed" traceback for an expected failure.
+
+    Expected: a non-retryable `ApplicationError` (bad input, full disk), whose message names
+    the file and the problem; the job log (`varia.joblog`) already said it in one line.
+    Anything else keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.__dict__.get("__temporal_error_identifier") != "ActivityFailure":
+            return True
+        err = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(err, ApplicationError) and err.non_retryable)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, job context, exception."""
 
@@ -83,6 +99,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
     """Send the root logger's records to `stream` (stderr) as text or JSON lines."""
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(ExpectedFailureFilter())
     handler.addFilter(ContextFilter())
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -93,7 +110,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> loggi
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
-    if settings.log_format == "json":  # the context is in fields; keep messages clean
-        activity.logger.activity_info_on_message = False
-        workflow.logger.workflow_info_on_message = False
+    # The context goes in fields (JSON) or the `[key=value]` tail (text): keep messages clean.
+    activity.logger.activity_info_on_message = False
+    workflow.logger.workflow_info_on_message = False
     return handler

@@ -58,7 +58,10 @@ class JobRequest(BaseModel):
     inputs: list[str]
     variations: int
     output_dir: str
-    seed: int = 0
+    seed: int | None = Field(
+        default=None,
+        description="Seed of the recipes; None: derived from the job id (recipes.default_seed).",
+    )
     concurrency: int = 1
     threads: int | None = Field(
         default=None, description="FFmpeg -threads per render; None lets FFmpeg choose."
@@ -330,6 +333,7 @@ class JobResult(BaseModel):
     completed: int
     failed: int
     removed: int
+    seed: int | None = Field(default=None, description="The seed the job ran with.")
     sheet: str | None = Field(default=None, description="Absolute path of the contact sheet.")
     sheets: list[str] = Field(default_factory=list, description="All contact sheets (absolute).")
     quality: QualitySummary | None = None
@@ -375,6 +379,22 @@ class RenderHeartbeat(BaseModel):
     pid: int | None = None
     pid_create_time: float | None = None
     output: str = ""
+    stop_queue: str | None = None  # the worker's own queue: a cancel is pushed there
+
+
+class StopRenders(BaseModel):
+    """Input of `varia.stop_renders`: stop these renders of one run (a pushed cancel)."""
+
+    workflow_id: str
+    run_id: str
+    activity_ids: list[str]
+
+
+class RunRef(BaseModel):
+    """One run of a workflow."""
+
+    workflow_id: str
+    run_id: str
 
 
 class PrepareRequest(BaseModel):
@@ -383,6 +403,11 @@ class PrepareRequest(BaseModel):
     job_id: str
     inputs: list[str]
     output_dir: str
+    variations: int | None = Field(default=None, description="Per input (for the job log).")
+    chain: str | None = Field(
+        default=None,
+        description="First run id of the workflow execution chain (None: older workflow code).",
+    )
 
 
 class PreparedJob(BaseModel):
@@ -408,6 +433,10 @@ class FinishRequest(BaseModel):
     use_ledger: bool = Field(
         default=False, description="Earlier runs' results are in the job's ledger file too."
     )
+    chain: str | None = Field(
+        default=None,
+        description="First run id of the workflow execution chain (None: older workflow code).",
+    )
 
 
 class JobCarry(BaseModel):
@@ -432,3 +461,7 @@ class LedgerAppend(BaseModel):
     job_id: str
     job_dir: str
     results: list[RenderResult]
+    chain: str | None = Field(
+        default=None,
+        description="First run id of the workflow execution chain (None: older workflow code).",
+    )

@@ -12,7 +12,7 @@ The knobs and their ranges (documented in the README):
 | saturation | 0.85 .. 1.20 |
 | hue_degrees | -10 .. +10 |
 | zoom (crop and scale back) | 1.00 .. 1.12, panned anywhere in the frame |
-| mirror | half of the variations |
+| mirror | a 50 % chance for each variation |
 | speed (audio follows with `atempo`) | 0.95 .. 1.05 |
 | noise (temporal luma/chroma noise) | 0 .. 8 |
 | crf (libx264) | 20 .. 28 |
@@ -38,6 +38,21 @@ KNOB_RANGES: dict[str, tuple[float, float]] = {
     "pan_y": (0.0, 1.0),
     "speed": (0.95, 1.05),
 }
+
+
+def default_seed(job_id: str) -> int:
+    """The seed of a job that was given none: derived from its workflow id, so different jobs
+    differ and each job is reproducible (pass it as `seed` to render the same files again).
+
+    The first 4 bytes of SHA-256 of the id: below 2**32, exact in any JSON reader (JavaScript
+    included) and short enough to type.
+    """
+    return int.from_bytes(hashlib.sha256(job_id.encode()).digest()[:4], "big")
+
+
+def resolve_seed(seed: int | None, job_id: str) -> int:
+    """The seed a job runs with: the request's, or `default_seed(job_id)` when it has none."""
+    return default_seed(job_id) if seed is None else seed
 
 
 def _unit(seed: int, input_index: int, variation: int, knob: str, attempt: int = 0) -> float:

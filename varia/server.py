@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -37,6 +38,10 @@ class ServerError(Exception):
     """The dev server could not be found or did not come up; the message says why."""
 
 
+class DatabaseInUse(ServerError):
+    """Another varia server (or demo) already runs on this SQLite file."""
+
+
 def temporal_binary() -> str:
     """The `temporal` CLI: `VARIA_TEMPORAL`, the one beside this Python, or on PATH."""
     candidates = [
@@ -60,10 +65,35 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise `ServerError` naming `host:port` and the bind error if it cannot be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            reason = (err.strerror or str(err)).lower()
+            raise ServerError(f"cannot start Temporal on {host}:{port}: bind: {reason}") from None
+
+
 def default_db_path() -> Path:
     """The SQLite file of `varia server` under the user's data directory."""
     base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
     return base / "varia" / "temporal.db"
+
+
+def lock_db(db_path: Path) -> int:
+    """Lock `<db>.lock` for this process (one server per SQLite file); returns the lock's fd.
+
+    Raises `DatabaseInUse` if another varia server or demo holds it.
+    """
+    fd = os.open(f"{db_path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DatabaseInUse(f"{db_path} is in use by another varia server or demo") from None
+    return fd
 
 
 @dataclass
@@ -78,6 +108,7 @@ class DevServer:
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     identity: ProcessIdentity | None = field(default=None, repr=False)
+    _db_lock: int | None = field(default=None, repr=False)
 
     @property
     def address(self) -> str:
@@ -111,15 +142,29 @@ class DevServer:
         return argv
 
     async def start(self, timeout_s: float = 30.0) -> DevServer:
-        """Start the server and wait until it answers; raise `ServerError` if it does not."""
+        """Start the server and wait until it answers; raise `ServerError` if it does not
+        (a busy port is named: another server there would otherwise answer for us)."""
         self.port = self.port or free_port(self.host)
         self.ui_port = self.ui_port or free_port(self.host)
+        argv = self.argv()
+        for port in (self.port, self.ui_port) if self.ui else (self.port,):
+            check_port_free(self.host, port)
         if self.db_path is not None:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
+            self._db_lock = lock_db(self.db_path)
+        try:
+            self._spawn(argv)
+            await self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()  # also releases the database lock
+            raise
+        return self
+
+    def _spawn(self, argv: list[str]) -> None:
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
-                self.argv(),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -130,8 +175,6 @@ class DevServer:
             if log is not subprocess.DEVNULL:
                 log.close()  # type: ignore[union-attr]
         self.identity = ProcessIdentity.of(self.process.pid)
-        await self._wait_ready(timeout_s)
-        return self
 
     async def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -159,6 +202,9 @@ class DevServer:
         """Stop the server by its pid: SIGTERM, then SIGKILL if it lingers."""
         if self.process is not None and self.identity is not None:
             terminate(self.process, self.identity, timeout_s)
+        if self._db_lock is not None:
+            os.close(self._db_lock)  # releases the lock
+            self._db_lock = None
 
     async def __aenter__(self) -> DevServer:
         return await self.start()

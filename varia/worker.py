@@ -1,7 +1,12 @@
-"""The varia worker: runs `VariationJob` and its activities on one task queue.
+"""The varia worker: runs `VariationJob` and its activities, polling two task queues.
 
-SIGTERM/SIGINT shut it down gracefully: the renders in flight stop their FFmpeg by the three
-stages and fail as retryable, so another worker picks them up.
+The job's task queue (`VARIA_TASK_QUEUE`) carries the workflow and the light activities
+(prepare, record, cleanup); `<queue>-render` carries the renders, so their cap
+(`VARIA_MAX_CONCURRENT_RENDERS`) is theirs alone and a cancel's or drain's cleanup never
+waits behind another job's renders. SIGTERM/SIGINT shut both down gracefully: the renders in
+flight stop their FFmpeg by the three stages and fail as retryable, so another worker picks
+them up. With `VARIA_PUSH_CANCEL` (the default) it also polls a queue of its own,
+`<queue>-stop-<token>`, where a cancelled job pushes `varia.stop_renders` (`varia.stops`).
 """
 
 from __future__ import annotations
@@ -10,48 +15,148 @@ import asyncio
 import logging
 import signal
 from datetime import timedelta
+from types import TracebackType
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from varia.activities import JobActivities
-from varia.client import connect
-from varia.config import Settings
+from varia.client.connection import connect
+from varia.config import Settings, render_task_queue
+from varia.joblog import JobLog
 from varia.metrics import make_runtime, metrics_address
 from varia.search_attributes import (
     CREATE_COMMAND,
     SEARCH_ATTRIBUTE_NAMES,
     registered_search_attributes,
 )
+from varia.stops import stop_queue_name
 from varia.workflows import VariationJob
 
 log = logging.getLogger("varia.worker")
 
 
-def build_worker(client: Client, settings: Settings, *, identity: str | None = None) -> Worker:
-    """A worker for varia's workflow and activities, configured from `settings`."""
-    activities = JobActivities(settings)
-    identity = identity or settings.worker_identity
-    extra = {"identity": identity} if identity else {}
-    # Capping the SDK's heartbeat throttle makes a cancel reach FFmpeg within about that long.
-    throttle = timedelta(seconds=settings.heartbeat_throttle_s)
+LIGHT_ACTIVITY_SLOTS = 8
+"""Activities at once on the job's own queue: prepare, record and cleanup (and renders that
+workflow code older than the render queue scheduled there, during an upgrade)."""
+
+
+class VariaWorker:
+    """The SDK workers of one varia worker process, started and stopped together: the job
+    queue's, the render queue's, and (pushed cancels) the one of this process's own queue.
+
+    Use it as `async with build_worker(...)`, or `await run()` until `shutdown()`.
+    """
+
+    def __init__(self, main: Worker, render: Worker, stop: Worker | None = None) -> None:
+        self.main, self.render, self.stop = main, render, stop
+        self.task_queue = main.task_queue
+        self._all = [w for w in (stop, render, main) if w is not None]  # main starts last
+
+    async def __aenter__(self) -> VariaWorker:
+        entered: list[Worker] = []
+        try:
+            for worker in self._all:
+                await worker.__aenter__()
+                entered.append(worker)
+        except BaseException as err:
+            for worker in reversed(entered):
+                await worker.__aexit__(type(err), err, err.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Shut all down at once, so their graceful shutdown timeouts overlap."""
+        results = await asyncio.gather(
+            *(worker.__aexit__(exc_type, exc, tb) for worker in self._all),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def run(self) -> None:
+        """Run all until `shutdown()` (or one of them fails)."""
+        await asyncio.gather(*(worker.run() for worker in self._all))
+
+    async def shutdown(self) -> None:
+        """Shut all down gracefully (in-flight renders stop their FFmpeg)."""
+        await asyncio.gather(*(worker.shutdown() for worker in self._all))
+
+
+STOP_SLOTS = 4
+"""`stop_renders` activities at once (each only sets events: it returns at once)."""
+
+
+def build_worker(client: Client, settings: Settings, *, identity: str | None = None) -> VariaWorker:
+    """A worker for varia's workflow and activities, on its queues, from `settings`."""
+    stop_queue = stop_queue_name(settings.task_queue) if settings.push_cancel else None
+    activities = JobActivities(settings, stop_queue=stop_queue)
+    stop = None
+    if stop_queue is not None:
+        stop = Worker(
+            client,
+            task_queue=stop_queue,
+            activities=[activities.stop_renders],
+            max_concurrent_activities=STOP_SLOTS,
+            **_common(settings, identity),  # type: ignore[arg-type]
+        )
+    return VariaWorker(
+        build_job_worker(client, settings, identity=identity, activities=activities),
+        Worker(
+            client,
+            task_queue=render_task_queue(settings.task_queue),
+            activities=[activities.render],
+            max_concurrent_activities=settings.max_concurrent_renders,
+            **_common(settings, identity),  # type: ignore[arg-type]
+        ),
+        stop,
+    )
+
+
+def build_job_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    identity: str | None = None,
+    activities: JobActivities | None = None,
+) -> Worker:
+    """The SDK worker of the job's own queue alone: the workflow and the light activities."""
+    activities = activities or JobActivities(settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[VariationJob],
         activities=[
             activities.prepare,
-            activities.render,
+            activities.render,  # renders scheduled here by workflow code of older varia
             activities.record,
             activities.search_attributes,
             activities.finish,
+            activities.render_stop_queues,  # a local activity of the cancel path
         ],
-        max_concurrent_activities=settings.max_concurrent_renders + 2,
-        max_heartbeat_throttle_interval=throttle,
-        default_heartbeat_throttle_interval=throttle,
-        graceful_shutdown_timeout=timedelta(seconds=settings.graceful_shutdown_s),
-        **extra,  # type: ignore[arg-type]
+        max_concurrent_activities=LIGHT_ACTIVITY_SLOTS,
+        **_common(settings, identity),  # type: ignore[arg-type]
     )
+
+
+def _common(settings: Settings, identity: str | None) -> dict[str, object]:
+    identity = identity or settings.worker_identity
+    extra = {"identity": identity} if identity else {}
+    # The heartbeat throttle bounds a cancel only when it is not pushed (the fallback).
+    throttle = timedelta(seconds=settings.heartbeat_throttle_s)
+    return {
+        "max_heartbeat_throttle_interval": throttle,
+        "default_heartbeat_throttle_interval": throttle,
+        "graceful_shutdown_timeout": timedelta(seconds=settings.graceful_shutdown_s),
+        "interceptors": [JobLog()],
+        **extra,
+    }
 
 
 async def warn_if_search_attributes_missing(client: Client, namespace: str) -> list[str]:
@@ -85,8 +190,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         if stop.is_set():
             return
         log.info(
-            "worker polling task queue %r on %s (namespace %r)",
+            "worker polling task queues %r and %r on %s (namespace %r)",
             settings.task_queue,
+            render_task_queue(settings.task_queue),
             settings.temporal_address,
             settings.temporal_namespace,
         )

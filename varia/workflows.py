@@ -3,6 +3,10 @@
 Deterministic: no I/O, no clock, no randomness except through `workflow.*`. A long job
 continues as new every `chunk_size` variations (the completion records of finished runs go
 to the job's ledger file), so its history stays short at any size.
+
+Over 300 lines on purpose: one class whose handlers, run, render loop, continue-as-new and
+cleanup share one state, and whose command order is the replay contract; split, the
+determinism rules would be spread over several files.
 """
 
 from __future__ import annotations
@@ -14,10 +18,16 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    TimeoutError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
-    from varia.activities import NO_SPACE, NON_RETRYABLE_TYPES, JobActivities
+    from varia.activities import NO_SPACE, NON_RETRYABLE_TYPES, PREPARE_REFUSALS, JobActivities
+    from varia.config import render_task_queue
     from varia.models import (
         DEFAULT_CHUNK_SIZE,
         FinalState,
@@ -34,13 +44,22 @@ with workflow.unsafe.imports_passed_through():
         RenderResult,
         RenderTask,
         RunningVariation,
+        RunRef,
+        StopRenders,
     )
-    from varia.recipes import make_recipe, output_name, output_stems, recipe_summary
+    from varia.recipes import (
+        default_seed,
+        make_recipe,
+        output_name,
+        output_stems,
+        recipe_summary,
+    )
     from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
+    from varia.stops import STOPPED_FOR_CANCEL
+    from varia.timeouts import render_start_to_close
     from varia.validation import RequestError, check_job_id, parse_request, strength_bounds
 
 RENDER_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
-RENDER_START_TO_CLOSE = timedelta(hours=2)
 RENDER_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -55,7 +74,14 @@ IO_RETRY = RetryPolicy(
     non_retryable_error_types=list(NON_RETRYABLE_TYPES),
 )
 MAX_ERRORS_KEPT = 20
+KEEP_EARLY_DRAIN = "keep-early-drain"
+"""Patch: a drain accepted before `run()` survives `_resume` (only runs where it happened
+record the marker; older histories of such a run replay their old path)."""
 WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+PUSH_CANCEL_PATCH = "push-cancel"
+"""Runs recorded before pushed cancels replay without them (`workflow.patched`)."""
+PUSH_TIMEOUT = timedelta(seconds=10)
+ONCE = RetryPolicy(maximum_attempts=1)
 
 
 @workflow.defn(name="VariationJob")
@@ -77,6 +103,8 @@ class VariationJob:
         self._job_dir: str | None = None
         self._search_attributes: list[str] = []
         self._runs = 1
+        self._seed = 0
+        self._failure_type = "JobFailed"
         self._outcome_lines: list[str] = []  # contact sheet and quality, once cleanup ran
 
     # ---- public handlers -------------------------------------------------------------
@@ -105,7 +133,11 @@ class VariationJob:
 
     @workflow.update(name="drain")
     def drain(self) -> Progress:
-        """Start no new variations; the running ones finish, then the job ends `drained`."""
+        """Start no new variations; the running ones finish, then the job ends `drained`.
+
+        It may run before `run()` in a run's first workflow task (the SDK runs handlers
+        first): `_resume` keeps what it set.
+        """
         self._draining = True
         if self._state == "running":
             self._set_state("draining")
@@ -127,7 +159,9 @@ class VariationJob:
             check_job_id(self._job_id)
         except RequestError as err:
             self._state = "failed"
+            workflow.logger.warning("job %s refused: %s", self._job_id, err)  # not on replay
             raise ApplicationError(str(err), type="BadRequest", non_retryable=True) from None
+        job = self._with_seed(job)
         self._total = len(job.inputs) * job.variations
         stems = output_stems(job.inputs)
         if carry is not None:
@@ -160,7 +194,23 @@ class VariationJob:
                 self._remember_error(_cause_message(err))
                 outcome = "failed"
                 self._job_dir = self._job_dir or _job_dir_from_failure(err)
+                if _error_type(err) in PREPARE_REFUSALS:  # nothing written: fail as that
+                    self._failure_type = _error_type(err) or self._failure_type
         return await self._end(job, stems, outcome, cancel)
+
+    def _with_seed(self, job: JobRequest) -> JobRequest:
+        """The request with its seed resolved once, in the first run (continue-as-new passes
+        the resolved seed on, so later runs never derive it again).
+
+        A job without a seed gets `default_seed(job id)`. Runs started before seeds were
+        derived defaulted to 0: their histories lack the `default-seed` marker and keep 0.
+        """
+        if job.seed is None:
+            seed = default_seed(self._job_id) if workflow.patched("default-seed") else 0
+            job = job.model_copy(update={"seed": seed})
+        assert job.seed is not None
+        self._seed = job.seed
+        return job
 
     async def _prepare(self, job: JobRequest) -> PreparedJob:
         """Run prepare to its end even if a cancel arrives: cleanup needs the job dir it made.
@@ -170,7 +220,13 @@ class VariationJob:
         """
         preparing = workflow.start_activity_method(
             JobActivities.prepare,
-            PrepareRequest(job_id=self._job_id, inputs=job.inputs, output_dir=job.output_dir),
+            PrepareRequest(
+                job_id=self._job_id,
+                inputs=job.inputs,
+                output_dir=job.output_dir,
+                variations=job.variations,
+                chain=_chain(),
+            ),
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=timedelta(minutes=2),
             retry_policy=IO_RETRY,
@@ -180,6 +236,7 @@ class VariationJob:
         try:
             return await asyncio.shield(preparing)
         except asyncio.CancelledError:
+            self._cancel_requested = True  # in the task that received it (query consistency)
             prepared = await preparing  # a failure here is handled like any prepare failure
             self._job_dir = prepared.job_dir
             raise
@@ -205,11 +262,12 @@ class VariationJob:
                 inputs=job.inputs,
                 stems=stems,
                 variations=job.variations,
-                seed=job.seed,
+                seed=self._seed,
                 results=self._results,
                 failed=self._failed,
                 errors=self._errors,
                 use_ledger=self._runs > 1,
+                chain=_chain(),
             )
         )
         self._outcome_lines = outcome_lines(result)
@@ -237,7 +295,7 @@ class VariationJob:
             raise ApplicationError(
                 reasons,
                 result.model_dump() if result else None,
-                type="JobFailed",
+                type=self._failure_type,
                 non_retryable=True,
             )
         assert result is not None
@@ -273,12 +331,15 @@ class VariationJob:
                 for handle in [h for h in running if h.done()]:
                     self._collect(handle, running.pop(handle))
         except asyncio.CancelledError:
+            self._cancel_requested = True  # with the state, in the task that received it
             self._set_state("cancelling")
             for handle in running:
                 handle.cancel()
+            if running and workflow.patched(PUSH_CANCEL_PATCH):
+                await _push_stop()
             for handle, task in running.items():
                 await workflow.wait_condition(handle.done)
-                self._collect(handle, task)
+                self._collect(handle, task, cancelling=True)
             raise
 
     def _plan(
@@ -291,10 +352,10 @@ class VariationJob:
             input_index=input_index,
             variation=variation,
             media=media[input_index],
-            recipe=make_recipe(job.seed, input_index, variation),
+            recipe=make_recipe(self._seed, input_index, variation),
             output_name=output_name(stems[input_index], variation, job.variations),
             threads=job.threads,
-            seed=job.seed,
+            seed=self._seed,
             bounds=strength_bounds(job),
         )
 
@@ -305,7 +366,8 @@ class VariationJob:
             JobActivities.render,
             task,
             activity_id=f"render-{task.input_index}-{task.variation}",
-            start_to_close_timeout=RENDER_START_TO_CLOSE,
+            task_queue=render_task_queue(workflow.info().task_queue),
+            start_to_close_timeout=render_start_to_close(task.media, task.recipe),
             heartbeat_timeout=RENDER_HEARTBEAT_TIMEOUT,
             retry_policy=RENDER_RETRY,
             cancellation_type=WAIT,
@@ -313,15 +375,26 @@ class VariationJob:
         )
         return asyncio.ensure_future(_completion_wins(handle))
 
-    def _collect(self, handle: asyncio.Task[RenderResult], task: RenderTask) -> None:
-        """Move a finished render into the completion record (or count its failure)."""
+    def _collect(
+        self, handle: asyncio.Task[RenderResult], task: RenderTask, cancelling: bool = False
+    ) -> None:
+        """Move a finished render into the completion record (or count its failure).
+
+        While cancelling, a render that timed out (it did not stop in time) counts as
+        cancelled, not failed: the cancel asked it to stop, and cleanup removes its file.
+        """
         self._running.pop((task.input_index, task.variation), None)
         try:
             result = handle.result()
         except asyncio.CancelledError:
             pass  # cancelled before it started, or stopped: its partial file is cleaned up
         except ActivityError as err:
-            if not is_cancelled_exception(err):
+            stopped = (
+                is_cancelled_exception(err)
+                or _error_type(err) == STOPPED_FOR_CANCEL
+                or (cancelling and isinstance(err.cause, TimeoutError))
+            )
+            if not stopped:
                 self._failed += 1
                 self._halted = self._halted or _error_type(err) == NO_SPACE
                 self._remember_error(
@@ -335,9 +408,17 @@ class VariationJob:
     # ---- continue-as-new -------------------------------------------------------------
 
     def _resume(self, carry: JobCarry) -> None:
+        """Restore the carried state, keeping what a handler already set in this run.
+
+        An update handler can run before `run()` in the run's first workflow task: a drain
+        accepted there must not be overwritten by the carried `draining=False`.
+        """
         self._job_dir = carry.job_dir
         self._completed, self._failed = carry.completed, carry.failed
-        self._draining, self._errors, self._runs = carry.draining, list(carry.errors), carry.runs
+        early_drain = self._draining and not carry.draining
+        if not (early_drain and workflow.patched(KEEP_EARLY_DRAIN)):
+            self._draining = carry.draining  # (histories from before the fix take this path)
+        self._errors, self._runs = list(carry.errors), carry.runs
         self._set_state("draining" if self._draining else "running")
 
     def _carry(self, media: list[MediaInfo], next_index: int) -> JobCarry:
@@ -357,7 +438,9 @@ class VariationJob:
         assert self._job_dir is not None
         await workflow.execute_activity_method(
             JobActivities.record,
-            LedgerAppend(job_id=self._job_id, job_dir=self._job_dir, results=self._results),
+            LedgerAppend(
+                job_id=self._job_id, job_dir=self._job_dir, results=self._results, chain=_chain()
+            ),
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=IO_RETRY,
         )
@@ -436,6 +519,12 @@ def outcome_lines(result: JobResult) -> list[str]:
     return lines
 
 
+def _chain() -> str:
+    """The execution chain's identity: its first run id (kept by continue-as-new, workflow
+    retries and resets; new for a later execution under a reused workflow id)."""
+    return workflow.info().first_execution_run_id
+
+
 def _changed(values: list[SearchAttributeUpdate[Any]]) -> bool:
     current: TypedSearchAttributes = workflow.info().typed_search_attributes
     return any(current.get(pair.key) != pair.value for pair in values)
@@ -451,6 +540,44 @@ def _raise_if_cancel_requested() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError()
+
+
+async def _push_stop() -> None:
+    """Push the cancel to the workers running this run's renders (best effort).
+
+    A local activity reads each pending render's stop queue from its heartbeat details; a
+    `stop_renders` activity on each queue stops FFmpeg at once. Nothing waits for them: if
+    one is lost, the heartbeat-borne cancel still arrives.
+    """
+    info = workflow.info()
+    try:
+        queues = await workflow.execute_local_activity_method(
+            JobActivities.render_stop_queues,
+            RunRef(workflow_id=info.workflow_id, run_id=info.run_id),
+            start_to_close_timeout=PUSH_TIMEOUT,
+            retry_policy=ONCE,
+        )
+    except ActivityError:
+        return
+    for queue, activity_ids in sorted(queues.items()):
+        pushed = workflow.start_activity_method(
+            JobActivities.stop_renders,
+            StopRenders(
+                workflow_id=info.workflow_id, run_id=info.run_id, activity_ids=activity_ids
+            ),
+            task_queue=queue,
+            schedule_to_close_timeout=PUSH_TIMEOUT,
+            retry_policy=ONCE,
+            cancellation_type=workflow.ActivityCancellationType.ABANDON,
+            summary=f"stop {', '.join(activity_ids)} at once (cancel)",
+        )
+        pushed.add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(task: asyncio.Task[Any]) -> None:
+    """Retrieve a push's outcome so a lost push logs nothing: the fallback covers it."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _completion_wins(handle: asyncio.Task[RenderResult]) -> RenderResult:

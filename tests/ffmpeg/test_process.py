@@ -172,3 +172,30 @@ def test_child_dies_with_its_parent(tmp_path: Path, via: str) -> None:
             parent.wait()
         if psutil.pid_exists(child.pid) and child.is_alive():
             os.kill(child.pid, signal.SIGKILL)
+
+
+class _NeverExits:
+    """Stands for a child stuck in uninterruptible I/O: it never exits, even after SIGKILL."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode, self.stdin = pid, None, None
+        self.waited = 0
+
+    async def wait(self) -> int:
+        self.waited += 1
+        await asyncio.Event().wait()
+        return -9
+
+
+async def test_wait_after_sigkill_is_bounded_and_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gone, identity = await started(POLITE)
+    assert gone.stdin is not None
+    gone.stdin.write(b"q")
+    await gone.wait()  # signals to this identity now go nowhere: nothing real is touched
+    stuck = _NeverExits(gone.pid)
+    stage = await stop_child(stuck, identity, stage_timeout_s=0.05)  # type: ignore[arg-type]
+    assert stage == "stuck"
+    assert stuck.waited == 2  # after SIGTERM, and after SIGKILL: each wait bounded
+    assert "did not exit" in caplog.text and "after SIGKILL" in caplog.text

@@ -9,8 +9,14 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from tests.reliability.support import WorkerProcesses
-from varia.clips import make_clip
+pytest.register_assert_rewrite(  # their asserts explain themselves like a test's
+    "tests.reliability.model_checks",
+    "tests.reliability.model_support",
+    "tests.reliability.model_world",
+)
+
+from tests.reliability.support import WorkerProcesses  # noqa: E402 (after the rewrite hook)
+from varia.clips import make_clip  # noqa: E402
 
 
 @dataclass(frozen=True)

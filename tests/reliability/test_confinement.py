@@ -116,8 +116,7 @@ def test_cleanup_refuses_a_directory_without_the_marker(tmp_path: Path) -> None:
 
 async def test_cleanup_leaves_foreign_entries_alone(
     client: Client,
-    worker: Worker,
-    task_queue: str,
+    settings: Settings,
     job_id: str,
     tiny_clips: TinyClips,
     out_dir: Path,
@@ -125,20 +124,24 @@ async def test_cleanup_leaves_foreign_entries_alone(
 ) -> None:
     outside = tmp_path / "precious.txt"
     outside.write_text("keep me")
-    job_dir = jobdir.open_job_dir(out_dir, job_id)  # as if an earlier run had made it
+    handle = await client.start_workflow(  # no worker polls yet: the job waits
+        "VariationJob",
+        {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(out_dir)},
+        id=job_id,
+        task_queue=settings.task_queue,
+        result_type=JobResult,
+    )
+    chain = handle.first_execution_run_id
+    assert chain is not None
+    job_dir = jobdir.open_job_dir(out_dir, job_id, chain)  # as if an earlier attempt made it
     (job_dir / "notes.txt").write_text("someone else's")
     (job_dir / "link.mp4").symlink_to(outside)
     (job_dir / ".tiny_v001.mp4.part").symlink_to(outside)  # an owned name, but a symlink
     (job_dir / "subdir").mkdir()
     (job_dir / "subdir" / "tiny_v000.mp4").write_text("not ours")
     (job_dir / ".tiny_v000.mp4.part").write_bytes(b"left by a crash")  # ours: removed
-    result = await client.execute_workflow(
-        "VariationJob",
-        {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(out_dir)},
-        id=job_id,
-        task_queue=task_queue,
-        result_type=JobResult,
-    )
+    async with build_worker(client, settings):
+        result = await handle.result()
     assert result.state == "completed"
     manifest = assert_manifest_matches_disk(job_dir)
     assert manifest["foreign"] == [".tiny_v001.mp4.part", "link.mp4", "notes.txt", "subdir"]
@@ -147,7 +150,8 @@ async def test_cleanup_leaves_foreign_entries_alone(
     assert (job_dir / "link.mp4").is_symlink() and (job_dir / ".tiny_v001.mp4.part").is_symlink()
     assert (job_dir / "subdir" / "tiny_v000.mp4").read_text() == "not ours"
     assert not (job_dir / ".tiny_v000.mp4.part").exists()
-    assert json.loads((job_dir / jobdir.MARKER_NAME).read_text()) == {"job_id": job_id}
+    marker = json.loads((job_dir / jobdir.MARKER_NAME).read_text())
+    assert marker == {"job_id": job_id, "first_execution_run_id": chain}
 
 
 async def test_odd_input_names_work_through_file_urls(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from tests.helpers import assert_manifest_matches_disk
@@ -16,7 +17,7 @@ from tests.reliability.conftest import TinyClips
 from tests.reliability.support import history_facts, job_processes, leftovers, write_script
 from varia.config import Settings
 from varia.models import JobResult
-from varia.worker import build_worker
+from varia.worker import VariaWorker, build_worker
 
 
 async def _run_failing(
@@ -141,7 +142,29 @@ async def test_unwritable_output_dir_is_a_clear_non_retryable_error(
     request = {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(unwritable_dir)}
     attempts, failure = await _run_failing(client, task_queue, job_id, request)
     message = _message(failure)
-    assert str(unwritable_dir / job_id) in message and "cannot be created" in message, message
+    assert f"output_dir {str(unwritable_dir)!r} is not writable" in message, message
+    assert isinstance(failure.cause, ApplicationError)
+    assert failure.cause.type == "OutputDirUnusable" and failure.cause.non_retryable
     assert attempts == "[]"  # no render ran
     assert list(unwritable_dir.iterdir()) == []  # nothing written, nothing to clean
     assert job_processes(job_id) == []  # (no job dir could be made: no manifest either)
+
+
+async def test_output_dir_with_a_file_in_the_way_is_named_as_such(
+    client: Client,
+    worker: VariaWorker,
+    task_queue: str,
+    job_id: str,
+    tiny_clips: TinyClips,
+    tmp_path: Path,
+) -> None:
+    in_the_way = tmp_path / "out"
+    in_the_way.write_text("a file, not a directory")
+    request = {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(in_the_way)}
+    attempts, failure = await _run_failing(client, task_queue, job_id, request)
+    assert isinstance(failure.cause, ApplicationError)
+    assert failure.cause.type == "OutputDirUnusable", _message(failure)
+    expected = f"output_dir {str(in_the_way)!r} is not a directory (a file is in the way)"
+    assert expected in failure.cause.message
+    assert attempts == "[]"
+    assert in_the_way.read_text() == "a file, not a directory"

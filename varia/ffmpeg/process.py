@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import logging
 import os
 import shutil
 import signal
@@ -22,8 +23,11 @@ from typing import Literal
 
 import psutil
 
-StopStage = Literal["exited", "q", "term", "kill"]
-"""The stage that ended a process: it had already exited, or `q`, SIGTERM or SIGKILL did."""
+StopStage = Literal["exited", "q", "term", "kill", "stuck"]
+"""The stage that ended a process: it had already exited, or `q`, SIGTERM or SIGKILL did;
+`stuck`: it was still there a stage after SIGKILL (uninterruptible I/O), and we gave up."""
+
+log = logging.getLogger("varia.ffmpeg")
 
 DEFAULT_STAGE_TIMEOUT_S = 2.0
 _PR_SET_PDEATHSIG = 1
@@ -169,8 +173,10 @@ async def stop_child(
 ) -> StopStage:
     """Stop our own child: `q` on stdin, then SIGTERM, then SIGKILL; wait for it to exit.
 
-    Each stage waits at most `stage_timeout_s`. Whatever is left of its process group is
-    killed at the end. Returns the stage that ended it.
+    Each stage waits at most `stage_timeout_s`, the wait after SIGKILL too: a process stuck
+    in uninterruptible I/O does not hang the caller (the stage is then `stuck`, logged).
+    Whatever is left of its process group is killed at the end. Returns the stage that ended
+    it.
     """
     stage: StopStage = "exited"
     if proc.returncode is None:
@@ -199,8 +205,14 @@ async def _escalate(
     if await _wait_exit(proc, stage_timeout_s):
         return "term"
     signal_group(identity, signal.SIGKILL)
-    await proc.wait()
-    return "kill"
+    if await _wait_exit(proc, stage_timeout_s):
+        return "kill"
+    log.error(
+        "pid %s did not exit %gs after SIGKILL (uninterruptible I/O?); giving up waiting",
+        identity.pid,
+        stage_timeout_s,
+    )
+    return "stuck"
 
 
 async def stop_foreign(

@@ -1,0 +1,154 @@
+"""The worker's job log: a line per job start and end and per render end, at INFO, with the job
+id and outcome; an expected failure is one line without a traceback, an unexpected one keeps it."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from tests.conftest import Clips
+from varia.config import Settings
+from varia.logs import ExpectedFailureFilter, configure_logging
+from varia.models import JobResult
+
+
+@pytest.fixture
+def worker_log() -> Iterator[io.StringIO]:
+    """The root logger set up as `varia worker` does it (text), restored afterwards."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    configure_logging(Settings(VARIA_LOG_FORMAT="text"), stream)
+    yield stream
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved[0]:
+        root.addHandler(handler)
+    root.setLevel(saved[1])
+
+
+async def run_job(
+    client: Client, task_queue: str, job_id: str, request: dict[str, object]
+) -> JobResult | WorkflowFailureError:
+    handle = await client.start_workflow(
+        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
+    )
+    try:
+        return await handle.result()
+    except WorkflowFailureError as err:
+        return err
+
+
+def lines_of(stream: io.StringIO, job_id: str) -> list[str]:
+    return [line for line in stream.getvalue().splitlines() if job_id in line]
+
+
+async def test_a_job_logs_its_start_each_render_and_its_end(
+    client: Client,
+    worker: Worker,
+    task_queue: str,
+    job_id: str,
+    clips: Clips,
+    out_dir: Path,
+    worker_log: io.StringIO,
+) -> None:
+    request = {"inputs": [str(clips.short)], "variations": 2, "output_dir": str(out_dir)}
+    result = await run_job(client, task_queue, job_id, request)
+    assert isinstance(result, JobResult) and result.state == "completed"
+    lines = lines_of(worker_log, job_id)
+    assert all(" INFO varia.jobs: " in line for line in lines), lines
+    [started] = [line for line in lines if f"job {job_id} started" in line]
+    assert f"2 variation(s) of 1 input(s) ({clips.short})" in started
+    renders = sorted(line for line in lines if " completed in " in line)
+    assert len(renders) == 2
+    for variation, line in enumerate(renders):
+        assert f"job {job_id}: short_v00{variation}.mp4 completed in " in line
+        assert f"variation={variation}" in line  # the job context tail
+    [ended] = [line for line in lines if f"job {job_id} completed:" in line]
+    assert f"2/2 done, 0 failed, manifest {out_dir / job_id / 'manifest.json'}" in ended
+
+
+async def test_a_bad_input_is_one_line_naming_the_file_and_the_problem(
+    client: Client,
+    worker: Worker,
+    task_queue: str,
+    job_id: str,
+    tmp_path: Path,
+    out_dir: Path,
+    worker_log: io.StringIO,
+) -> None:
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video\n")
+    request = {"inputs": [str(bad)], "variations": 2, "output_dir": str(out_dir)}
+    assert isinstance(await run_job(client, task_queue, job_id, request), WorkflowFailureError)
+    text = worker_log.getvalue()
+    assert "Traceback" not in text and "Completing activity as failed" not in text, text
+    [line] = [line for line in text.splitlines() if str(bad) in line]
+    assert f"WARNING varia.jobs: job {job_id} could not start: BadInput: input " in line
+    assert "not a readable video" in line and "(not retried)" in line
+    [ended] = [line for line in lines_of(worker_log, job_id) if f"job {job_id} failed:" in line]
+    assert "0/2 done" in ended
+
+
+async def test_a_bad_request_is_one_line_too(
+    client: Client,
+    worker: Worker,
+    task_queue: str,
+    job_id: str,
+    clips: Clips,
+    out_dir: Path,
+    worker_log: io.StringIO,
+) -> None:
+    request = {"inputs": [str(clips.short)], "variations": 0, "output_dir": str(out_dir)}
+    assert isinstance(await run_job(client, task_queue, job_id, request), WorkflowFailureError)
+    text = worker_log.getvalue()
+    assert "Traceback" not in text, text
+    [line] = lines_of(worker_log, job_id)
+    assert f"job {job_id} refused: invalid job request: variations is 0" in line
+
+
+def failure_record(err: BaseException) -> logging.LogRecord:
+    try:
+        raise err
+    except BaseException:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "temporalio.activity",
+        logging.WARNING,
+        __file__,
+        1,
+        "Completing activity as failed",
+        None,
+        exc_info,
+    )
+    record.__dict__["__temporal_error_identifier"] = "ActivityFailure"
+    return record
+
+
+@pytest.mark.parametrize(
+    ("err", "kept"),
+    [
+        (
+            ApplicationError(
+                "input '/a.mp4' is not a readable video", type="BadInput", non_retryable=True
+            ),
+            False,
+        ),
+        (ApplicationError("cannot write the output", type="NoSpace", non_retryable=True), False),
+        (ApplicationError("FFmpeg exited with code 1", type="FFmpegFailed"), True),
+        (KeyError("a bug"), True),
+        (RuntimeError("a bug"), True),
+    ],
+)
+def test_only_expected_failures_lose_their_traceback(err: BaseException, kept: bool) -> None:
+    assert ExpectedFailureFilter().filter(failure_record(err)) is kept
+    other = logging.LogRecord("x", logging.WARNING, __file__, 1, "anything", None, None)
+    assert ExpectedFailureFilter().filter(other)
