@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 
 METRIC_WIDTH = 320
 """Luma frames are measured at this width at most (keeps SSIM cheap at any input size)."""
+SWS_THREADS = 1
+"""swscale contexts and filter graphs here run in the calling thread, never with slice threads
+of their own (PyAV's default, 0, starts them). A context with threads, freed in the fork child
+of a `preexec_fn` spawn (Python frees the other threads' thread-locals there, where the reused
+contexts live), waits forever for threads the child does not have: the worker, or a test
+process running one, hung on its next spawn. The frames are small; threads would not pay."""
 
 
 class FrameError(Exception):
@@ -90,7 +96,12 @@ def luma(frame: av.VideoFrame, width: int = METRIC_WIDTH) -> np.ndarray:
         target_width = width
         target_height = max(2, round(frame.height * width / frame.width / 2) * 2)
     gray = _reformatter("luma").reformat(
-        frame, width=target_width, height=target_height, format="gray", interpolation="AREA"
+        frame,
+        width=target_width,
+        height=target_height,
+        format="gray",
+        interpolation="AREA",
+        threads=SWS_THREADS,
     )
     return gray.to_ndarray()
 
@@ -123,7 +134,7 @@ def thumbnail(frame: av.VideoFrame, width: int, height: int) -> Image.Image:
     scale = min(width / frame.width, height / frame.height)
     w, h = max(2, int(frame.width * scale)), max(2, int(frame.height * scale))
     scaled = _reformatter("thumbnail").reformat(
-        frame, width=w, height=h, format="rgb24", interpolation="AREA"
+        frame, width=w, height=h, format="rgb24", interpolation="AREA", threads=SWS_THREADS
     )
     picture: Image.Image = scaled.to_image()  # type: ignore[no-untyped-call]
     if (w, h) == (width, height):

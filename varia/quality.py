@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import av
 import av.filter
 
-from varia.frames import frames_at, luma
+from varia.frames import SWS_THREADS, frames_at, luma
 from varia.models import FigureRange, Quality, QualitySummary, RenderResult
 from varia.sampling import SAMPLE_POSITIONS, SHEET_POSITION, sample_times
 
@@ -85,7 +85,8 @@ def _same_size(frame: np.ndarray, like: np.ndarray) -> np.ndarray:
         return frame
     gray = av.VideoFrame.from_ndarray(frame, format="gray")
     height, width = like.shape
-    return gray.reformat(width=width, height=height, interpolation="AREA").to_ndarray()
+    scaled = gray.reformat(width=width, height=height, interpolation="AREA", threads=SWS_THREADS)
+    return scaled.to_ndarray()
 
 
 def _ffmpeg_metrics(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[float, float]]:
@@ -93,6 +94,7 @@ def _ffmpeg_metrics(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tupl
     all of one size, through one filter graph."""
     height, width = pairs[0][0].shape
     graph = av.filter.Graph()
+    graph.threads = SWS_THREADS  # no slice threads of its own (see `varia.frames.SWS_THREADS`)
     base = Fraction(1, 25)
     gray = av.VideoFormat("gray")
     main = graph.add_buffer(width=width, height=height, format=gray, time_base=base)
