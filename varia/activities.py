@@ -35,7 +35,7 @@ from varia.models import (
     RenderResult,
     RenderTask,
 )
-from varia.recipes import make_recipe
+from varia.recipes import make_recipe, recipe_summary
 from varia.search_attributes import SEARCH_ATTRIBUTE_NAMES, registered_search_attributes
 
 log = logging.getLogger("varia.activities")
@@ -186,17 +186,23 @@ def _worker_shutting_down() -> str | None:
 
 def _heartbeat_for(task: RenderTask, temp: str) -> Any:
     expected = task.expected_duration_s
+    recipe = recipe_summary(task.recipe)
 
     def beat(report: ProgressReport | None, identity: ProcessIdentity) -> None:
         details = RenderHeartbeat(
-            pid=identity.pid, pid_create_time=identity.create_time, output=temp
+            output=task.output_name,
+            recipe=recipe,
+            pid=identity.pid,
+            pid_create_time=identity.create_time,
+            temp=temp,
         )
         if report is not None:
             details.percent = round(report.percent(expected), 1)
-            details.fps = report.fps
-            details.speed = report.speed
-            details.eta_s = report.eta_s(expected)
-            details.out_time_s = report.out_time_s or 0.0
+            details.fps = None if report.fps is None else round(report.fps, 1)
+            details.speed = None if report.speed is None else round(report.speed, 2)
+            eta = report.eta_s(expected)
+            details.eta_s = None if eta is None else round(eta, 1)
+            details.out_time_s = round(report.out_time_s or 0.0, 2)
             details.frame = report.frame or 0
         activity.heartbeat(details.model_dump())
 
@@ -212,7 +218,7 @@ async def _stop_previous_attempt(temp: Path, stage_timeout_s: float) -> None:
         last = RenderHeartbeat.model_validate(details[-1])
     except ValueError:
         return
-    if last.pid is None or last.pid_create_time is None or last.output != str(temp):
+    if last.pid is None or last.pid_create_time is None or last.temp_path() != str(temp):
         return
     identity = ProcessIdentity(last.pid, last.pid_create_time)
     stage = await stop_foreign(identity, must_contain=str(temp), stage_timeout_s=stage_timeout_s)

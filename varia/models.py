@@ -229,7 +229,9 @@ class Progress(BaseModel):
 class RenderHeartbeat(BaseModel):
     """Heartbeat details of a render: live progress for the Web UI and the FFmpeg identity.
 
-    A retried attempt reads these to find an FFmpeg left behind by the attempt before it.
+    `output` is the final output name and `recipe` one line of its knobs, for people; `temp`
+    is the hidden path FFmpeg writes to. A retried attempt reads `pid`, `pid_create_time` and
+    `temp` to find an FFmpeg left behind by the attempt before it.
     """
 
     percent: float = 0.0
@@ -238,9 +240,15 @@ class RenderHeartbeat(BaseModel):
     eta_s: float | None = None
     out_time_s: float = 0.0
     frame: int = 0
+    output: str = ""
+    recipe: str = ""
     pid: int | None = None
     pid_create_time: float | None = None
-    output: str = ""
+    temp: str = ""
+
+    def temp_path(self) -> str:
+        """The temporary path of the attempt (older workers put it in `output`)."""
+        return self.temp or (self.output if self.output.endswith(".part") else "")
 
 
 class PrepareRequest(BaseModel):

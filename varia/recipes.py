@@ -117,3 +117,21 @@ def output_name(stem: str, variation: int, variations: int) -> str:
     """The final file name of a variation, zero-padded so names sort in order."""
     width = max(3, len(str(variations - 1)))
     return f"{stem}_v{variation:0{width}d}.mp4"
+
+
+def recipe_summary(recipe: Recipe) -> str:
+    """A short human line for a recipe (activity summaries in the Web UI)."""
+    parts = [
+        f"zoom {recipe.zoom:.2f}",
+        f"speed {recipe.speed:.2f}",
+        f"bri {recipe.brightness:+.2f}",
+        f"con {recipe.contrast:.2f}",
+        f"sat {recipe.saturation:.2f}",
+        f"hue {recipe.hue_degrees:+.0f}°",
+        f"crf {recipe.crf}",
+    ]
+    if recipe.mirror:
+        parts.append("mirror")
+    if recipe.noise:
+        parts.append(f"noise {recipe.noise}")
+    return ", ".join(parts)

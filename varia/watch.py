@@ -51,7 +51,8 @@ def beat_line(beat: RenderHeartbeat) -> str:
 
 
 def output_label(output: str) -> str:
-    """The final output name of a render from its heartbeat's (temporary) output path."""
+    """The final output name of a render from its heartbeat's `output` (older workers sent
+    the temporary path there)."""
     name = Path(output).name
     if name.startswith(".") and name.endswith(".part"):
         name = name[1 : -len(".part")]

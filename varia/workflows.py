@@ -41,12 +41,17 @@ with workflow.unsafe.imports_passed_through():
         PreparedJob,
         PrepareRequest,
         Progress,
-        Recipe,
         RenderResult,
         RenderTask,
         RunningVariation,
     )
-    from varia.recipes import default_seed, make_recipe, output_name, output_stems
+    from varia.recipes import (
+        default_seed,
+        make_recipe,
+        output_name,
+        output_stems,
+        recipe_summary,
+    )
     from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
     from varia.timeouts import render_start_to_close
     from varia.validation import RequestError, check_job_id, parse_request
@@ -70,24 +75,6 @@ KEEP_EARLY_DRAIN = "keep-early-drain"
 """Patch: a drain accepted before `run()` survives `_resume` (only runs where it happened
 record the marker; older histories of such a run replay their old path)."""
 WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-
-
-def recipe_summary(recipe: Recipe) -> str:
-    """A short human line for a recipe (activity summaries in the Web UI)."""
-    parts = [
-        f"zoom {recipe.zoom:.2f}",
-        f"speed {recipe.speed:.2f}",
-        f"bri {recipe.brightness:+.2f}",
-        f"con {recipe.contrast:.2f}",
-        f"sat {recipe.saturation:.2f}",
-        f"hue {recipe.hue_degrees:+.0f}°",
-        f"crf {recipe.crf}",
-    ]
-    if recipe.mirror:
-        parts.append("mirror")
-    if recipe.noise:
-        parts.append(f"noise {recipe.noise}")
-    return ", ".join(parts)
 
 
 @workflow.defn(name="VariationJob")

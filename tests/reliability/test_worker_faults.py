@@ -70,7 +70,7 @@ async def test_sigkilled_worker_ffmpeg_dies_and_retry_completes(
     beat = await _first_render(client, job_id)
     ffmpeg_identity = ProcessIdentity(beat.pid or 0, beat.pid_create_time or 0.0)
     assert psutil.Process(ffmpeg_identity.pid).ppid() == doomed.pid
-    partial = Path(beat.output)
+    partial = Path(beat.temp)
     clock = Stopwatch()
     doomed.signal(signal.SIGKILL)
     doomed.process.wait(30)
