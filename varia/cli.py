@@ -58,7 +58,7 @@ app = typer.Typer(
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
-LIST_STATES = sorted([*JobState.__args__, "terminated", "timed_out"])  # type: ignore[attr-defined]
+LIST_STATES = sorted(JobState.__args__)  # type: ignore[attr-defined]
 
 
 class Exit(IntEnum):
@@ -416,6 +416,42 @@ def list_command(
     console.print(table)
 
 
+@app.command()
+def janitor(
+    grace: Annotated[
+        float | None,
+        typer.Option(min=0, help="Only jobs closed this many seconds ago (default: setting)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Clean up terminated and timed-out jobs once (the schedule does it every interval)."""
+    from varia.janitor import JanitorRequest
+    from varia.janitor_workflow import run_janitor_once
+
+    settings = _settings(as_json)
+
+    async def work() -> Any:
+        client = await open_client(settings)
+        return await run_janitor_once(client, settings.task_queue, JanitorRequest(grace_s=grace))
+
+    report = _run(as_json, work)
+    if as_json:
+        _emit(report.model_dump(mode="json"))
+        return
+    console.print(
+        f"examined {report.examined} closed job(s): {len(report.swept)} swept, "
+        f"{report.already_clean} already had a manifest, {len(report.skipped)} left alone"
+    )
+    for job in report.swept:
+        console.print(
+            f"  swept {escape(job.job_id)}: {job.state}, {job.kept} kept, {job.removed} removed"
+            f" ({escape(job.job_dir or '-')})",
+            highlight=False,
+        )
+    for job in report.skipped:
+        console.print(f"  left {escape(job.job_id)} alone: {escape(job.reason)}", highlight=False)
+
+
 # ---- processes -----------------------------------------------------------------------
 
 
@@ -447,15 +483,24 @@ def server(
     db: Annotated[Path | None, typer.Option(help="SQLite file (default: user data dir).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run the embedded Temporal dev server with varia's search attributes registered."""
+    """Run the embedded Temporal dev server with varia's search attributes registered and
+    the janitor schedule (`VARIA_JANITOR_INTERVAL`) created for `VARIA_TASK_QUEUE`."""
     from varia.server import DevServer, ServerError, default_db_path
 
-    port = port or urlsplit(f"//{_settings(as_json).temporal_address}").port or 7233
+    settings = _settings(as_json)
+    port = port or urlsplit(f"//{settings.temporal_address}").port or 7233
     ui_port = ui_port or port + 1000  # where the CLI's links point by default
 
     async def serve() -> None:
         stop = _stop_on_signals()  # before anything starts: a SIGTERM is never fatal
-        dev = DevServer(host=ip, port=port, ui_port=ui_port, db_path=db or default_db_path())
+        dev = DevServer(
+            host=ip,
+            port=port,
+            ui_port=ui_port,
+            db_path=db or default_db_path(),
+            janitor_task_queue=settings.task_queue,
+            janitor_interval_s=settings.janitor_interval_s,
+        )
         async with dev:
             if as_json:
                 _emit(

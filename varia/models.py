@@ -42,9 +42,12 @@ JobState = Literal[
     "cancelled",
     "failed",
     "drained",
+    "terminated",
+    "timed_out",
 ]
-FinalState = Literal["completed", "cancelled", "failed", "drained"]
-FINAL_STATES: frozenset[str] = frozenset({"completed", "cancelled", "failed", "drained"})
+FinalState = Literal["completed", "cancelled", "failed", "drained", "terminated", "timed_out"]
+"""How a job ended; `terminated` and `timed_out` are written by the janitor, not the job."""
+FINAL_STATES: frozenset[str] = frozenset(FinalState.__args__)  # type: ignore[attr-defined]
 
 
 class JobRequest(BaseModel):

@@ -95,6 +95,9 @@ class DevServer:
     db_path: Path | None = None
     ui: bool = True
     log_path: Path | None = None
+    janitor_task_queue: str | None = None
+    """If set, the janitor schedule for this task queue is created once the server is up."""
+    janitor_interval_s: float = 300.0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     identity: ProcessIdentity | None = field(default=None, repr=False)
     _db_lock: int | None = field(default=None, repr=False)
@@ -141,6 +144,8 @@ class DevServer:
         try:
             self._spawn(argv)
             await self._wait_ready(timeout_s)
+            if self.janitor_task_queue is not None:
+                await self._create_janitor_schedule(self.janitor_task_queue)
         except BaseException:
             self.stop()  # also releases the database lock
             raise
@@ -161,6 +166,15 @@ class DevServer:
             if log is not subprocess.DEVNULL:
                 log.close()  # type: ignore[union-attr]
         self.identity = ProcessIdentity.of(self.process.pid)
+
+    async def _create_janitor_schedule(self, task_queue: str) -> None:
+        from varia.janitor_workflow import ensure_janitor_schedule
+
+        try:
+            client = await Client.connect(self.address)
+            await ensure_janitor_schedule(client, task_queue, self.janitor_interval_s)
+        except Exception as err:
+            raise ServerError(f"could not create the janitor schedule: {err}") from err
 
     async def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

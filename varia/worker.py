@@ -22,6 +22,8 @@ from temporalio.worker import Worker
 from varia.activities import JobActivities
 from varia.client import connect
 from varia.config import Settings, render_task_queue
+from varia.janitor import JanitorActivities
+from varia.janitor_workflow import VariaJanitor
 from varia.joblog import JobLog
 from varia.metrics import make_runtime, metrics_address
 from varia.search_attributes import (
@@ -110,13 +112,14 @@ def build_job_worker(
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[VariationJob],
+        workflows=[VariationJob, VariaJanitor],
         activities=[
             activities.prepare,
             activities.render,  # renders scheduled here by workflow code of older varia
             activities.record,
             activities.search_attributes,
             activities.finish,
+            JanitorActivities(settings).sweep,
         ],
         max_concurrent_activities=LIGHT_ACTIVITY_SLOTS,
         **_common(settings, identity),  # type: ignore[arg-type]
