@@ -35,6 +35,7 @@ from varia.models import (
     RenderResult,
     RenderTask,
 )
+from varia.progress_signal import ProgressSignaller
 from varia.recipes import make_recipe, recipe_summary
 from varia.search_attributes import SEARCH_ATTRIBUTE_NAMES, registered_search_attributes
 
@@ -132,7 +133,9 @@ class JobActivities:
         try:
             outcome = await run_ffmpeg(
                 argv,
-                on_tick=_heartbeat_for(task, str(temp)),
+                on_tick=_heartbeat_for(
+                    task, str(temp), ProgressSignaller(task, self.settings.progress_min_render_s)
+                ),
                 interrupt=_worker_shutting_down,
                 stall_timeout_s=self.settings.stall_timeout_s,
                 stage_timeout_s=self.settings.stop_stage_timeout_s,
@@ -184,7 +187,7 @@ def _worker_shutting_down() -> str | None:
     return "worker shutting down" if activity.is_worker_shutdown() else None
 
 
-def _heartbeat_for(task: RenderTask, temp: str) -> Any:
+def _heartbeat_for(task: RenderTask, temp: str, signaller: ProgressSignaller) -> Any:
     expected = task.expected_duration_s
     recipe = recipe_summary(task.recipe)
 
@@ -204,6 +207,7 @@ def _heartbeat_for(task: RenderTask, temp: str) -> Any:
             details.eta_s = None if eta is None else round(eta, 1)
             details.out_time_s = round(report.out_time_s or 0.0, 2)
             details.frame = report.frame or 0
+            signaller.tick(details.percent / 100.0)
         activity.heartbeat(details.model_dump())
 
     return beat

@@ -138,7 +138,7 @@ def _status_table(status: JobStatus) -> Table:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    percent = f" ({status.percent:.0f}%)" if status.percent is not None else ""
+    percent = f" ({status.percent:g}%)" if status.percent is not None else ""
     rows = [
         ("job", status.job_id),
         ("state", status.state + (" · cancel requested" if status.cancel_requested else "")),
@@ -390,7 +390,7 @@ def list_command(
         except RPCError:
             present = []
         return await list_jobs(
-            client, settings, state=state, limit=limit, with_attributes=len(present) == 3
+            client, settings, state=state, limit=limit, with_attributes="VariaState" in present
         )
 
     rows = _run(as_json, work)
@@ -405,7 +405,7 @@ def list_command(
     job_column.min_width = max(len(row.job_id) for row in rows)  # ids are never cut
     state_column.min_width = max(len(row.state) for row in rows)
     for row in rows:
-        percent = f" ({row.percent:.0f}%)" if row.percent is not None else ""
+        percent = f" ({row.percent:g}%)" if row.percent is not None else ""
         table.add_row(
             escape(row.job_id),
             row.state,

@@ -167,6 +167,12 @@ class Settings(BaseSettings):
         description="Temporal Web UI base URL; default: the gRPC host, port + 1000 (dev server).",
     )
 
+    progress_min_render_s: float = Field(
+        10.0,
+        alias="VARIA_PROGRESS_MIN_RENDER",
+        ge=0,
+        description="Renders projected to last this many seconds report 25/50/75 % to the job.",
+    )
     janitor_interval_s: float = Field(
         300.0,
         alias="VARIA_JANITOR_INTERVAL",

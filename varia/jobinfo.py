@@ -31,7 +31,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from varia.client import connect
 from varia.config import Settings
 from varia.models import FINAL_STATES, Progress
-from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
+from varia.search_attributes import VARIA_COMPLETED, VARIA_PERCENT, VARIA_STATE, VARIA_TOTAL
 
 WORKFLOW_TYPE = "VariationJob"
 """The workflow type of the contract (not imported from the workflow: keeps the CLI quick)."""
@@ -290,12 +290,16 @@ async def _list_row(client: Client, settings: Settings, execution: WorkflowExecu
         closed_at=execution.close_time,
         ui_url=ui_link(settings, execution.id),
     )
+    progress = None
     if total is None and not closed:
         progress = await query_progress(client, execution.id)
         if progress is not None:
             row.state, row.total, row.completed = progress.state, progress.total, progress.completed
             row.failed, row.running, row.live = progress.failed, progress.running, True
-    if row.total:
+    row.percent = execution.typed_search_attributes.get(VARIA_PERCENT)
+    if row.live and progress is not None:
+        row.percent = progress.percent
+    if row.percent is None and row.total:
         row.percent = round(100.0 * (row.completed or 0) / row.total, 1)
     return row
 

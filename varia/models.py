@@ -227,6 +227,17 @@ class Progress(BaseModel):
     cancel_requested: bool = False
     running_variations: list[RunningVariation] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
+    eta_s: float | None = Field(default=None, description="Seconds left at the pace so far.")
+    manifest: str | None = Field(default=None, description="Set once cleanup wrote it.")
+    removed: int | None = Field(default=None, description="Files cleanup deleted.")
+
+
+class RenderProgress(BaseModel):
+    """Signal `render_progress`: a long render tells its workflow how far it is (coarse)."""
+
+    input_index: int
+    variation: int
+    fraction: float = Field(ge=0.0, le=1.0)
 
 
 class RenderHeartbeat(BaseModel):

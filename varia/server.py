@@ -31,6 +31,8 @@ SEARCH_ATTRIBUTE_FLAGS = [
     "VariaCompleted=Int",
     "--search-attribute",
     "VariaTotal=Int",
+    "--search-attribute",
+    "VariaPercent=Double",
 ]
 
 

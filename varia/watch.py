@@ -33,6 +33,8 @@ def overall_line(status: JobStatus) -> str:
     """The overall bar's label: state and done/failed/running of total."""
     total = "?" if status.total is None else status.total
     parts = [f"[bold]{status.state}[/] {status.completed or 0}/{total} done"]
+    if status.percent is not None:
+        parts.append(f"{status.percent:g}%")
     if status.failed:
         parts.append(f"[red]{status.failed} failed[/]")
     if status.running:
@@ -82,9 +84,11 @@ class LiveView:
 
     def update(self, status: JobStatus, beats: dict[str, RenderHeartbeat]) -> None:
         """Redraw from a fresh status and the running renders' heartbeats."""
-        done = (status.completed or 0) + (status.failed or 0)
         self.bars.update(
-            self.overall, description=overall_line(status), total=status.total, completed=done
+            self.overall,
+            description=overall_line(status),
+            total=100 if status.total else None,
+            completed=status.percent or 0.0,
         )
         for activity_id in set(self.variations) - set(beats):
             self.bars.remove_task(self.variations.pop(activity_id))

@@ -41,10 +41,12 @@ with workflow.unsafe.imports_passed_through():
         PreparedJob,
         PrepareRequest,
         Progress,
+        RenderProgress,
         RenderResult,
         RenderTask,
         RunningVariation,
     )
+    from varia.percent import job_eta_s, weighted_percent
     from varia.recipes import (
         default_seed,
         make_recipe,
@@ -52,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
         output_stems,
         recipe_summary,
     )
-    from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
+    from varia.search_attributes import VARIA_COMPLETED, VARIA_PERCENT, VARIA_STATE, VARIA_TOTAL
     from varia.timeouts import render_start_to_close
     from varia.validation import RequestError, check_job_id, parse_request
 
@@ -98,13 +100,16 @@ class VariationJob:
         self._runs = 1
         self._seed = 0
         self._failure_type = "JobFailed"
+        self._fractions: dict[tuple[int, int], float] = {}  # running renders' coarse progress
+        self._percent_on = False  # patch "varia-percent": fractions, VariaPercent, more upserts
+        self._pace: tuple[float, float] | None = None  # (percent, time) the ETA is measured from
+        self._result: JobResult | None = None
 
     # ---- public handlers -------------------------------------------------------------
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
         """Where the job is; answers while it runs and after it closed."""
-        done = self._completed + self._failed
         return Progress(
             job_id=self._job_id or workflow.info().workflow_id,
             state=self._state,
@@ -112,7 +117,7 @@ class VariationJob:
             completed=self._completed,
             failed=self._failed,
             running=len(self._running),
-            percent=round(100.0 * done / self._total, 1) if self._total else 0.0,
+            percent=self._percent(),
             job_dir=self._job_dir,
             draining=self._draining,
             cancel_requested=self._cancel_requested,
@@ -121,7 +126,19 @@ class VariationJob:
                 for (i, v), task in sorted(self._running.items())
             ],
             errors=list(self._errors),
+            eta_s=self._eta_s(),
+            manifest=self._result.manifest if self._result else None,
+            removed=self._result.removed if self._result else None,
         )
+
+    @workflow.signal(name="render_progress")
+    def render_progress(self, report: RenderProgress) -> None:
+        """A long render says how far it is (at coarse steps): the job's percent follows."""
+        key = (report.input_index, report.variation)
+        if key in self._running and report.fraction > self._fractions.get(key, 0.0):
+            self._fractions[key] = report.fraction
+            self._upsert_search_attributes()
+            self._update_details()
 
     @workflow.update(name="drain")
     def drain(self) -> Progress:
@@ -162,6 +179,7 @@ class VariationJob:
         next_index = carry.next_index if carry else 0
         outcome: FinalState | None = None
         cancel: asyncio.CancelledError | None = None
+        self._percent_on = workflow.patched("varia-percent")
         try:
             await self._load_search_attributes()
             _raise_if_cancel_requested()
@@ -171,6 +189,7 @@ class VariationJob:
                 self._job_dir, media = prepared.job_dir, prepared.media
                 _raise_if_cancel_requested()
                 self._set_state("draining" if self._draining else "running")
+            self._pace = (self._percent(), workflow.time())
             next_index = await self._render_chunk(job, stems, media, next_index)
             if next_index < self._total and not self._draining and not self._halted:
                 await self._record_chunk()
@@ -246,7 +265,7 @@ class VariationJob:
             self._set_state(outcome)
             return self._raise_or_return(outcome, cancel, None)
         self._set_state("cleaning")
-        result = await self._finish(
+        self._result = await self._finish(
             FinishRequest(
                 job_id=self._job_id,
                 job_dir=self._job_dir,
@@ -263,7 +282,7 @@ class VariationJob:
             )
         )
         self._set_state(outcome)
-        return self._raise_or_return(outcome, cancel, result)
+        return self._raise_or_return(outcome, cancel, self._result)
 
     def _final_state(self, cancelled: bool) -> FinalState:
         if self._completed == self._total:
@@ -371,6 +390,7 @@ class VariationJob:
         cancelled, not failed: the cancel asked it to stop, and cleanup removes its file.
         """
         self._running.pop((task.input_index, task.variation), None)
+        self._fractions.pop((task.input_index, task.variation), None)
         try:
             result = handle.result()
         except asyncio.CancelledError:
@@ -388,6 +408,8 @@ class VariationJob:
         else:
             self._results.append(result)
             self._completed += 1
+        if self._percent_on:
+            self._upsert_search_attributes()
         self._update_details()
 
     # ---- continue-as-new -------------------------------------------------------------
@@ -478,15 +500,41 @@ class VariationJob:
             values.append(VARIA_COMPLETED.value_set(self._completed))
         if VARIA_TOTAL.name in self._search_attributes:
             values.append(VARIA_TOTAL.value_set(self._total))
+        if self._percent_on and VARIA_PERCENT.name in self._search_attributes:
+            values.append(VARIA_PERCENT.value_set(self._percent()))
         if values and _changed(values):
             workflow.upsert_search_attributes(values)
 
+    def _percent(self) -> float:
+        """The weighted percent: finished variations plus the running ones' fractions."""
+        return weighted_percent(
+            self._total, self._completed + self._failed, self._fractions.values()
+        )
+
+    def _eta_s(self) -> float | None:
+        if self._pace is None or self._state not in ("running", "draining"):
+            return None
+        percent_then, then = self._pace
+        return job_eta_s(self._percent(), percent_then, workflow.time() - then)
+
     def _update_details(self) -> None:
-        lines = [
+        head = (
             f"**{self._state}** · {self._completed}/{self._total} done"
-            f" · {self._failed} failed · {len(self._running)} running",
+            f" · {self._failed} failed · {len(self._running)} running · {self._percent():g}%"
+        )
+        if (eta := self._eta_s()) is not None:
+            head += f" · ETA {eta:.0f}s"
+        lines = [head]
+        if self._result is not None:
+            lines.append(
+                f"\nkept {self._result.completed} · removed {self._result.removed}"
+                f" · manifest `{self._result.manifest}`"
+            )
+        lines += [
+            f"- rendering `{task.output_name}`"
+            + (f" ({fraction:.0%})" if (fraction := self._fractions.get(key)) else "")
+            for key, task in list(self._running.items())[:10]
         ]
-        lines += [f"- rendering `{task.output_name}`" for task in list(self._running.values())[:10]]
         if self._errors:
             lines.append(f"\nlast error: {self._errors[-1]}")
         workflow.set_current_details("\n".join(lines))
