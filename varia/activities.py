@@ -24,6 +24,7 @@ from varia.ffmpeg.process import ProcessIdentity, stop_foreign
 from varia.ffmpeg.progress import ProgressReport
 from varia.ffmpeg.runner import FfmpegOutcome, run_ffmpeg
 from varia.models import (
+    DiscardRequest,
     FinishRequest,
     JobResult,
     LedgerAppend,
@@ -160,6 +161,20 @@ class JobActivities:
         except jobdir.ConfinementError as err:
             raise _confinement_failure(err) from None
         await asyncio.to_thread(ledger.append_ledger, job_dir, request.results)
+
+    @activity.defn(name="varia.discard")
+    async def discard(self, request: DiscardRequest) -> list[str]:
+        """Delete the partial files of renders a pause stopped (confined to the job dir)."""
+        try:
+            return await asyncio.to_thread(
+                jobdir.discard_partials,
+                Path(request.job_dir),
+                request.job_id,
+                request.names,
+                request.chain,
+            )
+        except jobdir.ConfinementError as err:
+            raise ApplicationError(str(err), type=BAD_INPUT, non_retryable=True) from None
 
     @activity.defn(name="varia.search_attributes")
     async def search_attributes(self) -> list[str]:

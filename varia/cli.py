@@ -370,6 +370,38 @@ def drain(job_id: JobId, no_wait: NoWait = False, as_json: JsonFlag = False) -> 
     _stop("drain", job_id, no_wait, as_json)
 
 
+def _pause_or_resume(action: str, job_id: str, as_json: bool) -> None:
+    from varia.control import NotPausable, pause_job, resume_job
+
+    settings = _settings(as_json)
+    change = pause_job if action == "pause" else resume_job
+
+    async def work() -> JobStatus:
+        client = await open_client(settings)
+        try:
+            return await change(client, settings, job_id)
+        except NotPausable as err:
+            raise RequestError(str(err)) from None
+
+    status = _run(as_json, work)
+    if as_json:
+        _emit(status.model_dump(mode="json"))
+    else:
+        console.print(f"{escape(job_id)} is {status.state}: {_counts(status)}")
+
+
+@app.command()
+def pause(job_id: JobId, as_json: JsonFlag = False) -> None:
+    """Pause a job: running renders stop (partials removed), nothing new starts, no slot held."""
+    _pause_or_resume("pause", job_id, as_json)
+
+
+@app.command()
+def resume(job_id: JobId, as_json: JsonFlag = False) -> None:
+    """Resume a paused job: finished variations stay, stopped ones render again."""
+    _pause_or_resume("resume", job_id, as_json)
+
+
 @app.command(name="list")
 def list_command(
     state: Annotated[

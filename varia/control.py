@@ -157,3 +157,32 @@ async def _report(
     else:
         status = await job_status(client, settings, job_id)
     return _outcome(kind, status, requested=requested, already=False)
+
+
+class NotPausable(Exception):
+    """The job refused a pause or resume; the message says why (its state)."""
+
+
+async def _update(client: Client, settings: Settings, job_id: str, name: str) -> JobStatus:
+    description = await describe_job(client, settings, job_id)
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        status = await job_status(client, settings, job_id)
+        raise NotPausable(f"job {job_id} is {status.state}; there is nothing to {name}")
+    try:
+        await client.get_workflow_handle(job_id).execute_update(name, result_type=Progress)
+    except WorkflowUpdateFailedError as err:
+        reason = err.cause.message if hasattr(err.cause, "message") else str(err.cause)
+        raise NotPausable(f"job {job_id}: {reason}") from None
+    except RPCError as err:
+        raise rpc_problem(err, job_id, settings) from None
+    return await job_status(client, settings, job_id)
+
+
+async def pause_job(client: Client, settings: Settings, job_id: str) -> JobStatus:
+    """Pause a job: returns once its renders stopped and it waits in state `paused`."""
+    return await _update(client, settings, job_id, "pause")
+
+
+async def resume_job(client: Client, settings: Settings, job_id: str) -> JobStatus:
+    """Resume a paused job where it stopped."""
+    return await _update(client, settings, job_id, "resume")

@@ -26,7 +26,7 @@ from temporalio import activity
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
-from varia import jobdir, media
+from varia import jobdir, ledger, media
 from varia.config import Settings
 from varia.models import FinalState, FinishRequest, JobCarry, JobRequest, MediaInfo, RenderResult
 from varia.recipes import make_recipe, output_name, output_stems
@@ -90,6 +90,7 @@ class ClosedRun:
     results: list[RenderResult] = field(default_factory=list)
     failed: int = 0
     reason: str = ""
+    chain: str | None = None
 
 
 def _json(payloads: Any) -> list[Any]:
@@ -102,7 +103,9 @@ def read_history(events: list[HistoryEvent]) -> ClosedRun:
     scheduled: dict[int, str] = {}
     for event in events:
         if event.HasField("workflow_execution_started_event_attributes"):
-            args = _json(event.workflow_execution_started_event_attributes.input.payloads)
+            started = event.workflow_execution_started_event_attributes
+            run.chain = started.first_execution_run_id or None
+            args = _json(started.input.payloads)
             if args and isinstance(args[0], dict):
                 run.request = JobRequest.model_validate(args[0])
             if len(args) > 1 and isinstance(args[1], dict):
@@ -183,11 +186,14 @@ def sweep_run(
         return skipped("no job directory (nothing was created)", job_dir)
     if (job_dir / jobdir.MANIFEST_NAME).exists():
         return skipped(HAS_MANIFEST, job_dir)
-    if jobdir.marker_job_id(job_dir) != job_id:
+    marker = jobdir.read_marker(job_dir)
+    if marker is None or marker.job_id != job_id:
         return skipped("its marker does not name this job (not varia's, or another job's)", job_dir)
+    if marker.chain is not None and run.chain is not None and marker.chain != run.chain:
+        return skipped(f"its marker names another run chain ({marker.chain})", job_dir)
     results = {(r.input_index, r.variation): r for r in run.results}
     if run.carry is not None:
-        for earlier in jobdir.read_ledger(job_dir):
+        for earlier in ledger.read_ledger(job_dir):
             results.setdefault((earlier.input_index, earlier.variation), earlier)
     for extra in _whole_extras(job_dir, run, set(results)):
         results[(extra.input_index, extra.variation)] = extra
@@ -205,6 +211,7 @@ def sweep_run(
             results=sorted(results.values(), key=lambda r: (r.input_index, r.variation)),
             failed=run.failed,
             errors=[f"the workflow was {how}{why}; cleaned up by the janitor"],
+            chain=run.chain,
         )
     )
     return SweptJob(

@@ -245,6 +245,33 @@ def sweep(
     return sorted(removed), sorted(foreign)
 
 
+def discard_partials(
+    job_dir: Path, job_id: str, names: Iterable[str], chain: str | None = None
+) -> list[str]:
+    """Delete temporary render files (`.<output>.part`) of the job; return those deleted.
+
+    Only regular files directly in `job_dir` whose name is a temporary render name are
+    touched, and only if the directory's marker names `job_id` and the chain `chain`.
+    """
+    check_owner(job_dir, job_id, chain, "clean")
+    removed = []
+    for name in names:
+        if (
+            "/" in name
+            or name in (".", "..")
+            or not (name.startswith(".") and name.endswith(".part"))
+        ):
+            continue
+        path = job_dir / name
+        if path.is_symlink() or not path.is_file():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(name)
+    _fsync_dir(job_dir)
+    return sorted(removed)
+
+
 def write_manifest(job_dir: Path, manifest: Manifest) -> Path:
     """Write `manifest.json` atomically (temp file, fsync, rename, fsync of the directory)."""
     data = manifest.model_dump_json(indent=2).encode() + b"\n"

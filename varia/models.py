@@ -36,6 +36,7 @@ JobState = Literal[
     "preparing",
     "running",
     "draining",
+    "paused",
     "cancelling",
     "cleaning",
     "completed",
@@ -228,6 +229,7 @@ class Progress(BaseModel):
     running_variations: list[RunningVariation] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
     eta_s: float | None = Field(default=None, description="Seconds left at the pace so far.")
+    paused: bool = Field(default=False, description="A pause was asked for (and not resumed).")
     manifest: str | None = Field(default=None, description="Set once cleanup wrote it.")
     removed: int | None = Field(default=None, description="Files cleanup deleted.")
 
@@ -321,6 +323,16 @@ class JobCarry(BaseModel):
     draining: bool = False
     errors: list[str] = Field(default_factory=list)
     runs: int = 1
+    paused: bool = False
+
+
+class DiscardRequest(BaseModel):
+    """Input of the discard activity: partial files of renders a pause stopped."""
+
+    job_id: str
+    job_dir: str
+    names: list[str]
+    chain: str | None = None
 
 
 class LedgerAppend(BaseModel):

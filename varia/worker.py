@@ -119,6 +119,7 @@ def build_job_worker(
             activities.record,
             activities.search_attributes,
             activities.finish,
+            activities.discard,
             JanitorActivities(settings).sweep,
         ],
         max_concurrent_activities=LIGHT_ACTIVITY_SLOTS,

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from varia.config import render_task_queue
     from varia.models import (
         DEFAULT_CHUNK_SIZE,
+        DiscardRequest,
         FinalState,
         FinishRequest,
         JobCarry,
@@ -104,6 +105,10 @@ class VariationJob:
         self._percent_on = False  # patch "varia-percent": fractions, VariaPercent, more upserts
         self._pace: tuple[float, float] | None = None  # (percent, time) the ETA is measured from
         self._result: JobResult | None = None
+        self._paused = False
+        self._variations = 1
+        self._continuing = False
+        self._redo: list[int] = []  # variations a pause stopped: rendered again first
 
     # ---- public handlers -------------------------------------------------------------
 
@@ -127,6 +132,7 @@ class VariationJob:
             ],
             errors=list(self._errors),
             eta_s=self._eta_s(),
+            paused=self._paused,
             manifest=self._result.manifest if self._result else None,
             removed=self._result.removed if self._result else None,
         )
@@ -139,6 +145,36 @@ class VariationJob:
             self._fractions[key] = report.fraction
             self._upsert_search_attributes()
             self._update_details()
+
+    @workflow.update(name="pause")
+    async def pause(self) -> Progress:
+        """Start no new variation, stop the running ones (their partial files are removed);
+        returns once the job waits in state `paused`, holding no worker slot."""
+        self._paused = True
+        await workflow.wait_condition(
+            lambda: self._state in _PAUSE_SETTLED or self._continuing  # the next run pauses
+        )
+        return self.progress()
+
+    @pause.validator
+    def _validate_pause(self) -> None:
+        if self._state in _PAUSE_SETTLED - {"paused"} or self._cancel_requested:
+            raise ValueError(f"job is {self._state}; there is nothing to pause")
+        if self._draining:
+            raise ValueError("job is draining; it ends once its running renders finish")
+
+    @workflow.update(name="resume")
+    def resume(self) -> Progress:
+        """Go on where the paused job stopped: stopped variations render again from scratch."""
+        self._paused = False
+        if self._state == "paused":
+            self._set_state("running")
+        return self.progress()
+
+    @resume.validator
+    def _validate_resume(self) -> None:
+        if not self._paused:
+            raise ValueError(f"job is {self._state}, not paused; there is nothing to resume")
 
     @workflow.update(name="drain")
     def drain(self) -> Progress:
@@ -172,6 +208,7 @@ class VariationJob:
             raise ApplicationError(str(err), type="BadRequest", non_retryable=True) from None
         job = self._with_seed(job)
         self._total = len(job.inputs) * job.variations
+        self._variations = job.variations
         stems = output_stems(job.inputs)
         if carry is not None:
             self._resume(carry)
@@ -192,6 +229,7 @@ class VariationJob:
             self._pace = (self._percent(), workflow.time())
             next_index = await self._render_chunk(job, stems, media, next_index)
             if next_index < self._total and not self._draining and not self._halted:
+                self._continuing = True
                 await self._record_chunk()
                 workflow.continue_as_new(args=[job, self._carry(media, next_index)])
         except asyncio.CancelledError as err:
@@ -326,18 +364,27 @@ class VariationJob:
         try:
             while True:
                 while (
-                    next_index < chunk_end
+                    (self._redo or next_index < chunk_end)
                     and len(running) < job.concurrency
                     and not self._draining
                     and not self._halted
-                    and not workflow.info().is_continue_as_new_suggested()
+                    and not self._paused
+                    and (self._redo or not workflow.info().is_continue_as_new_suggested())
                 ):
-                    task = self._plan(job, stems, media, next_index)
+                    if self._redo:
+                        index = self._redo.pop(0)
+                    else:
+                        index, next_index = next_index, next_index + 1
+                    task = self._plan(job, stems, media, index)
                     running[self._start_render(task)] = task
-                    next_index += 1
+                if self._pausing():
+                    await self._pause_here(running)
+                    continue
                 if not running:
                     return next_index
-                await workflow.wait_condition(_any_done(running), timeout=None)
+                await workflow.wait_condition(
+                    lambda: _any_done(running)() or self._pausing(), timeout=None
+                )
                 for handle in [h for h in running if h.done()]:
                     self._collect(handle, running.pop(handle))
         except asyncio.CancelledError:
@@ -349,6 +396,43 @@ class VariationJob:
                 await workflow.wait_condition(handle.done)
                 self._collect(handle, task, cancelling=True)
             raise
+
+    def _pausing(self) -> bool:
+        return self._paused and not self._draining and not self._halted
+
+    async def _pause_here(self, running: dict[asyncio.Task[RenderResult], RenderTask]) -> None:
+        """Stop the running renders (a render that finishes anyway is kept), remove the
+        stopped ones' partial files, then wait until resumed (or drained, or cancelled)."""
+        for handle in running:
+            handle.cancel()
+        stopped: list[RenderTask] = []
+        for handle, task in list(running.items()):
+            await workflow.wait_condition(handle.done)
+            if self._collect(handle, task, cancelling=True) == "stopped":
+                stopped.append(task)
+            del running[handle]
+        self._redo = sorted(
+            [*self._redo, *(t.input_index * self._variations + t.variation for t in stopped)]
+        )
+        if stopped:
+            assert self._job_dir is not None
+            await workflow.execute_activity_method(
+                JobActivities.discard,
+                DiscardRequest(
+                    job_id=self._job_id,
+                    job_dir=self._job_dir,
+                    names=[task.temp_name for task in stopped],
+                    chain=_chain(),
+                ),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=IO_RETRY,
+                summary=f"remove the partial files of {len(stopped)} paused render(s)",
+            )
+        if self._pausing():
+            self._set_state("paused")
+            await workflow.wait_condition(lambda: not self._pausing())
+        if self._state == "paused":
+            self._set_state("draining" if self._draining else "running")
 
     def _plan(
         self, job: JobRequest, stems: list[str], media: list[MediaInfo], index: int
@@ -383,14 +467,16 @@ class VariationJob:
 
     def _collect(
         self, handle: asyncio.Task[RenderResult], task: RenderTask, cancelling: bool = False
-    ) -> None:
-        """Move a finished render into the completion record (or count its failure).
+    ) -> str:
+        """Move a finished render into the completion record (or count its failure); says
+        which: `completed`, `failed` or `stopped`.
 
         While cancelling, a render that timed out (it did not stop in time) counts as
         cancelled, not failed: the cancel asked it to stop, and cleanup removes its file.
         """
         self._running.pop((task.input_index, task.variation), None)
         self._fractions.pop((task.input_index, task.variation), None)
+        outcome = "stopped"
         try:
             result = handle.result()
         except asyncio.CancelledError:
@@ -400,17 +486,20 @@ class VariationJob:
                 cancelling and isinstance(err.cause, TimeoutError)
             )
             if not stopped:
+                outcome = "failed"
                 self._failed += 1
                 self._halted = self._halted or _error_type(err) == NO_SPACE
                 self._remember_error(
                     f"{task.media.path} variation {task.variation}: {_cause_message(err)}"
                 )
         else:
+            outcome = "completed"
             self._results.append(result)
             self._completed += 1
         if self._percent_on:
             self._upsert_search_attributes()
         self._update_details()
+        return outcome
 
     # ---- continue-as-new -------------------------------------------------------------
 
@@ -426,6 +515,7 @@ class VariationJob:
         if not (early_drain and workflow.patched(KEEP_EARLY_DRAIN)):
             self._draining = carry.draining  # (histories from before the fix take this path)
         self._errors, self._runs = list(carry.errors), carry.runs
+        self._paused = self._paused or carry.paused
         self._set_state("draining" if self._draining else "running")
 
     def _carry(self, media: list[MediaInfo], next_index: int) -> JobCarry:
@@ -439,6 +529,7 @@ class VariationJob:
             draining=self._draining,
             errors=self._errors,
             runs=self._runs + 1,
+            paused=self._paused,
         )
 
     async def _record_chunk(self) -> None:
@@ -547,6 +638,12 @@ def _chain() -> str:
     """The execution chain's identity: its first run id (kept by continue-as-new, workflow
     retries and resets; new for a later execution under a reused workflow id)."""
     return workflow.info().first_execution_run_id
+
+
+_PAUSE_SETTLED = frozenset(
+    {"paused", "cancelling", "cleaning", "completed", "cancelled", "failed", "drained"}
+)
+"""States in which a pause request has taken effect or no longer can."""
 
 
 def _changed(values: list[SearchAttributeUpdate[Any]]) -> bool:
