@@ -35,6 +35,7 @@ BENCHMARKS = [
     "scale",
     "validation",
     "nice",
+    "fairness",
 ]
 
 

@@ -255,3 +255,17 @@ async def test_admin_step_creates_the_janitor_schedule_once(
         assert every.total_seconds() == float(environment(admin)["VARIA_JANITOR_INTERVAL"])
     finally:
         await handle.delete()
+
+
+def test_compose_server_serves_by_priority_and_fairness(services: dict[str, Any]) -> None:
+    """The compose server's dynamic config turns on what `varia server` turns on."""
+    from varia.server import FAIRNESS_FLAGS
+
+    temporal = services["temporal"]
+    path = environment(temporal)["DYNAMIC_CONFIG_FILE_PATH"]
+    [mount] = [v for v in temporal["volumes"] if v.split(":")[1] == path]
+    config = yaml.safe_load((ROOT / mount.split(":")[0]).read_text())
+    wanted = [flag for flag in FAIRNESS_FLAGS if flag != "--dynamic-config-value"]
+    for pair in wanted:
+        key, value = pair.split("=")
+        assert config[key] == [{"value": value == "true"}], f"compose lacks {pair}"

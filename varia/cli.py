@@ -177,6 +177,12 @@ def start(
     concurrency: Annotated[int, typer.Option(min=1, help="Renders at once.")] = 1,
     threads: Annotated[int | None, typer.Option(min=1, help="FFmpeg -threads per render.")] = None,
     job_id: Annotated[str | None, typer.Option("--id", help="Job id (default: fresh).")] = None,
+    priority: Annotated[
+        int | None, typer.Option(min=1, max=5, help="Render priority: 1 first … 5 last (3).")
+    ] = None,
+    fairness_key: Annotated[
+        str | None, typer.Option(help="Share the fleet fairly per key (default: the job id).")
+    ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Follow the job to its end.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -192,6 +198,8 @@ def start(
         seed=seed,
         concurrency=concurrency,
         threads=threads,
+        priority=priority,
+        fairness_key=fairness_key,
     )
     missing = [p for p in request.inputs if not os.path.isfile(p)]
     if missing:

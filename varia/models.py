@@ -28,6 +28,12 @@ DEFAULT_MAX_INPUT_STREAMS = 64
 DEFAULT_MAX_INPUT_BYTES = 64 * 1024**3
 """Largest input file accepted by default (bytes: 64 GiB)."""
 
+PRIORITY_RANGE = (1, 5)
+"""Task priorities a request may ask for: 1 is served first, 5 last (Temporal's priority key)."""
+
+MAX_FAIRNESS_KEY_BYTES = 64
+"""Temporal's limit on a fairness key."""
+
 DEFAULT_CHUNK_SIZE = 400
 """Variations one workflow run renders before it continues as new (keeps history short)."""
 
@@ -73,6 +79,14 @@ class JobRequest(BaseModel):
     chunk_size: int | None = Field(
         default=None,
         description="Variations per workflow run before continue-as-new (None: automatic).",
+    )
+    priority: int | None = Field(
+        default=None,
+        description="Task priority of the job's renders, 1 (first) to 5 (last); None: 3.",
+    )
+    fairness_key: str | None = Field(
+        default=None,
+        description="Renders of one key share the fleet fairly with other keys; None: job id.",
     )
 
 

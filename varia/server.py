@@ -36,6 +36,15 @@ SEARCH_ATTRIBUTE_FLAGS = [
 ]
 
 
+FAIRNESS_FLAGS = [
+    "--dynamic-config-value",
+    "matching.useNewMatcher=true",
+    "--dynamic-config-value",
+    "matching.enableFairness=true",
+]
+"""Task priority and fairness keys take effect only with the new matcher and fairness on."""
+
+
 class ServerError(Exception):
     """The dev server could not be found or did not come up; the message says why."""
 
@@ -97,6 +106,8 @@ class DevServer:
     db_path: Path | None = None
     ui: bool = True
     log_path: Path | None = None
+    fairness: bool = True
+    """Serve tasks by priority and fairness key (`FAIRNESS_FLAGS`)."""
     janitor_task_queue: str | None = None
     """If set, the janitor schedule for this task queue is created once the server is up."""
     janitor_interval_s: float = 300.0
@@ -129,6 +140,7 @@ class DevServer:
             "--log-format",
             "pretty",
             *SEARCH_ATTRIBUTE_FLAGS,
+            *(FAIRNESS_FLAGS if self.fairness else []),
         ]
         argv += ["--ui-port", str(self.ui_port)] if self.ui else ["--headless"]
         if self.db_path is not None:

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate, TypedSearchAttributes
+from temporalio.common import Priority, RetryPolicy, SearchAttributeUpdate, TypedSearchAttributes
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -108,6 +108,7 @@ class VariationJob:
         self._paused = False
         self._variations = 1
         self._continuing = False
+        self._priority = Priority.default
         self._redo: list[int] = []  # variations a pause stopped: rendered again first
 
     # ---- public handlers -------------------------------------------------------------
@@ -217,6 +218,7 @@ class VariationJob:
         outcome: FinalState | None = None
         cancel: asyncio.CancelledError | None = None
         self._percent_on = workflow.patched("varia-percent")
+        self._priority = _render_priority(job, self._job_id, workflow.patched("varia-fair"))
         try:
             await self._load_search_attributes()
             _raise_if_cancel_requested()
@@ -280,6 +282,7 @@ class VariationJob:
             heartbeat_timeout=timedelta(minutes=2),
             retry_policy=IO_RETRY,
             cancellation_type=WAIT,
+            priority=self._priority,
             summary="confine paths, create the job directory, probe the inputs",
         )
         try:
@@ -426,6 +429,7 @@ class VariationJob:
                 ),
                 start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=IO_RETRY,
+                priority=self._priority,
                 summary=f"remove the partial files of {len(stopped)} paused render(s)",
             )
         if self._pausing():
@@ -461,6 +465,7 @@ class VariationJob:
             heartbeat_timeout=RENDER_HEARTBEAT_TIMEOUT,
             retry_policy=RENDER_RETRY,
             cancellation_type=WAIT,
+            priority=self._priority,
             summary=f"{task.output_name}: {recipe_summary(task.recipe)}",
         )
         return asyncio.ensure_future(_completion_wins(handle))
@@ -541,6 +546,7 @@ class VariationJob:
             ),
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=IO_RETRY,
+            priority=self._priority,
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
 
@@ -554,6 +560,7 @@ class VariationJob:
                 request,
                 start_to_close_timeout=timedelta(minutes=10),
                 retry_policy=IO_RETRY,
+                priority=self._priority,
                 summary=f"cleanup and manifest ({request.state})",
             )
         )
@@ -644,6 +651,14 @@ _PAUSE_SETTLED = frozenset(
     {"paused", "cancelling", "cleaning", "completed", "cancelled", "failed", "drained"}
 )
 """States in which a pause request has taken effect or no longer can."""
+
+
+def _render_priority(job: JobRequest, job_id: str, on: bool) -> Priority:
+    """The renders' task priority and fairness key (default: the job id; trimmed to 64 bytes)."""
+    if not on:
+        return Priority.default
+    key = (job.fairness_key or job_id).encode()[:64].decode(errors="ignore")
+    return Priority(priority_key=job.priority, fairness_key=key)
 
 
 def _changed(values: list[SearchAttributeUpdate[Any]]) -> bool:
