@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -115,10 +116,12 @@ async def trial(root: Path, source: Path, *, fair: bool) -> dict[str, Any]:
 async def run(ctx: Context) -> Report:
     """Today's FIFO against fairness, one trial each (two with --quick off)."""
     rounds = 1 if ctx.quick else 2
-    root = ctx.results_dir.parent / ".fairness-work"
-    root.mkdir(exist_ok=True)
-    source = clip(root / "clips", "fair", seconds=2, size="320x240").path
-    trials = [await trial(root, source, fair=fair) for _ in range(rounds) for fair in (False, True)]
+    with tempfile.TemporaryDirectory(prefix="varia-fairness-") as tmp:
+        root = Path(tmp)
+        source = clip(root / "clips", "fair", seconds=2, size="320x240").path
+        trials = [
+            await trial(root, source, fair=fair) for _ in range(rounds) for fair in (False, True)
+        ]
     report = Report(
         NAME,
         f"a {SMALL}-variation job started behind a {BIG}-variation job at concurrency "
@@ -156,7 +159,6 @@ def chart(report: Report, path: Path) -> None:
 
 if __name__ == "__main__":
     import sys
-    import tempfile
 
     async def _main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
