@@ -21,7 +21,9 @@ from varia.server import DevServer
 from varia.validation import RequestError, check_request
 from varia.worker import build_worker
 
-BIG = 10
+BIG = 16
+SLOTS = 3
+"""Activity slots of the worker: one render slot + the two the worker keeps for the rest."""
 
 
 @pytest_asyncio.fixture
@@ -90,8 +92,10 @@ async def test_small_job_is_served_before_the_big_jobs_backlog(
         await big.cancel()
     scheduled, started = await _render_times(small)
     overtaking = [at for at in (await _render_times(big))[1] if scheduled[0] < at < started[0]]
-    # FIFO would start the whole backlog first; fair shares or priority at most one render
-    assert len(overtaking) <= 1, (len(overtaking), backlog)
+    # FIFO starts the whole backlog first (measured: 4 of 7 and more); fair shares or
+    # priority at most about one render per slot before the small job's
+    assert len(overtaking) <= SLOTS, (len(overtaking), backlog)
+    assert backlog > 2 * SLOTS
 
 
 def test_priority_and_fairness_key_are_checked() -> None:

@@ -17,7 +17,12 @@ from temporalio.client import (
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from tests.helpers import (
+    assert_manifest_matches_disk,
+    paced_ffmpeg,
+    processes_mentioning,
+    wait_for,
+)
 from tests.test_cli import cli_env, varia
 from tests.test_workflow import start, wait_rendering
 from varia.config import Settings
@@ -27,6 +32,7 @@ from varia.models import JobRequest, JobResult, Progress
 from varia.search_attributes import VARIA_STATE
 from varia.server import temporal_binary
 from varia.starter import render_heartbeats
+from varia.worker import build_worker
 
 
 async def running_ffmpeg(client: Client, job_id: str) -> list[ProcessIdentity]:
@@ -53,7 +59,16 @@ def partials(job_dir: Path) -> list[str]:
 
 
 async def test_pause_then_resume_renders_each_variation_once(
-    client: Client, worker: Worker, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+    client: Client, settings: Settings, clips: Clips, out_dir: Path, job_id: str, tmp_path: Path
+) -> None:
+    # renders last as long as their clip: the long ones surely run when the pause arrives
+    paced = settings.model_copy(update={"ffmpeg": str(paced_ffmpeg(tmp_path))})
+    async with build_worker(client, paced):
+        await _pause_then_resume(client, settings, clips, out_dir, job_id)
+
+
+async def _pause_then_resume(
+    client: Client, settings: Settings, clips: Clips, out_dir: Path, job_id: str
 ) -> None:
     request = JobRequest(
         inputs=[str(clips.short), str(clips.long)],
