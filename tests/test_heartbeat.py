@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from varia.models import RenderHeartbeat, temp_name_for
@@ -11,6 +12,7 @@ from varia.recipes import make_recipe, recipe_summary
 names = st.from_regex(r"[a-z][a-z0-9_]{0,20}_v[0-9]{3}\.mp4", fullmatch=True)
 
 
+@hypothesis_settings(deadline=None)  # a loaded CI machine is slow; no timing here
 @given(name=names, directory=st.from_regex(r"/[a-z]{1,8}(/[a-z0-9-]{1,8}){0,3}", fullmatch=True))
 def test_reaper_finds_the_temp_path_in_new_and_old_heartbeats(name: str, directory: str) -> None:
     temp = f"{directory}/{temp_name_for(name)}"
@@ -21,6 +23,7 @@ def test_reaper_finds_the_temp_path_in_new_and_old_heartbeats(name: str, directo
     assert RenderHeartbeat(output=name).temp_path() == ""
 
 
+@hypothesis_settings(deadline=None)  # a loaded CI machine is slow; no timing here
 @given(seed=st.integers(0, 2**31), variation=st.integers(0, 9999))
 def test_recipe_summary_is_one_short_line(seed: int, variation: int) -> None:
     line = recipe_summary(make_recipe(seed, 0, variation))

@@ -179,3 +179,17 @@ async def test_temporal_activity_pause_stops_ffmpeg_and_unpause_renders_from_scr
     assert_manifest_matches_disk(job_dir)
     assert partials(job_dir) == []
     assert processes_mentioning(job_id) == []
+
+
+async def test_drain_of_a_paused_job_ends_it_drained(
+    client: Client, worker: Worker, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+) -> None:
+    request = JobRequest(inputs=[str(clips.long)], variations=2, output_dir=str(out_dir))
+    handle = await start(client, settings.task_queue, job_id, request)
+    await wait_rendering(client, job_id)
+    await handle.execute_update("pause", result_type=Progress)
+    await handle.execute_update("drain", result_type=Progress)
+    result = await handle.result()
+    assert (result.state, result.completed) == ("drained", 0)
+    assert assert_manifest_matches_disk(out_dir / job_id)["state"] == "drained"
+    assert partials(out_dir / job_id) == []
