@@ -49,6 +49,30 @@ async def _render_times(handle: WorkflowHandle[Any, Any]) -> list[float]:
     return times
 
 
+async def _render_events(handle: WorkflowHandle[Any, Any]) -> list[tuple[float, float]]:
+    """(scheduled, started) server times of the job's renders."""
+    kinds: dict[int, tuple[str, float]] = {}
+    pairs = []
+    async for event in handle.fetch_history_events():
+        at = event.event_time.ToNanoseconds() / 1e9
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            kinds[event.event_id] = (name, at)
+        elif event.HasField("activity_task_started_event_attributes"):
+            name, scheduled = kinds.get(
+                event.activity_task_started_event_attributes.scheduled_event_id, ("", 0.0)
+            )
+            if name == "varia.render":
+                pairs.append((scheduled, at))
+    return pairs
+
+
+def overtaking(small: list[tuple[float, float]], big: list[tuple[float, float]]) -> float:
+    """Mean number of big-job renders started while a small-job render waited in the queue."""
+    counts = [sum(1 for _, at in big if scheduled < at < started) for scheduled, started in small]
+    return statistics.mean(counts) if counts else 0.0
+
+
 async def _waiting_renders(handle: WorkflowHandle[Any, Any]) -> int:
     description = await handle.describe()
     return sum(
@@ -102,6 +126,7 @@ async def trial(root: Path, source: Path, *, fair: bool) -> dict[str, Any]:
             await big.cancel()
             await asyncio.gather(big.result(), return_exceptions=True)
             renders = await _render_times(big) + await _render_times(small)
+            overtaken = overtaking(await _render_events(small), await _render_events(big))
     render_s = statistics.median(renders)
     return {
         "fair": fair,
@@ -110,6 +135,7 @@ async def trial(root: Path, source: Path, *, fair: bool) -> dict[str, Any]:
         "render_s_median": render_s,
         "small_job_in_render_times": small_s / render_s,
         "big_outputs_when_small_done": big_done_after,
+        "big_renders_started_while_a_small_render_waited": overtaken,
     }
 
 
@@ -133,7 +159,8 @@ async def run(ctx: Context) -> Report:
             Row(
                 f"{label}: small job done after",
                 " / ".join(
-                    f"{fmt_s(t['small_job_s'])} = {t['small_job_in_render_times']:.1f} renders"
+                    f"{fmt_s(t['small_job_s'])} = {t['small_job_in_render_times']:.1f} renders,"
+                    f" overtaken by {t['big_renders_started_while_a_small_render_waited']:.1f}"
                     f" (backlog {t['backlog_when_small_started']})"
                     for t in mine
                 ),
