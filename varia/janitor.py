@@ -243,6 +243,16 @@ async def _sweep_execution(
             reason="the job id runs again: its directory may be in use",
         )
     handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+    async for first in handle.fetch_history_events():  # cheap check first: swept already?
+        request = read_history([first]).request
+        if (
+            request is not None
+            and (Path(request.output_dir) / execution.id / jobdir.MANIFEST_NAME).exists()
+        ):
+            return SweptJob(
+                job_id=execution.id, run_id=execution.run_id, action="skipped", reason=HAS_MANIFEST
+            )
+        break
     events = [event async for event in handle.fetch_history_events()]
     run = read_history(events)
     return await asyncio.to_thread(sweep_run, execution.id, execution.run_id, run, state, settings)
