@@ -22,8 +22,8 @@ from varia.validation import RequestError, check_request
 from varia.worker import build_worker
 
 BIG = 16
-SLOTS = 3
-"""Activity slots of the worker: one render slot + the two the worker keeps for the rest."""
+SLOTS = 1
+"""Render slots of the worker."""
 
 
 @pytest_asyncio.fixture
@@ -92,10 +92,10 @@ async def test_small_job_is_served_before_the_big_jobs_backlog(
         await big.cancel()
     scheduled, started = await _render_times(small)
     overtaking = [at for at in (await _render_times(big))[1] if scheduled[0] < at < started[0]]
-    # FIFO starts the whole backlog first (measured: 4 of 7 and more); fair shares or
-    # priority at most about one render per slot before the small job's
-    assert len(overtaking) <= SLOTS, (len(overtaking), backlog)
-    assert backlog > 2 * SLOTS
+    # FIFO starts (nearly) the whole backlog first; fair shares or priority let at most a
+    # few renders that the server had already lined up go first (measured: 0 to 4 of 15)
+    assert backlog > 3 * SLOTS
+    assert len(overtaking) <= backlog // 3, (len(overtaking), backlog)
 
 
 def test_priority_and_fairness_key_are_checked() -> None:
