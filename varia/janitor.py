@@ -29,7 +29,7 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from varia import jobdir, ledger, media
 from varia.config import Settings
 from varia.models import FinalState, FinishRequest, JobCarry, JobRequest, MediaInfo, RenderResult
-from varia.recipes import make_recipe, output_name, output_stems
+from varia.recipes import default_seed, make_recipe, output_name, output_stems
 
 WORKFLOW_TYPE = "VariationJob"
 CLOSED_WITHOUT_CLEANUP: dict[WorkflowExecutionStatus, FinalState] = {
@@ -91,6 +91,7 @@ class ClosedRun:
     failed: int = 0
     reason: str = ""
     chain: str | None = None
+    seed_patched: bool = False  # the run derived a missing seed from the job id
 
 
 def _json(payloads: Any) -> list[Any]:
@@ -126,12 +127,29 @@ def read_history(events: list[HistoryEvent]) -> ClosedRun:
             failed = event.activity_task_failed_event_attributes
             if scheduled.get(failed.scheduled_event_id) == "varia.render":
                 run.failed += 1
+        elif event.HasField("marker_recorded_event_attributes"):
+            details = event.marker_recorded_event_attributes.details
+            run.seed_patched = run.seed_patched or any(
+                b"default-seed" in payload.data
+                for value in details.values()
+                for payload in value.payloads
+            )
         elif event.HasField("workflow_execution_terminated_event_attributes"):
             run.reason = event.workflow_execution_terminated_event_attributes.reason
     return run
 
 
-def _whole_extras(job_dir: Path, run: ClosedRun, known: set[tuple[int, int]]) -> list[RenderResult]:
+def run_seed(job_id: str, run: ClosedRun) -> int:
+    """The seed the run rendered with (as the workflow derives it when the request has none)."""
+    assert run.request is not None
+    if run.request.seed is not None:
+        return run.request.seed
+    return default_seed(job_id) if run.seed_patched else 0
+
+
+def _whole_extras(
+    job_id: str, job_dir: Path, run: ClosedRun, known: set[tuple[int, int]]
+) -> list[RenderResult]:
     """Outputs in place whose completion never reached the history (finished during the
     terminate): a final name only ever holds a checked file, so check it again and keep it."""
     assert run.request is not None
@@ -144,7 +162,8 @@ def _whole_extras(job_dir: Path, run: ClosedRun, known: set[tuple[int, int]]) ->
             if (input_index, variation) in known or path.is_symlink() or not path.is_file():
                 continue
             info = run.media[input_index]
-            expected = info.duration_s / make_recipe(request.seed, input_index, variation).speed
+            recipe = make_recipe(run_seed(job_id, run), input_index, variation)
+            expected = info.duration_s / recipe.speed
             try:
                 duration = media.check_output(str(path), expected, max(0.1, 3.0 / info.fps))
             except media.MediaError:
@@ -195,7 +214,7 @@ def sweep_run(
     if run.carry is not None:
         for earlier in ledger.read_ledger(job_dir):
             results.setdefault((earlier.input_index, earlier.variation), earlier)
-    for extra in _whole_extras(job_dir, run, set(results)):
+    for extra in _whole_extras(job_id, job_dir, run, set(results)):
         results[(extra.input_index, extra.variation)] = extra
     how = "terminated" if state == "terminated" else "timed out"
     why = f" ({run.reason})" if run.reason else ""
@@ -207,7 +226,7 @@ def sweep_run(
             inputs=run.request.inputs,
             stems=output_stems(run.request.inputs),
             variations=run.request.variations,
-            seed=run.request.seed,
+            seed=run_seed(job_id, run),
             results=sorted(results.values(), key=lambda r: (r.input_index, r.variation)),
             failed=run.failed,
             errors=[f"the workflow was {how}{why}; cleaned up by the janitor"],
