@@ -28,6 +28,7 @@ from benchmarks.summary import write_summary
 
 BENCHMARKS = [
     "overhead",
+    "independent",
     "cancel",
     "busy_cancel",
     "start",
@@ -36,6 +37,7 @@ BENCHMARKS = [
     "validation",
     "nice",
     "fairness",
+    "cli",
 ]
 
 

@@ -35,12 +35,13 @@ class Series:
     size: str
     variations: int
     concurrency: int
+    seed: int = 0
 
 
 SERIES = {
     "short": Series(4.0, "640x360", 8, 2),
     "medium": Series(12.0, "640x360", 8, 2),
-    "demo": Series(4.0, "640x360", 3, 1),
+    "demo": Series(4.0, "640x360", 3, 1, seed=7),  # `varia demo`'s job
 }
 
 
@@ -80,17 +81,12 @@ async def _series(
         entry: dict[str, Any] = {"round": index, "order": list(order)}
         for kind in order:
             if kind == "varia":
-                entry.update(await _varia_once(stack, worker, source, shape))
+                entry.update(await varia_once(stack, worker, source, shape))
                 timelines["varia"] = entry.pop("timeline")
             else:
                 plain_dir = stack.root / f"plain-{source.path.stem}-{index}"
-                argvs = argvs_for(tasks_for([source], shape.variations, plain_dir))
-                with FfmpegWatch({os.getpid()}, f"{plain_dir}/") as watch:
-                    started = time.monotonic()
-                    entry["plain_s"] = await run_plain(argvs, shape.concurrency)
-                    watch.poll()
-                timelines["plain"] = _relative(watch, started)
-                entry["plain_ffmpeg_mean_s"] = _mean_span(watch)
+                entry.update(await plain_once(source, shape, plain_dir))
+                timelines["plain"] = entry.pop("timeline")
         entry["ratio"] = entry["varia_s"] / entry["plain_s"]
         per_round.append(entry)
     counted = per_round[1:]
@@ -109,11 +105,32 @@ async def _series(
     }
 
 
-async def _varia_once(
+async def plain_once(source: Clip, shape: Series, plain_dir: Path) -> dict[str, Any]:
+    """One plain-pool run of the argv the benchmark builds for `shape`, FFmpeg watched."""
+    argvs = argvs_for(tasks_for([source], shape.variations, plain_dir, seed=shape.seed))
+    with FfmpegWatch({os.getpid()}, f"{plain_dir}/") as watch:
+        started = time.monotonic()
+        plain_s = await run_plain(argvs, shape.concurrency)
+        watch.poll()
+    return {
+        "plain_s": plain_s,
+        "plain_ffmpeg_mean_s": _mean_span(watch),
+        "timeline": _relative(watch, started),
+    }
+
+
+async def varia_once(
     stack: Stack, worker: WorkerProcess, source: Clip, shape: Series
 ) -> dict[str, Any]:
+    """One varia job of `shape`, timed by the client, FFmpeg watched, split into phases."""
     job_id = new_job_id(NAME)
-    job = request([source.path], shape.variations, stack.out_dir, concurrency=shape.concurrency)
+    job = request(
+        [source.path],
+        shape.variations,
+        stack.out_dir,
+        concurrency=shape.concurrency,
+        seed=shape.seed,
+    )
     with stack.watch(worker, job_id) as watch:
         started = time.monotonic()
         handle = await stack.start_job(worker, job, job_id)
@@ -126,7 +143,7 @@ async def _varia_once(
     exits = sorted(end for _, end in spans)
     by_temp = {
         t.temp_name: f"render-{t.input_index}-{t.variation}"
-        for t in tasks_for([source], shape.variations, stack.job_dir(job_id))
+        for t in tasks_for([source], shape.variations, stack.job_dir(job_id), seed=shape.seed)
     }
     wall = {by_temp[n]: span for n, span in watch.wall_spans().items() if n in by_temp}
     [history] = await all_runs(stack.client, job_id)

@@ -28,15 +28,14 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
 
-from varia.client import connect
+from varia.client.connection import connect
+from varia.client.jobs import Jobs
 from varia.config import Settings
 from varia.ffmpeg.process import ProcessIdentity, death_signal_hook, terminate
 from varia.models import JobRequest, JobResult
 from varia.server import DevServer
-from varia.starter import start_job
-from varia.workflows import VariationJob
 
-JobHandle = WorkflowHandle[VariationJob, JobResult]
+JobHandle = WorkflowHandle[Any, JobResult]
 
 
 @dataclass
@@ -122,12 +121,13 @@ class Stack:
         heartbeat_cap_s: float | None = None,
         stats_period_s: float | None = None,
         task_queue: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> WorkerProcess:
         """Start `varia worker` as a subprocess and wait until it polls its task queue.
 
         The worker logs every FFmpeg stop to `worker.stop_log` (see `benchmarks.worker_main`);
         `heartbeat_cap_s` and `stats_period_s` override its heartbeat throttle cap and
-        FFmpeg's `-stats_period`.
+        FFmpeg's `-stats_period`; `env` adds or overrides environment variables.
         """
         queue = task_queue or f"bench-{self.name}-{secrets.token_hex(3)}"
         stop_log = self.root / f"stops-{queue}.jsonl"
@@ -142,6 +142,7 @@ class Stack:
             "BENCH_STOP_LOG": str(stop_log),
             "BENCH_HEARTBEAT_CAP_S": "" if heartbeat_cap_s is None else str(heartbeat_cap_s),
             "BENCH_STATS_PERIOD_S": "" if stats_period_s is None else str(stats_period_s),
+            **(env or {}),
         }
         log_path = self.root / f"worker-{queue}.log"
         with open(log_path, "ab") as log:
@@ -190,8 +191,11 @@ class Stack:
         self, worker: WorkerProcess, request: JobRequest, job_id: str | None = None
     ) -> JobHandle:
         """Start a `VariationJob` on the worker's task queue (the CLI's own start path)."""
-        job_id = job_id or new_job_id()
-        return await start_job(self.client, request, task_queue=worker.task_queue, job_id=job_id)
+        settings = Settings(
+            TEMPORAL_ADDRESS=self.server.address, VARIA_TASK_QUEUE=worker.task_queue
+        )
+        started = await Jobs(self.client, settings).start(request, job_id or new_job_id())
+        return self.client.get_workflow_handle(started, result_type=JobResult)
 
     def job_dir(self, job_id: str) -> Path:
         """The job directory of a job that writes to `out_dir`."""

@@ -13,10 +13,9 @@ import asyncio
 import os
 import sys
 
-from varia.client import connect
+from varia.client.jobs import Jobs
 from varia.config import load_settings
 from varia.models import JobRequest
-from varia.starter import start_job
 
 
 async def main(argv: list[str]) -> int:
@@ -28,17 +27,16 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    settings = load_settings()
-    client = await connect(settings)
+    jobs = await Jobs.open(load_settings())
     request = JobRequest(
         inputs=[os.path.abspath(path) for path in args.inputs],
         variations=args.variations,
         output_dir=os.path.abspath(args.output_dir),
         seed=args.seed,
     )
-    handle = await start_job(client, request, task_queue=settings.task_queue)
-    print(f"started {handle.id}; waiting for it to finish", file=sys.stderr)
-    result = await handle.result()  # raises WorkflowFailureError if the job failed or was cancelled
+    job_id = await jobs.start(request)
+    print(f"started {job_id}; waiting for it to finish", file=sys.stderr)
+    result = await jobs.result(job_id)  # raises WorkflowFailureError if it failed or was cancelled
     print(result.model_dump_json())
     return 0
 

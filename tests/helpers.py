@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
+from temporalio.client import Client, WorkflowHandle
 
 from varia import media
+from varia.client.jobs import Jobs
 from varia.config import Settings
 from varia.jobdir import MANIFEST_NAME
+from varia.models import JobResult, Progress, RenderHeartbeat
 
 T = TypeVar("T")
 
@@ -97,3 +100,52 @@ def as_foreground_job() -> None:
     and Python then never raises KeyboardInterrupt; a user's terminal is not like that.
     """
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+async def start_by_name(
+    client: Client,
+    task_queue: str,
+    job_id: str,
+    inputs: list[Path] | list[str],
+    variations: int,
+    output_dir: Path | str,
+    **fields: Any,
+) -> WorkflowHandle[Any, JobResult]:
+    """Start a `VariationJob` by its type name with the contract's JSON input, as any client
+    may (`fields`: the optional request fields, e.g. `seed`, `concurrency`, `threads`)."""
+    request = {
+        "inputs": [str(path) for path in inputs],
+        "variations": variations,
+        "output_dir": str(output_dir),
+        **fields,
+    }
+    return await client.start_workflow(
+        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
+    )
+
+
+async def render_heartbeats(client: Client, job_id: str) -> dict[str, RenderHeartbeat]:
+    """The job's running renders' heartbeat details (through the client layer)."""
+    return await Jobs(client, Settings()).heartbeats(job_id)
+
+
+async def query_progress(handle: WorkflowHandle[Any, Any]) -> Progress:
+    """The job's `progress` query (answers while it runs and after it closed)."""
+    progress: Progress = await handle.query("progress", result_type=Progress)
+    return progress
+
+
+async def communicate(
+    proc: asyncio.subprocess.Process, timeout_s: float = 120
+) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of a child; killed (by its own pid) if it outlives
+    `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -19,9 +19,14 @@ from temporalio.exceptions import CancelledError
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from tests.helpers import (
+    assert_manifest_matches_disk,
+    communicate,
+    processes_mentioning,
+    render_heartbeats,
+    wait_for,
+)
 from varia.config import Settings
-from varia.starter import render_heartbeats
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -63,15 +68,7 @@ async def run_script(settings: Settings, *args: str) -> tuple[int, str, str]:
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
-    try:
-        async with asyncio.timeout(120):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await communicate(proc)
 
 
 async def test_start_job_script(

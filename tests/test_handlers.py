@@ -18,12 +18,16 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import CancelledError
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from tests.helpers import (
+    assert_manifest_matches_disk,
+    processes_mentioning,
+    query_progress,
+    wait_for,
+)
 from varia import media
 from varia.config import Settings
 from varia.jobdir import MARKER_NAME
 from varia.models import JobCarry, JobRequest, JobResult, Progress
-from varia.starter import query_progress
 from varia.worker import VariaWorker, build_worker
 
 

@@ -13,7 +13,12 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from tests.helpers import (
+    assert_manifest_matches_disk,
+    processes_mentioning,
+    render_heartbeats,
+    wait_for,
+)
 from tests.test_workflow import start, wait_rendering
 from varia.config import Settings
 from varia.ffmpeg.process import ProcessIdentity
@@ -21,7 +26,6 @@ from varia.janitor import JanitorReport, JanitorRequest, SweptJob, candidates_qu
 from varia.janitor_workflow import JANITOR_WORKFLOW, ensure_janitor_schedule, schedule_id
 from varia.jobdir import MANIFEST_NAME, MARKER_NAME
 from varia.models import JobRequest
-from varia.starter import render_heartbeats
 
 
 async def run_janitor(client: Client, settings: Settings) -> JanitorReport:

@@ -20,14 +20,14 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
-from tests.helpers import wait_for
-from varia.client import connect
+from tests.helpers import render_heartbeats, wait_for
+from varia.client.connection import connect
+from varia.client.jobs import Jobs
+from varia.client.requests import job_summary
 from varia.config import Settings
-from varia.jobinfo import job_status, list_jobs
 from varia.models import JobRequest
 from varia.recipes import default_seed
 from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
-from varia.starter import job_summary, render_heartbeats, start_job
 from varia.worker import build_worker, warn_if_search_attributes_missing
 
 
@@ -35,7 +35,8 @@ async def test_running_job_shows_live_progress_details_and_attributes(
     client: Client, worker: Worker, settings: Settings, clips: Clips, out_dir: Path, job_id: str
 ) -> None:
     request = JobRequest(inputs=[str(clips.long)], variations=2, output_dir=str(out_dir), threads=1)
-    handle = await start_job(client, request, task_queue=settings.task_queue, job_id=job_id)
+    await Jobs(client, settings).start(request, job_id)
+    handle = client.get_workflow_handle(job_id)
 
     async def rendering() -> bool:
         beats = await render_heartbeats(client, job_id)
@@ -109,13 +110,15 @@ async def test_namespace_without_search_attributes_warns_and_still_runs(
 
     async with build_worker(bare_client, bare):
         request = JobRequest(inputs=[str(clips.short)], variations=1, output_dir=str(out_dir))
-        handle = await start_job(bare_client, request, task_queue=bare.task_queue, job_id=job_id)
-        result = await handle.result()
+        jobs = Jobs(bare_client, bare)
+        await jobs.start(request, job_id)
+        result = await jobs.result(job_id)
+        handle = bare_client.get_workflow_handle(job_id)
         assert (result.state, result.completed) == ("completed", 1)
         assert (await handle.describe()).typed_search_attributes.get(VARIA_STATE) is None
 
-        # status and list fall back to the progress query and the workflow's status
-        status = await job_status(bare_client, bare, job_id)
-        assert (status.state, status.outputs, status.live) == ("completed", 1, True)
-        rows = await list_jobs(bare_client, bare, state="completed", with_attributes=False)
+        # status and list fall back to the workflow's result and status
+        status = await jobs.status(job_id)
+        assert (status.state, status.outputs, status.failed) == ("completed", 1, 0)
+        rows = await jobs.list(state="completed")
     assert [row.job_id for row in rows] == [job_id]

@@ -21,17 +21,18 @@ from tests.helpers import (
     assert_manifest_matches_disk,
     paced_ffmpeg,
     processes_mentioning,
+    render_heartbeats,
     wait_for,
 )
 from tests.test_cli import cli_env, varia
 from tests.test_workflow import start, wait_rendering
+from varia.client.errors import NotPausable
+from varia.client.jobs import Jobs
 from varia.config import Settings
-from varia.control import NotPausable, pause_job
 from varia.ffmpeg.process import ProcessIdentity
 from varia.models import JobRequest, JobResult, Progress
 from varia.search_attributes import VARIA_STATE
 from varia.server import temporal_binary
-from varia.starter import render_heartbeats
 from varia.worker import build_worker
 
 
@@ -133,7 +134,7 @@ async def test_cancel_of_a_paused_job_cancels_it_cleanly(
     assert (manifest["state"], manifest["completed"]) == ("cancelled", 0)
     assert partials(out_dir / job_id) == []
     with pytest.raises(NotPausable, match="is cancelled; there is nothing to pause"):
-        await pause_job(client, settings, job_id)
+        await Jobs(client, settings).pause(job_id)
 
 
 async def _temporal(settings: Settings, *args: str) -> None:

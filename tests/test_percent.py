@@ -21,12 +21,11 @@ from temporalio.worker import Worker
 from tests.conftest import Clips
 from tests.helpers import wait_for
 from tests.test_cli import cli_env, varia
+from varia.client.jobs import Jobs
 from varia.config import Settings
-from varia.jobinfo import list_jobs
 from varia.models import JobRequest, Progress
 from varia.percent import PROGRESS_STEPS, next_step, weighted_percent
 from varia.search_attributes import VARIA_PERCENT
-from varia.starter import start_job
 from varia.worker import build_worker
 
 fractions = st.lists(st.floats(0.0, 1.0), max_size=8)
@@ -89,7 +88,7 @@ async def test_percent_is_the_same_in_query_details_attribute_and_cli(
     request = JobRequest(
         inputs=[str(clips.short), str(clips.long)], variations=1, output_dir=str(out_dir)
     )
-    handle = await start_job(client, request, task_queue=settings.task_queue, job_id=job_id)
+    handle = await Jobs(client, settings).start_handle(request, job_id)
     env = cli_env(settings.temporal_address, settings.task_queue)
 
     async def query() -> float:
@@ -104,7 +103,7 @@ async def test_percent_is_the_same_in_query_details_attribute_and_cli(
             handle.describe(),
             handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata),
             varia(env, "status", job_id, "--json"),
-            list_jobs(client, settings, limit=50),
+            Jobs(client, settings).list(limit=50),
         )
         if await query() != before:
             return None
@@ -122,7 +121,7 @@ async def test_percent_is_the_same_in_query_details_attribute_and_cli(
     assert cli == percent
 
     async def listed_agrees() -> bool:  # visibility lags the upsert a little
-        [row] = [r for r in await list_jobs(client, settings, limit=50) if r.job_id == job_id]
+        [row] = [r for r in await Jobs(client, settings).list(limit=50) if r.job_id == job_id]
         return row.percent == await query()
 
     assert listed == percent or await wait_for(listed_agrees, what="varia list's percent")
@@ -143,7 +142,7 @@ async def test_short_renders_send_no_progress_signals(
     client: Client, worker: Worker, settings: Settings, clips: Clips, out_dir: Path, job_id: str
 ) -> None:
     request = JobRequest(inputs=[str(clips.short)], variations=2, output_dir=str(out_dir))
-    handle = await start_job(client, request, task_queue=settings.task_queue, job_id=job_id)
+    handle = await Jobs(client, settings).start_handle(request, job_id)
     assert (await handle.result()).completed == 2
     signals = [
         event

@@ -19,10 +19,15 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, paced_ffmpeg, processes_mentioning, wait_for
+from tests.helpers import (
+    assert_manifest_matches_disk,
+    paced_ffmpeg,
+    processes_mentioning,
+    query_progress,
+    wait_for,
+)
 from varia.config import Settings, render_task_queue
 from varia.models import JobRequest, JobResult, RenderResult, RenderTask
-from varia.starter import query_progress
 from varia.worker import build_job_worker, build_worker
 from varia.workflows import VariationJob
 

@@ -19,9 +19,9 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from tests.helpers import assert_manifest_matches_disk, paced_ffmpeg, processes_mentioning, wait_for
+from varia.client.pollers import poller_identities
 from varia.clips import make_clip
 from varia.ffmpeg.process import ProcessIdentity, death_signal_hook
-from varia.health import poller_identities
 from varia.models import JobResult, RenderHeartbeat
 
 VARIA = str(Path(sys.executable).parent / "varia")
@@ -139,10 +139,9 @@ async def test_job_spreads_over_two_workers_and_survives_one_killed(
     clip = make_clip(tmp_path / "clip.mp4", seconds=3)
     queue = workers.env["VARIA_TASK_QUEUE"]
     pool = {name: workers.start(name) for name in ("worker-a", "worker-b")}
-    namespace = client.namespace
 
     async def both_polling() -> bool:
-        return set(pool) <= await poller_identities(client, namespace, queue)
+        return set(pool) <= await poller_identities(client, queue)
 
     await wait_for(both_polling, timeout_s=60, what="both workers to poll the task queue")
     # the container health check sees each worker by its identity

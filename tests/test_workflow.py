@@ -15,12 +15,17 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from tests.helpers import (
+    assert_manifest_matches_disk,
+    processes_mentioning,
+    query_progress,
+    render_heartbeats,
+    wait_for,
+)
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
 from varia.models import JobRequest, JobResult, MediaInfo, RenderTask
 from varia.recipes import make_recipe
-from varia.starter import query_progress, render_heartbeats
 from varia.worker import build_worker
 from varia.workflows import VariationJob
 

@@ -17,7 +17,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from varia import jobdir, ledger, media, metrics
+from varia import jobdir, ledger, media, metrics, stops
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
 from varia.ffmpeg.process import ProcessIdentity, stop_foreign
@@ -35,6 +35,8 @@ from varia.models import (
     RenderHeartbeat,
     RenderResult,
     RenderTask,
+    RunRef,
+    StopRenders,
 )
 from varia.progress_signal import ProgressSignaller
 from varia.recipes import make_recipe, recipe_summary
@@ -78,9 +80,12 @@ def _confinement_failure(err: jobdir.ConfinementError) -> ApplicationError:
 class JobActivities:
     """The activities of a `VariationJob`, bound to one worker's settings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, stop_queue: str | None = None) -> None:
+        """`stop_queue`: this process's own queue, where a worker polls `stop_renders`."""
         self.settings = settings
         self.ffmpeg = settings.ffmpeg_path()
+        self.stop_queue = stop_queue
+        self.renders = stops.RenderRegistry()
         self._registered: list[str] | None = None
 
     @activity.defn(name="varia.prepare")
@@ -131,26 +136,50 @@ class JobActivities:
             if earlier is not None:
                 return earlier
         argv = build_render_argv(self.ffmpeg, task, temp)
-        try:
-            outcome = await run_ffmpeg(
-                argv,
-                on_tick=_heartbeat_for(
-                    task, str(temp), ProgressSignaller(task, self.settings.progress_min_render_s)
-                ),
-                interrupt=_worker_shutting_down,
-                stall_timeout_s=self.settings.stall_timeout_s,
-                stage_timeout_s=self.settings.stop_stage_timeout_s,
-                niceness=self.settings.ffmpeg_nice,
-            )
-            metrics.kill_stage_reached(outcome.stop_stage)
-            if outcome.cancelled:
-                return await _keep_if_whole(outcome, temp, final, task)
-            _raise_for_outcome(outcome, label)
-            return await _finish_output(temp, final, task)
-        finally:
-            if not _cleanup_follows():
-                with contextlib.suppress(FileNotFoundError):
-                    temp.unlink()
+        info = activity.info()
+        beat = _heartbeat_for(
+            task,
+            str(temp),
+            self.stop_queue,
+            ProgressSignaller(task, self.settings.progress_min_render_s),
+        )
+        with self.renders.running(
+            info.workflow_id or "", info.workflow_run_id or "", info.activity_id
+        ) as pushed:
+            metrics.watch_push(pushed)
+            try:
+                outcome = await run_ffmpeg(
+                    argv,
+                    on_tick=beat,
+                    on_spawn=lambda identity: beat(None, identity),  # names the stop queue
+                    interrupt=_worker_shutting_down,
+                    stall_timeout_s=self.settings.stall_timeout_s,
+                    stage_timeout_s=self.settings.stop_stage_timeout_s,
+                    niceness=self.settings.ffmpeg_nice,
+                    stop=pushed,
+                )
+                metrics.kill_stage_reached(outcome.stop_stage)
+                if outcome.cancelled:
+                    return await _keep_if_whole(outcome, temp, final, task, pushed.is_set())
+                _raise_for_outcome(outcome, label)
+                return await _finish_output(temp, final, task)
+            finally:
+                if not (pushed.is_set() or _cleanup_follows()):
+                    with contextlib.suppress(FileNotFoundError):
+                        temp.unlink()
+
+    @activity.defn(name="varia.stop_renders")
+    async def stop_renders(self, request: StopRenders) -> list[str]:
+        """A pushed cancel: stop the named renders of a run that run in this process at once.
+
+        Returns the ids of those found (a render that already ended is not an error).
+        """
+        return self.renders.stop(request.workflow_id, request.run_id, request.activity_ids)
+
+    @activity.defn(name="varia.render_stop_queues")
+    async def render_stop_queues(self, run: RunRef) -> dict[str, list[str]]:
+        """{stop queue: [render activity ids]} of a run's pending renders (local activity)."""
+        return await stops.render_stop_queues(activity.client(), run.workflow_id, run.run_id)
 
     @activity.defn(name="varia.record")
     async def record(self, request: LedgerAppend) -> None:
@@ -202,7 +231,9 @@ def _worker_shutting_down() -> str | None:
     return "worker shutting down" if activity.is_worker_shutdown() else None
 
 
-def _heartbeat_for(task: RenderTask, temp: str, signaller: ProgressSignaller) -> Any:
+def _heartbeat_for(
+    task: RenderTask, temp: str, stop_queue: str | None, signaller: ProgressSignaller
+) -> Any:
     expected = task.expected_duration_s
     recipe = recipe_summary(task.recipe)
 
@@ -213,6 +244,7 @@ def _heartbeat_for(task: RenderTask, temp: str, signaller: ProgressSignaller) ->
             pid=identity.pid,
             pid_create_time=identity.create_time,
             temp=temp,
+            stop_queue=stop_queue,
         )
         if report is not None:
             details.percent = round(report.percent(expected), 1)
@@ -246,17 +278,26 @@ async def _stop_previous_attempt(temp: Path, stage_timeout_s: float) -> None:
 
 
 async def _keep_if_whole(
-    outcome: FfmpegOutcome, temp: Path, final: Path, task: RenderTask
+    outcome: FfmpegOutcome, temp: Path, final: Path, task: RenderTask, pushed: bool
 ) -> RenderResult:
     """After a cancel: keep an output that FFmpeg finished anyway, else the cancel stands.
 
-    `q` also exits 0, with a shorter file: the duration check tells the two apart.
+    `q` also exits 0, with a shorter file: the duration check tells the two apart. A pushed
+    cancel that the SDK has not delivered yet ends the attempt as `StoppedForCancel`
+    (non-retryable; the workflow counts it as cancelled).
     """
     if outcome.returncode == 0:
         try:
             return await _finish_output(temp, final, task)
         except ApplicationError:
             pass
+    if pushed and not _cleanup_follows():
+        raise ApplicationError(
+            f"{task.media.path} variation {task.variation}: stopped"
+            " (the job was cancelled or paused)",
+            type=stops.STOPPED_FOR_CANCEL,
+            non_retryable=True,
+        )
     raise asyncio.CancelledError()
 
 

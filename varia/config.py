@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from temporalio.envconfig import ClientConnectConfig
 
 from varia.models import (
     DEFAULT_MAX_INPUT_BYTES,
@@ -35,6 +38,13 @@ def render_task_queue(task_queue: str) -> str:
     return task_queue + RENDER_QUEUE_SUFFIX
 
 
+CONNECTION_FIELDS = (
+    *("temporal_address", "temporal_namespace", "temporal_profile", "temporal_config_file"),
+    *("tls_cert", "tls_key", "tls_ca", "api_key"),
+)
+"""Fields `temporalio.envconfig` also reads (under their env var names)."""
+
+
 class SettingsError(Exception):
     """A setting has a bad value; the message names the environment variable."""
 
@@ -45,28 +55,54 @@ def _split_roots(value: object) -> object:
     return value
 
 
+def _tls_file(name: str, old_name: str, what: str) -> Any:
+    """A TLS file setting under Temporal's standard name, still read under varia's old one."""
+    return Field(
+        None,
+        alias=name,
+        validation_alias=AliasChoices(name, old_name),
+        description=f"{what} (`{old_name}`: deprecated alias).",
+    )
+
+
 class Settings(BaseSettings):
     """Configuration shared by the worker and the CLI; each field has one env var."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
     temporal_address: str = Field(
-        "localhost:7233", alias="TEMPORAL_ADDRESS", description="Temporal frontend host:port."
+        "localhost:7233",
+        alias="TEMPORAL_ADDRESS",
+        description="Temporal frontend host:port; unset: the profile's, else localhost:7233.",
     )
     temporal_namespace: str = Field(
-        "default", alias="TEMPORAL_NAMESPACE", description="Temporal namespace."
+        "default",
+        alias="TEMPORAL_NAMESPACE",
+        description="Temporal namespace; unset: the profile's, else default.",
     )
     task_queue: str = Field(
         DEFAULT_TASK_QUEUE, alias="VARIA_TASK_QUEUE", description="Task queue of jobs and renders."
     )
-    tls_cert: Path | None = Field(
-        None, alias="TEMPORAL_TLS_CERT", description="Client certificate (PEM) for mTLS."
+    temporal_profile: str | None = Field(
+        None,
+        alias="TEMPORAL_PROFILE",
+        description="Profile of Temporal's client config file (as the temporal CLI reads it).",
     )
-    tls_key: Path | None = Field(
-        None, alias="TEMPORAL_TLS_KEY", description="Client private key (PEM) for mTLS."
+    temporal_config_file: Path | None = Field(
+        None,
+        alias="TEMPORAL_CONFIG_FILE",
+        description="Temporal's TOML client config; unset: ~/.config/temporalio/temporal.toml.",
     )
-    tls_ca: Path | None = Field(
-        None, alias="TEMPORAL_TLS_CA", description="CA bundle (PEM) to verify the server."
+    tls_cert: Path | None = _tls_file(
+        "TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CERT", "Client certificate (PEM) for mTLS"
+    )
+    tls_key: Path | None = _tls_file(
+        "TEMPORAL_TLS_CLIENT_KEY_PATH", "TEMPORAL_TLS_KEY", "Client private key (PEM) for mTLS"
+    )
+    tls_ca: Path | None = _tls_file(
+        "TEMPORAL_TLS_SERVER_CA_CERT_PATH",
+        "TEMPORAL_TLS_CA",
+        "CA bundle (PEM) to verify the server",
     )
     api_key: str | None = Field(
         None, alias="TEMPORAL_API_KEY", description="API key (Temporal Cloud); implies TLS."
@@ -130,11 +166,16 @@ class Settings(BaseSettings):
         description="Largest input file accepted, in bytes (64 GiB).",
     )
     heartbeat_throttle_s: float = Field(
-        0.2,
+        2.0,
         alias="VARIA_HEARTBEAT_THROTTLE",
         gt=0,
         le=5,
-        description="Most seconds between render heartbeats (bounds cancel latency).",
+        description="Most seconds between render heartbeats (bounds a cancel that is not pushed).",
+    )
+    push_cancel: bool = Field(
+        True,
+        alias="VARIA_PUSH_CANCEL",
+        description="Poll a queue of this worker's own, so a cancel reaches its renders at once.",
     )
     worker_identity: str | None = Field(
         None,
@@ -204,6 +245,39 @@ class Settings(BaseSettings):
             max_bytes=self.max_input_bytes,
         )
 
+    @model_validator(mode="after")
+    def _apply_profile(self) -> Settings:
+        """Address and namespace not set here come from Temporal's client profile."""
+        from varia.envprofile import load_profile  # the SDK: only once settings are read
+
+        profile = load_profile(self.profile_env())
+        if "temporal_address" not in self.model_fields_set and profile.address:
+            self.temporal_address = profile.address
+        if "temporal_namespace" not in self.model_fields_set and profile.namespace:
+            self.temporal_namespace = profile.namespace
+        return self
+
+    def profile_env(self) -> dict[str, str]:
+        """The environment `temporalio.envconfig` reads: the process's, with this model's
+        connection values (explicit ones win) under Temporal's standard names."""
+        from varia.envprofile import standard_env
+
+        env = standard_env()
+        for name in CONNECTION_FIELDS:
+            value = getattr(self, name)
+            if name in self.model_fields_set and value is not None:
+                env[str(Settings.model_fields[name].alias)] = str(value)
+        return env
+
+    def connect_config(self) -> ClientConnectConfig:
+        """`Client.connect` keyword arguments from the profile and the `TEMPORAL_*` settings."""
+        from varia.envprofile import connect_config
+
+        config = connect_config(self.profile_env())
+        config["target_host"] = self.temporal_address
+        config["namespace"] = self.temporal_namespace
+        return config
+
     def ffmpeg_path(self) -> str:
         """The FFmpeg binary to run: `VARIA_FFMPEG`, else the one imageio-ffmpeg ships."""
         if self.ffmpeg:
@@ -221,7 +295,10 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as err:
         problems = []
         for error in err.errors():
-            name = str(error["loc"][0]) if error["loc"] else "?"
+            if not error["loc"]:  # the profile: its message names the variables
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
+            name = str(error["loc"][0])
             field = Settings.model_fields.get(name)
             env = field.alias if field is not None and field.alias else name
             value = os.environ.get(env, error.get("input"))

@@ -21,13 +21,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from varia.client import connect
+from varia.cli.watch import follow
+from varia.client.jobs import Jobs, started_eagerly
 from varia.clips import make_clip
 from varia.config import Settings
 from varia.models import JobRequest
 from varia.server import DatabaseInUse, DevServer, default_db_path
-from varia.starter import start_job
-from varia.watch import follow
 from varia.worker import build_worker
 
 REOPEN_UI = "http://localhost:8233"
@@ -70,10 +69,10 @@ async def run_demo(
         assert server.db_path is not None
         console.print(f"  Temporal at {server.address}, Web UI at {server.ui_url}", soft_wrap=True)
         settings = Settings(TEMPORAL_ADDRESS=server.address, VARIA_TASK_QUEUE="varia-demo")
-        client = await connect(settings)
+        jobs = await Jobs.open(settings)
         clip = make_clip(work / "demo-input.mp4", seconds=seconds, size="640x360")
         console.print(f"  test clip: {clip}", soft_wrap=True)
-        async with build_worker(client, settings):
+        async with build_worker(jobs.client, settings):
             request = JobRequest(
                 inputs=[str(clip)],
                 variations=variations,
@@ -81,11 +80,15 @@ async def run_demo(
                 seed=7,
                 concurrency=1,
             )
-            handle = await start_job(client, request, task_queue=settings.task_queue)
-            path = f"/namespaces/default/workflows/{handle.id}"
-            console.print(f"  job {handle.id}: {server.ui_url}{path}", soft_wrap=True)
-            await follow(client, settings, handle.id, console)
-            result = await handle.result()
+            # the worker runs in this process: eager start skips a task-queue round trip
+            handle = await jobs.start_handle(request, eager=True)
+            job_id = handle.id
+            path = f"/namespaces/default/workflows/{job_id}"
+            console.print(f"  job {job_id}: {server.ui_url}{path}", soft_wrap=True)
+            if started_eagerly(handle):
+                console.print("  (started eagerly in this process)")
+            await follow(jobs, job_id, console)
+            result = await jobs.result(job_id)
             console.print(f"[green]done[/]: {result.completed}/{result.total} variations")
             for line in sorted(Path(result.job_dir).glob("*.mp4")):
                 console.print(f"  {line}", soft_wrap=True)

@@ -12,28 +12,10 @@ import asyncio
 import os
 import socket
 import sys
-from datetime import timedelta
 
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client
-
-from varia.client import connect
+from varia.client.connection import connect
+from varia.client.pollers import poller_identities
 from varia.config import Settings, SettingsError, load_settings, render_task_queue
-
-
-async def poller_identities(client: Client, namespace: str, task_queue: str) -> set[str]:
-    """Identities of the workers recently polling the task queue for activities."""
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-        ),
-        timeout=timedelta(seconds=5),
-    )
-    return {poller.identity for poller in response.pollers}
 
 
 def is_mine(identity: str, settings: Settings) -> bool:
@@ -47,7 +29,7 @@ async def check(settings: Settings) -> bool:
     """True when this host's worker polls the configured task queue and its render queue."""
     client = await connect(settings)
     for queue in (settings.task_queue, render_task_queue(settings.task_queue)):
-        identities = await poller_identities(client, settings.temporal_namespace, queue)
+        identities = await poller_identities(client, queue)
         if not any(is_mine(identity, settings) for identity in identities):
             return False
     return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import time
@@ -23,6 +24,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from varia.config import Settings, SettingsError
 from varia.models import RenderResult
+from varia.stops import STOPPED_FOR_CANCEL
 
 log = logging.getLogger("varia.metrics")
 P = ParamSpec("P")
@@ -96,20 +98,38 @@ def kill_stage_reached(stage: str | None) -> None:
 
 
 class _CancelClock:
-    """Stamps the moment a cancellation reached the current activity."""
+    """Stamps the moment a cancellation reached the current activity (SDK or pushed)."""
 
     def __init__(self) -> None:
         self.at: float | None = None
-        self._task = asyncio.ensure_future(self._watch())
+        self._tasks = [asyncio.ensure_future(self._watch(activity.wait_for_cancelled()))]
 
-    async def _watch(self) -> None:
-        await activity.wait_for_cancelled()
-        self.at = time.monotonic()
+    async def _watch(self, arrival: Awaitable[object]) -> None:
+        await arrival
+        if self.at is None:
+            self.at = time.monotonic()
+
+    def watch_push(self, pushed: asyncio.Event) -> None:
+        """Also stamp the moment `pushed` is set (a cancel pushed to this worker)."""
+        self._tasks.append(asyncio.ensure_future(self._watch(pushed.wait())))
 
     def stop(self) -> float | None:
         """Seconds from the cancellation to now, or None if none arrived."""
-        self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
         return None if self.at is None else time.monotonic() - self.at
+
+
+_clock: contextvars.ContextVar[_CancelClock | None] = contextvars.ContextVar(
+    "varia_cancel_clock", default=None
+)
+
+
+def watch_push(pushed: asyncio.Event) -> None:
+    """Count a pushed cancel's arrival in the current render's cancel-to-exit time."""
+    clock = _clock.get()
+    if clock is not None:
+        clock.watch_push(pushed)
 
 
 def render_metrics(
@@ -125,6 +145,7 @@ def render_metrics(
     async def measured(*args: P.args, **kwargs: P.kwargs) -> RenderResult:
         started = time.monotonic()
         clock = _CancelClock()
+        token = _clock.set(clock)
         try:
             result = await render(*args, **kwargs)
         except asyncio.CancelledError:
@@ -132,9 +153,13 @@ def render_metrics(
             raise
         except Exception as err:
             reason = err.type if isinstance(err, ApplicationError) and err.type else "error"
-            _count(FAILED, "Render attempts that failed.", reason=reason)
+            if reason == STOPPED_FOR_CANCEL:
+                _count(CANCELLED, "Render attempts ended by a cancellation.")
+            else:
+                _count(FAILED, "Render attempts that failed.", reason=reason)
             raise
         finally:
+            _clock.reset(token)
             waited = clock.stop()
             if waited is not None:
                 _observe(CANCEL_TO_EXIT_SECONDS, "Cancel arrival to render exit.", waited)

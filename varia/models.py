@@ -275,10 +275,26 @@ class RenderHeartbeat(BaseModel):
     pid: int | None = None
     pid_create_time: float | None = None
     temp: str = ""
+    stop_queue: str | None = None  # the worker's own queue: a cancel is pushed there
 
     def temp_path(self) -> str:
         """The temporary path of the attempt (older workers put it in `output`)."""
         return self.temp or (self.output if self.output.endswith(".part") else "")
+
+
+class StopRenders(BaseModel):
+    """Input of `varia.stop_renders`: stop these renders of one run (a pushed cancel)."""
+
+    workflow_id: str
+    run_id: str
+    activity_ids: list[str]
+
+
+class RunRef(BaseModel):
+    """One run of a workflow."""
+
+    workflow_id: str
+    run_id: str
 
 
 class PrepareRequest(BaseModel):

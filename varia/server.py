@@ -76,6 +76,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise `ServerError` naming `host:port` and the bind error if it cannot be bound."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            reason = (err.strerror or str(err)).lower()
+            raise ServerError(f"cannot start Temporal on {host}:{port}: bind: {reason}") from None
+
+
 def default_db_path() -> Path:
     """The SQLite file of `varia server` under the user's data directory."""
     base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
@@ -148,10 +159,13 @@ class DevServer:
         return argv
 
     async def start(self, timeout_s: float = 30.0) -> DevServer:
-        """Start the server and wait until it answers; raise `ServerError` if it does not."""
+        """Start the server and wait until it answers; raise `ServerError` if it does not
+        (a busy port is named: another server there would otherwise answer for us)."""
         self.port = self.port or free_port(self.host)
         self.ui_port = self.ui_port or free_port(self.host)
         argv = self.argv()
+        for port in (self.port, self.ui_port) if self.ui else (self.port,):
+            check_port_free(self.host, port)
         if self.db_path is not None:
             self.db_path.parent.mkdir(parents=True, exist_ok=True)
             self._db_lock = lock_db(self.db_path)

@@ -5,7 +5,8 @@ The job's task queue (`VARIA_TASK_QUEUE`) carries the workflow and the light act
 (`VARIA_MAX_CONCURRENT_RENDERS`) is theirs alone and a cancel's or drain's cleanup never
 waits behind another job's renders. SIGTERM/SIGINT shut both down gracefully: the renders in
 flight stop their FFmpeg by the three stages and fail as retryable, so another worker picks
-them up.
+them up. With `VARIA_PUSH_CANCEL` (the default) it also polls a queue of its own,
+`<queue>-stop-<token>`, where a cancelled job pushes `varia.stop_renders` (`varia.stops`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from varia.activities import JobActivities
-from varia.client import connect
+from varia.client.connection import connect
 from varia.config import Settings, render_task_queue
 from varia.janitor import JanitorActivities
 from varia.janitor_workflow import VariaJanitor
@@ -31,6 +32,7 @@ from varia.search_attributes import (
     SEARCH_ATTRIBUTE_NAMES,
     registered_search_attributes,
 )
+from varia.stops import stop_queue_name
 from varia.workflows import VariationJob
 
 log = logging.getLogger("varia.worker")
@@ -42,21 +44,26 @@ workflow code older than the render queue scheduled there, during an upgrade).""
 
 
 class VariaWorker:
-    """The two SDK workers of one varia worker process, started and stopped together.
+    """The SDK workers of one varia worker process, started and stopped together: the job
+    queue's, the render queue's, and (pushed cancels) the one of this process's own queue.
 
     Use it as `async with build_worker(...)`, or `await run()` until `shutdown()`.
     """
 
-    def __init__(self, main: Worker, render: Worker) -> None:
-        self.main, self.render = main, render
+    def __init__(self, main: Worker, render: Worker, stop: Worker | None = None) -> None:
+        self.main, self.render, self.stop = main, render, stop
         self.task_queue = main.task_queue
+        self._all = [w for w in (stop, render, main) if w is not None]  # main starts last
 
     async def __aenter__(self) -> VariaWorker:
-        await self.render.__aenter__()
+        entered: list[Worker] = []
         try:
-            await self.main.__aenter__()
+            for worker in self._all:
+                await worker.__aenter__()
+                entered.append(worker)
         except BaseException as err:
-            await self.render.__aexit__(type(err), err, err.__traceback__)
+            for worker in reversed(entered):
+                await worker.__aexit__(type(err), err, err.__traceback__)
             raise
         return self
 
@@ -66,10 +73,9 @@ class VariaWorker:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Shut both down at once, so their graceful shutdown timeouts overlap."""
+        """Shut all down at once, so their graceful shutdown timeouts overlap."""
         results = await asyncio.gather(
-            self.main.__aexit__(exc_type, exc, tb),
-            self.render.__aexit__(exc_type, exc, tb),
+            *(worker.__aexit__(exc_type, exc, tb) for worker in self._all),
             return_exceptions=True,
         )
         for result in results:
@@ -77,17 +83,31 @@ class VariaWorker:
                 raise result
 
     async def run(self) -> None:
-        """Run both until `shutdown()` (or one of them fails)."""
-        await asyncio.gather(self.main.run(), self.render.run())
+        """Run all until `shutdown()` (or one of them fails)."""
+        await asyncio.gather(*(worker.run() for worker in self._all))
 
     async def shutdown(self) -> None:
-        """Shut both down gracefully (in-flight renders stop their FFmpeg)."""
-        await asyncio.gather(self.main.shutdown(), self.render.shutdown())
+        """Shut all down gracefully (in-flight renders stop their FFmpeg)."""
+        await asyncio.gather(*(worker.shutdown() for worker in self._all))
+
+
+STOP_SLOTS = 4
+"""`stop_renders` activities at once (each only sets events: it returns at once)."""
 
 
 def build_worker(client: Client, settings: Settings, *, identity: str | None = None) -> VariaWorker:
-    """A worker for varia's workflow and activities, on both queues, from `settings`."""
-    activities = JobActivities(settings)
+    """A worker for varia's workflow and activities, on its queues, from `settings`."""
+    stop_queue = stop_queue_name(settings.task_queue) if settings.push_cancel else None
+    activities = JobActivities(settings, stop_queue=stop_queue)
+    stop = None
+    if stop_queue is not None:
+        stop = Worker(
+            client,
+            task_queue=stop_queue,
+            activities=[activities.stop_renders],
+            max_concurrent_activities=STOP_SLOTS,
+            **_common(settings, identity),  # type: ignore[arg-type]
+        )
     return VariaWorker(
         build_job_worker(client, settings, identity=identity, activities=activities),
         Worker(
@@ -97,6 +117,7 @@ def build_worker(client: Client, settings: Settings, *, identity: str | None = N
             max_concurrent_activities=settings.max_concurrent_renders,
             **_common(settings, identity),  # type: ignore[arg-type]
         ),
+        stop,
     )
 
 
@@ -121,6 +142,7 @@ def build_job_worker(
             activities.finish,
             activities.discard,
             JanitorActivities(settings).sweep,
+            activities.render_stop_queues,  # a local activity of the cancel path
         ],
         max_concurrent_activities=LIGHT_ACTIVITY_SLOTS,
         **_common(settings, identity),  # type: ignore[arg-type]
@@ -130,7 +152,7 @@ def build_job_worker(
 def _common(settings: Settings, identity: str | None) -> dict[str, object]:
     identity = identity or settings.worker_identity
     extra = {"identity": identity} if identity else {}
-    # Capping the SDK's heartbeat throttle makes a cancel reach FFmpeg within about that long.
+    # The heartbeat throttle bounds a cancel only when it is not pushed (the fallback).
     throttle = timedelta(seconds=settings.heartbeat_throttle_s)
     return {
         "max_heartbeat_throttle_interval": throttle,

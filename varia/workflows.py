@@ -46,6 +46,8 @@ with workflow.unsafe.imports_passed_through():
         RenderResult,
         RenderTask,
         RunningVariation,
+        RunRef,
+        StopRenders,
     )
     from varia.percent import job_eta_s, weighted_percent
     from varia.recipes import (
@@ -56,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         recipe_summary,
     )
     from varia.search_attributes import VARIA_COMPLETED, VARIA_PERCENT, VARIA_STATE, VARIA_TOTAL
+    from varia.stops import STOPPED_FOR_CANCEL
     from varia.timeouts import render_start_to_close
     from varia.validation import RequestError, check_job_id, parse_request
 
@@ -78,6 +81,10 @@ KEEP_EARLY_DRAIN = "keep-early-drain"
 """Patch: a drain accepted before `run()` survives `_resume` (only runs where it happened
 record the marker; older histories of such a run replay their old path)."""
 WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+PUSH_CANCEL_PATCH = "push-cancel"
+"""Runs recorded before pushed cancels replay without them (`workflow.patched`)."""
+PUSH_TIMEOUT = timedelta(seconds=10)
+ONCE = RetryPolicy(maximum_attempts=1)
 
 
 @workflow.defn(name="VariationJob")
@@ -395,6 +402,8 @@ class VariationJob:
             self._set_state("cancelling")
             for handle in running:
                 handle.cancel()
+            if running and workflow.patched(PUSH_CANCEL_PATCH):
+                await _push_stop()
             for handle, task in running.items():
                 await workflow.wait_condition(handle.done)
                 self._collect(handle, task, cancelling=True)
@@ -408,6 +417,8 @@ class VariationJob:
         stopped ones' partial files, then wait until resumed (or drained, or cancelled)."""
         for handle in running:
             handle.cancel()
+        if running and workflow.patched(PUSH_CANCEL_PATCH):
+            await _push_stop()  # renders stop at once, not at their next heartbeat
         stopped: list[RenderTask] = []
         for handle, task in list(running.items()):
             await workflow.wait_condition(handle.done)
@@ -487,8 +498,10 @@ class VariationJob:
         except asyncio.CancelledError:
             pass  # cancelled before it started, or stopped: its partial file is cleaned up
         except ActivityError as err:
-            stopped = is_cancelled_exception(err) or (
-                cancelling and isinstance(err.cause, TimeoutError)
+            stopped = (
+                is_cancelled_exception(err)
+                or _error_type(err) == STOPPED_FOR_CANCEL
+                or (cancelling and isinstance(err.cause, TimeoutError))
             )
             if not stopped:
                 outcome = "failed"
@@ -676,6 +689,44 @@ def _raise_if_cancel_requested() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError()
+
+
+async def _push_stop() -> None:
+    """Push the cancel to the workers running this run's renders (best effort).
+
+    A local activity reads each pending render's stop queue from its heartbeat details; a
+    `stop_renders` activity on each queue stops FFmpeg at once. Nothing waits for them: if
+    one is lost, the heartbeat-borne cancel still arrives.
+    """
+    info = workflow.info()
+    try:
+        queues = await workflow.execute_local_activity_method(
+            JobActivities.render_stop_queues,
+            RunRef(workflow_id=info.workflow_id, run_id=info.run_id),
+            start_to_close_timeout=PUSH_TIMEOUT,
+            retry_policy=ONCE,
+        )
+    except ActivityError:
+        return
+    for queue, activity_ids in sorted(queues.items()):
+        pushed = workflow.start_activity_method(
+            JobActivities.stop_renders,
+            StopRenders(
+                workflow_id=info.workflow_id, run_id=info.run_id, activity_ids=activity_ids
+            ),
+            task_queue=queue,
+            schedule_to_close_timeout=PUSH_TIMEOUT,
+            retry_policy=ONCE,
+            cancellation_type=workflow.ActivityCancellationType.ABANDON,
+            summary=f"stop {', '.join(activity_ids)} at once (cancel)",
+        )
+        pushed.add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(task: asyncio.Task[Any]) -> None:
+    """Retrieve a push's outcome so a lost push logs nothing: the fallback covers it."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _completion_wins(handle: asyncio.Task[RenderResult]) -> RenderResult:

@@ -60,6 +60,29 @@ async def test_cancel_stops_ffmpeg_with_q(clips: Clips, tmp_path: Path) -> None:
     assert not identities[-1].is_alive()
 
 
+async def test_stop_event_ends_the_run_without_waiting_for_a_tick(
+    clips: Clips, tmp_path: Path
+) -> None:
+    """A pushed cancel wakes the loop: with an hour-long tick only the event can stop it."""
+    spawned: list[ProcessIdentity] = []
+    stop = asyncio.Event()
+    run = asyncio.create_task(
+        run_ffmpeg(
+            render_argv(clips.long, tmp_path / "o.mp4"),
+            on_tick=lambda *_: None,
+            tick_s=3600.0,
+            on_spawn=spawned.append,
+            stop=stop,
+        )
+    )
+    await wait_for(lambda: (tmp_path / "o.mp4").exists(), what="FFmpeg to open its output")
+    stop.set()
+    outcome = await run
+    assert outcome.cancelled and outcome.stop_reason == "cancel pushed"
+    assert outcome.stop_stage == "q"  # it was still running: the 20 s clip was not done
+    assert not spawned[0].is_alive()
+
+
 async def test_many_cancels_at_random_moments_are_never_lost(clips: Clips, tmp_path: Path) -> None:
     """Each cancel must end the run (the wait_for trap would let FFmpeg run to its end)."""
     for attempt in range(12):

@@ -17,7 +17,7 @@ from datetime import timedelta
 from temporalio.worker import Worker
 
 from varia.activities import JobActivities
-from varia.client import connect
+from varia.client.connection import connect
 from varia.config import Settings, render_task_queue
 
 

@@ -4,6 +4,8 @@ CI profile: 50 runs (about a minute). Long profile: `VARIA_FUZZ_RUNS=500`. Every
 `random.Random(seed + run)`; replay a failure with `VARIA_FUZZ_SEED=<seed printed>`.
 Moments: before any worker picked the job up, during probe, during a render (FFmpeg running),
 during the final check-and-rename, during cleanup, after completion, or after a random delay.
+The cancel reaches renders by the push path (`varia.stops`); for a third of the jobs every push
+is lost, so the heartbeat path has to deliver it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from temporalio.service import RPCError
 from tests.helpers import assert_manifest_matches_disk
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import history_facts, job_processes, leftovers, snapshot
-from varia import activities, media
+from varia import activities, media, stops
 from varia.config import Settings
 from varia.jobdir import MANIFEST_NAME
 from varia.models import JobResult
@@ -54,6 +56,8 @@ class Tally:
     partials: int = 0
     undecodable: int = 0
     kept_outputs: int = 0
+    pushes_delivered: int = 0
+    pushes_lost: int = 0
 
 
 class CancelHooks:
@@ -63,6 +67,9 @@ class CancelHooks:
         self.client, self.loop = client, loop
         self.armed: dict[str, str] = {}  # job id -> phase
         self.fired: set[str] = set()
+        self.lose_pushes: set[str] = set()  # job ids whose pushed cancels are dropped
+        self.pushed: Counter[str] = Counter()  # job id -> renders a push stopped
+        self.lost: Counter[str] = Counter()
 
     def _take(self, phase: str) -> str | None:
         if not activity.in_activity():
@@ -112,6 +119,19 @@ async def hooks(client: Client, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
 
         return await run_ffmpeg(*args, on_tick=tick, **kwargs)
 
+    stop = stops.RenderRegistry.stop
+
+    def lossy_stop(
+        registry: stops.RenderRegistry, workflow_id: str, run_id: str, ids: list[str]
+    ) -> list[str]:
+        if workflow_id in hooks.lose_pushes:
+            hooks.lost[workflow_id] += len(ids)
+            return []
+        found = stop(registry, workflow_id, run_id, ids)
+        hooks.pushed[workflow_id] += len(found)
+        return found
+
+    monkeypatch.setattr(stops.RenderRegistry, "stop", lossy_stop)
     monkeypatch.setattr(media, "probe", hooked("probe", probe))
     monkeypatch.setattr(activities, "_check_and_rename", hooked("rename", check_and_rename))
     monkeypatch.setattr(activities, "finish_job", hooked("cleanup", finish_job))
@@ -201,6 +221,8 @@ async def _run_one(
     job_id = f"fuzz-{index}-{phase}-{uuid.uuid4().hex[:6]}"
     if phase in HOOKED:
         hooks.armed[job_id] = phase
+    if rng.random() < 1 / 3:
+        hooks.lose_pushes.add(job_id)
     handle = await client.start_workflow(
         "VariationJob",
         _request(rng, clips, out_dir),
@@ -219,6 +241,9 @@ async def _run_one(
     await _check(handle, out_dir / job_id, phase, tally)
     if phase in HOOKED:
         tally.cancels += job_id in hooks.fired
+    assert job_id not in hooks.lose_pushes or hooks.pushed[job_id] == 0, job_id
+    tally.pushes_delivered += hooks.pushed[job_id]
+    tally.pushes_lost += hooks.lost[job_id]
     tally.phases[phase] += 1
     tally.runs += 1
 
@@ -266,7 +291,8 @@ async def test_cancel_at_any_moment(
     print(
         f"FUZZ seed={SEED} runs={tally.runs} cancels={tally.cancels} "
         f"outcomes={dict(tally.outcomes)} phases={dict(tally.phases)} orphans={tally.orphans} "
-        f"partials={tally.partials} undecodable={tally.undecodable} kept={tally.kept_outputs}"
+        f"partials={tally.partials} undecodable={tally.undecodable} kept={tally.kept_outputs} "
+        f"pushes delivered={tally.pushes_delivered} lost={tally.pushes_lost}"
     )
     assert tally.runs == RUNS
     assert (tally.orphans, tally.partials, tally.undecodable) == (0, 0, 0)

@@ -9,12 +9,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, wait_for
+from tests.helpers import assert_manifest_matches_disk, render_heartbeats, wait_for
 from tests.reliability.support import Stopwatch, job_processes, leftovers
 from varia.config import Settings
 from varia.models import JobResult
 from varia.server import DevServer, free_port
-from varia.starter import render_heartbeats
 from varia.worker import build_worker
 
 

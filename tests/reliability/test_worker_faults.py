@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, wait_for
+from tests.helpers import assert_manifest_matches_disk, render_heartbeats, wait_for
 from tests.reliability.support import (
     Stopwatch,
     WorkerProcesses,
@@ -29,7 +29,6 @@ from varia import activities, ffmpeg
 from varia.config import Settings
 from varia.ffmpeg.process import ProcessIdentity, stop_foreign
 from varia.models import JobResult, RenderHeartbeat
-from varia.starter import render_heartbeats
 from varia.worker import build_worker
 
 

@@ -1,7 +1,8 @@
 """Run one FFmpeg to its end, or stop it: the loop the render activity is built on.
 
 The loop wakes every tick whatever FFmpeg does, reports progress through `on_tick`, asks
-`interrupt()` whether to stop (worker shutting down), and watches for a stall. It never uses
+`interrupt()` whether to stop (worker shutting down), and watches for a stall. A `stop` event
+(a cancel pushed to this worker) wakes it at once, not at the next tick. It never uses
 `asyncio.wait_for`, which can swallow a cancellation on Python 3.11: a `CancelledError` that
 reaches any await stops FFmpeg by the three stages and is re-raised. stdout and stderr are
 read concurrently, so FFmpeg can never block on a full pipe.
@@ -79,12 +80,19 @@ def _identity(pid: int) -> ProcessIdentity:
         return ProcessIdentity(pid, -1.0)
 
 
-async def _finish_stop(stop: Awaitable[StopStage]) -> StopStage:
-    """Drive a stop to its end even if more cancellations arrive meanwhile."""
+async def _finish_stop(
+    stop: Awaitable[StopStage], keep_alive: Callable[[], None], tick_s: float
+) -> StopStage:
+    """Drive a stop to its end even if more cancellations arrive meanwhile; call
+    `keep_alive` every tick while it lasts (the render keeps heartbeating: a slow stop is
+    not taken for a dead worker)."""
     task = asyncio.ensure_future(stop)
     while True:
         try:
-            return await asyncio.shield(task)
+            async with asyncio.timeout(tick_s):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            keep_alive()
         except asyncio.CancelledError:
             if task.done():
                 return task.result()
@@ -100,13 +108,15 @@ async def run_ffmpeg(
     niceness: int = 0,
     tick_s: float = TICK_S,
     on_spawn: Callable[[ProcessIdentity], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> FfmpegOutcome:
-    """Run FFmpeg; stop it on cancellation, on `interrupt()` or when it stalls.
+    """Run FFmpeg; stop it on cancellation, when `stop` is set, on `interrupt()` or a stall.
 
-    A cancellation stops FFmpeg (waiting until it exited) and returns an outcome with
-    `cancelled` set: the caller decides whether the output is whole anyway (FFmpeg finished
-    while the cancel was in flight) or the cancellation stands. A stop for another reason
-    returns an outcome whose `stop_reason` says why ("stalled" or what `interrupt()` said).
+    A cancellation or `stop` stops FFmpeg (waiting until it exited) and returns an outcome
+    with `cancelled` set: the caller decides whether the output is whole anyway (FFmpeg
+    finished while the cancel was in flight) or the cancellation stands. A stop for another
+    reason returns an outcome whose `stop_reason` says why ("stalled" or what `interrupt()`
+    said).
     """
     proc = await spawn(argv, niceness=niceness)
     identity = _identity(proc.pid)
@@ -122,11 +132,21 @@ async def run_ffmpeg(
     stop_reason: str | None = None
     stop_stage: StopStage | None = None
     cancelled = False
+
+    def alive() -> None:
+        on_tick(watch.report, identity)
+
     try:
         while proc.returncode is None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(tick_s):
-                    await proc.wait()
+                    await _exit_or_stop(proc, stop)
+            if stop is not None and stop.is_set() and proc.returncode is None:
+                cancelled, stop_reason = True, "cancel pushed"
+                stop_stage = await _finish_stop(
+                    stop_child(proc, identity, stage_timeout_s), alive, tick_s
+                )
+                break
             on_tick(watch.report, identity)
             if proc.returncode is not None:
                 break
@@ -134,7 +154,9 @@ async def run_ffmpeg(
             if stop_reason is None and time.monotonic() - watch.last_advance > stall_timeout_s:
                 stop_reason = f"stalled: no progress for {stall_timeout_s:g}s"
             if stop_reason is not None:
-                stop_stage = await _finish_stop(stop_child(proc, identity, stage_timeout_s))
+                stop_stage = await _finish_stop(
+                    stop_child(proc, identity, stage_timeout_s), alive, tick_s
+                )
                 break
         if stop_stage is None:  # it exited by itself: helpers it started must not outlive it
             kill_leftovers(identity)
@@ -142,7 +164,7 @@ async def run_ffmpeg(
     except asyncio.CancelledError:
         cancelled = True
         stop_reason = "cancelled"
-        stop_stage = await _finish_stop(stop_child(proc, identity, stage_timeout_s))
+        stop_stage = await _finish_stop(stop_child(proc, identity, stage_timeout_s), alive, tick_s)
     finally:
         for reader in readers:
             reader.cancel()
@@ -156,6 +178,19 @@ async def run_ffmpeg(
         last_report=watch.report,
         cancelled=cancelled,
     )
+
+
+async def _exit_or_stop(proc: asyncio.subprocess.Process, stop: asyncio.Event | None) -> None:
+    """Return when FFmpeg exited or `stop` was set, whichever comes first."""
+    if stop is None:
+        await proc.wait()
+        return
+    waiters = [asyncio.ensure_future(proc.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _finish_readers(readers: list[asyncio.Task[None]]) -> None:

@@ -1,12 +1,14 @@
-"""The live view of a job: one overall bar and one bar per running variation.
+"""Following a job: live bars on a terminal, one plain line every few seconds elsewhere.
 
-Counts come from the `progress` query (or, without a worker, from the job's description);
-each running variation's percent, fps, speed and ETA from its render's heartbeat details.
+Counts come from the job's status (the `progress` query, or, without a worker, the job's
+description with a hint that no worker polls); each running variation's percent, fps, speed
+and ETA from its render's heartbeat details. Both come from one describe per refresh.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -18,30 +20,26 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from temporalio.client import Client
 
-from varia.config import Settings
-from varia.jobinfo import JobStatus, job_status
+from varia.cli.render import counts, plain_progress, state_line
+from varia.client.jobs import Jobs
+from varia.client.records import JobStatus
 from varia.models import RenderHeartbeat
-from varia.starter import render_heartbeats
 
 POLL_S = 0.5
-"""Seconds between two refreshes of the view."""
+"""Seconds between two refreshes of the live view."""
+
+PLAIN_EVERY_S = 5.0
+"""Seconds between two plain progress lines when the output is not a terminal."""
 
 
 def overall_line(status: JobStatus) -> str:
-    """The overall bar's label: state and done/failed/running of total."""
-    total = "?" if status.total is None else status.total
-    parts = [f"[bold]{status.state}[/] {status.completed or 0}/{total} done"]
+    """The overall bar's label: state, counts, the job's percent, and what to do when no
+    worker serves it."""
+    label = f"[bold]{state_line(status)}[/] {counts(status)}"
     if status.percent is not None:
-        parts.append(f"{status.percent:g}%")
-    if status.failed:
-        parts.append(f"[red]{status.failed} failed[/]")
-    if status.running:
-        parts.append(f"{status.running} running")
-    if status.cancel_requested and not status.closed:
-        parts.append("[yellow]cancel requested[/]")
-    return " · ".join(parts)
+        label += f" · {status.percent:g}%"
+    return f"{label} [yellow]{status.hint}[/]" if status.hint else label
 
 
 def beat_line(beat: RenderHeartbeat) -> str:
@@ -104,30 +102,36 @@ class LiveView:
             )
 
 
-async def follow(
-    client: Client, settings: Settings, job_id: str, console: Console, *, poll_s: float = POLL_S
-) -> JobStatus:
-    """Show the live view until the job closes; returns its final status.
-
-    Cancelling the caller (Ctrl-C) only stops watching: the job runs on.
-    """
+async def follow(jobs: Jobs, job_id: str, console: Console, *, poll_s: float = POLL_S) -> JobStatus:
+    """Show the job until it closes (bars on a terminal, plain lines elsewhere); returns its
+    final status. Cancelling the caller (Ctrl-C) only stops watching: the job runs on."""
+    if not console.is_terminal:
+        return await follow_plain(jobs, job_id, console)
     with new_bars(console) as bars:
         view = LiveView(bars)
         while True:
-            status = await job_status(client, settings, job_id)
-            beats = {} if status.closed else await render_heartbeats(client, job_id)
+            status, beats = await jobs.snapshot(job_id)
             view.update(status, beats)
             if status.closed:
                 return status
             await asyncio.sleep(poll_s)
 
 
-async def wait_quietly(
-    client: Client, settings: Settings, job_id: str, *, poll_s: float = POLL_S
+async def follow_plain(
+    jobs: Jobs, job_id: str, console: Console, *, every_s: float = PLAIN_EVERY_S
 ) -> JobStatus:
-    """Wait until the job closes without drawing anything (`--json`)."""
+    """One plain progress line now and every `every_s` seconds until the job closes."""
+    last_line = float("-inf")
     while True:
-        status = await job_status(client, settings, job_id)
+        status = await jobs.status(job_id)
         if status.closed:
             return status
-        await asyncio.sleep(poll_s)
+        if time.monotonic() - last_line >= every_s:
+            console.print(plain_progress(status), markup=False, highlight=False)
+            last_line = time.monotonic()
+        await asyncio.sleep(POLL_S)
+
+
+async def wait_quietly(jobs: Jobs, job_id: str) -> JobStatus:
+    """Wait until the job closes without drawing anything (`--json`)."""
+    return await jobs.wait_closed(job_id)

@@ -1,0 +1,277 @@
+"""Orchestration cost by an independent method, side by side with the `overhead` method.
+
+Per shape, each round:
+  (a) runs the job once, untimed, on a *capture* worker whose `VARIA_FFMPEG` is a wrapper that
+      records each FFmpeg argv (recipes are seeded, so the same request gives the same argv);
+  (b) times the same request (new job id, same seed) on a plain worker by the SERVER's
+      workflow started → closed event times, with nothing polling: the client only waits on
+      `handle.result()`; the worker's and the dev server's CPU are read before and after;
+  (c) runs the captured argv by hand (`subprocess`, no varia code) in a pool of the job's width;
+  (d) and, for comparison, the `overhead` benchmark's method on the same shape: the client's
+      wall time with its FFmpeg watch polling /proc, against its plain asyncio pool.
+The order of (b) to (d) alternates between rounds, and the shapes are interleaved round by round.
+`BENCH_SHAPES=medium,short` and `BENCH_ROUNDS=n` (default 3) narrow a spot check.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from benchmarks.history import task_timings
+from benchmarks.overhead import Series, plain_once, varia_once
+from benchmarks.plain import Clip, argvs_for, clip, tasks_for
+from benchmarks.raw import ArgvRecorder, CpuTimes, cpu_seconds, retarget, run_by_hand
+from benchmarks.report import Context, Report, Row, fmt_s
+from benchmarks.stack import Stack, WorkerProcess, new_job_id, request
+from varia.config import Settings
+
+NAME = "independent"
+SHAPES = {
+    "medium": Series(12.0, "1280x720", 6, 2),
+    "short": Series(4.0, "640x360", 8, 2),
+    "demo": Series(4.0, "640x360", 3, 1, seed=7),  # `varia demo`'s job
+}
+TARGETS = {"medium": 1.05, "short": 1.10, "demo": 1.10}
+CPU_TARGET_PCT = 2.0  # orchestration CPU (worker + server) against FFmpeg's, medium shape
+KINDS = ("varia", "raw", "watched_varia", "watched_plain")
+
+
+async def run(ctx: Context) -> Report:
+    """Interleaved rounds of (a) to (d) per shape; rows per shape, both methods side by side."""
+    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))  # spot checks may ask for fewer
+    names = ["short", "demo"] if ctx.quick else list(SHAPES)
+    names = [n for n in os.environ.get("BENCH_SHAPES", ",".join(names)).split(",") if n]
+    series: dict[str, dict[str, Any]] = {name: {"rounds": []} for name in names}
+    async with Stack(NAME) as stack:
+        recorder = ArgvRecorder(stack.root / "argv", Settings().ffmpeg_path()).install()
+        capture = await stack.start_worker(
+            max_renders=2, env={"VARIA_FFMPEG": str(recorder.wrapper)}
+        )
+        timed = await stack.start_worker(max_renders=2)
+        assert stack.server.process is not None
+        server_pid = stack.server.process.pid
+        clips = {
+            name: clip(
+                stack.root / "clips", name, seconds=SHAPES[name].seconds, size=SHAPES[name].size
+            )
+            for name in names
+        }
+        for index in range(rounds):
+            for name in names:
+                entry = await _round(
+                    stack, (capture, timed, server_pid), recorder, clips[name], name, index
+                )
+                series[name]["rounds"].append(entry)
+    report = Report(
+        NAME,
+        f"Orchestration cost, independent method (server times, nothing polling, captured argv "
+        f"by hand) beside the overhead method; {rounds} interleaved rounds",
+    )
+    for name in names:
+        series[name]["shape"] = vars(SHAPES[name])
+        report.rows += _rows(name, series[name]["rounds"])
+    report.data = {"series": series}
+    report.notes.append(
+        "'varia' is the server's started -> closed time with only handle.result() waiting; "
+        "'raw' the captured argv run by plain subprocesses; the watched pair is the overhead "
+        "benchmark's method (client wall time, /proc polled every 4 ms, asyncio pool)"
+    )
+    return report
+
+
+async def _round(
+    stack: Stack,
+    procs: tuple[WorkerProcess, WorkerProcess, int],
+    recorder: ArgvRecorder,
+    source: Clip,
+    name: str,
+    index: int,
+) -> dict[str, Any]:
+    capture, timed, server_pid = procs
+    shape = SHAPES[name]
+    argvs, same_as_built, capture_dir = await _capture(stack, capture, recorder, source, shape)
+    raw_argvs = [retarget(a, capture_dir, stack.root / f"raw-{name}-{index}") for a in argvs]
+    entry: dict[str, Any] = {"round": index, "argv_as_built": same_as_built}
+    order = KINDS if index % 2 == 0 else tuple(reversed(KINDS))
+    entry["order"] = list(order)
+    for kind in order:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        if kind == "varia":
+            entry.update(await _timed_varia(stack, timed, server_pid, source, shape))
+        elif kind == "raw":
+            wall, runs = run_by_hand(raw_argvs, shape.concurrency)
+            entry["raw_s"] = wall
+            entry["raw_runs_s"] = [r.wall_s for r in runs]
+            entry["raw_ffmpeg_cpu_s"] = sum(r.cpu_s for r in runs)
+        elif kind == "watched_varia":
+            watched = await varia_once(stack, timed, source, shape)
+            entry["watched_varia_s"] = watched["varia_s"]
+        else:
+            plain_dir = stack.root / f"plain-{name}-{index}"
+            entry["watched_plain_s"] = (await plain_once(source, shape, plain_dir))["plain_s"]
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        entry[f"bench_cpu_{kind}_s"] = _cpu(after) - _cpu(before)
+    entry["ratio"] = entry["varia_s"] / entry["raw_s"]
+    entry["watched_ratio"] = entry["watched_varia_s"] / entry["watched_plain_s"]
+    return entry
+
+
+def _cpu(usage: resource.struct_rusage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
+def _job(stack: Stack, source: Clip, shape: Series) -> Any:
+    return request(
+        [source.path],
+        shape.variations,
+        stack.out_dir,
+        concurrency=shape.concurrency,
+        seed=shape.seed,
+    )
+
+
+async def _capture(
+    stack: Stack, worker: WorkerProcess, recorder: ArgvRecorder, source: Clip, shape: Series
+) -> tuple[list[list[str]], bool, Path]:
+    """(a): the job's FFmpeg argv in the workflow's order, whether it equals the argv the
+    benchmark builds from the recipe code, and the capture job's directory."""
+    recorder.take()
+    job_id = new_job_id("capture")
+    handle = await stack.start_job(worker, _job(stack, source, shape), job_id)
+    result = await handle.result()
+    assert result.completed == shape.variations, result
+    captured = recorder.take()
+    job_dir = stack.job_dir(job_id)
+    tasks = tasks_for([source], shape.variations, job_dir, seed=shape.seed)
+    built = [[recorder.real_ffmpeg, *a[1:]] for a in argvs_for(tasks)]
+    by_output = {argv[-1]: argv for argv in captured}
+    ordered = [by_output[argv[-1]] for argv in built]
+    return ordered, ordered == built and len(captured) == len(built), job_dir
+
+
+async def _timed_varia(
+    stack: Stack, worker: WorkerProcess, server_pid: int, source: Clip, shape: Series
+) -> dict[str, Any]:
+    """(b): one job timed by its history; CPU of the worker, its FFmpeg children and the server."""
+    job_id = new_job_id("timed")
+    worker_before, server_before = cpu_seconds(worker.pid), cpu_seconds(server_pid)
+    started = time.monotonic()
+    handle = await stack.start_job(worker, _job(stack, source, shape), job_id)
+    result = await handle.result()
+    client_s = time.monotonic() - started
+    worker_used: CpuTimes = cpu_seconds(worker.pid) - worker_before
+    server_used: CpuTimes = cpu_seconds(server_pid) - server_before
+    assert result.completed == shape.variations, result
+    events = list((await handle.fetch_history()).events)
+    seconds = [float(e.event_time.ToNanoseconds()) / 1e9 for e in (events[0], events[-1])]
+    timings = task_timings(events)
+    return {
+        "varia_s": seconds[1] - seconds[0],
+        "client_s": client_s,
+        "render_runs_s": timings["render_run"],
+        "ffmpeg_cpu_s": worker_used.children_s,
+        "worker_cpu_s": worker_used.own_s,
+        "server_cpu_s": server_used.own_s + server_used.children_s,
+    }
+
+
+def _rows(name: str, rounds: list[dict[str, Any]]) -> list[Row]:
+    shape = SHAPES[name]
+
+    def med(key: str) -> float:
+        return float(statistics.median(r[key] for r in rounds))
+
+    def spread(key: str) -> str:
+        values = [r[key] for r in rounds]
+        return f"{statistics.median(values):.3f}x ({min(values):.3f}-{max(values):.3f})"
+
+    target = TARGETS[name]
+    ratio = med("ratio")
+    activity_sum = [sum(r["render_runs_s"]) / sum(r["raw_runs_s"]) for r in rounds]
+    orchestration = [
+        100.0 * (r["worker_cpu_s"] + r["server_cpu_s"]) / r["ffmpeg_cpu_s"] for r in rounds
+    ]
+    cpu_pct = statistics.median(orchestration)
+    as_built = sum(bool(r["argv_as_built"]) for r in rounds)
+    return [
+        Row(
+            f"[{name}: {shape.variations} x {shape.seconds:g} s {shape.size}, concurrency "
+            f"{shape.concurrency}] varia, server started -> closed (median)",
+            fmt_s(med("varia_s")),
+        ),
+        Row("  raw FFmpeg by hand, captured argv, same width (median)", fmt_s(med("raw_s"))),
+        Row(
+            f"  independent: varia / raw, median of {len(rounds)} rounds (range)",
+            spread("ratio"),
+            f"<= {target}x",
+            ratio <= target,
+        ),
+        Row("  overhead method: client time / plain pool, both watched", spread("watched_ratio")),
+        Row(
+            "  render activities started -> completed / raw FFmpeg runs (sums, median)",
+            f"{statistics.median(activity_sum):.3f}x",
+        ),
+        Row(
+            "  CPU per job (median): FFmpeg under varia / by hand",
+            f"{med('ffmpeg_cpu_s'):.2f} / {med('raw_ffmpeg_cpu_s'):.2f} s",
+        ),
+        Row(
+            "  CPU per job (median): worker self, dev server",
+            f"{med('worker_cpu_s'):.3f} s, {med('server_cpu_s'):.3f} s",
+        ),
+        Row(
+            "  orchestration CPU (worker + server) / FFmpeg CPU",
+            f"{cpu_pct:.2f} %",
+            f"<= {CPU_TARGET_PCT:g} %" if name == "medium" else "report",
+            cpu_pct <= CPU_TARGET_PCT if name == "medium" else None,
+        ),
+        Row(
+            "  benchmark process CPU: watched varia run / independent run",
+            f"{med('bench_cpu_watched_varia_s'):.2f} / {med('bench_cpu_varia_s'):.2f} s",
+        ),
+        Row(
+            "  captured argv = the argv the benchmark builds", f"{as_built} of {len(rounds)} rounds"
+        ),
+    ]
+
+
+def chart(report: Report, path: Path) -> None:
+    """Per shape: each round's ratio by both methods; and CPU per job by process."""
+    series = report.data["series"]
+    fig, axes = plt.subplots(1, len(series) + 1, figsize=(5 * (len(series) + 1), 4.2))
+    for axis, (name, data) in zip(axes, series.items(), strict=False):
+        rounds = data["rounds"]
+        xs = list(range(len(rounds)))
+        axis.plot(xs, [r["ratio"] for r in rounds], "o-", label="independent (server times)")
+        axis.plot(xs, [r["watched_ratio"] for r in rounds], "s--", label="overhead method")
+        axis.axhline(TARGETS[name], color="grey", linestyle=":", label="target")
+        axis.set_xticks(xs, [str(r["round"]) for r in rounds])
+        axis.set_xlabel("round")
+        axis.set_ylabel("varia / raw FFmpeg")
+        axis.set_title(name, fontsize=10)
+        axis.legend(fontsize=8)
+    cpu = axes[-1]
+    names = list(series)
+    parts = ("worker_cpu_s", "server_cpu_s")
+    bottoms = [0.0] * len(names)
+    for part in parts:
+        values = [
+            100.0 * statistics.median(r[part] / r["ffmpeg_cpu_s"] for r in series[n]["rounds"])
+            for n in names
+        ]
+        cpu.bar(names, values, bottom=bottoms, label=part.removesuffix("_cpu_s"))
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    cpu.axhline(CPU_TARGET_PCT, color="grey", linestyle=":")
+    cpu.set_ylabel("% of FFmpeg's CPU per job (median)")
+    cpu.set_title("orchestration CPU", fontsize=10)
+    cpu.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,135 @@
+"""Pushed cancels: a cancel reaches the render through the worker's own queue, and still
+arrives through the heartbeat path when that push is lost or off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+
+from tests.conftest import Clips
+from tests.helpers import (
+    assert_manifest_matches_disk,
+    processes_mentioning,
+    render_heartbeats,
+    start_by_name,
+    wait_for,
+)
+from varia.config import Settings
+from varia.models import JobRequest, JobResult
+from varia.stops import STOPPED_FOR_CANCEL
+from varia.worker import build_worker
+
+Handle = WorkflowHandle[Any, JobResult]
+
+
+def _request(clips: Clips, out_dir: Path) -> JobRequest:
+    return JobRequest(
+        inputs=[str(clips.long)], variations=1, output_dir=str(out_dir), concurrency=1, threads=1
+    )
+
+
+async def _start_and_wait_rendering(
+    client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path
+) -> tuple[Handle, str | None]:
+    """Start a one-render job of the 20 s clip; return once FFmpeg runs, with its stop queue."""
+    request = _request(clips, out_dir)
+    handle = await start_by_name(
+        client,
+        settings.task_queue,
+        job_id,
+        request.inputs,
+        request.variations,
+        request.output_dir,
+        concurrency=1,
+        threads=1,
+    )
+
+    async def rendering() -> Any:
+        beats = await render_heartbeats(client, job_id)
+        beat = beats.get("render-0-0")
+        return beat if beat is not None and beat.pid else None
+
+    beat = await wait_for(rendering, what="the render to report its FFmpeg")
+    return handle, beat.stop_queue
+
+
+async def _cancel_and_check(handle: Handle, job_dir: Path) -> list[Any]:
+    """Cancel; the job must end CANCELED, no FFmpeg left, manifest whole. Returns events."""
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    assert processes_mentioning(str(job_dir)) == []
+    manifest = assert_manifest_matches_disk(job_dir)
+    assert manifest["state"] == "cancelled" and manifest["outputs"] == []
+    assert ".long_clip_v000.mp4.part" in manifest["removed"]
+    return [event async for event in handle.fetch_history_events()]
+
+
+def _activity_events(events: list[Any], kind: str, name: str) -> list[Any]:
+    scheduled = {
+        e.event_id
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == name
+    }
+    found = []
+    for event in events:
+        if event.event_type != getattr(EventType, f"EVENT_TYPE_ACTIVITY_TASK_{kind}"):
+            continue
+        attrs = getattr(event, f"activity_task_{kind.lower()}_event_attributes")
+        own_id = event.event_id if kind == "SCHEDULED" else attrs.scheduled_event_id
+        if own_id in scheduled:
+            found.append(attrs)
+    return found
+
+
+async def test_cancel_is_pushed_to_the_render(
+    client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path
+) -> None:
+    """The heartbeat path is 5 s slow here: the push is what stops FFmpeg."""
+    slow_beats = settings.model_copy(update={"heartbeat_throttle_s": 5.0})
+    async with build_worker(client, slow_beats) as worker:
+        assert worker.stop is not None
+        handle, queue = await _start_and_wait_rendering(client, slow_beats, job_id, clips, out_dir)
+        assert queue == worker.stop.task_queue  # the render names its worker's own queue
+        events = await _cancel_and_check(handle, out_dir / job_id)
+    [pushed] = _activity_events(events, "COMPLETED", "varia.stop_renders")
+    [found] = await client.data_converter.decode(pushed.result.payloads, [list[str]])
+    assert found == ["render-0-0"]  # the push reached the render while it ran
+    [failed] = _activity_events(events, "FAILED", "varia.render")
+    assert failed.failure.application_failure_info.type == STOPPED_FOR_CANCEL
+    assert _activity_events(events, "CANCELED", "varia.render") == []
+
+
+async def test_cancel_arrives_when_the_push_is_lost(
+    client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path
+) -> None:
+    """Renders name a stop queue that nobody polls: the heartbeat path delivers the cancel."""
+    quick_beats = settings.model_copy(update={"heartbeat_throttle_s": 0.5})
+    varia_worker = build_worker(client, quick_beats)
+    assert varia_worker.stop is not None
+    async with varia_worker.main, varia_worker.render:  # the stop queue's is never started
+        handle, queue = await _start_and_wait_rendering(client, quick_beats, job_id, clips, out_dir)
+        assert queue == varia_worker.stop.task_queue
+        events = await _cancel_and_check(handle, out_dir / job_id)
+    assert len(_activity_events(events, "SCHEDULED", "varia.stop_renders")) == 1  # tried
+    assert _activity_events(events, "STARTED", "varia.stop_renders") == []  # never delivered
+    assert len(_activity_events(events, "CANCELED", "varia.render")) == 1  # the SDK's cancel
+
+
+async def test_cancel_arrives_with_push_turned_off(
+    client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path
+) -> None:
+    off = settings.model_copy(update={"push_cancel": False, "heartbeat_throttle_s": 0.5})
+    async with build_worker(client, off) as worker:
+        assert worker.stop is None
+        handle, queue = await _start_and_wait_rendering(client, off, job_id, clips, out_dir)
+        assert queue is None
+        events = await _cancel_and_check(handle, out_dir / job_id)
+    assert _activity_events(events, "SCHEDULED", "varia.stop_renders") == []
+    assert len(_activity_events(events, "CANCELED", "varia.render")) == 1

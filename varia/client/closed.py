@@ -1,0 +1,118 @@
+"""What a closed job left, read from Temporal and the disk (no worker needed).
+
+The run's close event gives how it ended: the result object (completed, and a failed job's
+error details) or the failure's message. A completed or failed job's directory is the one its
+result names (a failed job without a result made none: its output_dir was unusable, or its id
+belonged to an earlier execution). A cancelled, terminated or timed-out run does not say;
+`Jobs` then asks the job (`progress`), else takes `<output_dir>/<job id>` from its request.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistoryEventFilterType
+
+from varia.client.status import ClosedFacts, RunView
+from varia.models import JobResult
+
+MANIFEST_NAME = "manifest.json"
+
+CLOSE_STATUSES: dict[EventType.ValueType, WorkflowExecutionStatus] = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: WorkflowExecutionStatus.COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED: WorkflowExecutionStatus.FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED: WorkflowExecutionStatus.CANCELED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: WorkflowExecutionStatus.TERMINATED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: WorkflowExecutionStatus.TIMED_OUT,
+}
+"""Close event type → how the run ended (continue-as-new is not an end)."""
+
+
+async def close_event(
+    client: Client, job_id: str, run_id: str | None = None, *, wait: bool
+) -> HistoryEvent | None:
+    """The close event of the job's run, following continue-as-new; with `wait`, block until
+    there is one, else None while it runs. RPC errors propagate."""
+    while True:
+        handle = client.get_workflow_handle(job_id, run_id=run_id)
+        found: HistoryEvent | None = None
+        async for event in handle.fetch_history_events(
+            wait_new_event=wait, event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT
+        ):
+            found = event
+            break
+        if found is None or found.event_type in CLOSE_STATUSES:
+            return found
+        run_id = found.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+
+
+async def closed_facts(client: Client, view: RunView, close: HistoryEvent | None) -> ClosedFacts:
+    """Result or failure from the close event; job dir and manifest from the disk."""
+    close = close or await close_event(client, view.job_id, view.run_id, wait=False)
+    result, error = await _result_and_error(client, close) if close else (None, None)
+    settled = close is not None and close.event_type in (
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+    )
+    facts = ClosedFacts(varia_state=result.state if result else None, error=error, settled=settled)
+    return with_job_dir(facts, result.job_dir if result else None)
+
+
+def with_job_dir(facts: ClosedFacts, job_dir: str | None) -> ClosedFacts:
+    """The facts with the job directory and what its manifest says."""
+    manifest_path, manifest = _read_manifest(job_dir)
+    return replace(facts, job_dir=job_dir, manifest_path=manifest_path, manifest=manifest)
+
+
+async def _result_and_error(
+    client: Client, close: HistoryEvent
+) -> tuple[JobResult | None, str | None]:
+    converter = client.data_converter
+    if close.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+        payloads = list(close.workflow_execution_completed_event_attributes.result.payloads)
+        raw = (await converter.decode(payloads[:1]))[0] if payloads else None
+        return _job_result(raw), None
+    if close.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+        failure = close.workflow_execution_failed_event_attributes.failure
+        details = list(failure.application_failure_info.details.payloads)
+        raw = (await converter.decode(details[:1]))[0] if details else None
+        return _job_result(raw), failure.message
+    return None, None
+
+
+async def job_dir_from_input(client: Client, view: RunView) -> str | None:
+    """`<output_dir>/<job id>` from the request in the run's first history event."""
+    handle = client.get_workflow_handle(view.job_id, run_id=view.run_id)
+    async for event in handle.fetch_history_events(page_size=1):
+        payloads = list(event.workflow_execution_started_event_attributes.input.payloads)
+        try:
+            request = json.loads(payloads[0].data) if payloads else None
+        except ValueError:
+            return None
+        output_dir = request.get("output_dir") if isinstance(request, dict) else None
+        return str(Path(output_dir) / view.job_id) if isinstance(output_dir, str) else None
+    return None
+
+
+def _job_result(raw: Any) -> JobResult | None:
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return JobResult.model_validate(raw)
+    except ValueError:
+        return None
+
+
+def _read_manifest(job_dir: str | None) -> tuple[str | None, dict[str, Any] | None]:
+    if not job_dir:
+        return None, None
+    path = Path(job_dir) / MANIFEST_NAME
+    try:
+        return str(path), json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None, None
