@@ -58,7 +58,12 @@ async def ffmpeg_of(client: Client, job_id: str, output: str) -> ProcessIdentity
 
 
 async def test_terminated_job_is_swept_and_its_ffmpeg_stopped(
-    client: Client, worker: Worker, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+    client: Client,
+    paced_worker: Worker,
+    settings: Settings,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
 ) -> None:
     request = JobRequest(
         inputs=[str(clips.short), str(clips.long)],

@@ -19,7 +19,6 @@ from temporalio.worker import Worker
 from tests.conftest import Clips
 from tests.helpers import (
     assert_manifest_matches_disk,
-    paced_ffmpeg,
     processes_mentioning,
     render_heartbeats,
     wait_for,
@@ -33,7 +32,6 @@ from varia.ffmpeg.process import ProcessIdentity
 from varia.models import JobRequest, JobResult, Progress
 from varia.search_attributes import VARIA_STATE
 from varia.server import temporal_binary
-from varia.worker import build_worker
 
 
 async def running_ffmpeg(client: Client, job_id: str) -> list[ProcessIdentity]:
@@ -45,12 +43,15 @@ async def running_ffmpeg(client: Client, job_id: str) -> list[ProcessIdentity]:
     ]
 
 
-async def scheduled_renders(handle: WorkflowHandle[object, JobResult]) -> Counter[str]:
+async def scheduled(
+    handle: WorkflowHandle[object, JobResult], activity_type: str = "varia.render"
+) -> Counter[str]:
+    """How often the job scheduled each activity id of `activity_type`."""
     return Counter(
         [
             event.activity_task_scheduled_event_attributes.activity_id
             async for event in handle.fetch_history_events()
-            if event.activity_task_scheduled_event_attributes.activity_type.name == "varia.render"
+            if event.activity_task_scheduled_event_attributes.activity_type.name == activity_type
         ]
     )
 
@@ -60,17 +61,14 @@ def partials(job_dir: Path) -> list[str]:
 
 
 async def test_pause_then_resume_renders_each_variation_once(
-    client: Client, settings: Settings, clips: Clips, out_dir: Path, job_id: str, tmp_path: Path
+    client: Client,
+    paced_worker: Worker,
+    settings: Settings,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
 ) -> None:
     # renders last as long as their clip: the long ones surely run when the pause arrives
-    paced = settings.model_copy(update={"ffmpeg": str(paced_ffmpeg(tmp_path))})
-    async with build_worker(client, paced):
-        await _pause_then_resume(client, settings, clips, out_dir, job_id)
-
-
-async def _pause_then_resume(
-    client: Client, settings: Settings, clips: Clips, out_dir: Path, job_id: str
-) -> None:
     request = JobRequest(
         inputs=[str(clips.short), str(clips.long)],
         variations=2,
@@ -110,9 +108,11 @@ async def _pause_then_resume(
     result = await handle.result()
     assert (result.state, result.completed) == ("completed", 4)
     assert_manifest_matches_disk(job_dir)
-    scheduled = await scheduled_renders(handle)
-    assert scheduled["render-0-0"] == scheduled["render-0-1"] == 1  # finished: not again
-    assert scheduled["render-1-0"] == scheduled["render-1-1"] == 2  # stopped: from scratch
+    renders = await scheduled(handle)
+    assert renders["render-0-0"] == renders["render-0-1"] == 1  # finished: not again
+    assert renders["render-1-0"] == renders["render-1-1"] == 2  # stopped: from scratch
+    # the pause was pushed to the one worker's stop queue, like a cancel
+    assert sum((await scheduled(handle, "varia.stop_renders")).values()) == 1
     assert processes_mentioning(job_id) == []
 
     refused = await varia(env, "resume", job_id)
@@ -120,7 +120,12 @@ async def _pause_then_resume(
 
 
 async def test_cancel_of_a_paused_job_cancels_it_cleanly(
-    client: Client, worker: Worker, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+    client: Client,
+    paced_worker: Worker,
+    settings: Settings,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
 ) -> None:
     request = JobRequest(inputs=[str(clips.long)], variations=2, output_dir=str(out_dir))
     handle = await start(client, settings.task_queue, job_id, request)
