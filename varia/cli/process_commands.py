@@ -54,8 +54,7 @@ def server(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run the embedded Temporal dev server with varia's search attributes registered and
-    the janitor schedule (`VARIA_JANITOR_INTERVAL`) created for `VARIA_TASK_QUEUE`."""
+    """Run the embedded Temporal dev server: varia's search attributes and janitor schedule."""
     from varia.server import DevServer, ServerError, default_db_path
     from varia.signals import stop_on_signals
 
