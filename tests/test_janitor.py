@@ -99,7 +99,7 @@ async def test_terminated_job_is_swept_and_its_ffmpeg_stopped(
 
 
 async def test_janitor_leaves_foreign_and_running_directories_alone(
-    client: Client, worker: Worker, settings: Settings, clips: Clips, tmp_path: Path
+    client: Client, paced_worker: Worker, settings: Settings, clips: Clips, tmp_path: Path
 ) -> None:
     # a terminated job whose directory lost varia's marker: not varia's to touch
     foreign_id, rerun_id = f"job-{uuid.uuid4().hex[:8]}", f"job-{uuid.uuid4().hex[:8]}"

@@ -156,7 +156,12 @@ async def _temporal(settings: Settings, *args: str) -> None:
 
 
 async def test_temporal_activity_pause_stops_ffmpeg_and_unpause_renders_from_scratch(
-    client: Client, worker: Worker, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+    client: Client,
+    paced_worker: Worker,
+    settings: Settings,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
 ) -> None:
     request = JobRequest(inputs=[str(clips.long)], variations=1, output_dir=str(out_dir))
     handle = await start(client, settings.task_queue, job_id, request)
@@ -188,7 +193,12 @@ async def test_temporal_activity_pause_stops_ffmpeg_and_unpause_renders_from_scr
 
 
 async def test_drain_of_a_paused_job_ends_it_drained(
-    client: Client, worker: Worker, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+    client: Client,
+    paced_worker: Worker,
+    settings: Settings,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
 ) -> None:
     request = JobRequest(inputs=[str(clips.long)], variations=2, output_dir=str(out_dir))
     handle = await start(client, settings.task_queue, job_id, request)
