@@ -12,20 +12,17 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from tests.helpers import assert_manifest_matches_disk
+from tests.helpers import assert_manifest_matches_disk, start_job
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import history_facts, job_processes, leftovers, write_script
 from varia.config import Settings
-from varia.models import JobResult
 from varia.worker import VariaWorker, build_worker
 
 
 async def _run_failing(
     client: Client, task_queue: str, job_id: str, request: dict[str, object]
 ) -> tuple[str, WorkflowFailureError]:
-    handle = await client.start_workflow(
-        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
-    )
+    handle = await start_job(client, task_queue, job_id, request)
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
     facts = await history_facts(handle)

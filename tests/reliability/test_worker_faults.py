@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, render_heartbeats, wait_for
+from tests.helpers import assert_manifest_matches_disk, render_heartbeats, start_job, wait_for
 from tests.reliability.support import (
     Stopwatch,
     WorkerProcesses,
@@ -28,7 +28,7 @@ from tests.reliability.support import (
 from varia import activities, ffmpeg
 from varia.config import Settings
 from varia.ffmpeg.process import ProcessIdentity, stop_foreign
-from varia.models import JobResult, RenderHeartbeat
+from varia.models import RenderHeartbeat
 from varia.worker import build_worker
 
 
@@ -59,13 +59,7 @@ async def test_sigkilled_worker_ffmpeg_dies_and_retry_completes(
     out_dir: Path,
 ) -> None:
     doomed = worker_processes.start(task_queue)
-    handle = await client.start_workflow(
-        "VariationJob",
-        _request(clips, out_dir),
-        id=job_id,
-        task_queue=task_queue,
-        result_type=JobResult,
-    )
+    handle = await start_job(client, task_queue, job_id, _request(clips, out_dir))
     beat = await _first_render(client, job_id)
     ffmpeg_identity = ProcessIdentity(beat.pid or 0, beat.pid_create_time or 0.0)
     assert psutil.Process(ffmpeg_identity.pid).ppid() == doomed.pid
@@ -106,13 +100,7 @@ async def test_sigtermed_worker_stops_ffmpeg_and_job_completes_elsewhere(
     out_dir: Path,
 ) -> None:
     leaving = worker_processes.start(task_queue, VARIA_GRACEFUL_SHUTDOWN="8")
-    handle = await client.start_workflow(
-        "VariationJob",
-        _request(clips, out_dir),
-        id=job_id,
-        task_queue=task_queue,
-        result_type=JobResult,
-    )
+    handle = await start_job(client, task_queue, job_id, _request(clips, out_dir))
     beat = await _first_render(client, job_id)
     ffmpeg_identity = ProcessIdentity(beat.pid or 0, beat.pid_create_time or 0.0)
     clock = Stopwatch()
