@@ -7,12 +7,14 @@ import json
 import shlex
 import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from varia import media
 from varia.client.jobs import Jobs
@@ -179,3 +181,22 @@ async def communicate(
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def failure_text(failure: WorkflowFailureError) -> str:
+    """A failed job's cause chain in one line (`cause | its cause | ...`), for assertions."""
+    err: BaseException | None = failure.cause
+    parts = []
+    while err is not None:
+        parts.append(str(err))
+        err = err.__cause__
+    return " | ".join(parts)
+
+
+def ui_api(url: str) -> dict[str, Any] | None:
+    """The Web UI's API answer, or None while it is not ready (it connects after the server)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+    except (urllib.error.URLError, ConnectionError):
+        return None

@@ -9,7 +9,7 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
-from tests.helpers import assert_manifest_matches_disk, run_job, start_job
+from tests.helpers import assert_manifest_matches_disk, failure_text, run_job, start_job
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import leftovers
 from varia import jobdir
@@ -24,12 +24,7 @@ async def _fails(client: Client, task_queue: str, job_id: str, request: dict[str
     handle = await start_job(client, task_queue, job_id, request)
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
-    err: BaseException | None = failure.value.cause
-    parts = []
-    while err is not None:
-        parts.append(str(err))
-        err = err.__cause__
-    return " | ".join(parts)
+    return failure_text(failure.value)
 
 
 @pytest.mark.parametrize("bad_id", ["../escape", "a/b", "-rf", ".."])
