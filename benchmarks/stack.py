@@ -31,8 +31,8 @@ from temporalio.client import Client, WorkflowHandle
 from varia.client.connection import connect
 from varia.client.jobs import Jobs
 from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity, death_signal_hook, terminate
 from varia.models import JobRequest, JobResult
+from varia.processes import ProcessIdentity, death_signal_hook, terminate
 from varia.server import DevServer
 
 JobHandle = WorkflowHandle[Any, JobResult]

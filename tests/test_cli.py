@@ -34,7 +34,7 @@ from varia.client.jobs import Jobs
 from varia.client.pollers import has_workers
 from varia.client.status import ui_base_url, ui_link
 from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity
+from varia.processes import ProcessIdentity
 from varia.server import free_port
 from varia.worker import build_worker
 

@@ -19,8 +19,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tests.helpers import as_foreground_job, processes_mentioning, ui_api, wait_for
 from varia.demo import start_server
-from varia.ffmpeg.process import ProcessIdentity
 from varia.models import JobResult
+from varia.processes import ProcessIdentity
 from varia.server import DatabaseInUse, free_port, lock_db
 from varia.workflows import VariationJob
 

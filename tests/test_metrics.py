@@ -27,9 +27,9 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from tests.conftest import Clips
 from tests.helpers import assert_manifest_matches_disk, paced_ffmpeg, run_job, start_job, wait_for
 from varia.config import Settings, render_task_queue
-from varia.ffmpeg.process import ProcessIdentity, death_signal_hook
 from varia.logs import configure_logging
 from varia.models import RenderHeartbeat
+from varia.processes import ProcessIdentity, death_signal_hook
 from varia.server import free_port
 
 VARIA = str(Path(sys.executable).parent / "varia")

@@ -24,7 +24,7 @@ from temporalio.client import Client
 
 from tests.helpers import assert_manifest_matches_disk, processes_mentioning, ui_api, wait_for
 from varia.clips import make_clip
-from varia.ffmpeg.process import ProcessIdentity
+from varia.processes import ProcessIdentity
 from varia.recipes import default_seed
 
 ROOT = Path(__file__).resolve().parent.parent

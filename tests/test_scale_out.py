@@ -27,8 +27,8 @@ from tests.helpers import (
 )
 from varia.client.pollers import poller_identities
 from varia.clips import make_clip
-from varia.ffmpeg.process import ProcessIdentity, death_signal_hook
 from varia.models import RenderHeartbeat
+from varia.processes import ProcessIdentity, death_signal_hook
 
 VARIA = str(Path(sys.executable).parent / "varia")
 

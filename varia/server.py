@@ -22,7 +22,7 @@ from pathlib import Path
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
-from varia.ffmpeg.process import ProcessIdentity, death_signal_hook, terminate
+from varia.processes import ProcessIdentity, death_signal_hook, terminate
 
 SEARCH_ATTRIBUTE_FLAGS = [
     "--search-attribute",

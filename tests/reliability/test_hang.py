@@ -22,9 +22,9 @@ from tests.reliability.support import (
     write_script,
 )
 from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity
 from varia.ffmpeg.progress import ProgressReport
 from varia.ffmpeg.runner import run_ffmpeg
+from varia.processes import ProcessIdentity
 from varia.worker import build_worker
 
 

@@ -25,10 +25,11 @@ from tests.reliability.support import (
     job_processes,
     leftovers,
 )
-from varia import activities, ffmpeg
+from varia import activities
 from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity, stop_foreign
+from varia.ffmpeg.process import stop_foreign
 from varia.models import RenderHeartbeat
+from varia.processes import ProcessIdentity
 from varia.worker import build_worker
 
 
@@ -207,4 +208,4 @@ async def test_reaper_never_signals_a_reused_pid_or_another_program(
     assert identity.is_alive() and proc.poll() is None
     stage = await stop_foreign(identity, must_contain=str(temp), stage_timeout_s=2.0)
     assert stage == "term" and spy.sent[0] == (identity.pid, signal.SIGTERM)
-    assert ffmpeg.process.ProcessIdentity.of(os.getpid()).is_alive()  # we were never a target
+    assert ProcessIdentity.of(os.getpid()).is_alive()  # we were never a target
