@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from datetime import timedelta
 from types import TracebackType
 
@@ -32,6 +31,7 @@ from varia.search_attributes import (
     SEARCH_ATTRIBUTE_NAMES,
     registered_search_attributes,
 )
+from varia.signals import stop_on_signals
 from varia.stops import stop_queue_name
 from varia.workflows import VariationJob
 
@@ -184,11 +184,7 @@ async def warn_if_search_attributes_missing(client: Client, namespace: str) -> l
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Connect, run a worker until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # first: a SIGTERM while connecting is not fatal
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_on_signals(stop) as stop:  # first: a SIGTERM while connecting is not fatal
         client = await connect(settings, runtime=make_runtime(settings))
         await warn_if_search_attributes_missing(client, settings.temporal_namespace)
         if stop.is_set():
@@ -205,6 +201,3 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         async with build_worker(client, settings):
             await stop.wait()
             log.info("shutting down: stopping renders in flight (they retry elsewhere)")
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
