@@ -182,12 +182,6 @@ def read_marker(job_dir: Path) -> Marker | None:
     return Marker(data["job_id"], chain if isinstance(chain, str) else None)
 
 
-def marker_job_id(job_dir: Path) -> str | None:
-    """The job id the directory's marker names, or None if there is no valid marker."""
-    marker = read_marker(job_dir)
-    return marker.job_id if marker else None
-
-
 def check_owner(job_dir: Path, job_id: str, chain: str | None, doing: str) -> None:
     """Raise unless the marker names job `job_id` and chain `chain`.
 
