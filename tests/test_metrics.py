@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -29,7 +28,7 @@ from tests.helpers import assert_manifest_matches_disk, paced_ffmpeg, run_job, s
 from varia.config import Settings, render_task_queue
 from varia.logs import configure_logging
 from varia.models import RenderHeartbeat
-from varia.processes import ProcessIdentity, death_signal_hook
+from varia.processes import ProcessIdentity, death_signal_hook, terminate
 from varia.server import free_port
 
 VARIA = str(Path(sys.executable).parent / "varia")
@@ -91,13 +90,7 @@ def metrics_worker(env: WorkflowEnvironment, tmp_path: Path) -> Iterator[Metrics
     try:
         yield MetricsWorker(port, queue, log)
     finally:
-        if process.poll() is None:
-            identity.send(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                identity.send(signal.SIGKILL)
-                process.wait(10)
+        terminate(process, identity, timeout_s=15)
 
 
 async def ffmpeg_running(client: Client, job_id: str) -> bool:

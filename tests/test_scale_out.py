@@ -28,7 +28,7 @@ from tests.helpers import (
 from varia.client.pollers import poller_identities
 from varia.clips import make_clip
 from varia.models import RenderHeartbeat
-from varia.processes import ProcessIdentity, death_signal_hook
+from varia.processes import ProcessIdentity, death_signal_hook, terminate
 
 VARIA = str(Path(sys.executable).parent / "varia")
 
@@ -76,13 +76,7 @@ class Workers:
 
     def close(self) -> None:
         for worker in self.started:
-            if worker.process.poll() is None:
-                worker.identity.send(signal.SIGTERM)
-                try:
-                    worker.process.wait(15)
-                except subprocess.TimeoutExpired:
-                    worker.identity.send(signal.SIGKILL)
-                    worker.process.wait(10)
+            terminate(worker.process, worker.identity, timeout_s=15)
 
     def logs(self) -> str:
         return "\n".join(f"--- {w.name}\n{w.log.read_text(errors='replace')}" for w in self.started)

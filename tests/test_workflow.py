@@ -344,16 +344,15 @@ async def temporal_cli(client: Client, *args: str) -> dict[str, Any]:
     return json.loads(stdout) if stdout.strip() else {}
 
 
-async def test_started_by_name_with_the_temporal_cli(
-    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
-) -> None:
-    payload = json.dumps(
-        {"inputs": [str(clips.short)], "variations": 1, "output_dir": str(out_dir), "seed": 3}
-    )
-    output = await temporal_cli(
+async def temporal_cli_job(
+    client: Client, verb: str, task_queue: str, job_id: str, request: dict[str, object]
+) -> dict[str, Any]:
+    """`temporal workflow <verb>` (start or execute) of a `VariationJob` with `request` as JSON,
+    as a user of the official CLI would type it."""
+    return await temporal_cli(
         client,
         "workflow",
-        "execute",
+        verb,
         "--type",
         "VariationJob",
         "--task-queue",
@@ -361,8 +360,15 @@ async def test_started_by_name_with_the_temporal_cli(
         "--workflow-id",
         job_id,
         "--input",
-        payload,
+        json.dumps(request),
     )
+
+
+async def test_started_by_name_with_the_temporal_cli(
+    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
+) -> None:
+    request = {"inputs": [str(clips.short)], "variations": 1, "output_dir": str(out_dir), "seed": 3}
+    output = await temporal_cli_job(client, "execute", task_queue, job_id, request)
     result = output["result"]
     assert result["state"] == "completed" and result["completed"] == 1
     assert Path(result["manifest"]).is_file()
@@ -371,22 +377,9 @@ async def test_started_by_name_with_the_temporal_cli(
 async def test_temporal_cli_queries_progress_and_cancels(
     client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
 ) -> None:
-    payload = json.dumps(
-        {"inputs": [str(clips.long)], "variations": 2, "output_dir": str(out_dir), "threads": 1}
-    )
-    await temporal_cli(
-        client,
-        "workflow",
-        "start",
-        "--type",
-        "VariationJob",
-        "--task-queue",
-        task_queue,
-        "--workflow-id",
-        job_id,
-        "--input",
-        payload,
-    )
+    request = {"inputs": [str(clips.long)], "variations": 2, "output_dir": str(out_dir)}
+    request["threads"] = 1
+    await temporal_cli_job(client, "start", task_queue, job_id, request)
 
     async def progress() -> dict[str, Any] | None:
         answer = await temporal_cli(
