@@ -14,7 +14,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tests.conftest import Clips
-from tests.helpers import wait_for
+from tests.helpers import start_job, wait_for
 from varia.config import Settings
 from varia.models import JobRequest, JobResult
 from varia.server import DevServer
@@ -75,19 +75,11 @@ async def test_small_job_is_served_before_the_big_jobs_backlog(
     )
     small_request = big_request.model_copy(update={"variations": 1, "priority": small_priority})
     async with build_worker(client, settings):
-        big = await client.start_workflow(
-            "VariationJob", big_request, id="big", task_queue=settings.task_queue
-        )
+        big = await start_job(client, settings.task_queue, "big", big_request)
         await wait_for(lambda: _waiting(big), what="the big job's backlog")
         backlog = await _waiting(big)
         assert backlog >= BIG - 3
-        small = await client.start_workflow(
-            "VariationJob",
-            small_request,
-            id="small",
-            task_queue=settings.task_queue,
-            result_type=JobResult,
-        )
+        small = await start_job(client, settings.task_queue, "small", small_request)
         assert (await small.result()).completed == 1
         await big.cancel()
     # every render task carries its job's fairness key (default: the job id) and priority

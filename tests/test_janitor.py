@@ -17,15 +17,16 @@ from tests.helpers import (
     assert_manifest_matches_disk,
     processes_mentioning,
     render_heartbeats,
+    start_job,
     wait_for,
 )
-from tests.test_workflow import start, wait_rendering
+from tests.test_workflow import wait_rendering
 from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity
 from varia.janitor import JanitorReport, JanitorRequest, SweptJob, candidates_query
 from varia.janitor_workflow import JANITOR_WORKFLOW, ensure_janitor_schedule, schedule_id
 from varia.jobdir import MANIFEST_NAME, MARKER_NAME
 from varia.models import JobRequest
+from varia.processes import ProcessIdentity
 
 
 async def run_janitor(client: Client, settings: Settings) -> JanitorReport:
@@ -71,7 +72,7 @@ async def test_terminated_job_is_swept_and_its_ffmpeg_stopped(
         output_dir=str(out_dir),
         threads=1,
     )
-    handle = await start(client, settings.task_queue, job_id, request)
+    handle = await start_job(client, settings.task_queue, job_id, request)
     job_dir = out_dir / job_id
     await wait_for(lambda: (job_dir / "short_v000.mp4").exists(), what="the first output")
     ffmpeg = await ffmpeg_of(client, job_id, "long_clip_v000.mp4")
@@ -107,7 +108,7 @@ async def test_janitor_leaves_foreign_and_running_directories_alone(
     for path in (first_out, second_out):
         path.mkdir()
     long_job = JobRequest(inputs=[str(clips.long)], variations=1, output_dir=str(first_out))
-    foreign = await start(client, settings.task_queue, foreign_id, long_job)
+    foreign = await start_job(client, settings.task_queue, foreign_id, long_job)
     await ffmpeg_of(client, foreign_id, "long_clip_v000.mp4")
     await foreign.terminate()
     foreign_dir = first_out / foreign_id
@@ -115,14 +116,12 @@ async def test_janitor_leaves_foreign_and_running_directories_alone(
     (foreign_dir / "notes.txt").write_text("someone else's")
 
     # a terminated job whose id runs again (its directory may be in use)
-    rerun = await start(client, settings.task_queue, rerun_id, long_job)
+    rerun = await start_job(client, settings.task_queue, rerun_id, long_job)
     ffmpeg = await ffmpeg_of(client, rerun_id, "long_clip_v000.mp4")
     await rerun.terminate()
     await wait_for(lambda: not ffmpeg.is_alive(), timeout_s=30, what="FFmpeg to be stopped")
     again = long_job.model_copy(update={"output_dir": str(second_out)})
-    running = await client.start_workflow(
-        "VariationJob", again, id=rerun_id, task_queue=settings.task_queue
-    )
+    running = await start_job(client, settings.task_queue, rerun_id, again)
     await wait_rendering(client, rerun_id)
     before = sorted(p.name for p in (first_out / rerun_id).iterdir())
 

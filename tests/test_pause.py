@@ -21,15 +21,16 @@ from tests.helpers import (
     assert_manifest_matches_disk,
     processes_mentioning,
     render_heartbeats,
+    start_job,
     wait_for,
 )
 from tests.test_cli import cli_env, varia
-from tests.test_workflow import start, wait_rendering
+from tests.test_workflow import wait_rendering
 from varia.client.errors import NotPausable
 from varia.client.jobs import Jobs
 from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity
 from varia.models import JobRequest, JobResult, Progress
+from varia.processes import ProcessIdentity
 from varia.search_attributes import VARIA_STATE
 from varia.server import temporal_binary
 
@@ -76,7 +77,7 @@ async def test_pause_then_resume_renders_each_variation_once(
         concurrency=2,
         threads=1,
     )
-    handle = await start(client, settings.task_queue, job_id, request)
+    handle = await start_job(client, settings.task_queue, job_id, request)
     job_dir = out_dir / job_id
     # both short variations finished, both long ones rendering
     await wait_for(
@@ -128,7 +129,7 @@ async def test_cancel_of_a_paused_job_cancels_it_cleanly(
     job_id: str,
 ) -> None:
     request = JobRequest(inputs=[str(clips.long)], variations=2, output_dir=str(out_dir))
-    handle = await start(client, settings.task_queue, job_id, request)
+    handle = await start_job(client, settings.task_queue, job_id, request)
     await wait_rendering(client, job_id)
     progress = await handle.execute_update("pause", result_type=Progress)
     assert progress.state == "paused" and progress.paused
@@ -164,7 +165,7 @@ async def test_temporal_activity_pause_stops_ffmpeg_and_unpause_renders_from_scr
     job_id: str,
 ) -> None:
     request = JobRequest(inputs=[str(clips.long)], variations=1, output_dir=str(out_dir))
-    handle = await start(client, settings.task_queue, job_id, request)
+    handle = await start_job(client, settings.task_queue, job_id, request)
     await wait_rendering(client, job_id)
     [ffmpeg] = await running_ffmpeg(client, job_id)
     job_dir = out_dir / job_id
@@ -201,7 +202,7 @@ async def test_drain_of_a_paused_job_ends_it_drained(
     job_id: str,
 ) -> None:
     request = JobRequest(inputs=[str(clips.long)], variations=2, output_dir=str(out_dir))
-    handle = await start(client, settings.task_queue, job_id, request)
+    handle = await start_job(client, settings.task_queue, job_id, request)
     await wait_rendering(client, job_id)
     await handle.execute_update("pause", result_type=Progress)
     await handle.execute_update("drain", result_type=Progress)
