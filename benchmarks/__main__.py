@@ -36,6 +36,7 @@ BENCHMARKS = [
     "scale",
     "validation",
     "nice",
+    "fairness",
     "cli",
     "quality",
 ]

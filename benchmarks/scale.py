@@ -194,7 +194,6 @@ async def run(ctx: Context) -> Report:
         cancel_runs = len(await all_runs(stack.client, cancel_id))
         cancel_check = await asyncio.to_thread(_manifest_check, stack.job_dir(cancel_id), total, 50)
     return _report(
-        ctx,
         total,
         result,
         wall,
@@ -224,7 +223,6 @@ async def _wait_completed(stack: Stack, job_id: str, at_least: int) -> None:
 
 
 def _report(
-    ctx: Context,
     total: int,
     result: JobResult,
     wall: float,

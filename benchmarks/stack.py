@@ -31,8 +31,8 @@ from temporalio.client import Client, WorkflowHandle
 from varia.client.connection import connect
 from varia.client.jobs import Jobs
 from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity, death_signal_hook, terminate
 from varia.models import JobRequest, JobResult
+from varia.processes import ProcessIdentity, death_signal_hook, terminate
 from varia.server import DevServer
 
 JobHandle = WorkflowHandle[Any, JobResult]
@@ -267,7 +267,6 @@ class FfmpegWatch:
         self.exited: dict[tuple[int, int], float] = {}
         self.outputs: dict[tuple[int, int], str] = {}  # the last argv item: FFmpeg's output
         self.wall_offset = time.time() - time.monotonic()
-        self.polls = 0
         self._seen: dict[int, tuple[int, int] | None] = {}  # pid -> key if it is ours
         self._pending: dict[int, int] = {}  # worker children not matched yet -> start ticks
         self._stop = threading.Event()
@@ -292,7 +291,6 @@ class FfmpegWatch:
         now = time.monotonic()
         pids = set(psutil.pids())
         with self._lock:
-            self.polls += 1
             for pid in [p for p in self._seen if p not in pids]:
                 self._forget(pid, now)
             for pid in pids.difference(self._seen):
@@ -323,11 +321,6 @@ class FfmpegWatch:
         with self._lock:
             return sum(1 for key in self.spawned if key not in self.exited)
 
-    def first_spawn(self) -> float | None:
-        """When the first FFmpeg of the job was seen."""
-        with self._lock:
-            return min(self.spawned.values(), default=None)
-
     def last_exit(self) -> float | None:
         """When the last FFmpeg of the job was seen gone (None while any runs)."""
         with self._lock:
@@ -350,9 +343,3 @@ class FfmpegWatch:
         """(spawn, exit) of every FFmpeg seen so far (exit NaN while it runs)."""
         with self._lock:
             return [(t, self.exited.get(key, float("nan"))) for key, t in self.spawned.items()]
-
-
-def describe_history_size(description: Any) -> tuple[int, int]:
-    """(events, bytes) of one workflow run from its `describe()`."""
-    info = description.raw_description.workflow_execution_info
-    return int(info.history_length), int(info.history_size_bytes)

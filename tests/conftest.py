@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from tests.helpers import paced_ffmpeg
 from varia.clips import make_clip
 from varia.config import Settings
 from varia.search_attributes import SEARCH_ATTRIBUTES
@@ -76,6 +77,18 @@ def settings(env: WorkflowEnvironment, task_queue: str) -> Settings:
 async def worker(client: Client, settings: Settings) -> AsyncIterator[VariaWorker]:
     """A worker on this test's own task queue, shut down after the test."""
     async with build_worker(client, settings) as running:
+        yield running
+
+
+@pytest_asyncio.fixture
+async def paced_worker(
+    client: Client, settings: Settings, tmp_path: Path
+) -> AsyncIterator[VariaWorker]:
+    """A worker whose FFmpeg reads at native speed (`tests.helpers.paced_ffmpeg`): a render
+    lasts about as long as its clip, so a stop (pause, cancel, terminate) surely lands while
+    it runs, whatever the heartbeat throttle."""
+    paced = settings.model_copy(update={"ffmpeg": str(paced_ffmpeg(tmp_path))})
+    async with build_worker(client, paced) as running:
         yield running
 
 

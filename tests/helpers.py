@@ -8,18 +8,21 @@ import json
 import shlex
 import signal
 import time
-from collections.abc import Awaitable, Callable
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from varia import media
 from varia.client.jobs import Jobs
+from varia.client.status import WORKFLOW_TYPE
 from varia.config import Settings
 from varia.jobdir import MANIFEST_NAME
-from varia.models import JobResult, Progress, RenderHeartbeat
+from varia.models import JobCarry, JobRequest, JobResult, Progress, RenderHeartbeat
 
 T = TypeVar("T")
 
@@ -110,6 +113,37 @@ def as_foreground_job() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+async def start_job(
+    client: Client,
+    task_queue: str,
+    job_id: str,
+    request: JobRequest | Mapping[str, Any],
+    *,
+    carry: JobCarry | None = None,
+    **options: Any,
+) -> WorkflowHandle[Any, JobResult]:
+    """Start a `VariationJob` by its type name with a whole request (the contract's JSON as a
+    dict, or a `JobRequest`), as any client may. `carry` starts it as a later run of a chain
+    (the continue-as-new input); `options` go to `Client.start_workflow` as they are (e.g.
+    `start_delay`, `id_reuse_policy`)."""
+    args: list[Any] = [request] if carry is None else [request, carry]
+    return await client.start_workflow(
+        WORKFLOW_TYPE,
+        args=args,
+        id=job_id,
+        task_queue=task_queue,
+        result_type=JobResult,
+        **options,
+    )
+
+
+async def run_job(
+    client: Client, task_queue: str, job_id: str, request: JobRequest | Mapping[str, Any]
+) -> JobResult:
+    """`start_job`, then its result (raises `WorkflowFailureError` if the job failed)."""
+    return await (await start_job(client, task_queue, job_id, request)).result()
+
+
 async def start_by_name(
     client: Client,
     task_queue: str,
@@ -119,17 +153,15 @@ async def start_by_name(
     output_dir: Path | str,
     **fields: Any,
 ) -> WorkflowHandle[Any, JobResult]:
-    """Start a `VariationJob` by its type name with the contract's JSON input, as any client
-    may (`fields`: the optional request fields, e.g. `seed`, `concurrency`, `threads`)."""
+    """`start_job` with the request built from its required fields (`fields`: the optional
+    request fields, e.g. `seed`, `concurrency`, `threads`)."""
     request = {
         "inputs": [str(path) for path in inputs],
         "variations": variations,
         "output_dir": str(output_dir),
         **fields,
     }
-    return await client.start_workflow(
-        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
-    )
+    return await start_job(client, task_queue, job_id, request)
 
 
 async def render_heartbeats(client: Client, job_id: str) -> dict[str, RenderHeartbeat]:
@@ -157,3 +189,22 @@ async def communicate(
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def failure_text(failure: WorkflowFailureError) -> str:
+    """A failed job's cause chain in one line (`cause | its cause | ...`), for assertions."""
+    err: BaseException | None = failure.cause
+    parts = []
+    while err is not None:
+        parts.append(str(err))
+        err = err.__cause__
+    return " | ".join(parts)
+
+
+def ui_api(url: str) -> dict[str, Any] | None:
+    """The Web UI's API answer, or None while it is not ready (it connects after the server)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+    except (urllib.error.URLError, ConnectionError):
+        return None

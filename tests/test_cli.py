@@ -34,7 +34,7 @@ from varia.client.jobs import Jobs
 from varia.client.pollers import has_workers
 from varia.client.status import ui_base_url, ui_link
 from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity
+from varia.processes import ProcessIdentity
 from varia.server import free_port
 from varia.worker import build_worker
 
@@ -366,6 +366,9 @@ async def test_worker_and_server_json(settings: Settings, tmp_path: Path) -> Non
         up = json.loads(line)
         assert up["address"].startswith("127.0.0.1:") and up["ui_url"].startswith("http://")
         dev_server = ProcessIdentity.of(up["pid"])
+        own = await Client.connect(up["address"])  # the janitor schedule was created
+        schedule = own.get_schedule_handle(f"varia-janitor-{env['VARIA_TASK_QUEUE']}")
+        assert (await schedule.describe()).schedule.spec.intervals
         server_proc.send_signal(signal.SIGTERM)  # a service manager's stop: graceful too
         server_run = await finish(server_proc)
         assert server_run.code == 0, server_run.err
@@ -374,6 +377,9 @@ async def test_worker_and_server_json(settings: Settings, tmp_path: Path) -> Non
 
         assert worker_proc.stderr is not None
         await wait_for(lambda: _polls(settings, env["VARIA_TASK_QUEUE"]), what="the worker to poll")
+        swept = await finish(await spawn(env, "janitor", "--json"))  # one sweep, on the worker
+        assert swept.code == 0, swept.err
+        assert {"examined", "swept", "skipped", "already_clean"} <= set(swept.json())
         worker_proc.send_signal(signal.SIGTERM)
         worker_run = await finish(worker_proc)
         assert worker_run.code == 0, worker_run.err

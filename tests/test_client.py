@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
@@ -16,8 +25,11 @@ from tests.helpers import start_by_name, wait_for
 from varia.client.errors import Refused
 from varia.client.jobs import Jobs
 from varia.client.records import finished_percent
-from varia.client.status import RunView
+from varia.client.status import RunView, build_status
 from varia.config import Settings, SettingsError, load_settings
+from varia.models import Progress
+from varia.percent import weighted_percent
+from varia.search_attributes import VARIA_COMPLETED, VARIA_PERCENT, VARIA_TOTAL
 
 
 async def test_status_and_list_agree_on_completed_and_failed_jobs(
@@ -49,6 +61,45 @@ async def test_status_and_list_agree_on_completed_and_failed_jobs(
 def test_one_percent_formula_counts_failed_variations_as_finished() -> None:
     assert finished_percent(completed=3, failed=1, total=8) == 50.0
     assert finished_percent(completed=None, failed=None, total=None) is None
+
+
+def _view(status: WorkflowExecutionStatus, **attributes: Any) -> RunView:
+    keys = {"total": VARIA_TOTAL, "completed": VARIA_COMPLETED, "percent": VARIA_PERCENT}
+    pairs = [SearchAttributePair(keys[name], value) for name, value in attributes.items()]
+    return RunView("j", None, status, "q", None, None, TypedSearchAttributes(pairs))
+
+
+@hypothesis_settings(deadline=None)  # a loaded CI machine is slow; no timing here
+@given(
+    total=st.integers(1, 500),
+    done=st.integers(0, 500),
+    fractions=st.lists(st.floats(0.0, 1.0), max_size=4),
+)
+def test_status_percent_is_the_jobs_weighted_percent_everywhere(
+    total: int, done: int, fractions: list[float]
+) -> None:
+    done = min(done, total)
+    fractions = fractions[: total - done]
+    weighted = weighted_percent(total, done, fractions)
+    running = WorkflowExecutionStatus.RUNNING
+    live = Progress(
+        job_id="j",
+        state="running",
+        total=total,
+        completed=done,
+        failed=0,
+        running=len(fractions),
+        percent=weighted,
+    )
+    # live: the query's answer; no worker: the VariaPercent the job upserted
+    assert build_status(_view(running), ui_url="", progress=live).percent == weighted
+    listed = _view(running, total=total, completed=done, percent=weighted)
+    assert build_status(listed, ui_url="").percent == weighted
+    # without VariaPercent (an older namespace) or closed: the same formula, finished only
+    older = _view(running, total=total, completed=done)
+    closed = _view(WorkflowExecutionStatus.CANCELED, total=total, completed=done, percent=weighted)
+    for view in (older, closed):
+        assert build_status(view, ui_url="").percent == weighted_percent(total, done, [])
 
 
 async def test_defect_4_drain_racing_completion_reports_the_closed_job(

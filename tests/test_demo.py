@@ -5,26 +5,22 @@ prints the `varia server --db …` command that reopens the job's history."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import pty
 import re
 import shlex
 import signal
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from tests.helpers import as_foreground_job, processes_mentioning, wait_for
+from tests.helpers import as_foreground_job, processes_mentioning, ui_api, wait_for
 from varia.demo import start_server
-from varia.ffmpeg.process import ProcessIdentity
 from varia.models import JobResult
+from varia.processes import ProcessIdentity
 from varia.server import DatabaseInUse, free_port, lock_db
 from varia.workflows import VariationJob
 
@@ -48,15 +44,6 @@ async def start_demo(
         env=env,
         preexec_fn=as_foreground_job,
     )
-
-
-def ui_api(url: str) -> dict[str, Any] | None:
-    """The Web UI's API answer, or None while it is not ready (it connects after the server)."""
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
-    except (urllib.error.URLError, ConnectionError):
-        return None
 
 
 def rendered_outputs(text: str) -> list[Path]:

@@ -214,3 +214,58 @@ def test_dockerfile_base_user_healthcheck_and_ffmpeg() -> None:
 def test_dockerignore_keeps_the_context_small() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv"} <= set(ignored)
+
+
+async def test_admin_step_creates_the_janitor_schedule_once(
+    services: dict[str, Any], client: Any, settings: Settings
+) -> None:
+    """The admin script itself, run with the installed `temporal` CLI against the dev server."""
+    import asyncio
+    import os
+
+    from varia.janitor_workflow import JANITOR_WORKFLOW, schedule_id
+    from varia.server import temporal_binary
+
+    admin = services["temporal-admin"]
+    script = admin["command"][0].replace("$$", "$")
+    env = {
+        **os.environ,
+        **environment(admin),
+        "TEMPORAL_ADDRESS": settings.temporal_address,
+        "VARIA_TASK_QUEUE": settings.task_queue,
+        "PATH": f"{Path(temporal_binary()).parent}:{os.environ['PATH']}",
+    }
+    for _ in range(2):  # a second run (compose up again) finds it and changes nothing
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh",
+            "-c",
+            script,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+    assert f"{schedule_id(settings.task_queue)} already scheduled" in out.decode()
+    handle = client.get_schedule_handle(schedule_id(settings.task_queue))
+    try:
+        description = await handle.describe()
+        assert getattr(description.schedule.action, "workflow", None) == JANITOR_WORKFLOW
+        every = description.schedule.spec.intervals[0].every
+        assert every.total_seconds() == float(environment(admin)["VARIA_JANITOR_INTERVAL"])
+    finally:
+        await handle.delete()
+
+
+def test_compose_server_serves_by_priority_and_fairness(services: dict[str, Any]) -> None:
+    """The compose server's dynamic config turns on what `varia server` turns on."""
+    from varia.server import FAIRNESS_FLAGS
+
+    temporal = services["temporal"]
+    path = environment(temporal)["DYNAMIC_CONFIG_FILE_PATH"]
+    [mount] = [v for v in temporal["volumes"] if v.split(":")[1] == path]
+    config = yaml.safe_load((ROOT / mount.split(":")[0]).read_text())
+    wanted = [flag for flag in FAIRNESS_FLAGS if flag != "--dynamic-config-value"]
+    for pair in wanted:
+        key, value = pair.split("=")
+        assert config[key] == [{"value": value == "true"}], f"compose lacks {pair}"

@@ -22,6 +22,7 @@ from tests.helpers import (
     assert_manifest_matches_disk,
     processes_mentioning,
     query_progress,
+    start_job,
     wait_for,
 )
 from varia import media
@@ -112,9 +113,7 @@ async def test_defect7_cancelling_is_never_shown_without_cancel_requested(
     job_dir = out_dir / job_id
     async with build_worker(client, settings):
         request = JobRequest(inputs=[str(clips.long)], variations=1, output_dir=str(out_dir))
-        handle = await client.start_workflow(
-            "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
-        )
+        handle = await start_job(client, task_queue, job_id, request)
         await wait_for(lambda: processes_mentioning(str(job_dir)), what="the render to run")
         await handle.cancel()
         seen: list[tuple[str, bool]] = []

@@ -18,7 +18,8 @@ def make_job(tmp_path: Path, job_id: str = "job-1") -> Path:
 
 def test_open_creates_dir_and_marker_and_reopens(tmp_path: Path) -> None:
     job_dir = make_job(tmp_path)
-    assert jobdir.marker_job_id(job_dir) == "job-1"
+    marker = jobdir.read_marker(job_dir)
+    assert marker is not None and marker.job_id == "job-1"
     assert jobdir.open_job_dir(tmp_path / "out", "job-1") == job_dir
 
 

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
+from tests.helpers import start_job
 from varia.config import Settings
 from varia.logs import ExpectedFailureFilter, configure_logging
 from varia.models import JobResult
@@ -38,9 +39,7 @@ def worker_log() -> Iterator[io.StringIO]:
 async def run_job(
     client: Client, task_queue: str, job_id: str, request: dict[str, object]
 ) -> JobResult | WorkflowFailureError:
-    handle = await client.start_workflow(
-        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
-    )
+    handle = await start_job(client, task_queue, job_id, request)
     try:
         return await handle.result()
     except WorkflowFailureError as err:

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -25,11 +24,11 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, paced_ffmpeg, wait_for
+from tests.helpers import assert_manifest_matches_disk, paced_ffmpeg, run_job, start_job, wait_for
 from varia.config import Settings, render_task_queue
-from varia.ffmpeg.process import ProcessIdentity, death_signal_hook
 from varia.logs import configure_logging
-from varia.models import JobResult, RenderHeartbeat
+from varia.models import RenderHeartbeat
+from varia.processes import ProcessIdentity, death_signal_hook, terminate
 from varia.server import free_port
 
 VARIA = str(Path(sys.executable).parent / "varia")
@@ -91,13 +90,7 @@ def metrics_worker(env: WorkflowEnvironment, tmp_path: Path) -> Iterator[Metrics
     try:
         yield MetricsWorker(port, queue, log)
     finally:
-        if process.poll() is None:
-            identity.send(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                identity.send(signal.SIGKILL)
-                process.wait(10)
+        terminate(process, identity, timeout_s=15)
 
 
 async def ffmpeg_running(client: Client, job_id: str) -> bool:
@@ -127,17 +120,13 @@ async def test_worker_serves_varia_metrics_during_jobs(
 
     done_id = f"metrics-{uuid.uuid4().hex[:8]}"
     request = {"inputs": [str(clips.short)], "variations": 2, "output_dir": str(tmp_path)}
-    result = await client.execute_workflow(
-        "VariationJob", request, id=done_id, task_queue=queue, result_type=JobResult
-    )
+    result = await run_job(client, queue, done_id, request)
     assert result.completed == 2
     manifest = assert_manifest_matches_disk(tmp_path / done_id)
 
     cancel_id = f"metrics-{uuid.uuid4().hex[:8]}"
     request = {"inputs": [str(clips.long)], "variations": 1, "output_dir": str(tmp_path)}
-    handle = await client.start_workflow(
-        "VariationJob", request, id=cancel_id, task_queue=queue, result_type=JobResult
-    )
+    handle = await start_job(client, queue, cancel_id, request)
     await wait_for(lambda: ffmpeg_running(client, cancel_id), timeout_s=60, what="FFmpeg")
     during = await asyncio.to_thread(scrape, port)  # a job is rendering right now
     assert total(during, "varia_variations_completed_total") == 2

@@ -52,8 +52,12 @@ async def test_running_job_shows_live_progress_details_and_attributes(
         if p.activity_type.name == "varia.render"
     ]
     details = json.loads(pending.heartbeat_details.payloads[-1].data)
-    assert {"percent", "fps", "speed", "eta_s"} <= set(details)
-    assert details["percent"] > 0 and "long_clip_v000.mp4" in details["output"]
+    assert {"percent", "fps", "speed", "eta_s", "pid", "pid_create_time"} <= set(details)
+    assert details["percent"] > 0 and details["output"] == "long_clip_v000.mp4"
+    assert details["recipe"].startswith("zoom ") and "crf " in details["recipe"]
+    assert details["temp"] == str(out_dir / job_id / ".long_clip_v000.mp4.part")
+    for key in ("eta_s", "speed", "fps"):  # rounded for people, not 8.332465207910097
+        assert details[key] is None or len(repr(details[key]).split(".")[-1]) <= 2
 
     # the workflow's static summary and its current details (markdown)
     seeded = request.model_copy(update={"seed": default_seed(job_id)})  # start_job derives it

@@ -10,25 +10,21 @@ taken on a shared machine). Every process is stopped by pid at the end.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
 import socket
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest_asyncio
 from temporalio.client import Client
 
-from tests.helpers import assert_manifest_matches_disk, processes_mentioning, wait_for
+from tests.helpers import assert_manifest_matches_disk, processes_mentioning, ui_api, wait_for
 from varia.clips import make_clip
-from varia.ffmpeg.process import ProcessIdentity
+from varia.processes import ProcessIdentity
 from varia.recipes import default_seed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,14 +131,6 @@ async def terminals(tmp_path: Path) -> AsyncIterator[list[Terminal]]:
     for terminal in reversed(started):  # the worker, then the server
         await terminal.stop()
     assert processes_mentioning(str(tmp_path)) == []  # the dev server's database is in there
-
-
-def ui_api(url: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
-    except (urllib.error.URLError, ConnectionError):
-        return None
 
 
 async def test_quick_start_as_written(tmp_path: Path, terminals: list[Terminal]) -> None:

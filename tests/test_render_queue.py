@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
@@ -24,12 +24,12 @@ from tests.helpers import (
     paced_ffmpeg,
     processes_mentioning,
     query_progress,
+    start_job,
     wait_for,
 )
 from varia.config import Settings, render_task_queue
-from varia.models import JobRequest, JobResult, RenderResult, RenderTask
+from varia.models import JobRequest, RenderResult, RenderTask
 from varia.worker import build_job_worker, build_worker
-from varia.workflows import VariationJob
 
 
 def one_slot(client: Client, task_queue: str, tmp_path: Path) -> Settings:
@@ -39,14 +39,6 @@ def one_slot(client: Client, task_queue: str, tmp_path: Path) -> Settings:
         VARIA_MAX_CONCURRENT_RENDERS=1,
         VARIA_FFMPEG=str(paced_ffmpeg(tmp_path)),
         VARIA_STOP_STAGE_TIMEOUT=2.0,
-    )
-
-
-async def start(
-    client: Client, task_queue: str, job_id: str, request: JobRequest
-) -> WorkflowHandle[VariationJob, JobResult]:
-    return await client.start_workflow(
-        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
     )
 
 
@@ -75,7 +67,7 @@ async def test_defect6_a_worker_capped_at_one_render_never_runs_two_ffmpeg(
     worker = build_worker(client, one_slot(client, task_queue, tmp_path))
     async with worker, counting(str(out_dir)) as counts:
         handles = [
-            await start(
+            await start_job(
                 client,
                 task_queue,
                 f"{job_id}-{n}",
@@ -103,7 +95,7 @@ async def test_defect6_cancelled_job_closes_while_the_only_render_slot_is_busy(
     activity slot); job B, cancelled, still closes cleaned up while A's FFmpeg runs on."""
     busy_dir, cancelled_dir = out_dir / f"{job_id}-a", out_dir / f"{job_id}-b"
     async with build_worker(client, one_slot(client, task_queue, tmp_path)):
-        busy = await start(
+        busy = await start_job(
             client,
             task_queue,
             busy_dir.name,
@@ -113,7 +105,7 @@ async def test_defect6_cancelled_job_closes_while_the_only_render_slot_is_busy(
         )
         await wait_for(lambda: processes_mentioning(str(busy_dir)), what="A's render to run")
         busy_renders = {p.pid for p in processes_mentioning(str(busy_dir))}
-        cancelled = await start(
+        cancelled = await start_job(
             client,
             task_queue,
             cancelled_dir.name,
@@ -166,7 +158,7 @@ async def test_a_render_that_times_out_during_a_cancel_counts_as_cancelled(
     )
     async with jobs, renders:
         request = JobRequest(inputs=[str(clips.short)], variations=1, output_dir=str(out_dir))
-        handle = await start(client, settings.task_queue, job_id, request)
+        handle = await start_job(client, settings.task_queue, job_id, request)
 
         async def rendering() -> bool:
             return (await query_progress(handle)).running == 1

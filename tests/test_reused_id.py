@@ -16,8 +16,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk
-from varia.models import JobResult
+from tests.helpers import assert_manifest_matches_disk, run_job
 from varia.worker import VariaWorker
 
 
@@ -27,15 +26,6 @@ def snapshot(job_dir: Path) -> dict[str, tuple[str, int]]:
         path.name: (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
         for path in sorted(job_dir.iterdir())
     }
-
-
-async def run_job(
-    client: Client, task_queue: str, job_id: str, request: dict[str, object]
-) -> JobResult:
-    handle = await client.start_workflow(
-        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
-    )
-    return await handle.result()
 
 
 async def refused(

@@ -18,11 +18,17 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import assert_manifest_matches_disk, paced_ffmpeg, processes_mentioning, wait_for
+from tests.helpers import (
+    assert_manifest_matches_disk,
+    paced_ffmpeg,
+    processes_mentioning,
+    start_job,
+    wait_for,
+)
 from varia.client.pollers import poller_identities
 from varia.clips import make_clip
-from varia.ffmpeg.process import ProcessIdentity, death_signal_hook
-from varia.models import JobResult, RenderHeartbeat
+from varia.models import RenderHeartbeat
+from varia.processes import ProcessIdentity, death_signal_hook, terminate
 
 VARIA = str(Path(sys.executable).parent / "varia")
 
@@ -70,13 +76,7 @@ class Workers:
 
     def close(self) -> None:
         for worker in self.started:
-            if worker.process.poll() is None:
-                worker.identity.send(signal.SIGTERM)
-                try:
-                    worker.process.wait(15)
-                except subprocess.TimeoutExpired:
-                    worker.identity.send(signal.SIGKILL)
-                    worker.process.wait(10)
+            terminate(worker.process, worker.identity, timeout_s=15)
 
     def logs(self) -> str:
         return "\n".join(f"--- {w.name}\n{w.log.read_text(errors='replace')}" for w in self.started)
@@ -157,9 +157,7 @@ async def test_job_spreads_over_two_workers_and_survives_one_killed(
         "seed": 3,
         "concurrency": 2,
     }
-    handle = await client.start_workflow(
-        "VariationJob", request, id=job_id, task_queue=queue, result_type=JobResult
-    )
+    handle = await start_job(client, queue, job_id, request)
     try:
         activity_id, identity, ffmpeg_pid = await wait_for(
             lambda: rendering_on(client, job_id), timeout_s=60, what="a render with FFmpeg"

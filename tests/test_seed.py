@@ -24,9 +24,9 @@ from temporalio.worker import (
 )
 
 from tests.conftest import Clips
-from tests.helpers import read_manifest
+from tests.helpers import read_manifest, start_job
 from tests.histories import HISTORY_DIR, workflow_id
-from varia.models import FinishRequest, JobResult, RenderTask
+from varia.models import FinishRequest, RenderTask
 from varia.recipes import default_seed, make_recipe
 from varia.workflows import VariationJob
 
@@ -95,9 +95,7 @@ async def test_job_without_seed_gets_one_from_its_id_and_keeps_it_in_every_run(
         "output_dir": str(out_dir),
         "chunk_size": 1,  # one variation per run: the seed must cross continue-as-new
     }
-    handle = await client.start_workflow(
-        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
-    )
+    handle = await start_job(client, task_queue, job_id, request)
     result = await handle.result()
     expected = default_seed(job_id)
     assert (result.state, result.seed) == ("completed", expected)

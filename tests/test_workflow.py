@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import Worker
 
@@ -20,22 +20,15 @@ from tests.helpers import (
     processes_mentioning,
     query_progress,
     render_heartbeats,
+    start_job,
     wait_for,
 )
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
-from varia.models import JobRequest, JobResult, MediaInfo, RenderTask
+from varia.models import JobRequest, MediaInfo, RenderTask
 from varia.recipes import make_recipe
 from varia.worker import build_worker
 from varia.workflows import VariationJob
-
-
-async def start(
-    client: Client, task_queue: str, job_id: str, request: JobRequest | dict[str, object]
-) -> WorkflowHandle[VariationJob, JobResult]:
-    return await client.start_workflow(
-        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
-    )
 
 
 async def wait_rendering(client: Client, job_id: str, at_least: int = 1) -> None:
@@ -58,7 +51,7 @@ async def test_completed_job_matches_contract(
         "seed": 11,
         "concurrency": 2,
     }
-    handle = await start(client, task_queue, job_id, request)
+    handle = await start_job(client, task_queue, job_id, request)
     result = await handle.result()
 
     assert result.state == "completed"
@@ -115,7 +108,7 @@ async def test_cancel_mid_render_stops_ffmpeg_and_keeps_finished(
         concurrency=1,
         threads=1,
     )
-    handle = await start(client, task_queue, job_id, request)
+    handle = await start_job(client, task_queue, job_id, request)
     job_dir = out_dir / job_id
 
     async def short_done_and_long_rendering() -> bool:
@@ -172,7 +165,7 @@ async def test_completion_wins_over_a_cancel_in_flight(
         request = JobRequest(
             inputs=[str(clips.long)], variations=1, output_dir=str(out_dir), threads=1
         )
-        handle = await start(client, task_queue, job_id, request)
+        handle = await start_job(client, task_queue, job_id, request)
         await wait_rendering(client, job_id)
         await handle.cancel()
         result = await handle.result()
@@ -187,7 +180,7 @@ async def test_drain_finishes_running_and_skips_the_rest(
     client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
 ) -> None:
     request = JobRequest(inputs=[str(clips.long)], variations=4, output_dir=str(out_dir), threads=1)
-    handle = await start(client, task_queue, job_id, request)
+    handle = await start_job(client, task_queue, job_id, request)
     await wait_rendering(client, job_id)
     progress = await handle.execute_update(VariationJob.drain)
     assert progress.draining
@@ -227,7 +220,7 @@ async def test_bad_request_fails_with_named_error(
         "output_dir": str(out_dir),
     }
     request.update(change)
-    handle = await start(client, task_queue, job_id, request)
+    handle = await start_job(client, task_queue, job_id, request)
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
     cause = failure.value.cause
@@ -241,7 +234,7 @@ async def test_unsafe_job_id_fails(
     client: Client, worker: Worker, task_queue: str, clips: Clips, out_dir: Path
 ) -> None:
     request = JobRequest(inputs=[str(clips.short)], variations=1, output_dir=str(out_dir))
-    handle = await start(client, task_queue, f"-rf-{uuid.uuid4().hex[:6]}", request)
+    handle = await start_job(client, task_queue, f"-rf-{uuid.uuid4().hex[:6]}", request)
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
     assert "starts with '-'" in str(failure.value.cause)
@@ -300,7 +293,7 @@ async def test_bad_input_fails_naming_the_file(
 ) -> None:
     bad, message = _bad_inputs(tmp_path / "bad", clips)[kind]
     request = JobRequest(inputs=[str(clips.short), str(bad)], variations=1, output_dir=str(out_dir))
-    handle = await start(client, task_queue, job_id, request)
+    handle = await start_job(client, task_queue, job_id, request)
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
     text = str(failure.value.cause)
@@ -321,7 +314,7 @@ async def test_continue_as_new_keeps_the_contract(
         "concurrency": 2,
         "chunk_size": 2,
     }
-    handle = await start(client, task_queue, job_id, request)
+    handle = await start_job(client, task_queue, job_id, request)
     result = await handle.result()
     assert (result.state, result.completed, result.total) == ("completed", 5, 5)
     manifest = assert_manifest_matches_disk(out_dir / job_id)
@@ -351,16 +344,15 @@ async def temporal_cli(client: Client, *args: str) -> dict[str, Any]:
     return json.loads(stdout) if stdout.strip() else {}
 
 
-async def test_started_by_name_with_the_temporal_cli(
-    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
-) -> None:
-    payload = json.dumps(
-        {"inputs": [str(clips.short)], "variations": 1, "output_dir": str(out_dir), "seed": 3}
-    )
-    output = await temporal_cli(
+async def temporal_cli_job(
+    client: Client, verb: str, task_queue: str, job_id: str, request: dict[str, object]
+) -> dict[str, Any]:
+    """`temporal workflow <verb>` (start or execute) of a `VariationJob` with `request` as JSON,
+    as a user of the official CLI would type it."""
+    return await temporal_cli(
         client,
         "workflow",
-        "execute",
+        verb,
         "--type",
         "VariationJob",
         "--task-queue",
@@ -368,8 +360,15 @@ async def test_started_by_name_with_the_temporal_cli(
         "--workflow-id",
         job_id,
         "--input",
-        payload,
+        json.dumps(request),
     )
+
+
+async def test_started_by_name_with_the_temporal_cli(
+    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
+) -> None:
+    request = {"inputs": [str(clips.short)], "variations": 1, "output_dir": str(out_dir), "seed": 3}
+    output = await temporal_cli_job(client, "execute", task_queue, job_id, request)
     result = output["result"]
     assert result["state"] == "completed" and result["completed"] == 1
     assert Path(result["manifest"]).is_file()
@@ -378,22 +377,9 @@ async def test_started_by_name_with_the_temporal_cli(
 async def test_temporal_cli_queries_progress_and_cancels(
     client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
 ) -> None:
-    payload = json.dumps(
-        {"inputs": [str(clips.long)], "variations": 2, "output_dir": str(out_dir), "threads": 1}
-    )
-    await temporal_cli(
-        client,
-        "workflow",
-        "start",
-        "--type",
-        "VariationJob",
-        "--task-queue",
-        task_queue,
-        "--workflow-id",
-        job_id,
-        "--input",
-        payload,
-    )
+    request = {"inputs": [str(clips.long)], "variations": 2, "output_dir": str(out_dir)}
+    request["threads"] = 1
+    await temporal_cli_job(client, "start", task_queue, job_id, request)
 
     async def progress() -> dict[str, Any] | None:
         answer = await temporal_cli(

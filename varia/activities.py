@@ -26,6 +26,7 @@ from varia.ffmpeg.progress import ProgressReport
 from varia.ffmpeg.runner import FfmpegOutcome, run_ffmpeg
 from varia.measure import complete_result
 from varia.models import (
+    DiscardRequest,
     FinishRequest,
     JobResult,
     LedgerAppend,
@@ -40,7 +41,8 @@ from varia.models import (
     RunRef,
     StopRenders,
 )
-from varia.recipes import make_recipe
+from varia.progress_signal import ProgressSignaller
+from varia.recipes import make_recipe, recipe_summary
 from varia.search_attributes import SEARCH_ATTRIBUTE_NAMES, registered_search_attributes
 
 log = logging.getLogger("varia.activities")
@@ -149,7 +151,12 @@ class JobActivities:
         label = f"{task.media.path} variation {task.variation}"
         argv = build_render_argv(self.ffmpeg, task, temp)
         info = activity.info()
-        beat = _heartbeat_for(task, str(temp), self.stop_queue)
+        beat = _heartbeat_for(
+            task,
+            str(temp),
+            self.stop_queue,
+            ProgressSignaller(task, self.settings.progress_min_render_s),
+        )
         with self.renders.running(
             info.workflow_id or "", info.workflow_run_id or "", info.activity_id
         ) as pushed:
@@ -198,6 +205,20 @@ class JobActivities:
             raise _confinement_failure(err) from None
         await asyncio.to_thread(ledger.append_ledger, job_dir, request.results)
 
+    @activity.defn(name="varia.discard")
+    async def discard(self, request: DiscardRequest) -> list[str]:
+        """Delete the partial files of renders a pause stopped (confined to the job dir)."""
+        try:
+            return await asyncio.to_thread(
+                jobdir.discard_partials,
+                Path(request.job_dir),
+                request.job_id,
+                request.names,
+                request.chain,
+            )
+        except jobdir.ConfinementError as err:
+            raise ApplicationError(str(err), type=BAD_INPUT, non_retryable=True) from None
+
     @activity.defn(name="varia.search_attributes")
     async def search_attributes(self) -> list[str]:
         """The names of varia's search attributes that the namespace has registered."""
@@ -224,23 +245,30 @@ def _worker_shutting_down() -> str | None:
     return "worker shutting down" if activity.is_worker_shutdown() else None
 
 
-def _heartbeat_for(task: RenderTask, temp: str, stop_queue: str | None) -> Any:
+def _heartbeat_for(
+    task: RenderTask, temp: str, stop_queue: str | None, signaller: ProgressSignaller
+) -> Any:
     expected = task.expected_duration_s
+    recipe = recipe_summary(task.recipe)
 
     def beat(report: ProgressReport | None, identity: ProcessIdentity) -> None:
         details = RenderHeartbeat(
+            output=task.output_name,
+            recipe=recipe,
             pid=identity.pid,
             pid_create_time=identity.create_time,
-            output=temp,
+            temp=temp,
             stop_queue=stop_queue,
         )
         if report is not None:
             details.percent = round(report.percent(expected), 1)
-            details.fps = report.fps
-            details.speed = report.speed
-            details.eta_s = report.eta_s(expected)
-            details.out_time_s = report.out_time_s or 0.0
+            details.fps = None if report.fps is None else round(report.fps, 1)
+            details.speed = None if report.speed is None else round(report.speed, 2)
+            eta = report.eta_s(expected)
+            details.eta_s = None if eta is None else round(eta, 1)
+            details.out_time_s = round(report.out_time_s or 0.0, 2)
             details.frame = report.frame or 0
+            signaller.tick(details.percent / 100.0)
         activity.heartbeat(details.model_dump())
 
     return beat
@@ -255,7 +283,7 @@ async def _stop_previous_attempt(temp: Path, stage_timeout_s: float) -> None:
         last = RenderHeartbeat.model_validate(details[-1])
     except ValueError:
         return
-    if last.pid is None or last.pid_create_time is None or last.output != str(temp):
+    if last.pid is None or last.pid_create_time is None or last.temp_path() != str(temp):
         return
     identity = ProcessIdentity(last.pid, last.pid_create_time)
     stage = await stop_foreign(identity, must_contain=str(temp), stage_timeout_s=stage_timeout_s)
@@ -284,7 +312,8 @@ async def _keep_if_whole(
             pass
     if pushed and not _cleanup_follows():
         raise ApplicationError(
-            f"{task.media.path} variation {task.variation}: stopped, the job was cancelled",
+            f"{task.media.path} variation {task.variation}: stopped"
+            " (the job was cancelled or paused)",
             type=stops.STOPPED_FOR_CANCEL,
             non_retryable=True,
         )

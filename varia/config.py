@@ -208,6 +208,31 @@ class Settings(BaseSettings):
         description="Temporal Web UI base URL; default: the gRPC host, port + 1000 (dev server).",
     )
 
+    progress_min_render_s: float = Field(
+        10.0,
+        alias="VARIA_PROGRESS_MIN_RENDER",
+        ge=0,
+        description="Renders projected to last this many seconds report 25/50/75 % to the job.",
+    )
+    janitor_interval_s: float = Field(
+        300.0,
+        alias="VARIA_JANITOR_INTERVAL",
+        ge=10,
+        description="Seconds between janitor sweeps (the schedule `varia server` creates).",
+    )
+    janitor_grace_s: float = Field(
+        60.0,
+        alias="VARIA_JANITOR_GRACE",
+        ge=0,
+        description="A terminated job is swept once it has been closed this many seconds.",
+    )
+    janitor_lookback_h: float = Field(
+        168.0,
+        alias="VARIA_JANITOR_LOOKBACK_HOURS",
+        gt=0,
+        description="The janitor looks at jobs closed within this many hours.",
+    )
+
     _split_input_roots = field_validator("allowed_input_roots", mode="before")(_split_roots)
     _split_output_roots = field_validator("allowed_output_roots", mode="before")(_split_roots)
 

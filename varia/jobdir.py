@@ -182,12 +182,6 @@ def read_marker(job_dir: Path) -> Marker | None:
     return Marker(data["job_id"], chain if isinstance(chain, str) else None)
 
 
-def marker_job_id(job_dir: Path) -> str | None:
-    """The job id the directory's marker names, or None if there is no valid marker."""
-    marker = read_marker(job_dir)
-    return marker.job_id if marker else None
-
-
 def check_owner(job_dir: Path, job_id: str, chain: str | None, doing: str) -> None:
     """Raise unless the marker names job `job_id` and chain `chain`.
 
@@ -243,6 +237,33 @@ def sweep(
                 foreign.append(entry.name)
     _fsync_dir(job_dir)
     return sorted(removed), sorted(foreign)
+
+
+def discard_partials(
+    job_dir: Path, job_id: str, names: Iterable[str], chain: str | None = None
+) -> list[str]:
+    """Delete temporary render files (`.<output>.part`) of the job; return those deleted.
+
+    Only regular files directly in `job_dir` whose name is a temporary render name are
+    touched, and only if the directory's marker names `job_id` and the chain `chain`.
+    """
+    check_owner(job_dir, job_id, chain, "clean")
+    removed = []
+    for name in names:
+        if (
+            "/" in name
+            or name in (".", "..")
+            or not (name.startswith(".") and name.endswith(".part"))
+        ):
+            continue
+        path = job_dir / name
+        if path.is_symlink() or not path.is_file():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(name)
+    _fsync_dir(job_dir)
+    return sorted(removed)
 
 
 def write_manifest(job_dir: Path, manifest: Manifest) -> Path:

@@ -28,6 +28,12 @@ DEFAULT_MAX_INPUT_STREAMS = 64
 DEFAULT_MAX_INPUT_BYTES = 64 * 1024**3
 """Largest input file accepted by default (bytes: 64 GiB)."""
 
+PRIORITY_RANGE = (1, 5)
+"""Task priorities a request may ask for: 1 is served first, 5 last (Temporal's priority key)."""
+
+MAX_FAIRNESS_KEY_BYTES = 64
+"""Temporal's limit on a fairness key."""
+
 DEFAULT_CHUNK_SIZE = 400
 """Variations one workflow run renders before it continues as new (keeps history short)."""
 
@@ -36,15 +42,19 @@ JobState = Literal[
     "preparing",
     "running",
     "draining",
+    "paused",
     "cancelling",
     "cleaning",
     "completed",
     "cancelled",
     "failed",
     "drained",
+    "terminated",
+    "timed_out",
 ]
-FinalState = Literal["completed", "cancelled", "failed", "drained"]
-FINAL_STATES: frozenset[str] = frozenset({"completed", "cancelled", "failed", "drained"})
+FinalState = Literal["completed", "cancelled", "failed", "drained", "terminated", "timed_out"]
+"""How a job ended; `terminated` and `timed_out` are written by the janitor, not the job."""
+FINAL_STATES: frozenset[str] = frozenset(FinalState.__args__)  # type: ignore[attr-defined]
 
 
 class JobRequest(BaseModel):
@@ -78,6 +88,14 @@ class JobRequest(BaseModel):
     )
     max_attempts: int | None = Field(
         default=None, description="Recipes tried per variation to meet the bounds (default 5)."
+    )
+    priority: int | None = Field(
+        default=None,
+        description="Task priority of the job's renders, 1 (first) to 5 (last); None: 3.",
+    )
+    fairness_key: str | None = Field(
+        default=None,
+        description="Renders of one key share the fleet fairly with other keys; None: job id.",
     )
 
 
@@ -362,12 +380,26 @@ class Progress(BaseModel):
     cancel_requested: bool = False
     running_variations: list[RunningVariation] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
+    eta_s: float | None = Field(default=None, description="Seconds left at the pace so far.")
+    paused: bool = Field(default=False, description="A pause was asked for (and not resumed).")
+    manifest: str | None = Field(default=None, description="Set once cleanup wrote it.")
+    removed: int | None = Field(default=None, description="Files cleanup deleted.")
+
+
+class RenderProgress(BaseModel):
+    """Signal `render_progress`: a long render tells its workflow how far it is (coarse)."""
+
+    input_index: int
+    variation: int
+    fraction: float = Field(ge=0.0, le=1.0)
 
 
 class RenderHeartbeat(BaseModel):
     """Heartbeat details of a render: live progress for the Web UI and the FFmpeg identity.
 
-    A retried attempt reads these to find an FFmpeg left behind by the attempt before it.
+    `output` is the final output name and `recipe` one line of its knobs, for people; `temp`
+    is the hidden path FFmpeg writes to. A retried attempt reads `pid`, `pid_create_time` and
+    `temp` to find an FFmpeg left behind by the attempt before it.
     """
 
     percent: float = 0.0
@@ -376,10 +408,16 @@ class RenderHeartbeat(BaseModel):
     eta_s: float | None = None
     out_time_s: float = 0.0
     frame: int = 0
+    output: str = ""
+    recipe: str = ""
     pid: int | None = None
     pid_create_time: float | None = None
-    output: str = ""
+    temp: str = ""
     stop_queue: str | None = None  # the worker's own queue: a cancel is pushed there
+
+    def temp_path(self) -> str:
+        """The temporary path of the attempt (older workers put it in `output`)."""
+        return self.temp or (self.output if self.output.endswith(".part") else "")
 
 
 class StopRenders(BaseModel):
@@ -453,6 +491,16 @@ class JobCarry(BaseModel):
     draining: bool = False
     errors: list[str] = Field(default_factory=list)
     runs: int = 1
+    paused: bool = False
+
+
+class DiscardRequest(BaseModel):
+    """Input of the discard activity: partial files of renders a pause stopped."""
+
+    job_id: str
+    job_dir: str
+    names: list[str]
+    chain: str | None = None
 
 
 class LedgerAppend(BaseModel):

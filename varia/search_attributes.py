@@ -1,4 +1,4 @@
-"""varia's search attributes: `VariaState`, `VariaCompleted`, `VariaTotal`.
+"""varia's search attributes: `VariaState`, `VariaCompleted`, `VariaTotal`, `VariaPercent`.
 
 They let operators filter jobs in the Web UI and `varia list` show progress. Upserting one
 that the namespace lacks breaks the workflow task, so the workflow upserts only those a
@@ -18,13 +18,14 @@ from temporalio.common import SearchAttributeKey
 VARIA_STATE = SearchAttributeKey.for_keyword("VariaState")
 VARIA_COMPLETED = SearchAttributeKey.for_int("VariaCompleted")
 VARIA_TOTAL = SearchAttributeKey.for_int("VariaTotal")
-SEARCH_ATTRIBUTES = (VARIA_STATE, VARIA_COMPLETED, VARIA_TOTAL)
+VARIA_PERCENT = SearchAttributeKey.for_float("VariaPercent")
+SEARCH_ATTRIBUTES = (VARIA_STATE, VARIA_COMPLETED, VARIA_TOTAL, VARIA_PERCENT)
 SEARCH_ATTRIBUTE_NAMES = [key.name for key in SEARCH_ATTRIBUTES]
 
 CREATE_COMMAND = (
     "temporal operator search-attribute create --namespace <ns> "
     "--name VariaState --type Keyword --name VariaCompleted --type Int "
-    "--name VariaTotal --type Int"
+    "--name VariaTotal --type Int --name VariaPercent --type Double"
 )
 
 
@@ -47,6 +48,7 @@ async def register_search_attributes(client: Client, namespace: str) -> None:
         "VariaState": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
         "VariaCompleted": IndexedValueType.INDEXED_VALUE_TYPE_INT,
         "VariaTotal": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+        "VariaPercent": IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE,
     }
     await client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(

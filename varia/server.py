@@ -22,7 +22,7 @@ from pathlib import Path
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
-from varia.ffmpeg.process import ProcessIdentity, death_signal_hook, terminate
+from varia.processes import ProcessIdentity, death_signal_hook, terminate
 
 SEARCH_ATTRIBUTE_FLAGS = [
     "--search-attribute",
@@ -31,7 +31,18 @@ SEARCH_ATTRIBUTE_FLAGS = [
     "VariaCompleted=Int",
     "--search-attribute",
     "VariaTotal=Int",
+    "--search-attribute",
+    "VariaPercent=Double",
 ]
+
+
+FAIRNESS_FLAGS = [
+    "--dynamic-config-value",
+    "matching.useNewMatcher=true",
+    "--dynamic-config-value",
+    "matching.enableFairness=true",
+]
+"""Task priority and fairness keys take effect only with the new matcher and fairness on."""
 
 
 class ServerError(Exception):
@@ -106,6 +117,11 @@ class DevServer:
     db_path: Path | None = None
     ui: bool = True
     log_path: Path | None = None
+    fairness: bool = True
+    """Serve tasks by priority and fairness key (`FAIRNESS_FLAGS`)."""
+    janitor_task_queue: str | None = None
+    """If set, the janitor schedule for this task queue is created once the server is up."""
+    janitor_interval_s: float = 300.0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     identity: ProcessIdentity | None = field(default=None, repr=False)
     _db_lock: int | None = field(default=None, repr=False)
@@ -135,6 +151,7 @@ class DevServer:
             "--log-format",
             "pretty",
             *SEARCH_ATTRIBUTE_FLAGS,
+            *(FAIRNESS_FLAGS if self.fairness else []),
         ]
         argv += ["--ui-port", str(self.ui_port)] if self.ui else ["--headless"]
         if self.db_path is not None:
@@ -155,6 +172,8 @@ class DevServer:
         try:
             self._spawn(argv)
             await self._wait_ready(timeout_s)
+            if self.janitor_task_queue is not None:
+                await self._create_janitor_schedule(self.janitor_task_queue)
         except BaseException:
             self.stop()  # also releases the database lock
             raise
@@ -175,6 +194,15 @@ class DevServer:
             if log is not subprocess.DEVNULL:
                 log.close()  # type: ignore[union-attr]
         self.identity = ProcessIdentity.of(self.process.pid)
+
+    async def _create_janitor_schedule(self, task_queue: str) -> None:
+        from varia.janitor_workflow import ensure_janitor_schedule
+
+        try:
+            client = await Client.connect(self.address)
+            await ensure_janitor_schedule(client, task_queue, self.janitor_interval_s)
+        except Exception as err:
+            raise ServerError(f"could not create the janitor schedule: {err}") from err
 
     async def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -15,9 +15,9 @@ def stop_on_signals(stop: asyncio.Event | None = None) -> Iterator[asyncio.Event
     """While inside, SIGTERM and SIGINT set the yielded event instead of ending the process.
 
     Install it before starting anything, so a signal that arrives early is never fatal;
-    the previous handling is restored on exit.
+    on exit the handlers are removed (the signals' default handling is back).
     """
-    stop = stop or asyncio.Event()
+    stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)

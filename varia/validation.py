@@ -10,8 +10,10 @@ from pydantic import ValidationError
 from varia.jobdir import job_id_problem
 from varia.models import (
     MAX_CONCURRENCY,
+    MAX_FAIRNESS_KEY_BYTES,
     MAX_INPUTS,
     MAX_VARIATIONS,
+    PRIORITY_RANGE,
     JobRequest,
     StrengthBounds,
 )
@@ -82,6 +84,18 @@ def check_request(request: JobRequest) -> None:
     if request.chunk_size is not None and request.chunk_size < 1:
         raise RequestError(
             f"invalid job request: chunk_size is {request.chunk_size}; it must be >= 1"
+        )
+    low, high = PRIORITY_RANGE
+    if request.priority is not None and not low <= request.priority <= high:
+        raise RequestError(
+            f"invalid job request: priority is {request.priority}; it must be from {low} "
+            f"(first) to {high} (last)"
+        )
+    key = request.fairness_key
+    if key is not None and not 0 < len(key.encode()) <= MAX_FAIRNESS_KEY_BYTES:
+        raise RequestError(
+            f"invalid job request: fairness_key {key[:80]!r} must be 1 to "
+            f"{MAX_FAIRNESS_KEY_BYTES} bytes"
         )
     check_bounds(request)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from datetime import timedelta
 from types import TracebackType
 
@@ -23,6 +22,8 @@ from temporalio.worker import Worker
 from varia.activities import JobActivities
 from varia.client.connection import connect
 from varia.config import Settings, render_task_queue
+from varia.janitor import JanitorActivities
+from varia.janitor_workflow import VariaJanitor
 from varia.joblog import JobLog
 from varia.metrics import make_runtime, metrics_address
 from varia.search_attributes import (
@@ -30,6 +31,7 @@ from varia.search_attributes import (
     SEARCH_ATTRIBUTE_NAMES,
     registered_search_attributes,
 )
+from varia.signals import stop_on_signals
 from varia.stops import stop_queue_name
 from varia.workflows import VariationJob
 
@@ -131,13 +133,15 @@ def build_job_worker(
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[VariationJob],
+        workflows=[VariationJob, VariaJanitor],
         activities=[
             activities.prepare,
             activities.render,  # renders scheduled here by workflow code of older varia
             activities.record,
             activities.search_attributes,
             activities.finish,
+            activities.discard,
+            JanitorActivities(settings).sweep,
             activities.render_stop_queues,  # a local activity of the cancel path
         ],
         max_concurrent_activities=LIGHT_ACTIVITY_SLOTS,
@@ -180,11 +184,7 @@ async def warn_if_search_attributes_missing(client: Client, namespace: str) -> l
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Connect, run a worker until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # first: a SIGTERM while connecting is not fatal
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_on_signals(stop) as stop:  # first: a SIGTERM while connecting is not fatal
         client = await connect(settings, runtime=make_runtime(settings))
         await warn_if_search_attributes_missing(client, settings.temporal_namespace)
         if stop.is_set():
@@ -201,6 +201,3 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         async with build_worker(client, settings):
             await stop.wait()
             log.info("shutting down: stopping renders in flight (they retry elsewhere)")
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate, TypedSearchAttributes
+from temporalio.common import Priority, RetryPolicy, SearchAttributeUpdate, TypedSearchAttributes
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from varia.config import render_task_queue
     from varia.models import (
         DEFAULT_CHUNK_SIZE,
+        DiscardRequest,
         FinalState,
         FinishRequest,
         JobCarry,
@@ -41,12 +42,14 @@ with workflow.unsafe.imports_passed_through():
         PreparedJob,
         PrepareRequest,
         Progress,
+        RenderProgress,
         RenderResult,
         RenderTask,
         RunningVariation,
         RunRef,
         StopRenders,
     )
+    from varia.percent import job_eta_s, weighted_percent
     from varia.recipes import (
         default_seed,
         make_recipe,
@@ -54,7 +57,7 @@ with workflow.unsafe.imports_passed_through():
         output_stems,
         recipe_summary,
     )
-    from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
+    from varia.search_attributes import VARIA_COMPLETED, VARIA_PERCENT, VARIA_STATE, VARIA_TOTAL
     from varia.stops import STOPPED_FOR_CANCEL
     from varia.timeouts import render_start_to_close
     from varia.validation import RequestError, check_job_id, parse_request, strength_bounds
@@ -106,13 +109,21 @@ class VariationJob:
         self._seed = 0
         self._failure_type = "JobFailed"
         self._outcome_lines: list[str] = []  # contact sheet and quality, once cleanup ran
+        self._fractions: dict[tuple[int, int], float] = {}  # running renders' coarse progress
+        self._percent_on = False  # patch "varia-percent": fractions, VariaPercent, more upserts
+        self._pace: tuple[float, float] | None = None  # (percent, time) the ETA is measured from
+        self._result: JobResult | None = None
+        self._paused = False
+        self._variations = 1
+        self._continuing = False
+        self._priority = Priority.default
+        self._redo: list[int] = []  # variations a pause stopped: rendered again first
 
     # ---- public handlers -------------------------------------------------------------
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
         """Where the job is; answers while it runs and after it closed."""
-        done = self._completed + self._failed
         return Progress(
             job_id=self._job_id or workflow.info().workflow_id,
             state=self._state,
@@ -120,7 +131,7 @@ class VariationJob:
             completed=self._completed,
             failed=self._failed,
             running=len(self._running),
-            percent=round(100.0 * done / self._total, 1) if self._total else 0.0,
+            percent=self._percent(),
             job_dir=self._job_dir,
             draining=self._draining,
             cancel_requested=self._cancel_requested,
@@ -129,7 +140,50 @@ class VariationJob:
                 for (i, v), task in sorted(self._running.items())
             ],
             errors=list(self._errors),
+            eta_s=self._eta_s(),
+            paused=self._paused,
+            manifest=self._result.manifest if self._result else None,
+            removed=self._result.removed if self._result else None,
         )
+
+    @workflow.signal(name="render_progress")
+    def render_progress(self, report: RenderProgress) -> None:
+        """A long render says how far it is (at coarse steps): the job's percent follows."""
+        key = (report.input_index, report.variation)
+        if key in self._running and report.fraction > self._fractions.get(key, 0.0):
+            self._fractions[key] = report.fraction
+            self._upsert_search_attributes()
+            self._update_details()
+
+    @workflow.update(name="pause")
+    async def pause(self) -> Progress:
+        """Start no new variation, stop the running ones (their partial files are removed);
+        returns once the job waits in state `paused`, holding no worker slot."""
+        self._paused = True
+        await workflow.wait_condition(
+            lambda: self._state in _PAUSE_SETTLED or self._continuing  # the next run pauses
+        )
+        return self.progress()
+
+    @pause.validator
+    def _validate_pause(self) -> None:
+        if self._state in _PAUSE_SETTLED - {"paused"} or self._cancel_requested:
+            raise ValueError(f"job is {self._state}; there is nothing to pause")
+        if self._draining:
+            raise ValueError("job is draining; it ends once its running renders finish")
+
+    @workflow.update(name="resume")
+    def resume(self) -> Progress:
+        """Go on where the paused job stopped: stopped variations render again from scratch."""
+        self._paused = False
+        if self._state == "paused":
+            self._set_state("running")
+        return self.progress()
+
+    @resume.validator
+    def _validate_resume(self) -> None:
+        if not self._paused:
+            raise ValueError(f"job is {self._state}, not paused; there is nothing to resume")
 
     @workflow.update(name="drain")
     def drain(self) -> Progress:
@@ -163,6 +217,7 @@ class VariationJob:
             raise ApplicationError(str(err), type="BadRequest", non_retryable=True) from None
         job = self._with_seed(job)
         self._total = len(job.inputs) * job.variations
+        self._variations = job.variations
         stems = output_stems(job.inputs)
         if carry is not None:
             self._resume(carry)
@@ -170,6 +225,8 @@ class VariationJob:
         next_index = carry.next_index if carry else 0
         outcome: FinalState | None = None
         cancel: asyncio.CancelledError | None = None
+        self._percent_on = workflow.patched("varia-percent")
+        self._priority = _render_priority(job, self._job_id, workflow.patched("varia-fair"))
         try:
             await self._load_search_attributes()
             _raise_if_cancel_requested()
@@ -179,8 +236,10 @@ class VariationJob:
                 self._job_dir, media = prepared.job_dir, prepared.media
                 _raise_if_cancel_requested()
                 self._set_state("draining" if self._draining else "running")
+            self._pace = (self._percent(), workflow.time())
             next_index = await self._render_chunk(job, stems, media, next_index)
             if next_index < self._total and not self._draining and not self._halted:
+                self._continuing = True
                 await self._record_chunk()
                 workflow.continue_as_new(args=[job, self._carry(media, next_index)])
         except asyncio.CancelledError as err:
@@ -231,6 +290,7 @@ class VariationJob:
             heartbeat_timeout=timedelta(minutes=2),
             retry_policy=IO_RETRY,
             cancellation_type=WAIT,
+            priority=self._priority,
             summary="confine paths, create the job directory, probe the inputs",
         )
         try:
@@ -254,7 +314,7 @@ class VariationJob:
             self._set_state(outcome)
             return self._raise_or_return(outcome, cancel, None)
         self._set_state("cleaning")
-        result = await self._finish(
+        self._result = await self._finish(
             FinishRequest(
                 job_id=self._job_id,
                 job_dir=self._job_dir,
@@ -270,9 +330,9 @@ class VariationJob:
                 chain=_chain(),
             )
         )
-        self._outcome_lines = outcome_lines(result)
+        self._outcome_lines = outcome_lines(self._result) if self._result else []
         self._set_state(outcome)
-        return self._raise_or_return(outcome, cancel, result)
+        return self._raise_or_return(outcome, cancel, self._result)
 
     def _final_state(self, cancelled: bool) -> FinalState:
         if self._completed == self._total:
@@ -316,18 +376,27 @@ class VariationJob:
         try:
             while True:
                 while (
-                    next_index < chunk_end
+                    (self._redo or next_index < chunk_end)
                     and len(running) < job.concurrency
                     and not self._draining
                     and not self._halted
-                    and not workflow.info().is_continue_as_new_suggested()
+                    and not self._paused
+                    and (self._redo or not workflow.info().is_continue_as_new_suggested())
                 ):
-                    task = self._plan(job, stems, media, next_index)
+                    if self._redo:
+                        index = self._redo.pop(0)
+                    else:
+                        index, next_index = next_index, next_index + 1
+                    task = self._plan(job, stems, media, index)
                     running[self._start_render(task)] = task
-                    next_index += 1
+                if self._pausing():
+                    await self._pause_here(running)
+                    continue
                 if not running:
                     return next_index
-                await workflow.wait_condition(_any_done(running), timeout=None)
+                await workflow.wait_condition(
+                    lambda: _any_done(running)() or self._pausing(), timeout=None
+                )
                 for handle in [h for h in running if h.done()]:
                     self._collect(handle, running.pop(handle))
         except asyncio.CancelledError:
@@ -341,6 +410,46 @@ class VariationJob:
                 await workflow.wait_condition(handle.done)
                 self._collect(handle, task, cancelling=True)
             raise
+
+    def _pausing(self) -> bool:
+        return self._paused and not self._draining and not self._halted
+
+    async def _pause_here(self, running: dict[asyncio.Task[RenderResult], RenderTask]) -> None:
+        """Stop the running renders (a render that finishes anyway is kept), remove the
+        stopped ones' partial files, then wait until resumed (or drained, or cancelled)."""
+        for handle in running:
+            handle.cancel()
+        if running and workflow.patched(PUSH_CANCEL_PATCH):
+            await _push_stop()  # renders stop at once, not at their next heartbeat
+        stopped: list[RenderTask] = []
+        for handle, task in list(running.items()):
+            await workflow.wait_condition(handle.done)
+            if self._collect(handle, task, cancelling=True) == "stopped":
+                stopped.append(task)
+            del running[handle]
+        self._redo = sorted(
+            [*self._redo, *(t.input_index * self._variations + t.variation for t in stopped)]
+        )
+        if stopped:
+            assert self._job_dir is not None
+            await workflow.execute_activity_method(
+                JobActivities.discard,
+                DiscardRequest(
+                    job_id=self._job_id,
+                    job_dir=self._job_dir,
+                    names=[task.temp_name for task in stopped],
+                    chain=_chain(),
+                ),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=IO_RETRY,
+                priority=self._priority,
+                summary=f"remove the partial files of {len(stopped)} paused render(s)",
+            )
+        if self._pausing():
+            self._set_state("paused")
+            await workflow.wait_condition(lambda: not self._pausing())
+        if self._state == "paused":
+            self._set_state("draining" if self._draining else "running")
 
     def _plan(
         self, job: JobRequest, stems: list[str], media: list[MediaInfo], index: int
@@ -371,19 +480,23 @@ class VariationJob:
             heartbeat_timeout=RENDER_HEARTBEAT_TIMEOUT,
             retry_policy=RENDER_RETRY,
             cancellation_type=WAIT,
+            priority=self._priority,
             summary=f"{task.output_name}: {recipe_summary(task.recipe)}",
         )
         return asyncio.ensure_future(_completion_wins(handle))
 
     def _collect(
         self, handle: asyncio.Task[RenderResult], task: RenderTask, cancelling: bool = False
-    ) -> None:
-        """Move a finished render into the completion record (or count its failure).
+    ) -> str:
+        """Move a finished render into the completion record (or count its failure); says
+        which: `completed`, `failed` or `stopped`.
 
         While cancelling, a render that timed out (it did not stop in time) counts as
         cancelled, not failed: the cancel asked it to stop, and cleanup removes its file.
         """
         self._running.pop((task.input_index, task.variation), None)
+        self._fractions.pop((task.input_index, task.variation), None)
+        outcome = "stopped"
         try:
             result = handle.result()
         except asyncio.CancelledError:
@@ -395,15 +508,20 @@ class VariationJob:
                 or (cancelling and isinstance(err.cause, TimeoutError))
             )
             if not stopped:
+                outcome = "failed"
                 self._failed += 1
                 self._halted = self._halted or _error_type(err) == NO_SPACE
                 self._remember_error(
                     f"{task.media.path} variation {task.variation}: {_cause_message(err)}"
                 )
         else:
+            outcome = "completed"
             self._results.append(result)
             self._completed += 1
+        if self._percent_on:
+            self._upsert_search_attributes()
         self._update_details()
+        return outcome
 
     # ---- continue-as-new -------------------------------------------------------------
 
@@ -419,6 +537,7 @@ class VariationJob:
         if not (early_drain and workflow.patched(KEEP_EARLY_DRAIN)):
             self._draining = carry.draining  # (histories from before the fix take this path)
         self._errors, self._runs = list(carry.errors), carry.runs
+        self._paused = self._paused or carry.paused
         self._set_state("draining" if self._draining else "running")
 
     def _carry(self, media: list[MediaInfo], next_index: int) -> JobCarry:
@@ -432,6 +551,7 @@ class VariationJob:
             draining=self._draining,
             errors=self._errors,
             runs=self._runs + 1,
+            paused=self._paused,
         )
 
     async def _record_chunk(self) -> None:
@@ -443,6 +563,7 @@ class VariationJob:
             ),
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=IO_RETRY,
+            priority=self._priority,
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
 
@@ -456,6 +577,7 @@ class VariationJob:
                 request,
                 start_to_close_timeout=timedelta(minutes=10),
                 retry_policy=IO_RETRY,
+                priority=self._priority,
                 summary=f"cleanup and manifest ({request.state})",
             )
         )
@@ -493,15 +615,41 @@ class VariationJob:
             values.append(VARIA_COMPLETED.value_set(self._completed))
         if VARIA_TOTAL.name in self._search_attributes:
             values.append(VARIA_TOTAL.value_set(self._total))
+        if self._percent_on and VARIA_PERCENT.name in self._search_attributes:
+            values.append(VARIA_PERCENT.value_set(self._percent()))
         if values and _changed(values):
             workflow.upsert_search_attributes(values)
 
+    def _percent(self) -> float:
+        """The weighted percent: finished variations plus the running ones' fractions."""
+        return weighted_percent(
+            self._total, self._completed + self._failed, self._fractions.values()
+        )
+
+    def _eta_s(self) -> float | None:
+        if self._pace is None or self._state not in ("running", "draining"):
+            return None
+        percent_then, then = self._pace
+        return job_eta_s(self._percent(), percent_then, workflow.time() - then)
+
     def _update_details(self) -> None:
-        lines = [
+        head = (
             f"**{self._state}** · {self._completed}/{self._total} done"
-            f" · {self._failed} failed · {len(self._running)} running",
+            f" · {self._failed} failed · {len(self._running)} running · {self._percent():g}%"
+        )
+        if (eta := self._eta_s()) is not None:
+            head += f" · ETA {eta:.0f}s"
+        lines = [head]
+        if self._result is not None:
+            lines.append(
+                f"\nkept {self._result.completed} · removed {self._result.removed}"
+                f" · manifest `{self._result.manifest}`"
+            )
+        lines += [
+            f"- rendering `{task.output_name}`"
+            + (f" ({fraction:.0%})" if (fraction := self._fractions.get(key)) else "")
+            for key, task in list(self._running.items())[:10]
         ]
-        lines += [f"- rendering `{task.output_name}`" for task in list(self._running.values())[:10]]
         lines += self._outcome_lines
         if self._errors:
             lines.append(f"\nlast error: {self._errors[-1]}")
@@ -523,6 +671,20 @@ def _chain() -> str:
     """The execution chain's identity: its first run id (kept by continue-as-new, workflow
     retries and resets; new for a later execution under a reused workflow id)."""
     return workflow.info().first_execution_run_id
+
+
+_PAUSE_SETTLED = frozenset(
+    {"paused", "cancelling", "cleaning", "completed", "cancelled", "failed", "drained"}
+)
+"""States in which a pause request has taken effect or no longer can."""
+
+
+def _render_priority(job: JobRequest, job_id: str, on: bool) -> Priority:
+    """The renders' task priority and fairness key (default: the job id; trimmed to 64 bytes)."""
+    if not on:
+        return Priority.default
+    key = (job.fairness_key or job_id).encode()[:64].decode(errors="ignore")
+    return Priority(priority_key=job.priority, fairness_key=key)
 
 
 def _changed(values: list[SearchAttributeUpdate[Any]]) -> bool:

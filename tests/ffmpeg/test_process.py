@@ -14,7 +14,8 @@ import psutil
 import pytest
 
 from tests.helpers import wait_for
-from varia.ffmpeg.process import ProcessIdentity, spawn, stop_child, stop_foreign
+from varia.ffmpeg.process import spawn, stop_child, stop_foreign
+from varia.processes import ProcessIdentity
 
 STUBBORN = textwrap.dedent(
     """
@@ -144,12 +145,12 @@ def test_foreign_process_needs_a_matching_command_line() -> None:
 @pytest.mark.parametrize("via", ["setpriv", "preexec_fn"])
 def test_child_dies_with_its_parent(tmp_path: Path, via: str) -> None:
     """A parent SIGKILLed (like a worker) takes the FFmpeg it spawned with it."""
-    patch = "process._setpriv = lambda: None" if via == "preexec_fn" else ""
+    patch = "processes._setpriv = lambda: None" if via == "preexec_fn" else ""
     code = textwrap.dedent(
         f"""
         import asyncio, sys, time
         sys.path.insert(0, {str(Path(__file__).parents[2])!r})
-        from varia.ffmpeg import process
+        from varia import processes
         from varia.ffmpeg.process import spawn
         {patch}
         async def main():

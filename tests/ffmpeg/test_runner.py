@@ -10,11 +10,11 @@ from tests.conftest import Clips
 from tests.helpers import wait_for
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
-from varia.ffmpeg.process import ProcessIdentity
 from varia.ffmpeg.progress import ProgressReport
 from varia.ffmpeg.runner import run_ffmpeg
 from varia.media import probe
 from varia.models import Recipe, RenderTask
+from varia.processes import ProcessIdentity
 
 
 def render_argv(clip: Path, out: Path) -> list[str]:

@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 
 from tests.helpers import processes_mentioning, wait_for
 from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity
+from varia.processes import ProcessIdentity
 from varia.worker import build_job_worker
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,11 +17,11 @@ from typing import Any
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from tests.helpers import processes_mentioning, wait_for
+from tests.helpers import processes_mentioning, start_job, wait_for
 from tests.reliability.model_checks import Execution, await_close, check_closed
 from tests.reliability.model_support import BAD_KINDS, Clip, Inputs, chain_facts, digest
 from tests.reliability.model_workers import Workers
-from varia.models import JobResult, Progress
+from varia.models import Progress
 
 MAX_OPEN = 3
 """Jobs open at once; a start beyond waits for the oldest to close."""
@@ -248,9 +248,7 @@ class World:
         if chunk is not None:
             request["chunk_size"] = chunk
         dir_existed = (out / job_id).exists()
-        handle = await self.client.start_workflow(
-            "VariationJob", request, id=job_id, task_queue=self.task_queue, result_type=JobResult
-        )
+        handle = await start_job(self.client, self.task_queue, job_id, request)
         assert handle.first_execution_run_id is not None
         ex = Execution(
             label=label,

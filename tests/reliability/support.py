@@ -16,8 +16,8 @@ from temporalio.client import WorkflowHandle
 
 from tests.helpers import processes_mentioning
 from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity
 from varia.jobdir import MANIFEST_NAME
+from varia.processes import ProcessIdentity
 
 
 def varia_script() -> str:

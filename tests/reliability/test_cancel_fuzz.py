@@ -27,7 +27,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 
-from tests.helpers import assert_manifest_matches_disk
+from tests.helpers import assert_manifest_matches_disk, start_job
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import history_facts, job_processes, leftovers, snapshot
 from varia import activities, media, stops
@@ -223,13 +223,7 @@ async def _run_one(
         hooks.armed[job_id] = phase
     if rng.random() < 1 / 3:
         hooks.lose_pushes.add(job_id)
-    handle = await client.start_workflow(
-        "VariationJob",
-        _request(rng, clips, out_dir),
-        id=job_id,
-        task_queue=task_queue,
-        result_type=JobResult,
-    )
+    handle = await start_job(client, task_queue, job_id, _request(rng, clips, out_dir))
     if phase == "random":
         await asyncio.sleep(rng.uniform(0.0, 1.5))  # the random moment itself, not a sync
         tally.cancels += await _cancel(handle)
@@ -274,13 +268,7 @@ async def test_cancel_at_any_moment(
     for index in queued:
         rng = random.Random(SEED * 100_003 + index)
         job_id = f"fuzz-{index}-queued-{uuid.uuid4().hex[:6]}"
-        handle = await client.start_workflow(
-            "VariationJob",
-            _request(rng, tiny_clips, out_dir),
-            id=job_id,
-            task_queue=idle_queue,
-            result_type=JobResult,
-        )
+        handle = await start_job(client, idle_queue, job_id, _request(rng, tiny_clips, out_dir))
         tally.cancels += await _cancel(handle)
         handles.append(handle)
     async with build_worker(client, settings.model_copy(update={"task_queue": idle_queue})):

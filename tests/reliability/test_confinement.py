@@ -9,29 +9,22 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
-from tests.helpers import assert_manifest_matches_disk
+from tests.helpers import assert_manifest_matches_disk, failure_text, run_job, start_job
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import leftovers
 from varia import jobdir
 from varia.activities import finish_job
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
-from varia.models import FinishRequest, JobResult, MediaInfo, Recipe, RenderTask
+from varia.models import FinishRequest, MediaInfo, Recipe, RenderTask
 from varia.worker import build_worker
 
 
 async def _fails(client: Client, task_queue: str, job_id: str, request: dict[str, object]) -> str:
-    handle = await client.start_workflow(
-        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
-    )
+    handle = await start_job(client, task_queue, job_id, request)
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
-    err: BaseException | None = failure.value.cause
-    parts = []
-    while err is not None:
-        parts.append(str(err))
-        err = err.__cause__
-    return " | ".join(parts)
+    return failure_text(failure.value)
 
 
 @pytest.mark.parametrize("bad_id", ["../escape", "a/b", "-rf", ".."])
@@ -77,12 +70,11 @@ async def test_paths_outside_the_allowed_roots_are_refused(
             request = {"inputs": [source], "variations": 1, "output_dir": output_dir}
             message = await _fails(client, task_queue, f"{job_id}-{index}", request)
             assert repr(named) in message and "outside the allowed roots" in message, message
-        done = await client.execute_workflow(
-            "VariationJob",
+        done = await run_job(
+            client,
+            task_queue,
+            f"{job_id}-ok",
             {"inputs": [str(allowed)], "variations": 1, "output_dir": str(outputs_root)},
-            id=f"{job_id}-ok",
-            task_queue=task_queue,
-            result_type=JobResult,
         )
     assert done.state == "completed"
     assert not (tmp_path / "elsewhere").exists()
@@ -124,12 +116,12 @@ async def test_cleanup_leaves_foreign_entries_alone(
 ) -> None:
     outside = tmp_path / "precious.txt"
     outside.write_text("keep me")
-    handle = await client.start_workflow(  # no worker polls yet: the job waits
-        "VariationJob",
+    # No worker polls yet: the job waits.
+    handle = await start_job(
+        client,
+        settings.task_queue,
+        job_id,
         {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(out_dir)},
-        id=job_id,
-        task_queue=settings.task_queue,
-        result_type=JobResult,
     )
     chain = handle.first_execution_run_id
     assert chain is not None
@@ -162,12 +154,11 @@ async def test_odd_input_names_work_through_file_urls(
     tiny_clips: TinyClips,
     out_dir: Path,
 ) -> None:
-    result = await client.execute_workflow(
-        "VariationJob",
+    result = await run_job(
+        client,
+        task_queue,
+        job_id,
         {"inputs": [str(tiny_clips.odd)], "variations": 1, "output_dir": str(out_dir)},
-        id=job_id,
-        task_queue=task_queue,
-        result_type=JobResult,
     )
     assert result.state == "completed" and result.completed == 1
     job_dir = out_dir / job_id

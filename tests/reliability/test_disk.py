@@ -12,20 +12,17 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from tests.helpers import assert_manifest_matches_disk
+from tests.helpers import assert_manifest_matches_disk, failure_text, start_job
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import history_facts, job_processes, leftovers, write_script
 from varia.config import Settings
-from varia.models import JobResult
 from varia.worker import VariaWorker, build_worker
 
 
 async def _run_failing(
     client: Client, task_queue: str, job_id: str, request: dict[str, object]
 ) -> tuple[str, WorkflowFailureError]:
-    handle = await client.start_workflow(
-        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
-    )
+    handle = await start_job(client, task_queue, job_id, request)
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
     facts = await history_facts(handle)
@@ -33,17 +30,8 @@ async def _run_failing(
     return str(attempts), failure.value
 
 
-def _message(failure: WorkflowFailureError) -> str:
-    err: BaseException | None = failure.cause
-    parts = []
-    while err is not None:
-        parts.append(str(err))
-        err = err.__cause__
-    return " | ".join(parts)
-
-
 def _assert_no_space_handled(job_dir: Path, failure: WorkflowFailureError, attempts: str) -> None:
-    message = _message(failure)
+    message = failure_text(failure)
     assert "No space left on device" in message and "variation 0" in message, message
     assert attempts == "[1]", "a full disk is not retried"
     assert leftovers(job_dir) == []
@@ -141,7 +129,7 @@ async def test_unwritable_output_dir_is_a_clear_non_retryable_error(
 ) -> None:
     request = {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(unwritable_dir)}
     attempts, failure = await _run_failing(client, task_queue, job_id, request)
-    message = _message(failure)
+    message = failure_text(failure)
     assert f"output_dir {str(unwritable_dir)!r} is not writable" in message, message
     assert isinstance(failure.cause, ApplicationError)
     assert failure.cause.type == "OutputDirUnusable" and failure.cause.non_retryable
@@ -163,7 +151,7 @@ async def test_output_dir_with_a_file_in_the_way_is_named_as_such(
     request = {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(in_the_way)}
     attempts, failure = await _run_failing(client, task_queue, job_id, request)
     assert isinstance(failure.cause, ApplicationError)
-    assert failure.cause.type == "OutputDirUnusable", _message(failure)
+    assert failure.cause.type == "OutputDirUnusable", failure_text(failure)
     expected = f"output_dir {str(in_the_way)!r} is not a directory (a file is in the way)"
     assert expected in failure.cause.message
     assert attempts == "[]"

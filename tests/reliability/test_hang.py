@@ -11,7 +11,7 @@ import psutil
 import pytest
 from temporalio.client import Client
 
-from tests.helpers import assert_manifest_matches_disk, wait_for
+from tests.helpers import assert_manifest_matches_disk, start_job, wait_for
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import (
     Stopwatch,
@@ -22,10 +22,9 @@ from tests.reliability.support import (
     write_script,
 )
 from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity
 from varia.ffmpeg.progress import ProgressReport
 from varia.ffmpeg.runner import run_ffmpeg
-from varia.models import JobResult
+from varia.processes import ProcessIdentity
 from varia.worker import build_worker
 
 
@@ -74,12 +73,11 @@ async def test_stalled_render_is_stopped_by_kill_and_retried(
     )
     clock = Stopwatch()
     async with build_worker(client, hang_settings):
-        handle = await client.start_workflow(
-            "VariationJob",
+        handle = await start_job(
+            client,
+            task_queue,
+            job_id,
             {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(out_dir)},
-            id=job_id,
-            task_queue=task_queue,
-            result_type=JobResult,
         )
         hung = await wait_for(lambda: _pid_from(pid_file), timeout_s=30, what="the hang")
         result = await asyncio.wait_for(handle.result(), 60)

@@ -14,7 +14,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.worker import Worker
 
 from tests import bad_inputs
-from tests.helpers import assert_manifest_matches_disk, read_manifest
+from tests.helpers import assert_manifest_matches_disk, read_manifest, run_job, start_job
 from varia.clips import make_clip
 from varia.config import Settings
 from varia.models import JobResult
@@ -38,8 +38,10 @@ async def test_colliding_output_names_each_output_is_its_own_inputs_render(
         path = tmp_path / relative
         path.parent.mkdir()
         inputs.append(str(make_clip(path, seconds=seconds, size=size, audio=False)))
-    result = await client.execute_workflow(
-        "VariationJob",
+    result = await run_job(
+        client,
+        task_queue,
+        job_id,
         {
             "inputs": inputs,
             "variations": 1,
@@ -47,9 +49,6 @@ async def test_colliding_output_names_each_output_is_its_own_inputs_render(
             "seed": 3,
             "concurrency": 3,
         },
-        id=job_id,
-        task_queue=task_queue,
-        result_type=JobResult,
     )
     assert (result.state, result.completed, result.failed) == ("completed", 3, 0)
     job_dir = Path(result.job_dir)
@@ -127,12 +126,11 @@ async def test_playlist_inputs_read_nothing_outside_the_allowed_roots(
     async with build_worker(client, confined):
         for index, (path, named) in enumerate(cases):
             _mark_unread(segment)
-            handle = await client.start_workflow(
-                "VariationJob",
+            handle = await start_job(
+                client,
+                task_queue,
+                f"{job_id}-{index}",
                 {"inputs": [str(path)], "variations": 1, "output_dir": str(out)},
-                id=f"{job_id}-{index}",
-                task_queue=task_queue,
-                result_type=JobResult,
             )
             message = await _bad_input_failure(handle)
             assert repr(str(path)) in message and named in message, message

@@ -9,10 +9,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, render_heartbeats, wait_for
+from tests.helpers import assert_manifest_matches_disk, render_heartbeats, start_job, wait_for
 from tests.reliability.support import Stopwatch, job_processes, leftovers
 from varia.config import Settings
-from varia.models import JobResult
 from varia.server import DevServer, free_port
 from varia.worker import build_worker
 
@@ -26,17 +25,16 @@ async def test_job_survives_a_server_restart(
         client = await Client.connect(server.address, data_converter=pydantic_data_converter)
         settings = Settings(TEMPORAL_ADDRESS=server.address, VARIA_TASK_QUEUE=task_queue)
         async with build_worker(client, settings):
-            handle = await client.start_workflow(
-                "VariationJob",
+            handle = await start_job(
+                client,
+                task_queue,
+                job_id,
                 {
                     "inputs": [str(clips.long)],
                     "variations": 2,
                     "output_dir": str(out_dir),
                     "threads": 1,
                 },
-                id=job_id,
-                task_queue=task_queue,
-                result_type=JobResult,
             )
 
             async def rendering() -> str | None:

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, render_heartbeats, wait_for
+from tests.helpers import assert_manifest_matches_disk, render_heartbeats, start_job, wait_for
 from tests.reliability.support import (
     Stopwatch,
     WorkerProcesses,
@@ -25,10 +25,11 @@ from tests.reliability.support import (
     job_processes,
     leftovers,
 )
-from varia import activities, ffmpeg
+from varia import activities
 from varia.config import Settings
-from varia.ffmpeg.process import ProcessIdentity, stop_foreign
-from varia.models import JobResult, RenderHeartbeat
+from varia.ffmpeg.process import stop_foreign
+from varia.models import RenderHeartbeat
+from varia.processes import ProcessIdentity
 from varia.worker import build_worker
 
 
@@ -59,17 +60,11 @@ async def test_sigkilled_worker_ffmpeg_dies_and_retry_completes(
     out_dir: Path,
 ) -> None:
     doomed = worker_processes.start(task_queue)
-    handle = await client.start_workflow(
-        "VariationJob",
-        _request(clips, out_dir),
-        id=job_id,
-        task_queue=task_queue,
-        result_type=JobResult,
-    )
+    handle = await start_job(client, task_queue, job_id, _request(clips, out_dir))
     beat = await _first_render(client, job_id)
     ffmpeg_identity = ProcessIdentity(beat.pid or 0, beat.pid_create_time or 0.0)
     assert psutil.Process(ffmpeg_identity.pid).ppid() == doomed.pid
-    partial = Path(beat.output)
+    partial = Path(beat.temp)
     clock = Stopwatch()
     doomed.signal(signal.SIGKILL)
     doomed.process.wait(30)
@@ -106,13 +101,7 @@ async def test_sigtermed_worker_stops_ffmpeg_and_job_completes_elsewhere(
     out_dir: Path,
 ) -> None:
     leaving = worker_processes.start(task_queue, VARIA_GRACEFUL_SHUTDOWN="8")
-    handle = await client.start_workflow(
-        "VariationJob",
-        _request(clips, out_dir),
-        id=job_id,
-        task_queue=task_queue,
-        result_type=JobResult,
-    )
+    handle = await start_job(client, task_queue, job_id, _request(clips, out_dir))
     beat = await _first_render(client, job_id)
     ffmpeg_identity = ProcessIdentity(beat.pid or 0, beat.pid_create_time or 0.0)
     clock = Stopwatch()
@@ -219,4 +208,4 @@ async def test_reaper_never_signals_a_reused_pid_or_another_program(
     assert identity.is_alive() and proc.poll() is None
     stage = await stop_foreign(identity, must_contain=str(temp), stage_timeout_s=2.0)
     assert stage == "term" and spy.sent[0] == (identity.pid, signal.SIGTERM)
-    assert ffmpeg.process.ProcessIdentity.of(os.getpid()).is_alive()  # we were never a target
+    assert ProcessIdentity.of(os.getpid()).is_alive()  # we were never a target

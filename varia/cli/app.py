@@ -1,8 +1,8 @@
 """The `varia` typer app: the group, its shared options, `--version`, and the entry point.
 
-Commands live in `job_commands` (start, watch, status, cancel, drain, list), `output_commands`
-(verify, sheet) and `process_commands` (worker, server, demo), one small function each;
-importing `varia.cli` registers them. Each command reads its settings, asks
+Commands live in `job_commands` (start, watch, status, cancel, drain, pause, resume, list),
+`output_commands` (verify, sheet) and `process_commands` (worker, server, janitor, demo), one
+small function each; importing `varia.cli` registers them. Each command reads its settings, asks
 `varia.client.jobs.Jobs`, and hands the answer to `varia.cli.render` (or prints one JSON object
 with `--json`); exit codes and the error mapping live in `varia.cli.exits`. Usage errors are
 JSON too with `--json`.

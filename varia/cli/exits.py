@@ -69,7 +69,7 @@ def run(as_json: bool, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run `work`, mapping varia's errors to their exit codes and one line each."""
     from temporalio.service import RPCError
 
-    from varia.client.errors import JobNotFound, Refused, ServerUnreachable
+    from varia.client.errors import JobNotFound, NotPausable, Refused, ServerUnreachable
 
     try:
         return asyncio.run(work())
@@ -77,7 +77,7 @@ def run(as_json: bool, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         fail(Exit.UNREACHABLE, str(err), as_json)
     except JobNotFound as err:
         fail(Exit.NOT_FOUND, str(err), as_json)
-    except (RequestError, SettingsError) as err:
+    except (RequestError, SettingsError, NotPausable) as err:
         fail(Exit.USAGE, str(err), as_json)
     except Refused as err:
         fail(Exit.JOB_UNSUCCESSFUL, str(err), as_json)

@@ -1,4 +1,5 @@
-"""The job commands: start, watch, status, cancel, drain, list (through `Jobs` only)."""
+"""The job commands: start, watch, status, cancel, drain, pause, resume, list (through `Jobs`
+only)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from varia.recipes import resolve_seed
 if TYPE_CHECKING:
     from varia.client.jobs import Jobs
 
-LIST_STATES = sorted([*JobState.__args__, "terminated", "timed_out"])  # type: ignore[attr-defined]
+LIST_STATES = sorted(JobState.__args__)  # type: ignore[attr-defined]
 
 
 async def _open(settings: Settings) -> Jobs:
@@ -77,6 +78,14 @@ def start(
     job_id: Annotated[
         str | None, typer.Option("--id", metavar="ID", help="Job id (default: fresh).")
     ] = None,
+    priority: Annotated[
+        int | None,
+        typer.Option(metavar="P", min=1, max=5, help="Render priority: 1 first … 5 last (3)."),
+    ] = None,
+    fairness_key: Annotated[
+        str | None,
+        typer.Option(metavar="KEY", help="Share the fleet fairly per key (default: the job id)."),
+    ] = None,
     watch: Annotated[
         bool, typer.Option("--watch", metavar="", help="Follow the job to its end.")
     ] = False,
@@ -91,6 +100,8 @@ def start(
         seed=seed,
         concurrency=concurrency,
         threads=threads,
+        priority=priority,
+        fairness_key=fairness_key,
     )
     missing = [p for p in request.inputs if not os.path.isfile(p)]
     if missing:
@@ -191,6 +202,32 @@ def cancel(job_id: JobId, no_wait: NoWait = False, as_json: JsonFlag = False) ->
 def drain(job_id: JobId, no_wait: NoWait = False, as_json: JsonFlag = False) -> None:
     """Drain a job: start no new variations, let running ones finish, then clean up."""
     _stop("drain", job_id, no_wait, as_json)
+
+
+def _pause_or_resume(action: str, job_id: str, as_json: bool) -> None:
+    settings = settings_or_exit(as_json)
+
+    async def work() -> JobStatus:
+        jobs = await _open(settings)
+        return await (jobs.pause if action == "pause" else jobs.resume)(job_id)
+
+    result = run(as_json, work)
+    if as_json:
+        emit(result.model_dump(mode="json"))
+    else:
+        console.print(render.plain_progress(result), highlight=False)
+
+
+@command()
+def pause(job_id: JobId, as_json: JsonFlag = False) -> None:
+    """Pause a job: running renders stop (partials removed), nothing new starts, no slot held."""
+    _pause_or_resume("pause", job_id, as_json)
+
+
+@command()
+def resume(job_id: JobId, as_json: JsonFlag = False) -> None:
+    """Resume a paused job: finished variations stay, stopped ones render again."""
+    _pause_or_resume("resume", job_id, as_json)
 
 
 @command(name="list")

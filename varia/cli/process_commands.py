@@ -1,4 +1,5 @@
-"""The process commands: a worker, the embedded dev server, the one-command demo.
+"""The process commands: a worker, the embedded dev server, the one-command demo, and one
+janitor sweep.
 
 Worker-side modules (workflows, activities, PyAV) are imported inside these commands only.
 """
@@ -8,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
+from rich.markup import escape
 
 from varia.cli.app import JsonFlag, command
 from varia.cli.exits import Exit, console, emit, err_console, fail, run, say, settings_or_exit
@@ -52,16 +54,24 @@ def server(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Run the embedded Temporal dev server with varia's search attributes registered."""
+    """Run the embedded Temporal dev server: varia's search attributes and janitor schedule."""
     from varia.server import DevServer, ServerError, default_db_path
     from varia.signals import stop_on_signals
 
-    port = port or urlsplit(f"//{settings_or_exit(as_json).temporal_address}").port or 7233
+    settings = settings_or_exit(as_json)
+    port = port or urlsplit(f"//{settings.temporal_address}").port or 7233
     ui_port = ui_port or port + 1000  # where the CLI's links point by default
 
     async def serve() -> None:
         with stop_on_signals() as stop:  # before anything starts: a SIGTERM is never fatal
-            dev = DevServer(host=ip, port=port, ui_port=ui_port, db_path=db or default_db_path())
+            dev = DevServer(
+                host=ip,
+                port=port,
+                ui_port=ui_port,
+                db_path=db or default_db_path(),
+                janitor_task_queue=settings.task_queue,
+                janitor_interval_s=settings.janitor_interval_s,
+            )
             async with dev:
                 assert dev.process is not None
                 if as_json:
@@ -87,6 +97,46 @@ async def _until_set_or_exit(stop: asyncio.Event, process: subprocess.Popen[byte
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
+
+
+@command()
+def janitor(
+    grace: Annotated[
+        float | None,
+        typer.Option(
+            metavar="S", min=0, help="Only jobs closed this many seconds ago (default: setting)."
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Clean up terminated and timed-out jobs once (the schedule does it every interval)."""
+    from varia.client.connection import open_client
+    from varia.janitor import JanitorRequest
+    from varia.janitor_workflow import run_janitor_once
+
+    settings = settings_or_exit(as_json)
+
+    async def work() -> Any:
+        client = await open_client(settings)
+        return await run_janitor_once(client, settings.task_queue, JanitorRequest(grace_s=grace))
+
+    report = run(as_json, work)
+    if as_json:
+        emit(report.model_dump(mode="json"))
+        return
+    console.print(
+        f"examined {report.examined} closed job(s): {len(report.swept)} swept, "
+        f"{report.already_clean} already had a manifest, {len(report.skipped)} left alone",
+        highlight=False,
+    )
+    for job in report.swept:
+        console.print(
+            f"  swept {escape(job.job_id)}: {job.state}, {job.kept} kept, {job.removed} removed"
+            f" ({escape(job.job_dir or '-')})",
+            highlight=False,
+        )
+    for job in report.skipped:
+        console.print(f"  left {escape(job.job_id)} alone: {escape(job.reason)}", highlight=False)
 
 
 @command()

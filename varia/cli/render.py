@@ -35,8 +35,8 @@ def counts(status: JobStatus) -> str:
 
 
 def percent(status: JobStatus) -> str:
-    """` (P%)` when the percent is known."""
-    return f" ({status.percent:.0f}%)" if status.percent is not None else ""
+    """` (P%)` when the percent is known (the job's weighted percent, to 0.1)."""
+    return f" ({status.percent:g}%)" if status.percent is not None else ""
 
 
 def state_line(status: JobStatus) -> str:

@@ -34,8 +34,11 @@ PLAIN_EVERY_S = 5.0
 
 
 def overall_line(status: JobStatus) -> str:
-    """The overall bar's label: state, counts, and what to do when no worker serves it."""
+    """The overall bar's label: state, counts, the job's percent, and what to do when no
+    worker serves it."""
     label = f"[bold]{state_line(status)}[/] {counts(status)}"
+    if status.percent is not None:
+        label += f" · {status.percent:g}%"
     return f"{label} [yellow]{status.hint}[/]" if status.hint else label
 
 
@@ -79,9 +82,11 @@ class LiveView:
 
     def update(self, status: JobStatus, beats: dict[str, RenderHeartbeat]) -> None:
         """Redraw from a fresh status and the running renders' heartbeats."""
-        done = (status.completed or 0) + (status.failed or 0)
         self.bars.update(
-            self.overall, description=overall_line(status), total=status.total, completed=done
+            self.overall,
+            description=overall_line(status),
+            total=100 if status.total else None,
+            completed=status.percent or 0.0,
         )
         for activity_id in set(self.variations) - set(beats):
             self.bars.remove_task(self.variations.pop(activity_id))

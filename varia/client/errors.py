@@ -29,6 +29,11 @@ class JobClosed(ClientProblem):
     """The job's run closed before the request reached it (a race, not an error)."""
 
 
+class NotPausable(ClientProblem):
+    """The job refused a pause or resume (closed, finishing, not paused); the message says
+    why."""
+
+
 CLOSED_MARKERS = ("already completed", "already finished")
 """How the server says a request hit a run that has just closed."""
 

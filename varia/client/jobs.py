@@ -38,7 +38,7 @@ from varia.client.closed import (
     with_job_dir,
 )
 from varia.client.connection import open_client
-from varia.client.errors import ClientProblem, JobClosed, problem
+from varia.client.errors import ClientProblem, JobClosed, NotPausable, problem
 from varia.client.pollers import has_workers, no_worker_hint
 from varia.client.records import JobStatus, StopOutcome, stop_outcome
 from varia.client.requests import job_details, job_summary, new_job_id
@@ -53,7 +53,7 @@ from varia.client.status import (
 from varia.config import Settings
 from varia.models import JobRequest, JobResult, Progress, RenderHeartbeat
 from varia.recipes import resolve_seed
-from varia.search_attributes import SEARCH_ATTRIBUTE_NAMES, registered_search_attributes
+from varia.search_attributes import registered_search_attributes
 from varia.validation import RequestError, check_job_id, check_request
 
 Notify = Callable[[str], None]
@@ -264,7 +264,7 @@ class Jobs:
             )
         except RPCError:
             present = []
-        with_attributes = set(present) == set(SEARCH_ATTRIBUTE_NAMES)
+        with_attributes = "VariaState" in present  # the state filter needs only this one
         fetch = limit if state is None or with_attributes else LIST_SCAN_LIMIT
         query = list_query(state, with_attributes)
         try:
@@ -329,6 +329,34 @@ class Jobs:
         except RPCError as err:
             raise self._problem(err, job_id, action) from None
         return True
+
+    # ---- pause and resume ------------------------------------------------------------
+
+    async def pause(self, job_id: str) -> JobStatus:
+        """Pause a job: returns once its renders stopped and it waits in state `paused`."""
+        return await self._pause_update("pause", job_id)
+
+    async def resume(self, job_id: str) -> JobStatus:
+        """Resume a paused job where it stopped (stopped variations render again)."""
+        return await self._pause_update("resume", job_id)
+
+    async def _pause_update(self, name: str, job_id: str) -> JobStatus:
+        """Send the `pause`/`resume` update; raise `NotPausable` when the job refuses it."""
+        view = RunView.of(await self.describe(job_id))
+        if view.closed:
+            state = (await self.status_of(view)).state
+            raise NotPausable(f"job {job_id} is {state}; there is nothing to {name}")
+        try:
+            await self.client.get_workflow_handle(job_id).execute_update(name, result_type=Progress)
+        except WorkflowUpdateFailedError as err:
+            reason = getattr(err.cause, "message", None) or str(err.cause)
+            raise NotPausable(f"job {job_id}: {reason}") from None
+        except RPCError as err:
+            found = self._problem(err, job_id, name)
+            if isinstance(found, JobClosed):
+                raise NotPausable(f"job {job_id} closed; there is nothing to {name}") from None
+            raise found from None
+        return await self.status(job_id)
 
 
 def started_eagerly(handle: WorkflowHandle[Any, Any]) -> bool:

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from varia.percent import weighted_percent
+
 UNSUCCESSFUL_STATES = frozenset({"failed", "cancelled", "terminated", "timed_out"})
 """Final states for which following a job ends with exit code 1."""
 
@@ -64,10 +66,14 @@ class StopOutcome(BaseModel):
 
 
 def finished_percent(completed: int | None, failed: int | None, total: int | None) -> float | None:
-    """Finished (completed or failed) variations as a percent of all; None without a total."""
+    """Finished (completed or failed) variations as a percent of all; None without a total.
+
+    The job's own formula (`varia.percent.weighted_percent`) with no running fractions: a
+    job with unfinished variations never reads 100.
+    """
     if not total:
         return None
-    return round(100.0 * ((completed or 0) + (failed or 0)) / total, 1)
+    return weighted_percent(total, (completed or 0) + (failed or 0), ())
 
 
 def stop_outcome(action: str, status: JobStatus, *, requested: bool, already: bool) -> StopOutcome:

@@ -18,7 +18,7 @@ from temporalio.common import TypedSearchAttributes
 
 from varia.client.records import JobStatus, finished_percent
 from varia.models import FINAL_STATES, Progress
-from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
+from varia.search_attributes import VARIA_COMPLETED, VARIA_PERCENT, VARIA_STATE, VARIA_TOTAL
 
 WORKFLOW_TYPE = "VariationJob"
 """The contract's workflow type: clients start and list jobs by this name."""
@@ -107,7 +107,13 @@ def build_status(
     hint: str | None = None,
 ) -> JobStatus:
     """The one place a `JobStatus` is made: live progress first, then the closed run's facts,
-    then varia's search attributes."""
+    then varia's search attributes.
+
+    The percent is the job's weighted percent (finished variations plus the running renders'
+    fractions, `varia.percent.weighted_percent`): from the `progress` query while live, else
+    the `VariaPercent` the job last upserted, else (closed, or no such attribute) the
+    finished variations by the same formula.
+    """
     attrs = view.attributes
     varia_state = (
         (facts.varia_state if facts else None)
@@ -137,6 +143,8 @@ def build_status(
         status.running_variations = [r.output for r in progress.running_variations]
     if facts is not None and view.closed:
         _apply_facts(status, facts)
+    if status.percent is None and not view.closed:
+        status.percent = attrs.get(VARIA_PERCENT)  # the job's own, as last upserted
     if status.percent is None:
         status.percent = finished_percent(status.completed, status.failed, status.total)
     return status

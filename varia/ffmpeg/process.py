@@ -1,27 +1,25 @@
-"""Process control: spawn FFmpeg so it dies with its parent, and stop it in bounded stages.
+"""FFmpeg's process control: spawn it so it dies with its parent, stop it in bounded stages.
 
-The graceful stop escalates `q` on stdin → SIGTERM → SIGKILL, each stage bounded. Every signal
-goes to a process whose identity (pid + create time) was checked first, so a pid that now
-belongs to another process is never touched.
+The graceful stop escalates `q` on stdin → SIGTERM → SIGKILL, each stage bounded, and also
+reaches the helpers in FFmpeg's process group. Every signal goes to a process whose identity
+(pid + create time, `varia.processes.ProcessIdentity`) was checked first, so a pid that now
+belongs to another process is never touched. Generic process control (identity, the
+parent-death signal, `terminate`) lives in `varia.processes`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
 import logging
 import os
-import shutil
 import signal
-import subprocess
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import psutil
+
+from varia.processes import ProcessIdentity as ProcessIdentity  # also named here: activities
+from varia.processes import dying_with_us
 
 StopStage = Literal["exited", "q", "term", "kill", "stuck"]
 """The stage that ended a process: it had already exited, or `q`, SIGTERM or SIGKILL did;
@@ -30,93 +28,16 @@ StopStage = Literal["exited", "q", "term", "kill", "stuck"]
 log = logging.getLogger("varia.ffmpeg")
 
 DEFAULT_STAGE_TIMEOUT_S = 2.0
-_PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True)
-class ProcessIdentity:
-    """A pid together with its create time: a pid alone can be reused by another process."""
-
-    pid: int
-    create_time: float
-
-    @classmethod
-    def of(cls, pid: int) -> ProcessIdentity:
-        """The identity of a live process; raises `psutil.NoSuchProcess` if it is gone."""
-        return cls(pid, psutil.Process(pid).create_time())
-
-    def process(self) -> psutil.Process | None:
-        """The live process with this identity, or None if it exited or the pid was reused."""
-        try:
-            proc = psutil.Process(self.pid)
-            if abs(proc.create_time() - self.create_time) > 0.01:
-                return None
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-            return proc
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return None
-
-    def is_alive(self) -> bool:
-        """True while the very process this identity names is running."""
-        return self.process() is not None
-
-    def send(self, sig: int) -> bool:
-        """Signal the process if, and only if, it is still the same one. True if sent."""
-        proc = self.process()
-        if proc is None:
-            return False
-        try:
-            proc.send_signal(sig)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            return False
-        return True
-
-
-def death_signal_hook() -> Callable[[], None] | None:
-    """A `preexec_fn` that asks Linux to SIGKILL the child when its parent dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork, not in the child
-    parent = os.getpid()
-
-    def hook() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return hook
-
-
-@functools.cache
-def _setpriv() -> str | None:
-    """util-linux `setpriv`, which sets the parent-death signal and then execs the program."""
-    return shutil.which("setpriv") if sys.platform.startswith("linux") else None
-
-
-_PARENT_CHECK = 'test "$PPID" = "$0" && exec "$@"'
-"""Run by `sh` after setpriv set the death signal: if this process's parent already died
-(before the signal was armed), exit instead of starting the program."""
-
-
-def _death_signal_prefix(setpriv: str) -> list[str]:
-    """setpriv arms the death signal, then `sh` checks the parent is still us and execs."""
-    return [setpriv, "--pdeathsig", "KILL", "--", "/bin/sh", "-c", _PARENT_CHECK, str(os.getpid())]
 
 
 async def spawn(argv: list[str], *, niceness: int = 0) -> asyncio.subprocess.Process:
     """Start a child with stdin, stdout and stderr as pipes, in its own process group.
 
-    On Linux the child is killed when this process dies (PR_SET_PDEATHSIG), so a worker
-    that is SIGKILLed leaves no orphan. `niceness` lowers the child's CPU priority.
-
-    The death signal is set by exec-ing through `setpriv --pdeathsig KILL` where it exists:
-    without a `preexec_fn`, Python spawns with vfork, about 20 ms faster than fork() from a
-    large worker. Elsewhere a `preexec_fn` sets it.
+    On Linux the child is killed when this process dies (PR_SET_PDEATHSIG, see
+    `varia.processes.dying_with_us`), so a worker that is SIGKILLed leaves no orphan.
+    `niceness` lowers the child's CPU priority.
     """
-    setpriv = _setpriv()
-    preexec = None if setpriv else death_signal_hook()
-    command = [*_death_signal_prefix(setpriv), *argv] if setpriv else argv
+    command, preexec = dying_with_us(argv)
     proc = await asyncio.create_subprocess_exec(
         *command,
         stdin=asyncio.subprocess.PIPE,
@@ -242,20 +163,3 @@ async def stop_foreign(
         if not identity.is_alive():
             return stage  # type: ignore[return-value]
     return "kill"
-
-
-def terminate(
-    process: subprocess.Popen[bytes], identity: ProcessIdentity, timeout_s: float = 10.0
-) -> None:
-    """Stop a long-running child of ours (a server, a worker): SIGTERM, then SIGKILL.
-
-    Signals go only to the process with this identity; returns once it has exited.
-    """
-    if process.poll() is not None:
-        return
-    identity.send(signal.SIGTERM)
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        identity.send(signal.SIGKILL)
-        process.wait()

@@ -4,8 +4,10 @@ The loop wakes every tick whatever FFmpeg does, reports progress through `on_tic
 `interrupt()` whether to stop (worker shutting down), and watches for a stall. A `stop` event
 (a cancel pushed to this worker) wakes it at once, not at the next tick. It never uses
 `asyncio.wait_for`, which can swallow a cancellation on Python 3.11: a `CancelledError` that
-reaches any await stops FFmpeg by the three stages and is re-raised. stdout and stderr are
-read concurrently, so FFmpeg can never block on a full pipe.
+reaches any await stops FFmpeg by the three stages and is not re-raised: the run returns an
+outcome with `cancelled` set, and the caller decides whether the cancellation stands (FFmpeg may
+have finished while it was in flight). stdout and stderr are read concurrently, so FFmpeg can
+never block on a full pipe.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ import psutil
 
 from varia.ffmpeg.process import (
     DEFAULT_STAGE_TIMEOUT_S,
-    ProcessIdentity,
     StopStage,
     kill_leftovers,
     spawn,
     stop_child,
 )
 from varia.ffmpeg.progress import ProgressParser, ProgressReport
+from varia.processes import ProcessIdentity
 
 TICK_S = 0.1
 _STDERR_TAIL_BYTES = 4096

@@ -1,0 +1,166 @@
+"""Terminate leaves nothing behind: the render stops FFmpeg, the janitor cleans up and writes
+the manifest; a directory without varia's marker and one whose job id runs again are left alone.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.worker import Worker
+
+from tests.conftest import Clips
+from tests.helpers import (
+    assert_manifest_matches_disk,
+    processes_mentioning,
+    render_heartbeats,
+    start_job,
+    wait_for,
+)
+from tests.test_workflow import wait_rendering
+from varia.config import Settings
+from varia.janitor import JanitorReport, JanitorRequest, SweptJob, candidates_query
+from varia.janitor_workflow import JANITOR_WORKFLOW, ensure_janitor_schedule, schedule_id
+from varia.jobdir import MANIFEST_NAME, MARKER_NAME
+from varia.models import JobRequest
+from varia.processes import ProcessIdentity
+
+
+async def run_janitor(client: Client, settings: Settings) -> JanitorReport:
+    """One sweep through the `VariaJanitor` workflow (as the schedule runs it), no grace."""
+    report: JanitorReport = await client.execute_workflow(
+        JANITOR_WORKFLOW,
+        JanitorRequest(grace_s=0),
+        id=f"janitor-{uuid.uuid4().hex[:8]}",
+        task_queue=settings.task_queue,
+        result_type=JanitorReport,
+    )
+    return report
+
+
+def entry(report: JanitorReport, job_id: str) -> SweptJob:
+    [found] = [e for e in [*report.swept, *report.skipped] if e.job_id == job_id]
+    return found
+
+
+async def ffmpeg_of(client: Client, job_id: str, output: str) -> ProcessIdentity:
+    """The FFmpeg of the render of `output`, once it reports progress."""
+
+    async def rendering() -> ProcessIdentity | None:
+        for beat in (await render_heartbeats(client, job_id)).values():
+            if beat.output == output and beat.pid and beat.pid_create_time and beat.percent > 0:
+                return ProcessIdentity(beat.pid, beat.pid_create_time)
+        return None
+
+    return await wait_for(rendering, what=f"FFmpeg rendering {output}")
+
+
+async def test_terminated_job_is_swept_and_its_ffmpeg_stopped(
+    client: Client,
+    paced_worker: Worker,
+    settings: Settings,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
+) -> None:
+    request = JobRequest(
+        inputs=[str(clips.short), str(clips.long)],
+        variations=1,
+        output_dir=str(out_dir),
+        threads=1,
+    )
+    handle = await start_job(client, settings.task_queue, job_id, request)
+    job_dir = out_dir / job_id
+    await wait_for(lambda: (job_dir / "short_v000.mp4").exists(), what="the first output")
+    ffmpeg = await ffmpeg_of(client, job_id, "long_clip_v000.mp4")
+    assert (job_dir / ".long_clip_v000.mp4.part").exists()
+
+    await handle.terminate(reason="operator pressed Terminate")
+    # the terminated workflow's render learns from its heartbeat that the workflow is gone
+    await wait_for(lambda: not ffmpeg.is_alive(), timeout_s=30, what="FFmpeg to be stopped")
+    assert not (job_dir / MANIFEST_NAME).exists()
+
+    report = await run_janitor(client, settings)
+    swept = entry(report, job_id)
+    assert (swept.action, swept.state, swept.kept) == ("swept", "terminated", 1)
+    manifest = assert_manifest_matches_disk(job_dir)
+    assert manifest["state"] == "terminated"
+    assert [o["path"] for o in manifest["outputs"]] == ["short_v000.mp4"]
+    assert "operator pressed Terminate" in manifest["errors"][0]
+    assert not list(job_dir.glob("*.part")) and not list(job_dir.glob(".*.part"))
+    assert processes_mentioning(job_id) == []
+
+    # a second sweep leaves the swept job alone
+    again = await run_janitor(client, settings)
+    assert job_id not in {e.job_id for e in [*again.swept, *again.skipped]}
+    assert again.already_clean >= 1
+
+
+async def test_janitor_leaves_foreign_and_running_directories_alone(
+    client: Client, paced_worker: Worker, settings: Settings, clips: Clips, tmp_path: Path
+) -> None:
+    # a terminated job whose directory lost varia's marker: not varia's to touch
+    foreign_id, rerun_id = f"job-{uuid.uuid4().hex[:8]}", f"job-{uuid.uuid4().hex[:8]}"
+    first_out, second_out = tmp_path / "first", tmp_path / "second"
+    for path in (first_out, second_out):
+        path.mkdir()
+    long_job = JobRequest(inputs=[str(clips.long)], variations=1, output_dir=str(first_out))
+    foreign = await start_job(client, settings.task_queue, foreign_id, long_job)
+    await ffmpeg_of(client, foreign_id, "long_clip_v000.mp4")
+    await foreign.terminate()
+    foreign_dir = first_out / foreign_id
+    (foreign_dir / MARKER_NAME).unlink()
+    (foreign_dir / "notes.txt").write_text("someone else's")
+
+    # a terminated job whose id runs again (its directory may be in use)
+    rerun = await start_job(client, settings.task_queue, rerun_id, long_job)
+    ffmpeg = await ffmpeg_of(client, rerun_id, "long_clip_v000.mp4")
+    await rerun.terminate()
+    await wait_for(lambda: not ffmpeg.is_alive(), timeout_s=30, what="FFmpeg to be stopped")
+    again = long_job.model_copy(update={"output_dir": str(second_out)})
+    running = await start_job(client, settings.task_queue, rerun_id, again)
+    await wait_rendering(client, rerun_id)
+    before = sorted(p.name for p in (first_out / rerun_id).iterdir())
+
+    report = await run_janitor(client, settings)
+    assert entry(report, foreign_id).action == "skipped"
+    assert "marker" in entry(report, foreign_id).reason
+    assert (foreign_dir / "notes.txt").read_text() == "someone else's"
+    assert not (foreign_dir / MANIFEST_NAME).exists()
+    assert entry(report, rerun_id).action == "skipped"
+    assert "runs again" in entry(report, rerun_id).reason
+    assert sorted(p.name for p in (first_out / rerun_id).iterdir()) == before
+    assert not (second_out / rerun_id / MANIFEST_NAME).exists()
+
+    await running.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await running.result()
+
+
+async def test_janitor_schedule_is_created_once_and_follows_the_interval(
+    client: Client, settings: Settings
+) -> None:
+    ident = await ensure_janitor_schedule(client, settings.task_queue, 300)
+    assert ident == schedule_id(settings.task_queue)
+    assert await ensure_janitor_schedule(client, settings.task_queue, 120) == ident
+    handle = client.get_schedule_handle(ident)
+    try:
+        description = await handle.describe()
+        assert description.schedule.spec.intervals[0].every == timedelta(seconds=120)
+        action = description.schedule.action
+        assert getattr(action, "workflow", None) == JANITOR_WORKFLOW
+        assert getattr(action, "task_queue", None) == settings.task_queue
+    finally:
+        await handle.delete()
+
+
+def test_candidates_query_names_the_closed_window() -> None:
+    from datetime import UTC, datetime
+
+    query = candidates_query(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), 60, 24)
+    assert "ExecutionStatus IN ('Terminated', 'TimedOut')" in query
+    assert "CloseTime <= '2026-01-02T03:03:05.000000Z'" in query
+    assert "CloseTime >= '2026-01-01T03:04:05.000000Z'" in query

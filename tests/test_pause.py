@@ -1,0 +1,212 @@
+"""Pause and resume: the job's own `pause`/`resume` updates, and Temporal's activity pause of
+a single render; FFmpeg stopped by the stages, no partial left, nothing rendered twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.worker import Worker
+
+from tests.conftest import Clips
+from tests.helpers import (
+    assert_manifest_matches_disk,
+    processes_mentioning,
+    render_heartbeats,
+    start_job,
+    wait_for,
+)
+from tests.test_cli import cli_env, varia
+from tests.test_workflow import wait_rendering
+from varia.client.errors import NotPausable
+from varia.client.jobs import Jobs
+from varia.config import Settings
+from varia.models import JobRequest, JobResult, Progress
+from varia.processes import ProcessIdentity
+from varia.search_attributes import VARIA_STATE
+from varia.server import temporal_binary
+
+
+async def running_ffmpeg(client: Client, job_id: str) -> list[ProcessIdentity]:
+    beats = await render_heartbeats(client, job_id)
+    return [
+        ProcessIdentity(b.pid, b.pid_create_time)
+        for b in beats.values()
+        if b.pid and b.pid_create_time and b.percent > 0
+    ]
+
+
+async def scheduled(
+    handle: WorkflowHandle[object, JobResult], activity_type: str = "varia.render"
+) -> Counter[str]:
+    """How often the job scheduled each activity id of `activity_type`."""
+    return Counter(
+        [
+            event.activity_task_scheduled_event_attributes.activity_id
+            async for event in handle.fetch_history_events()
+            if event.activity_task_scheduled_event_attributes.activity_type.name == activity_type
+        ]
+    )
+
+
+def partials(job_dir: Path) -> list[str]:
+    return sorted(p.name for p in job_dir.iterdir() if p.name.endswith(".part"))
+
+
+async def test_pause_then_resume_renders_each_variation_once(
+    client: Client,
+    paced_worker: Worker,
+    settings: Settings,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
+) -> None:
+    # renders last as long as their clip: the long ones surely run when the pause arrives
+    request = JobRequest(
+        inputs=[str(clips.short), str(clips.long)],
+        variations=2,
+        output_dir=str(out_dir),
+        concurrency=2,
+        threads=1,
+    )
+    handle = await start_job(client, settings.task_queue, job_id, request)
+    job_dir = out_dir / job_id
+    # both short variations finished, both long ones rendering
+    await wait_for(
+        lambda: (job_dir / "short_v001.mp4").exists() and (job_dir / "short_v000.mp4").exists(),
+        what="the short variations",
+    )
+    await wait_rendering(client, job_id, at_least=2)
+    ffmpeg = await running_ffmpeg(client, job_id)
+    env = cli_env(settings.temporal_address, settings.task_queue)
+
+    paused = await varia(env, "pause", job_id, "--json")
+    assert paused.code == 0, paused.err
+    assert paused.json()["state"] == "paused"
+    assert not any(identity.is_alive() for identity in ffmpeg)
+    assert partials(job_dir) == []  # the stopped renders' partial files are gone
+    description = await handle.describe()
+    assert list(description.raw_description.pending_activities) == []  # no worker slot held
+    assert description.typed_search_attributes.get(VARIA_STATE) == "paused"
+    listed = await varia(env, "list", "--state", "paused", "--json")
+    assert job_id in [row["job_id"] for row in listed.json()["jobs"]]
+    progress = await handle.query("progress", result_type=Progress)
+    assert (progress.state, progress.completed, progress.running) == ("paused", 2, 0)
+    again = await varia(env, "pause", job_id)  # idempotent: already paused
+    assert again.code == 0 and "paused" in again.out
+
+    resumed = await varia(env, "resume", job_id, "--json")
+    assert resumed.code == 0, resumed.err
+    assert resumed.json()["state"] in ("running", "completed")
+    result = await handle.result()
+    assert (result.state, result.completed) == ("completed", 4)
+    assert_manifest_matches_disk(job_dir)
+    renders = await scheduled(handle)
+    assert renders["render-0-0"] == renders["render-0-1"] == 1  # finished: not again
+    assert renders["render-1-0"] == renders["render-1-1"] == 2  # stopped: from scratch
+    # the pause was pushed to the one worker's stop queue, like a cancel
+    assert sum((await scheduled(handle, "varia.stop_renders")).values()) == 1
+    assert processes_mentioning(job_id) == []
+
+    refused = await varia(env, "resume", job_id)
+    assert refused.code == 2 and "completed" in refused.err
+
+
+async def test_cancel_of_a_paused_job_cancels_it_cleanly(
+    client: Client,
+    paced_worker: Worker,
+    settings: Settings,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
+) -> None:
+    request = JobRequest(inputs=[str(clips.long)], variations=2, output_dir=str(out_dir))
+    handle = await start_job(client, settings.task_queue, job_id, request)
+    await wait_rendering(client, job_id)
+    progress = await handle.execute_update("pause", result_type=Progress)
+    assert progress.state == "paused" and progress.paused
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    manifest = assert_manifest_matches_disk(out_dir / job_id)
+    assert (manifest["state"], manifest["completed"]) == ("cancelled", 0)
+    assert partials(out_dir / job_id) == []
+    with pytest.raises(NotPausable, match="is cancelled; there is nothing to pause"):
+        await Jobs(client, settings).pause(job_id)
+
+
+async def _temporal(settings: Settings, *args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        temporal_binary(),
+        *args,
+        "--address",
+        settings.temporal_address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, (out + err).decode()
+
+
+async def test_temporal_activity_pause_stops_ffmpeg_and_unpause_renders_from_scratch(
+    client: Client,
+    paced_worker: Worker,
+    settings: Settings,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
+) -> None:
+    request = JobRequest(inputs=[str(clips.long)], variations=1, output_dir=str(out_dir))
+    handle = await start_job(client, settings.task_queue, job_id, request)
+    await wait_rendering(client, job_id)
+    [ffmpeg] = await running_ffmpeg(client, job_id)
+    job_dir = out_dir / job_id
+    target = ("--workflow-id", job_id, "--activity-id", "render-0-0")
+
+    await _temporal(settings, "activity", "pause", *target)
+    await wait_for(lambda: not ffmpeg.is_alive(), timeout_s=30, what="FFmpeg to stop")
+    await wait_for(lambda: partials(job_dir) == [], timeout_s=30, what="the partial to go")
+
+    async def paused_and_idle() -> bool:
+        description = await handle.describe()
+        [pending] = description.raw_description.pending_activities
+        return bool(
+            pending.paused and pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        )
+
+    await wait_for(paused_and_idle, what="the render to wait paused")
+    assert processes_mentioning(job_id) == []
+
+    await _temporal(settings, "activity", "unpause", *target)
+    result = await handle.result()
+    assert (result.state, result.completed) == ("completed", 1)
+    assert_manifest_matches_disk(job_dir)
+    assert partials(job_dir) == []
+    assert processes_mentioning(job_id) == []
+
+
+async def test_drain_of_a_paused_job_ends_it_drained(
+    client: Client,
+    paced_worker: Worker,
+    settings: Settings,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
+) -> None:
+    request = JobRequest(inputs=[str(clips.long)], variations=2, output_dir=str(out_dir))
+    handle = await start_job(client, settings.task_queue, job_id, request)
+    await wait_rendering(client, job_id)
+    await handle.execute_update("pause", result_type=Progress)
+    await handle.execute_update("drain", result_type=Progress)
+    result = await handle.result()
+    assert (result.state, result.completed) == ("drained", 0)
+    assert assert_manifest_matches_disk(out_dir / job_id)["state"] == "drained"
+    assert partials(out_dir / job_id) == []

@@ -1,0 +1,152 @@
+"""The job's real percent: finished variations plus the running renders' coarse fractions,
+the same number in the `progress` query, the current details, `VariaPercent` and the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.worker import Worker
+
+from tests.conftest import Clips
+from tests.helpers import wait_for
+from tests.test_cli import cli_env, varia
+from varia.client.jobs import Jobs
+from varia.config import Settings
+from varia.models import JobRequest, Progress
+from varia.percent import PROGRESS_STEPS, next_step, weighted_percent
+from varia.search_attributes import VARIA_PERCENT
+from varia.worker import build_worker
+
+fractions = st.lists(st.floats(0.0, 1.0), max_size=8)
+
+
+@hypothesis_settings(deadline=None)  # a loaded CI machine is slow; no timing here
+@given(total=st.integers(0, 20_000), finished=st.integers(0, 20_000), running=fractions)
+def test_weighted_percent_is_bounded_and_counts_running_work(
+    total: int, finished: int, running: list[float]
+) -> None:
+    finished = min(finished, total)
+    running = running[: max(0, total - finished)]
+    percent = weighted_percent(total, finished, running)
+    assert 0.0 <= percent <= 100.0
+    if total:
+        plain = round(100.0 * finished / total, 1)
+        assert percent >= plain  # running work only ever adds
+        assert (percent == 100.0) == (finished == total)  # unfinished work never shows 100
+    else:
+        assert percent == 0.0
+
+
+@hypothesis_settings(deadline=None)  # a loaded CI machine is slow; no timing here
+@given(sent=st.sampled_from([0.0, *PROGRESS_STEPS]), fraction=st.floats(0.0, 1.0))
+def test_steps_are_sent_once_each_and_in_order(sent: float, fraction: float) -> None:
+    step = next_step(fraction, sent)
+    if step is None:
+        assert all(not (sent < s <= fraction) for s in PROGRESS_STEPS)
+    else:
+        assert step in PROGRESS_STEPS and sent < step <= fraction
+        assert next_step(fraction, step) is None  # the same fraction never sends twice
+
+
+def half_speed_ffmpeg(directory: Path) -> Path:
+    """The real FFmpeg reading its input at half its speed: a 20 s clip renders in ~40 s, so
+    its progress steps lie ~10 s apart (time enough to read every view between two)."""
+    script = directory / "ffmpeg-half-speed"
+    real = shlex.quote(Settings().ffmpeg_path())
+    script.write_text(f'#!/bin/sh\nexec {real} -readrate 0.5 "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+@pytest_asyncio.fixture
+async def paced_worker(
+    client: Client, settings: Settings, tmp_path: Path
+) -> AsyncIterator[Settings]:
+    """A worker whose renders take twice as long as their clip and report every step."""
+    paced = settings.model_copy(
+        update={"ffmpeg": str(half_speed_ffmpeg(tmp_path)), "progress_min_render_s": 0.0}
+    )
+    async with build_worker(client, paced):
+        yield paced
+
+
+async def test_percent_is_the_same_in_query_details_attribute_and_cli(
+    client: Client, paced_worker: Settings, clips: Clips, out_dir: Path, job_id: str
+) -> None:
+    settings = paced_worker
+    request = JobRequest(
+        inputs=[str(clips.short), str(clips.long)], variations=1, output_dir=str(out_dir)
+    )
+    handle = await Jobs(client, settings).start_handle(request, job_id)
+    env = cli_env(settings.temporal_address, settings.task_queue)
+
+    async def query() -> float:
+        return (await handle.query("progress", result_type=Progress)).percent
+
+    async def snapshot() -> tuple[float, float | None, str, float, float | None] | None:
+        """All four views between two equal query answers (no step arrived in between)."""
+        before = await query()
+        if not 50.0 < before < 100.0:
+            return None
+        description, metadata, status, rows = await asyncio.gather(
+            handle.describe(),
+            handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata),
+            varia(env, "status", job_id, "--json"),
+            Jobs(client, settings).list(limit=50),
+        )
+        if await query() != before:
+            return None
+        [row] = [r for r in rows if r.job_id == job_id]
+        attribute = description.typed_search_attributes.get(VARIA_PERCENT)
+        return before, attribute, metadata.current_details, status.json()["percent"], row.percent
+
+    # the short clip is done (50 %) and the long one has reported a step: 62.5, 75 or 87.5 %
+    percent, attribute, details, cli, listed = await wait_for(
+        snapshot, timeout_s=90, what="a stable percent between 50 and 100"
+    )
+    assert percent in (62.5, 75.0, 87.5)
+    assert attribute == percent
+    assert f"· {percent:g}%" in details and "rendering `long_clip_v000.mp4` (" in details
+    assert cli == percent
+
+    async def listed_agrees() -> bool:  # visibility lags the upsert a little
+        [row] = [r for r in await Jobs(client, settings).list(limit=50) if r.job_id == job_id]
+        return row.percent == await query()
+
+    assert listed == percent or await wait_for(listed_agrees, what="varia list's percent")
+
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    progress = await handle.query("progress", result_type=Progress)
+    assert progress.percent == 50.0  # the stopped render's fraction is gone; the kept one counts
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert f"kept 1 · removed 1 · manifest `{out_dir / job_id / 'manifest.json'}`" in (
+        metadata.current_details
+    )
+    assert (progress.manifest, progress.removed) == (str(out_dir / job_id / "manifest.json"), 1)
+
+
+async def test_short_renders_send_no_progress_signals(
+    client: Client, worker: Worker, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+) -> None:
+    request = JobRequest(inputs=[str(clips.short)], variations=2, output_dir=str(out_dir))
+    handle = await Jobs(client, settings).start_handle(request, job_id)
+    assert (await handle.result()).completed == 2
+    signals = [
+        event
+        async for event in handle.fetch_history_events()
+        if event.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert signals == []  # a 2 s clip renders in far less than VARIA_PROGRESS_MIN_RENDER

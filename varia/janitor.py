@@ -1,0 +1,312 @@
+"""The janitor: closed jobs that never wrote a manifest (terminated, timed out) get cleaned up.
+
+A terminated or timed-out `VariationJob` runs no cleanup of its own. The janitor lists such
+executions (visibility API), reads each one's job directory and completion record from its
+history (the request, the prepare result, the finished renders) and the job's ledger, keeps
+every whole output, and runs the job's own confined cleanup: only names the job could have
+created are deleted, and the manifest says `terminated` (or `timed_out`).
+
+It never touches a directory that has a manifest already, lacks varia's marker for that job,
+lies outside the allowed output roots, or belongs to a job id that runs again. Runs closed
+less than `VARIA_JANITOR_GRACE` seconds ago wait for the next sweep, so a render whose
+heartbeat has not yet learnt that its workflow is gone has stopped first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from temporalio import activity
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+
+from varia import jobdir, ledger, media
+from varia.config import Settings
+from varia.models import FinalState, FinishRequest, JobCarry, JobRequest, MediaInfo, RenderResult
+from varia.recipes import default_seed, make_recipe, output_name, output_stems
+
+WORKFLOW_TYPE = "VariationJob"
+CLOSED_WITHOUT_CLEANUP: dict[WorkflowExecutionStatus, FinalState] = {
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+}
+HAS_MANIFEST = "it has a manifest already"
+SCAN_LIMIT = 1000
+"""Closed executions one sweep looks at (newest first); the next sweep sees the rest."""
+
+
+class JanitorRequest(BaseModel):
+    """Options of one sweep; unset ones come from the worker's settings."""
+
+    grace_s: float | None = None
+    lookback_h: float | None = None
+
+
+class SweptJob(BaseModel):
+    """What the janitor did with one closed execution."""
+
+    job_id: str
+    run_id: str
+    job_dir: str | None = None
+    action: Literal["swept", "skipped"]
+    reason: str = ""
+    state: FinalState | None = None
+    kept: int = 0
+    removed: int = 0
+
+
+class JanitorReport(BaseModel):
+    """The result of one sweep."""
+
+    examined: int = 0
+    already_clean: int = Field(default=0, description="Closed runs that have a manifest.")
+    swept: list[SweptJob] = Field(default_factory=list)
+    skipped: list[SweptJob] = Field(default_factory=list)
+
+
+def candidates_query(now: datetime, grace_s: float, lookback_h: float) -> str:
+    """Closed `VariationJob` runs that ran no cleanup, closed within the lookback window."""
+    newest = (now - timedelta(seconds=grace_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    oldest = (now - timedelta(hours=lookback_h)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (
+        f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus IN ('Terminated', 'TimedOut') "
+        f"AND CloseTime <= '{newest}' AND CloseTime >= '{oldest}'"
+    )
+
+
+@dataclass
+class ClosedRun:
+    """What a closed run's history says about its job."""
+
+    request: JobRequest | None = None
+    carry: JobCarry | None = None
+    media: list[MediaInfo] = field(default_factory=list)
+    results: list[RenderResult] = field(default_factory=list)
+    failed: int = 0
+    reason: str = ""
+    chain: str | None = None
+    seed_patched: bool = False  # the run derived a missing seed from the job id
+
+
+def _json(payloads: Any) -> list[Any]:
+    return [json.loads(payload.data) for payload in payloads]
+
+
+def read_history(events: list[HistoryEvent]) -> ClosedRun:
+    """The request, carry, media and finished renders recorded in one run's history (pure)."""
+    run = ClosedRun()
+    scheduled: dict[int, str] = {}
+    for event in events:
+        if event.HasField("workflow_execution_started_event_attributes"):
+            started = event.workflow_execution_started_event_attributes
+            run.chain = started.first_execution_run_id or None
+            args = _json(started.input.payloads)
+            if args and isinstance(args[0], dict):
+                run.request = JobRequest.model_validate(args[0])
+            if len(args) > 1 and isinstance(args[1], dict):
+                run.carry = JobCarry.model_validate(args[1])
+                run.media, run.failed = run.carry.media, run.carry.failed
+        elif event.HasField("activity_task_scheduled_event_attributes"):
+            name = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[event.event_id] = name
+        elif event.HasField("activity_task_completed_event_attributes"):
+            done = event.activity_task_completed_event_attributes
+            kind = scheduled.get(done.scheduled_event_id)
+            values = _json(done.result.payloads)
+            if kind == "varia.prepare" and values:
+                run.media = [MediaInfo.model_validate(m) for m in values[0]["media"]]
+            elif kind == "varia.render" and values:
+                run.results.append(RenderResult.model_validate(values[0]))
+        elif event.HasField("activity_task_failed_event_attributes"):
+            failed = event.activity_task_failed_event_attributes
+            if scheduled.get(failed.scheduled_event_id) == "varia.render":
+                run.failed += 1
+        elif event.HasField("marker_recorded_event_attributes"):
+            details = event.marker_recorded_event_attributes.details
+            run.seed_patched = run.seed_patched or any(
+                b"default-seed" in payload.data
+                for value in details.values()
+                for payload in value.payloads
+            )
+        elif event.HasField("workflow_execution_terminated_event_attributes"):
+            run.reason = event.workflow_execution_terminated_event_attributes.reason
+    return run
+
+
+def run_seed(job_id: str, run: ClosedRun) -> int:
+    """The seed the run rendered with (as the workflow derives it when the request has none)."""
+    assert run.request is not None
+    if run.request.seed is not None:
+        return run.request.seed
+    return default_seed(job_id) if run.seed_patched else 0
+
+
+def _whole_extras(
+    job_id: str, job_dir: Path, run: ClosedRun, known: set[tuple[int, int]]
+) -> list[RenderResult]:
+    """Outputs in place whose completion never reached the history (finished during the
+    terminate): a final name only ever holds a checked file, so check it again and keep it."""
+    assert run.request is not None
+    request, found = run.request, []
+    for input_index, stem in enumerate(output_stems(request.inputs)):
+        if input_index >= len(run.media):
+            break
+        for variation in range(request.variations):
+            path = job_dir / output_name(stem, variation, request.variations)
+            if (input_index, variation) in known or path.is_symlink() or not path.is_file():
+                continue
+            info = run.media[input_index]
+            recipe = make_recipe(run_seed(job_id, run), input_index, variation)
+            expected = info.duration_s / recipe.speed
+            try:
+                duration = media.check_output(str(path), expected, max(0.1, 3.0 / info.fps))
+            except media.MediaError:
+                continue  # not whole after all: cleanup removes it (it is the job's own name)
+            found.append(
+                RenderResult(
+                    input_index=input_index,
+                    variation=variation,
+                    path=path.name,
+                    bytes=path.stat().st_size,
+                    duration_s=round(duration, 3),
+                )
+            )
+    return found
+
+
+def sweep_run(
+    job_id: str, run_id: str, run: ClosedRun, state: FinalState, settings: Settings
+) -> SweptJob:
+    """Clean one closed run's job directory and write its manifest, or say why not."""
+    from varia.activities import finish_job  # the job's own cleanup (heavy import: lazily)
+
+    def skipped(reason: str, job_dir: Path | None = None) -> SweptJob:
+        where = str(job_dir) if job_dir else None
+        return SweptJob(
+            job_id=job_id, run_id=run_id, job_dir=where, action="skipped", reason=reason
+        )
+
+    if run.request is None:
+        return skipped("its history holds no request")
+    try:
+        output_dir = jobdir.confine(
+            run.request.output_dir, settings.allowed_output_roots, "output_dir"
+        )
+    except jobdir.ConfinementError as err:
+        return skipped(str(err))
+    job_dir = output_dir / job_id
+    if job_dir.is_symlink() or not job_dir.is_dir():
+        return skipped("no job directory (nothing was created)", job_dir)
+    if (job_dir / jobdir.MANIFEST_NAME).exists():
+        return skipped(HAS_MANIFEST, job_dir)
+    marker = jobdir.read_marker(job_dir)
+    if marker is None or marker.job_id != job_id:
+        return skipped("its marker does not name this job (not varia's, or another job's)", job_dir)
+    if marker.chain is not None and run.chain is not None and marker.chain != run.chain:
+        return skipped(f"its marker names another run chain ({marker.chain})", job_dir)
+    results = {(r.input_index, r.variation): r for r in run.results}
+    if run.carry is not None:
+        for earlier in ledger.read_ledger(job_dir):
+            results.setdefault((earlier.input_index, earlier.variation), earlier)
+    for extra in _whole_extras(job_id, job_dir, run, set(results)):
+        results[(extra.input_index, extra.variation)] = extra
+    how = "terminated" if state == "terminated" else "timed out"
+    why = f" ({run.reason})" if run.reason else ""
+    result = finish_job(
+        FinishRequest(
+            job_id=job_id,
+            job_dir=str(job_dir),
+            state=state,
+            inputs=run.request.inputs,
+            stems=output_stems(run.request.inputs),
+            variations=run.request.variations,
+            seed=run_seed(job_id, run),
+            results=sorted(results.values(), key=lambda r: (r.input_index, r.variation)),
+            failed=run.failed,
+            errors=[f"the workflow was {how}{why}; cleaned up by the janitor"],
+            chain=run.chain,
+        )
+    )
+    return SweptJob(
+        job_id=job_id,
+        run_id=run_id,
+        job_dir=str(job_dir),
+        action="swept",
+        state=state,
+        kept=result.completed,
+        removed=result.removed,
+    )
+
+
+async def _runs_again(client: Client, job_id: str) -> bool:
+    """Whether the job id's latest execution is running (its directory may be in use)."""
+    description = await client.get_workflow_handle(job_id).describe()
+    return description.status == WorkflowExecutionStatus.RUNNING
+
+
+async def _sweep_execution(
+    client: Client, settings: Settings, execution: WorkflowExecution
+) -> SweptJob:
+    state = CLOSED_WITHOUT_CLEANUP[execution.status] if execution.status else "terminated"
+    if await _runs_again(client, execution.id):
+        return SweptJob(
+            job_id=execution.id,
+            run_id=execution.run_id,
+            action="skipped",
+            reason="the job id runs again: its directory may be in use",
+        )
+    handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+    async for first in handle.fetch_history_events():  # cheap check first: swept already?
+        request = read_history([first]).request
+        if (
+            request is not None
+            and (Path(request.output_dir) / execution.id / jobdir.MANIFEST_NAME).exists()
+        ):
+            return SweptJob(
+                job_id=execution.id, run_id=execution.run_id, action="skipped", reason=HAS_MANIFEST
+            )
+        break
+    events = [event async for event in handle.fetch_history_events()]
+    run = read_history(events)
+    return await asyncio.to_thread(sweep_run, execution.id, execution.run_id, run, state, settings)
+
+
+async def sweep_closed_jobs(
+    client: Client, settings: Settings, request: JanitorRequest | None = None
+) -> JanitorReport:
+    """One sweep over recently closed jobs that ran no cleanup."""
+    request = request or JanitorRequest()
+    grace = settings.janitor_grace_s if request.grace_s is None else request.grace_s
+    lookback = settings.janitor_lookback_h if request.lookback_h is None else request.lookback_h
+    query = candidates_query(datetime.now(UTC), grace, lookback)
+    report = JanitorReport()
+    async for execution in client.list_workflows(query, limit=SCAN_LIMIT):
+        report.examined += 1
+        if activity.in_activity():
+            activity.heartbeat(report.examined)
+        outcome = await _sweep_execution(client, settings, execution)
+        if outcome.action == "swept":
+            report.swept.append(outcome)
+        elif outcome.reason == HAS_MANIFEST:
+            report.already_clean += 1
+        else:
+            report.skipped.append(outcome)
+    return report
+
+
+class JanitorActivities:
+    """The janitor's activity, bound to one worker's settings (roots, grace)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @activity.defn(name="varia.janitor")
+    async def sweep(self, request: JanitorRequest) -> JanitorReport:
+        """Sweep the closed jobs that ran no cleanup."""
+        return await sweep_closed_jobs(activity.client(), self.settings, request)
