@@ -7,6 +7,9 @@ A cancel costs one describe: describe → (already closed? report it) → cancel
 run's close event (following continue-as-new) → the closed run's facts. A status never waits on
 a worker: the `progress` query is asked only while a worker polls the job's task queue;
 otherwise the status says so (`hint`).
+
+Slightly over 300 lines: one class, one method per client verb; list/stop helpers are the
+next split.
 """
 
 from __future__ import annotations
