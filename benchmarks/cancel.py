@@ -13,16 +13,21 @@ from typing import Any
 import matplotlib.pyplot as plt
 from temporalio.client import WorkflowFailureError
 
-from benchmarks.history import scheduled_after_cancel
+from benchmarks.history import cancel_path, scheduled_after_cancel
 from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s
 from benchmarks.stack import FfmpegWatch, JobHandle, Stack, WorkerProcess, new_job_id, request
 from benchmarks.stats import summarize
 
 NAME = "cancel"
-SWEEP = [(1.0, 0.25), (0.5, 0.1), (0.1, 0.1)]
-"""(heartbeat throttle cap, FFmpeg -stats_period) pairs tried after the main trials
-(which use the worker's own defaults: a 0.2 s cap and a 0.1 s stats period)."""
+SWEEP: dict[str, dict[str, str]] = {
+    "stop stages 2 s (graceful, as a shutdown)": {"VARIA_CANCEL_STAGE_TIMEOUT": "2.0"},
+    "stop stages 0.25 s": {"VARIA_CANCEL_STAGE_TIMEOUT": "0.25"},
+    "stats period 0.05 s": {"BENCH_STATS_PERIOD_S": "0.05"},
+    "no push, heartbeats 0.2 s": {"VARIA_PUSH_CANCEL": "false", "BENCH_HEARTBEAT_CAP_S": "0.2"},
+}
+"""Worker settings tried after the main trials (which use the worker's own defaults: pushed
+cancels, `VARIA_CANCEL_STAGE_TIMEOUT` 0.1 s, a 0.1 s stats period, 2 s heartbeats)."""
 EXITED_P50, EXITED_MAX, CLOSED_P50 = 0.35, 1.0, 0.6
 
 
@@ -58,7 +63,13 @@ async def measure_cancel(
     stops = worker.stops_since(cancelled_wall)
     history = await latest.fetch_history()
     first_stop = min((s["begin"] for s in stops), default=float("nan"))
+    path = cancel_path(list(history.events))
+    pushed = min(worker.pushes_since(cancelled_wall), default=nan)
+    steps = {f"{key}_s": at - cancelled_wall for key, at in path.items()}
     return {
+        **steps,
+        "pushed_s": pushed - cancelled_wall,
+        "q_written_s": first_stop - cancelled_wall,
         "reached_activity_s": first_stop - cancelled_wall,
         # the same end, by the worker's own clock (FFmpeg reaped), with nothing polling /proc
         "exited_by_log_s": max((s["end"] for s in stops), default=float("nan")) - cancelled_wall,
@@ -102,20 +113,36 @@ def latency_rows(trials: list[dict[str, Any]], prefix: str = "") -> list[Row]:
     ]
 
 
+STEPS = (
+    ("cancel_requested_s", "server recorded the cancel request (history)"),
+    ("wft_started_s", "workflow task started (history)"),
+    ("wft_completed_s", "workflow task completed: stop queues read, push scheduled (history)"),
+    ("stop_scheduled_s", "stop_renders scheduled (history)"),
+    ("stop_started_s", "stop_renders started (history)"),
+    ("pushed_s", "the worker set the renders' stop events (its log)"),
+    ("q_written_s", "`q` written to the first FFmpeg (its log)"),
+    ("exited_by_log_s", "the last FFmpeg reaped (its log)"),
+)
+"""A cancel's steps, each in seconds after the client sent it (one host, one clock)."""
+
+
 def breakdown_rows(trials: list[dict[str, Any]], prefix: str = "  ") -> list[Row]:
-    """Where a cancel's time goes: reaching the render activity, then FFmpeg stopping."""
-    reached = summarize(
-        [t["reached_activity_s"] for t in trials if _finite(t["reached_activity_s"])]
-    )
+    """Where a cancel's time goes, step by step; and the stage that ended each FFmpeg."""
     stop = summarize([t["stop_s"] for t in trials if _finite(t["stop_s"])])
     stages = [stage for t in trials for stage in t["stages"]]
+    rows = []
+    for key, label in STEPS:
+        values = summarize([t[key] for t in trials if _finite(t.get(key, nan))])
+        rows.append(
+            Row(
+                f"{prefix}cancel -> {label} p50 / max",
+                f"{fmt_s(values['p50'])} / {fmt_s(values['max'])}",
+            )
+        )
     return [
+        *rows,
         Row(
-            f"{prefix}= cancel reaches the render (pushed, or heartbeat reply) p50 / max",
-            f"{fmt_s(reached['p50'])} / {fmt_s(reached['max'])}",
-        ),
-        Row(
-            f"{prefix}+ FFmpeg exits once asked p50 / max",
+            f"{prefix}FFmpeg exits once asked (`q` written -> last reaped) p50 / max",
             f"{fmt_s(stop['p50'])} / {fmt_s(stop['max'])}",
         ),
         Row(
@@ -203,10 +230,13 @@ def rows(
         reached = summarize(
             [t["reached_activity_s"] for t in more if _finite(t["reached_activity_s"])]
         )
+        stages = [stage for t in more for stage in t["stages"]]
         table.append(
             Row(
-                f"{label} ({len(more)} cancels): exited p50 / max; reached p50",
-                f"{fmt_s(exited['p50'])} / {fmt_s(exited['max'])}; {fmt_s(reached['p50'])}",
+                f"{label} ({len(more)} cancels): exited p50 / max; reached p50; "
+                "stages q/term/kill",
+                f"{fmt_s(exited['p50'])} / {fmt_s(exited['max'])}; {fmt_s(reached['p50'])}; "
+                + "/".join(str(stages.count(s)) for s in ("q", "term", "kill")),
             )
         )
     return table
@@ -218,11 +248,11 @@ async def run(ctx: Context) -> Report:
     Then the same at other heartbeat throttle caps, to show what the cap costs in latency.
     """
     count = 8 if ctx.quick else 24
-    sweep_configs = [] if ctx.quick else SWEEP
+    sweep_configs = {} if ctx.quick else SWEEP
     sweep_count = 8
     rng = random.Random(5)
     async with Stack(NAME) as stack:
-        source = clip(stack.root / "clips", "mid", seconds=10, size="640x360").path
+        source = clip(stack.root / "clips", "mid", seconds=12, size="1280x720").path
         worker = await stack.start_worker(max_renders=2)
         trials = await cancel_trials(stack, worker, source, count, rng)
         idle = await cancel_trials(
@@ -230,18 +260,15 @@ async def run(ctx: Context) -> Report:
         )
         await stack.stop_worker(worker)
         sweep: dict[str, list[dict[str, Any]]] = {}
-        for cap, period in sweep_configs:
-            worker = await stack.start_worker(
-                max_renders=2, heartbeat_cap_s=cap, stats_period_s=period
-            )
-            label = f"cap {cap:g} s, stats {period:g} s"
+        for label, env in sweep_configs.items():
+            worker = await stack.start_worker(max_renders=2, env=env)
             sweep[label] = await cancel_trials(stack, worker, source, sweep_count, rng)
             await stack.stop_worker(worker)
     report = Report(
         NAME,
         f"Cancel latency: {len(trials)} cancels at random points "
-        "(seed 5, 0-4 s after start) of 6-variation jobs, concurrency 2, "
-        "the worker's own heartbeat throttle",
+        "(seed 5, 0-4 s after start) of 6-variation jobs of a 12 s 1280x720 clip, "
+        "concurrency 2 (every render slot busy), the worker's defaults",
     )
     report.rows = rows(trials, sweep, idle)
     report.data = {"trials": trials, "sweep": sweep, "idle": idle}
@@ -293,5 +320,5 @@ def _draw_sweep(axis: Any, sweep: dict[str, list[dict[str, Any]]]) -> None:
     axis.axhline(EXITED_MAX, color="C0", ls="--", lw=1)
     axis.set_xticks(xs, [label.replace(", ", "\n") for label in sweep], fontsize=8)
     axis.set_ylabel("seconds after the cancel request (dots: max)")
-    axis.set_title("heartbeat throttle cap and FFmpeg -stats_period", fontsize=10)
+    axis.set_title("cancel stop stages, stats period, push", fontsize=10)
     axis.legend(fontsize=7)

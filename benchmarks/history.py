@@ -141,3 +141,35 @@ def task_timings(events: list[HistoryEvent]) -> dict[str, list[float]]:
         elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and wft_started is not None:
             out["wft_run"].append(at - wft_started)
     return out
+
+
+def cancel_path(events: list[HistoryEvent]) -> dict[str, float]:
+    """Server times of a pushed cancel, as absolute epoch seconds: the cancel request, the
+    workflow task that handled it (started, completed), and the first `varia.stop_renders`
+    activity (scheduled, started, completed). Missing steps are left out."""
+    marks: dict[str, float] = {}
+    stop_id = -1
+    for event in events:
+        kind, at = event.event_type, _time(event)
+        if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED:
+            marks.setdefault("cancel_requested", at)
+        if "cancel_requested" not in marks:
+            continue
+        if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            marks.setdefault("wft_started", at)
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            marks.setdefault("wft_completed", at)
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            if attrs.activity_type.name == "varia.stop_renders" and stop_id < 0:
+                stop_id = event.event_id
+                marks["stop_scheduled"] = at
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = event.activity_task_started_event_attributes
+            if started.scheduled_event_id == stop_id:
+                marks["stop_started"] = at
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            completed = event.activity_task_completed_event_attributes
+            if completed.scheduled_event_id == stop_id:
+                marks["stop_completed"] = at
+    return marks

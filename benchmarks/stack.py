@@ -50,11 +50,16 @@ class WorkerProcess:
 
     def stops_since(self, wall_time: float) -> list[dict[str, Any]]:
         """The FFmpeg stops the worker logged that began at or after `wall_time`."""
+        return [s for s in self._stop_log() if s.get("begin", -1.0) >= wall_time]
+
+    def pushes_since(self, wall_time: float) -> list[float]:
+        """When pushed stops reached this worker (wall clock), at or after `wall_time`."""
+        return [s["pushed"] for s in self._stop_log() if s.get("pushed", -1.0) >= wall_time]
+
+    def _stop_log(self) -> list[dict[str, Any]]:
         if not self.stop_log.exists():
             return []
-        lines = self.stop_log.read_text().splitlines()
-        stops = [json.loads(line) for line in lines if line.strip()]
-        return [stop for stop in stops if stop["begin"] >= wall_time]
+        return [json.loads(line) for line in self.stop_log.read_text().splitlines() if line]
 
     @property
     def pid(self) -> int:

@@ -3,9 +3,13 @@
 Optional environment knobs, read at start:
 - `BENCH_HEARTBEAT_CAP_S` overrides the worker's heartbeat throttle cap (the throttle sweep);
 - `BENCH_STATS_PERIOD_S` overrides FFmpeg's `-stats_period` (it bounds how fast `q` acts);
-- `BENCH_STOP_LOG` names a file that gets one JSON line per FFmpeg stop (wall-clock begin and
-  end, and the stage that ended it), so a cancel's latency splits into "reached the activity"
-  and "FFmpeg stopped".
+- `BENCH_STOP_LOG` names a file that gets one JSON line per FFmpeg stop (wall-clock begin, when
+  `q` is written, and end, when FFmpeg was reaped, and the stage that ended it) and one per
+  pushed stop received (`pushed`: the wall-clock time `stop_renders` set the renders' stop
+  events), so a cancel's latency splits into its steps;
+- `BENCH_NO_QUALITY=1` skips measuring each output's quality (a feature's work, not
+  orchestration), to split the worker's CPU;
+- `BENCH_PROFILE` names a file that gets the worker's cProfile statistics when it exits.
 """
 
 from __future__ import annotations
@@ -17,6 +21,13 @@ from typing import Any
 
 import varia.ffmpeg.argv
 import varia.ffmpeg.runner as runner
+import varia.quality
+from varia.stops import RenderRegistry
+
+
+def _append(log_path: str, line: dict[str, Any]) -> None:
+    with open(log_path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
 
 
 def _instrument_stops(log_path: str) -> None:
@@ -25,12 +36,18 @@ def _instrument_stops(log_path: str) -> None:
     async def logged_stop(*args: Any, **kwargs: Any) -> Any:
         begin = time.time()
         stage = await original(*args, **kwargs)
-        line = {"begin": begin, "end": time.time(), "stage": stage, "pid": args[0].pid}
-        with open(log_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
+        _append(log_path, {"begin": begin, "end": time.time(), "stage": stage, "pid": args[0].pid})
         return stage
 
     runner.stop_child = logged_stop  # type: ignore[attr-defined]
+    original_push = RenderRegistry.stop
+
+    def logged_push(self: RenderRegistry, *args: Any) -> list[str]:
+        found = original_push(self, *args)
+        _append(log_path, {"pushed": time.time(), "found": len(found)})
+        return found
+
+    RenderRegistry.stop = logged_push  # type: ignore[method-assign,assignment]
 
 
 def main() -> None:
@@ -44,9 +61,21 @@ def main() -> None:
     log_path = os.environ.get("BENCH_STOP_LOG")
     if log_path:
         _instrument_stops(log_path)
+    if os.environ.get("BENCH_NO_QUALITY") == "1":
+        varia.quality.measure = lambda *args, **kwargs: None  # type: ignore[assignment]
     from varia.cli import app
 
-    app(["worker"])
+    profile_path = os.environ.get("BENCH_PROFILE")
+    if not profile_path:
+        app(["worker"])
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(app, ["worker"])
+    finally:
+        profiler.dump_stats(profile_path)
 
 
 if __name__ == "__main__":

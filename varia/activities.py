@@ -175,6 +175,7 @@ class JobActivities:
                     stage_timeout_s=self.settings.stop_stage_timeout_s,
                     niceness=self.settings.ffmpeg_nice,
                     stop=pushed,
+                    cancel_stage_timeout_s=lambda: self._cancel_stage_timeout(pushed),
                 )
                 metrics.kill_stage_reached(outcome.stop_stage)
                 if outcome.cancelled:
@@ -185,6 +186,14 @@ class JobActivities:
                 if not (pushed.is_set() or _cleanup_follows()):
                     with contextlib.suppress(FileNotFoundError):
                         temp.unlink()
+
+    def _cancel_stage_timeout(self, pushed: asyncio.Event) -> float:
+        """Short stop stages when the partial output is deleted anyway (a cancel or pause:
+        FFmpeg's flush would only burn CPU); a worker shutdown or a timeout keeps the long."""
+        details = activity.cancellation_details()
+        if pushed.is_set() or (details and (details.cancel_requested or details.paused)):
+            return self.settings.cancel_stage_timeout_s
+        return self.settings.stop_stage_timeout_s
 
     @activity.defn(name="varia.stop_renders")
     async def stop_renders(self, request: StopRenders) -> list[str]:

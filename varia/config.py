@@ -125,6 +125,13 @@ class Settings(BaseSettings):
     stop_stage_timeout_s: float = Field(
         2.0, alias="VARIA_STOP_STAGE_TIMEOUT", gt=0, description="Seconds each stop stage waits."
     )
+    cancel_stage_timeout_s: float = Field(
+        0.1,
+        alias="VARIA_CANCEL_STAGE_TIMEOUT",
+        gt=0,
+        description="Seconds the `q` and SIGTERM stages wait when a cancel or pause stops a "
+        "render (its partial output is deleted: no flush worth waiting for).",
+    )
     stall_timeout_s: float = Field(
         60.0, alias="VARIA_STALL_TIMEOUT", gt=0, description="No FFmpeg progress this long = hung."
     )

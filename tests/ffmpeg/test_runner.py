@@ -135,3 +135,41 @@ async def test_interrupt_stops_with_its_reason(tmp_path: Path) -> None:
     )
     assert outcome.stop_reason == "worker shutting down"
     assert outcome.stop_stage == "term"
+
+
+async def test_a_cancel_bounds_q_and_sigterm_by_the_cancel_stage_timeout(tmp_path: Path) -> None:
+    """A cancelled render's partial output is deleted: its `q` and SIGTERM stages wait the
+    cancel bound, asked when the cancel arrives (with the hour-long stage bound the stop
+    would hang), and the other stops never ask it."""
+    asked: list[str] = []
+
+    def cancel_bound() -> float:
+        asked.append("cancel")
+        return 0.05
+
+    ticks: list[int] = []
+    run = asyncio.create_task(
+        run_ffmpeg(
+            [str(stalling_ffmpeg(tmp_path, ignore_signals=True))],
+            on_tick=lambda *_: ticks.append(1),
+            stall_timeout_s=3600.0,
+            stage_timeout_s=3600.0,
+            cancel_stage_timeout_s=cancel_bound,
+            tick_s=0.05,
+        )
+    )
+    await wait_for(lambda: len(ticks) > 1, what="ticks")
+    assert asked == []
+    run.cancel()
+    outcome = await run
+    assert outcome.cancelled and outcome.stop_stage == "kill" and asked == ["cancel"]
+
+    interrupted = await run_ffmpeg(
+        [str(stalling_ffmpeg(tmp_path, ignore_signals=False))],
+        on_tick=lambda *_: None,
+        interrupt=lambda: "worker shutting down",
+        stage_timeout_s=0.3,
+        cancel_stage_timeout_s=cancel_bound,
+        tick_s=0.05,
+    )
+    assert interrupted.stop_stage == "term" and asked == ["cancel"]

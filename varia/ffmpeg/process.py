@@ -91,17 +91,19 @@ async def stop_child(
     proc: asyncio.subprocess.Process,
     identity: ProcessIdentity,
     stage_timeout_s: float = DEFAULT_STAGE_TIMEOUT_S,
+    kill_timeout_s: float | None = None,
 ) -> StopStage:
     """Stop our own child: `q` on stdin, then SIGTERM, then SIGKILL; wait for it to exit.
 
-    Each stage waits at most `stage_timeout_s`, the wait after SIGKILL too: a process stuck
-    in uninterruptible I/O does not hang the caller (the stage is then `stuck`, logged).
-    Whatever is left of its process group is killed at the end. Returns the stage that ended
-    it.
+    The `q` and SIGTERM stages each wait at most `stage_timeout_s`; the wait after SIGKILL
+    at most `kill_timeout_s` (default: `stage_timeout_s`): a process stuck in uninterruptible
+    I/O does not hang the caller (the stage is then `stuck`, logged). Whatever is left of
+    its process group is killed at the end. Returns the stage that ended it.
     """
     stage: StopStage = "exited"
     if proc.returncode is None:
-        stage = await _escalate(proc, identity, stage_timeout_s)
+        kill_wait = stage_timeout_s if kill_timeout_s is None else kill_timeout_s
+        stage = await _escalate(proc, identity, stage_timeout_s, kill_wait)
     kill_leftovers(identity)
     return stage
 
@@ -114,7 +116,10 @@ def kill_leftovers(leader: ProcessIdentity) -> None:
 
 
 async def _escalate(
-    proc: asyncio.subprocess.Process, identity: ProcessIdentity, stage_timeout_s: float
+    proc: asyncio.subprocess.Process,
+    identity: ProcessIdentity,
+    stage_timeout_s: float,
+    kill_timeout_s: float,
 ) -> StopStage:
     if proc.stdin is not None and not proc.stdin.is_closing():
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
@@ -126,12 +131,12 @@ async def _escalate(
     if await _wait_exit(proc, stage_timeout_s):
         return "term"
     signal_group(identity, signal.SIGKILL)
-    if await _wait_exit(proc, stage_timeout_s):
+    if await _wait_exit(proc, kill_timeout_s):
         return "kill"
     log.error(
         "pid %s did not exit %gs after SIGKILL (uninterruptible I/O?); giving up waiting",
         identity.pid,
-        stage_timeout_s,
+        kill_timeout_s,
     )
     return "stuck"
 

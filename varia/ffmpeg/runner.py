@@ -111,6 +111,7 @@ async def run_ffmpeg(
     tick_s: float = TICK_S,
     on_spawn: Callable[[ProcessIdentity], None] | None = None,
     stop: asyncio.Event | None = None,
+    cancel_stage_timeout_s: Callable[[], float] | None = None,
 ) -> FfmpegOutcome:
     """Run FFmpeg; stop it on cancellation, when `stop` is set, on `interrupt()` or a stall.
 
@@ -118,7 +119,9 @@ async def run_ffmpeg(
     with `cancelled` set: the caller decides whether the output is whole anyway (FFmpeg
     finished while the cancel was in flight) or the cancellation stands. A stop for another
     reason returns an outcome whose `stop_reason` says why ("stalled" or what `interrupt()`
-    said).
+    said). Each stop stage waits `stage_timeout_s`, except that a cancellation or `stop`
+    bounds the `q` and SIGTERM stages by `cancel_stage_timeout_s()`, asked when it arrives
+    (the caller knows then whether the partial output will be deleted anyway).
     """
     proc = await spawn(argv, niceness=niceness)
     identity = _identity(proc.pid)
@@ -138,6 +141,10 @@ async def run_ffmpeg(
     def alive() -> None:
         on_tick(watch.report, identity)
 
+    def cancel_stop() -> Awaitable[StopStage]:
+        bound = stage_timeout_s if cancel_stage_timeout_s is None else cancel_stage_timeout_s()
+        return stop_child(proc, identity, bound, kill_timeout_s=stage_timeout_s)
+
     try:
         while proc.returncode is None:
             with contextlib.suppress(TimeoutError):
@@ -145,9 +152,7 @@ async def run_ffmpeg(
                     await _exit_or_stop(proc, stop)
             if stop is not None and stop.is_set() and proc.returncode is None:
                 cancelled, stop_reason = True, "cancel pushed"
-                stop_stage = await _finish_stop(
-                    stop_child(proc, identity, stage_timeout_s), alive, tick_s
-                )
+                stop_stage = await _finish_stop(cancel_stop(), alive, tick_s)
                 break
             on_tick(watch.report, identity)
             if proc.returncode is not None:
@@ -166,7 +171,7 @@ async def run_ffmpeg(
     except asyncio.CancelledError:
         cancelled = True
         stop_reason = "cancelled"
-        stop_stage = await _finish_stop(stop_child(proc, identity, stage_timeout_s), alive, tick_s)
+        stop_stage = await _finish_stop(cancel_stop(), alive, tick_s)
     finally:
         for reader in readers:
             reader.cancel()
