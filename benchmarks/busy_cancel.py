@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 
+from benchmarks.cancel import CLOSED_P50, EXITED_MAX, EXITED_P50
 from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s
 from benchmarks.stack import Stack, new_job_id, request
@@ -51,7 +52,7 @@ async def trial(stack: Stack, source: Path, index: int) -> dict[str, Any]:
             worker, request([source], 4, stack.out_dir, concurrency=3, seed=index), busy_id
         )
         await wait_for(watch_a.alive, what="A's FFmpeg", timeout_s=120)
-        cancelled_at = time.monotonic()
+        cancelled_wall, cancelled_at = time.time(), time.monotonic()
         await cancelled.cancel()
         state = "completed"
         try:
@@ -63,6 +64,7 @@ async def trial(stack: Stack, source: Path, index: int) -> dict[str, Any]:
         watch_b.poll()
         exited_at = watch_b.last_exit() or float("nan")
         a_busy = watch_a.alive()
+        stages = [stop["stage"] for stop in worker.stops_since(cancelled_wall)]  # B's only yet
         await busy.cancel()
         with contextlib.suppress(WorkflowFailureError):
             await busy.result()
@@ -74,6 +76,7 @@ async def trial(stack: Stack, source: Path, index: int) -> dict[str, Any]:
         "closed_s": closed_at - cancelled_at,
         "closed_after_exit_s": closed_at - exited_at,
         "a_ffmpeg_running_at_close": a_busy,
+        "stages": stages,
     }
 
 
@@ -114,6 +117,7 @@ async def run(ctx: Context) -> Report:
         trials = [await trial(stack, source, index) for index in range(count)]
     after = summarize([t["closed_after_exit_s"] for t in trials])
     exited = summarize([t["exited_s"] for t in trials])
+    closed = summarize([t["closed_s"] for t in trials])
     report = Report(
         NAME,
         f"Cancel with every render slot busy on another job: {count} cancels, a worker with "
@@ -123,6 +127,14 @@ async def run(ctx: Context) -> Report:
         Row(
             "cancel -> B's FFmpeg exited p50 / max",
             f"{fmt_s(exited['p50'])} / {fmt_s(exited['max'])}",
+            f"p50 <= {EXITED_P50} s, max <= {EXITED_MAX} s",
+            exited["p50"] <= EXITED_P50 and exited["max"] <= EXITED_MAX,
+        ),
+        Row(
+            "cancel -> B closed, cleaned up p50 / max",
+            f"{fmt_s(closed['p50'])} / {fmt_s(closed['max'])}",
+            f"p50 <= {CLOSED_P50} s",
+            closed["p50"] <= CLOSED_P50,
         ),
         Row(
             "B's FFmpeg exited -> B closed, cleaned up p50 / max",
@@ -137,6 +149,13 @@ async def run(ctx: Context) -> Report:
             all(t["a_ffmpeg_running_at_close"] > 0 for t in trials),
         ),
         Row("jobs ending cancelled", f"{sum(t['state'] == 'cancelled' for t in trials)}"),
+        Row(
+            "stages that ended B's FFmpeg (q / term / kill / had exited)",
+            " / ".join(
+                str(sum(t.get("stages", []).count(s) for t in trials))
+                for s in ("q", "term", "kill", "exited")
+            ),
+        ),
         *breakdown(trials),
     ]
     report.data = {"trials": trials}

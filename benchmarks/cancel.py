@@ -233,8 +233,7 @@ def rows(
         stages = [stage for t in more for stage in t["stages"]]
         table.append(
             Row(
-                f"{label} ({len(more)} cancels): exited p50 / max; reached p50; "
-                "stages q/term/kill",
+                f"{label} ({len(more)} cancels): exited p50 / max; reached p50; stages q/term/kill",
                 f"{fmt_s(exited['p50'])} / {fmt_s(exited['max'])}; {fmt_s(reached['p50'])}; "
                 + "/".join(str(stages.count(s)) for s in ("q", "term", "kill")),
             )

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+from temporalio.api.enums.v1 import EventType
 
 from benchmarks.history import task_timings
 from benchmarks.overhead import Series, plain_once, varia_once
@@ -162,7 +163,7 @@ async def _timed_varia(
     """(b): one job timed by its history; CPU of the worker, its FFmpeg children and the server."""
     job_id = new_job_id("timed")
     worker_before, server_before = cpu_seconds(worker.pid), cpu_seconds(server_pid)
-    started = time.monotonic()
+    started_wall, started = time.time(), time.monotonic()
     handle = await stack.start_job(worker, _job(stack, source, shape), job_id)
     result = await handle.result()
     client_s = time.monotonic() - started
@@ -172,7 +173,12 @@ async def _timed_varia(
     events = list((await handle.fetch_history()).events)
     seconds = [float(e.event_time.ToNanoseconds()) / 1e9 for e in (events[0], events[-1])]
     timings = task_timings(events)
+    kinds = [event.event_type for event in events]
     return {
+        "quality_cpu_s": worker.measure_cpu_since(started_wall),
+        "events": len(events),
+        "workflow_tasks": kinds.count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED),
+        "signals": kinds.count(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED),
         "varia_s": seconds[1] - seconds[0],
         "client_s": client_s,
         "render_runs_s": timings["render_run"],
@@ -199,6 +205,10 @@ def _rows(name: str, rounds: list[dict[str, Any]]) -> list[Row]:
         100.0 * (r["worker_cpu_s"] + r["server_cpu_s"]) / r["ffmpeg_cpu_s"] for r in rounds
     ]
     cpu_pct = statistics.median(orchestration)
+    without_quality = statistics.median(
+        100.0 * (r["worker_cpu_s"] - r["quality_cpu_s"] + r["server_cpu_s"]) / r["ffmpeg_cpu_s"]
+        for r in rounds
+    )
     as_built = sum(bool(r["argv_as_built"]) for r in rounds)
     return [
         Row(
@@ -231,6 +241,16 @@ def _rows(name: str, rounds: list[dict[str, Any]]) -> list[Row]:
             f"{cpu_pct:.2f} %",
             f"<= {CPU_TARGET_PCT:g} %" if name == "medium" else "report",
             cpu_pct <= CPU_TARGET_PCT if name == "medium" else None,
+        ),
+        Row(
+            "  of the worker's CPU: quality measuring (a feature's work); orchestration without it",
+            f"{med('quality_cpu_s'):.3f} s; {without_quality:.2f} %",
+            f"<= {CPU_TARGET_PCT:g} %" if name == "medium" else "report",
+            without_quality <= CPU_TARGET_PCT if name == "medium" else None,
+        ),
+        Row(
+            "  history per job (median): events, workflow tasks, progress signals",
+            f"{med('events'):.0f}, {med('workflow_tasks'):.0f}, {med('signals'):.0f}",
         ),
         Row(
             "  benchmark process CPU: watched varia run / independent run",

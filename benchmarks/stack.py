@@ -56,6 +56,11 @@ class WorkerProcess:
         """When pushed stops reached this worker (wall clock), at or after `wall_time`."""
         return [s["pushed"] for s in self._stop_log() if s.get("pushed", -1.0) >= wall_time]
 
+    def measure_cpu_since(self, wall_time: float) -> float:
+        """CPU seconds the worker spent measuring outputs' quality since `wall_time`."""
+        log = self._stop_log()
+        return float(sum(s["measure_cpu_s"] for s in log if s.get("measured", -1.0) >= wall_time))
+
     def _stop_log(self) -> list[dict[str, Any]]:
         if not self.stop_log.exists():
             return []

@@ -6,7 +6,8 @@ Optional environment knobs, read at start:
 - `BENCH_STOP_LOG` names a file that gets one JSON line per FFmpeg stop (wall-clock begin, when
   `q` is written, and end, when FFmpeg was reaped, and the stage that ended it) and one per
   pushed stop received (`pushed`: the wall-clock time `stop_renders` set the renders' stop
-  events), so a cancel's latency splits into its steps;
+  events), so a cancel's latency splits into its steps, and one per quality measurement (its
+  thread's CPU seconds: a feature's work, reported apart from orchestration);
 - `BENCH_NO_QUALITY=1` skips measuring each output's quality (a feature's work, not
   orchestration), to split the worker's CPU;
 - `BENCH_PROFILE` names a file that gets the worker's cProfile statistics when it exits.
@@ -48,6 +49,16 @@ def _instrument_stops(log_path: str) -> None:
         return found
 
     RenderRegistry.stop = logged_push  # type: ignore[method-assign,assignment]
+    original_measure = varia.quality.measure
+
+    def logged_measure(*args: Any, **kwargs: Any) -> Any:
+        cpu, wall = time.thread_time(), time.time()
+        try:
+            return original_measure(*args, **kwargs)
+        finally:
+            _append(log_path, {"measured": wall, "measure_cpu_s": time.thread_time() - cpu})
+
+    varia.quality.measure = logged_measure
 
 
 def main() -> None:
@@ -58,11 +69,11 @@ def main() -> None:
     period = os.environ.get("BENCH_STATS_PERIOD_S")
     if period:
         varia.ffmpeg.argv.STATS_PERIOD_S = float(period)
+    if os.environ.get("BENCH_NO_QUALITY") == "1":
+        varia.quality.measure = lambda *args, **kwargs: None  # type: ignore[assignment]
     log_path = os.environ.get("BENCH_STOP_LOG")
     if log_path:
         _instrument_stops(log_path)
-    if os.environ.get("BENCH_NO_QUALITY") == "1":
-        varia.quality.measure = lambda *args, **kwargs: None  # type: ignore[assignment]
     from varia.cli import app
 
     profile_path = os.environ.get("BENCH_PROFILE")
