@@ -78,6 +78,18 @@ def _group_members(leader: ProcessIdentity) -> list[psutil.Process]:
     return members
 
 
+def _group_exists(pgid: int) -> bool:
+    """Whether any process (a zombie too) is in the process group `pgid`. A group id stays
+    taken while the group has a member, so False means nothing of it is left."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def signal_group(leader: ProcessIdentity, sig: int) -> None:
     """Signal every live member of the leader's process group (helpers FFmpeg started too)."""
     leader.send(sig)
@@ -110,6 +122,8 @@ async def stop_child(
 
 def kill_leftovers(leader: ProcessIdentity) -> None:
     """SIGKILL what is left of the leader's process group (helpers that outlived it)."""
+    if not _group_exists(leader.pid):  # the usual case: skips a scan of every process
+        return
     for member in _group_members(leader):
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             member.kill()
