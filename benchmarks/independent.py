@@ -15,6 +15,7 @@ The order of (b) to (d) alternates between rounds, and the shapes are interleave
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import statistics
@@ -58,6 +59,7 @@ async def run(ctx: Context) -> Report:
         timed = await stack.start_worker(max_renders=2)
         assert stack.server.process is not None
         server_pid = stack.server.process.pid
+        idle = await _idle_rates(timed, server_pid)
         clips = {
             name: clip(
                 stack.root / "clips", name, seconds=SHAPES[name].seconds, size=SHAPES[name].size
@@ -77,8 +79,14 @@ async def run(ctx: Context) -> Report:
     )
     for name in names:
         series[name]["shape"] = vars(SHAPES[name])
-        report.rows += _rows(name, series[name]["rounds"])
-    report.data = {"series": series}
+        report.rows += _rows(name, series[name]["rounds"], idle)
+    report.rows.append(
+        Row(
+            "idle baseline, CPU per second: worker polling, dev server",
+            f"{idle['worker_s']:.4f} s, {idle['server_s']:.4f} s",
+        )
+    )
+    report.data = {"series": series, "idle_cpu_per_s": idle}
     report.notes.append(
         "'varia' is the server's started -> closed time with only handle.result() waiting; "
         "'raw' the captured argv run by plain subprocesses; the watched pair is the overhead "
@@ -122,6 +130,23 @@ async def _round(
     entry["ratio"] = entry["varia_s"] / entry["raw_s"]
     entry["watched_ratio"] = entry["watched_varia_s"] / entry["watched_plain_s"]
     return entry
+
+
+IDLE_S = 10.0
+
+
+async def _idle_rates(worker: WorkerProcess, server_pid: int) -> dict[str, float]:
+    """CPU seconds per second of the polling worker and of the dev server with no job: the
+    part of a job's figure that grows with its wall time whatever the job does (on a loaded
+    box, where the job takes longer, it swells the per-job figure)."""
+    worker_before, server_before = cpu_seconds(worker.pid), cpu_seconds(server_pid)
+    await asyncio.sleep(IDLE_S)
+    worker_used = cpu_seconds(worker.pid) - worker_before
+    server_used = cpu_seconds(server_pid) - server_before
+    return {
+        "worker_s": worker_used.own_s / IDLE_S,
+        "server_s": (server_used.own_s + server_used.children_s) / IDLE_S,
+    }
 
 
 def _cpu(usage: resource.struct_rusage) -> float:
@@ -188,7 +213,7 @@ async def _timed_varia(
     }
 
 
-def _rows(name: str, rounds: list[dict[str, Any]]) -> list[Row]:
+def _rows(name: str, rounds: list[dict[str, Any]], idle: dict[str, float]) -> list[Row]:
     shape = SHAPES[name]
 
     def med(key: str) -> float:
@@ -247,6 +272,10 @@ def _rows(name: str, rounds: list[dict[str, Any]]) -> list[Row]:
             f"{med('quality_cpu_s'):.3f} s; {without_quality:.2f} %",
             f"<= {CPU_TARGET_PCT:g} %" if name == "medium" else "report",
             without_quality <= CPU_TARGET_PCT if name == "medium" else None,
+        ),
+        Row(
+            "  of the server's CPU: its idle baseline over the job's wall time",
+            f"{idle['server_s'] * med('varia_s'):.3f} s",
         ),
         Row(
             "  history per job (median): events, workflow tasks, progress signals",
