@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -384,17 +385,20 @@ async def _finish_output(
 
 
 def _check_and_rename(temp: Path, final: Path, task: RenderTask, argv: list[str]) -> RenderResult:
+    """Check the output while its data is flushed to disk (both must end before the rename;
+    the flush waits on the disk, the check on the CPU), then rename it into place."""
+    with ThreadPoolExecutor(1, thread_name_prefix="varia-fsync") as pool:
+        synced = pool.submit(_fsync_file, temp)
+        try:
+            duration = media.check_output(
+                str(temp), task.expected_duration_s, task.duration_tolerance_s
+            )
+        except media.MediaError as err:
+            raise ApplicationError(
+                f"{task.media.path} variation {task.variation}: {err}", type="OutputInvalid"
+            ) from None
     try:
-        duration = media.check_output(
-            str(temp), task.expected_duration_s, task.duration_tolerance_s
-        )
-    except media.MediaError as err:
-        raise ApplicationError(
-            f"{task.media.path} variation {task.variation}: {err}", type="OutputInvalid"
-        ) from None
-    try:
-        with open(temp, "rb") as handle:
-            os.fsync(handle.fileno())
+        synced.result()
         os.replace(temp, final)
         dir_fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -408,6 +412,11 @@ def _check_and_rename(temp: Path, final: Path, task: RenderTask, argv: list[str]
             ) from None
         raise
     return complete_result(_result_for(final, task, duration), final, task, argv)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def _already_rendered(final: Path, task: RenderTask, argv: list[str]) -> RenderResult | None:
