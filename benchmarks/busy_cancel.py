@@ -92,7 +92,10 @@ async def server_times(handle: Any) -> dict[str, float]:
             cancel_at = at
         if cancel_at != cancel_at:  # not cancelled yet
             continue
-        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED:
+        if kind in (  # a pushed stop ends it as failed (StoppedForCancel), else cancelled
+            EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+            EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+        ):
             marks.setdefault("render_ended_s", at - cancel_at)
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             cleanup_id = event.event_id
