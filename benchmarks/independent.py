@@ -173,7 +173,7 @@ async def _capture(
     handle = await stack.start_job(worker, _job(stack, source, shape), job_id)
     result = await handle.result()
     assert result.completed == shape.variations, result
-    captured = recorder.take()
+    captured = [argv for argv in recorder.take() if "-progress" in argv]  # not `-version`
     job_dir = stack.job_dir(job_id)
     tasks = tasks_for([source], shape.variations, job_dir, seed=shape.seed)
     built = [[recorder.real_ffmpeg, *a[1:]] for a in argvs_for(tasks)]
