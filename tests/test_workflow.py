@@ -160,6 +160,7 @@ async def test_completion_wins_over_a_cancel_in_flight(
         VARIA_TASK_QUEUE=task_queue,
         VARIA_FFMPEG=str(slow_to_stop_ffmpeg(tmp_path, real)),
         VARIA_STOP_STAGE_TIMEOUT=60,
+        VARIA_CANCEL_STAGE_TIMEOUT=60,  # the stop outlasts the encode (a cancel's are short)
     )
     async with build_worker(client, settings):
         request = JobRequest(
