@@ -18,6 +18,7 @@ from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s
 from benchmarks.stack import FfmpegWatch, JobHandle, Stack, WorkerProcess, new_job_id, request
 from benchmarks.stats import summarize
+from varia import names
 
 NAME = "cancel"
 SWEEP = [(1.0, 0.25), (0.5, 0.1), (0.1, 0.1)]
@@ -54,7 +55,7 @@ async def measure_cancel(
     else:
         exited = max(0.0, (last_exit or time.monotonic()) - cancelled_at)
     spawned_after = sum(1 for begin, _ in watch.intervals() if begin > cancelled_at)
-    manifest = json.loads((stack.job_dir(handle.id) / "manifest.json").read_text())
+    manifest = json.loads((stack.job_dir(handle.id) / names.MANIFEST_NAME).read_text())
     stops = worker.stops_since(cancelled_wall)
     history = await latest.fetch_history()
     first_stop = min((s["begin"] for s in stops), default=float("nan"))

@@ -19,6 +19,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from benchmarks.plain import clip
+from varia import names
 from varia.config import Settings
 from varia.models import DEFAULT_CHUNK_SIZE, JobRequest, JobResult
 from varia.search_attributes import SEARCH_ATTRIBUTES
@@ -46,7 +47,7 @@ async def _job(
     )
     async with build_worker(env.client, settings):
         handle = await env.client.start_workflow(
-            "VariationJob",
+            names.WORKFLOW_TYPE,
             request,
             id=f"cost-{uuid.uuid4().hex[:8]}",
             task_queue=task_queue,

@@ -19,10 +19,9 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from varia import media
 from varia.client.jobs import Jobs
-from varia.client.status import WORKFLOW_TYPE
 from varia.config import Settings
-from varia.jobdir import MANIFEST_NAME
 from varia.models import JobCarry, JobRequest, JobResult, Progress, RenderHeartbeat
+from varia.names import MANIFEST_NAME, WORKFLOW_TYPE
 
 T = TypeVar("T")
 

@@ -21,11 +21,12 @@ from tests.helpers import (
     wait_for,
 )
 from tests.test_workflow import wait_rendering
+from varia import names
 from varia.config import Settings
 from varia.janitor import JanitorReport, JanitorRequest, SweptJob, candidates_query
-from varia.janitor_workflow import JANITOR_WORKFLOW, ensure_janitor_schedule, schedule_id
-from varia.jobdir import MANIFEST_NAME, MARKER_NAME
+from varia.janitor_workflow import ensure_janitor_schedule, schedule_id
 from varia.models import JobRequest
+from varia.names import JANITOR_WORKFLOW, MANIFEST_NAME, MARKER_NAME
 from varia.processes import ProcessIdentity
 
 
@@ -76,7 +77,7 @@ async def test_terminated_job_is_swept_and_its_ffmpeg_stopped(
     job_dir = out_dir / job_id
     await wait_for(lambda: (job_dir / "short_v000.mp4").exists(), what="the first output")
     ffmpeg = await ffmpeg_of(client, job_id, "long_clip_v000.mp4")
-    assert (job_dir / ".long_clip_v000.mp4.part").exists()
+    assert (job_dir / names.temp_name("long_clip_v000.mp4")).exists()
 
     await handle.terminate(reason="operator pressed Terminate")
     # the terminated workflow's render learns from its heartbeat that the workflow is gone

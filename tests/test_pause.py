@@ -26,6 +26,7 @@ from tests.helpers import (
 )
 from tests.test_cli import cli_env, varia
 from tests.test_workflow import wait_rendering
+from varia import names
 from varia.client.errors import NotPausable
 from varia.client.jobs import Jobs
 from varia.config import Settings
@@ -45,7 +46,7 @@ async def running_ffmpeg(client: Client, job_id: str) -> list[ProcessIdentity]:
 
 
 async def scheduled(
-    handle: WorkflowHandle[object, JobResult], activity_type: str = "varia.render"
+    handle: WorkflowHandle[object, JobResult], activity_type: str = names.RENDER
 ) -> Counter[str]:
     """How often the job scheduled each activity id of `activity_type`."""
     return Counter(
@@ -58,7 +59,7 @@ async def scheduled(
 
 
 def partials(job_dir: Path) -> list[str]:
-    return sorted(p.name for p in job_dir.iterdir() if p.name.endswith(".part"))
+    return sorted(p.name for p in job_dir.iterdir() if names.parse_temp_name(p.name))
 
 
 async def test_pause_then_resume_renders_each_variation_once(
@@ -110,10 +111,14 @@ async def test_pause_then_resume_renders_each_variation_once(
     assert (result.state, result.completed) == ("completed", 4)
     assert_manifest_matches_disk(job_dir)
     renders = await scheduled(handle)
-    assert renders["render-0-0"] == renders["render-0-1"] == 1  # finished: not again
-    assert renders["render-1-0"] == renders["render-1-1"] == 2  # stopped: from scratch
+    assert (
+        renders[names.render_activity_id(0, 0)] == renders[names.render_activity_id(0, 1)] == 1
+    )  # finished: not again
+    assert (
+        renders[names.render_activity_id(1, 0)] == renders[names.render_activity_id(1, 1)] == 2
+    )  # stopped: from scratch
     # the pause was pushed to the one worker's stop queue, like a cancel
-    assert sum((await scheduled(handle, "varia.stop_renders")).values()) == 1
+    assert sum((await scheduled(handle, names.STOP_RENDERS)).values()) == 1
     assert processes_mentioning(job_id) == []
 
     refused = await varia(env, "resume", job_id)
@@ -169,7 +174,7 @@ async def test_temporal_activity_pause_stops_ffmpeg_and_unpause_renders_from_scr
     await wait_rendering(client, job_id)
     [ffmpeg] = await running_ffmpeg(client, job_id)
     job_dir = out_dir / job_id
-    target = ("--workflow-id", job_id, "--activity-id", "render-0-0")
+    target = ("--workflow-id", job_id, "--activity-id", names.render_activity_id(0, 0))
 
     await _temporal(settings, "activity", "pause", *target)
     await wait_for(lambda: not ffmpeg.is_alive(), timeout_s=30, what="FFmpeg to stop")

@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 from tests.conftest import Clips
 from tests.helpers import wait_for
 from tests.test_cli import cli_env, varia
+from varia import names
 from varia.client.jobs import Jobs
 from varia.config import Settings
 from varia.models import JobRequest, Progress
@@ -135,7 +136,7 @@ async def test_percent_is_the_same_in_query_details_attribute_and_cli(
     assert f"kept 1 · removed 1 · manifest `{out_dir / job_id / 'manifest.json'}`" in (
         metadata.current_details
     )
-    assert (progress.manifest, progress.removed) == (str(out_dir / job_id / "manifest.json"), 1)
+    assert (progress.manifest, progress.removed) == (str(out_dir / job_id / names.MANIFEST_NAME), 1)
 
 
 async def test_short_renders_send_no_progress_signals(

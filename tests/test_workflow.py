@@ -23,6 +23,7 @@ from tests.helpers import (
     start_job,
     wait_for,
 )
+from varia import names
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
 from varia.models import JobRequest, MediaInfo, RenderTask
@@ -58,7 +59,7 @@ async def test_completed_job_matches_contract(
     assert (result.total, result.completed, result.failed) == (4, 4, 0)
     job_dir = out_dir / job_id
     assert result.job_dir == str(job_dir)
-    assert result.manifest == str(job_dir / "manifest.json")
+    assert result.manifest == str(job_dir / names.MANIFEST_NAME)
     manifest = assert_manifest_matches_disk(job_dir)
     assert manifest["state"] == "completed"
     assert manifest["removed"] == []
@@ -117,7 +118,7 @@ async def test_cancel_mid_render_stops_ffmpeg_and_keeps_finished(
 
     await wait_for(short_done_and_long_rendering, what="first variation done, second running")
     await wait_rendering(client, job_id)
-    partial = job_dir / ".long_clip_v000.mp4.part"
+    partial = job_dir / names.temp_name("long_clip_v000.mp4")
     assert partial.exists()
     assert processes_mentioning(str(job_dir))
 
@@ -131,7 +132,7 @@ async def test_cancel_mid_render_stops_ffmpeg_and_keeps_finished(
     assert manifest["state"] == "cancelled"
     assert [o["path"] for o in manifest["outputs"]] == ["short_v000.mp4"]
     assert not partial.exists()
-    assert ".long_clip_v000.mp4.part" in manifest["removed"]
+    assert names.temp_name("long_clip_v000.mp4") in manifest["removed"]
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     assert (await query_progress(handle)).state == "cancelled"
 
@@ -298,7 +299,7 @@ async def test_bad_input_fails_naming_the_file(
         await handle.result()
     text = str(failure.value.cause)
     assert str(bad) in text and message in text, text
-    manifest = json.loads((out_dir / job_id / "manifest.json").read_text())
+    manifest = json.loads((out_dir / job_id / names.MANIFEST_NAME).read_text())
     assert manifest["state"] == "failed"
     assert manifest["outputs"] == []
     assert processes_mentioning(str(out_dir)) == []
@@ -354,7 +355,7 @@ async def temporal_cli_job(
         "workflow",
         verb,
         "--type",
-        "VariationJob",
+        names.WORKFLOW_TYPE,
         "--task-queue",
         task_queue,
         "--workflow-id",

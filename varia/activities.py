@@ -21,7 +21,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from varia import jobdir, ledger, media, metrics, sheet, stops
+from varia import jobdir, ledger, media, metrics, names, sheet, stops
 from varia.bounds import render_within_bounds
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
@@ -95,7 +95,7 @@ class JobActivities:
         self.renders = stops.RenderRegistry()
         self._registered: list[str] | None = None
 
-    @activity.defn(name="varia.prepare")
+    @activity.defn(name=names.PREPARE)
     async def prepare(self, request: PrepareRequest) -> PreparedJob:
         """Confine the paths, create the job directory with its marker, probe every input."""
         try:
@@ -127,7 +127,7 @@ class JobActivities:
             probed.append(info)
         return PreparedJob(job_dir=str(job_dir), media=probed)
 
-    @activity.defn(name="varia.render")
+    @activity.defn(name=names.RENDER)
     @metrics.render_metrics
     async def render(self, task: RenderTask) -> RenderResult:
         """Render one variation to a temporary name, check it, rename it into place."""
@@ -186,7 +186,7 @@ class JobActivities:
                     with contextlib.suppress(FileNotFoundError):
                         temp.unlink()
 
-    @activity.defn(name="varia.stop_renders")
+    @activity.defn(name=names.STOP_RENDERS)
     async def stop_renders(self, request: StopRenders) -> list[str]:
         """A pushed cancel: stop the named renders of a run that run in this process at once.
 
@@ -194,12 +194,12 @@ class JobActivities:
         """
         return self.renders.stop(request.workflow_id, request.run_id, request.activity_ids)
 
-    @activity.defn(name="varia.render_stop_queues")
+    @activity.defn(name=names.RENDER_STOP_QUEUES)
     async def render_stop_queues(self, run: RunRef) -> dict[str, list[str]]:
         """{stop queue: [render activity ids]} of a run's pending renders (local activity)."""
         return await stops.render_stop_queues(activity.client(), run.workflow_id, run.run_id)
 
-    @activity.defn(name="varia.record")
+    @activity.defn(name=names.RECORD)
     async def record(self, request: LedgerAppend) -> None:
         """Append a finished run's completion records to the job's ledger (continue-as-new)."""
         job_dir = Path(request.job_dir)
@@ -209,7 +209,7 @@ class JobActivities:
             raise _confinement_failure(err) from None
         await asyncio.to_thread(ledger.append_ledger, job_dir, request.results)
 
-    @activity.defn(name="varia.discard")
+    @activity.defn(name=names.DISCARD)
     async def discard(self, request: DiscardRequest) -> list[str]:
         """Delete the partial files of renders a pause stopped (confined to the job dir)."""
         try:
@@ -223,7 +223,7 @@ class JobActivities:
         except jobdir.ConfinementError as err:
             raise ApplicationError(str(err), type=BAD_INPUT, non_retryable=True) from None
 
-    @activity.defn(name="varia.search_attributes")
+    @activity.defn(name=names.SEARCH_ATTRIBUTES)
     async def search_attributes(self) -> list[str]:
         """The names of varia's search attributes that the namespace has registered."""
         if self._registered is None or set(self._registered) != set(SEARCH_ATTRIBUTE_NAMES):
@@ -232,7 +232,7 @@ class JobActivities:
             )
         return self._registered
 
-    @activity.defn(name="varia.finish")
+    @activity.defn(name=names.FINISH)
     async def finish(self, request: FinishRequest) -> JobResult:
         """Delete the job's files that are not in the completion record; write the manifest."""
         return await asyncio.to_thread(finish_job, request)
@@ -420,7 +420,7 @@ def finish_job(request: FinishRequest) -> JobResult:
         owned = jobdir.owned_names(request.stems, request.variations)
         cells = {sheet.cell_name(name) for name in owned if not name.startswith(".")}
         sheets_planned = sheet.planned_names(request.stems)  # an earlier run's sheet is redrawn
-        owned |= sheets_planned | {jobdir.atomic_temp_name(n) for n in sheets_planned} | cells
+        owned |= sheets_planned | {names.atomic_temp_name(n) for n in sheets_planned} | cells
         kept_cells = {sheet.cell_name(name) for name in keep}
         removed, foreign = jobdir.sweep(
             job_dir, request.job_id, keep | kept_cells, owned, request.chain

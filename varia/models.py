@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from varia.names import parse_temp_name, temp_name
+
 MAX_VARIATIONS = 10_000
 """The most variations one input may ask for."""
 
@@ -177,7 +179,7 @@ class RenderTask(BaseModel):
     @property
     def temp_name(self) -> str:
         """The name FFmpeg writes to before the output is checked and renamed into place."""
-        return temp_name_for(self.output_name)
+        return temp_name(self.output_name)
 
     @property
     def expected_duration_s(self) -> float:
@@ -188,11 +190,6 @@ class RenderTask(BaseModel):
     def duration_tolerance_s(self) -> float:
         """How far the output's duration may differ from the expected one (a few frames)."""
         return max(0.1, 3.0 / self.media.fps)
-
-
-def temp_name_for(output_name: str) -> str:
-    """The temporary name that belongs to a final output name."""
-    return f".{output_name}.part"
 
 
 class Quality(BaseModel):
@@ -417,7 +414,10 @@ class RenderHeartbeat(BaseModel):
 
     def temp_path(self) -> str:
         """The temporary path of the attempt (older workers put it in `output`)."""
-        return self.temp or (self.output if self.output.endswith(".part") else "")
+        if self.temp:
+            return self.temp
+        is_temp = parse_temp_name(self.output.rsplit("/", 1)[-1]) is not None
+        return self.output if is_temp else ""
 
 
 class StopRenders(BaseModel):

@@ -22,17 +22,13 @@ from pathlib import Path
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
+from varia.names import SEARCH_ATTRIBUTE_TYPES
 from varia.processes import ProcessIdentity, death_signal_hook, terminate
 
 SEARCH_ATTRIBUTE_FLAGS = [
-    "--search-attribute",
-    "VariaState=Keyword",
-    "--search-attribute",
-    "VariaCompleted=Int",
-    "--search-attribute",
-    "VariaTotal=Int",
-    "--search-attribute",
-    "VariaPercent=Double",
+    part
+    for name, kind in SEARCH_ATTRIBUTE_TYPES.items()
+    for part in ("--search-attribute", f"{name}={kind}")
 ]
 
 

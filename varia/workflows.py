@@ -26,6 +26,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from varia import names
     from varia.activities import NO_SPACE, NON_RETRYABLE_TYPES, PREPARE_REFUSALS, JobActivities
     from varia.config import render_task_queue
     from varia.models import (
@@ -87,7 +88,7 @@ PUSH_TIMEOUT = timedelta(seconds=10)
 ONCE = RetryPolicy(maximum_attempts=1)
 
 
-@workflow.defn(name="VariationJob")
+@workflow.defn(name=names.WORKFLOW_TYPE)
 class VariationJob:
     """Renders `variations` seeded variations of every input into `<output_dir>/<id>/`."""
 
@@ -121,7 +122,7 @@ class VariationJob:
 
     # ---- public handlers -------------------------------------------------------------
 
-    @workflow.query(name="progress")
+    @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> Progress:
         """Where the job is; answers while it runs and after it closed."""
         return Progress(
@@ -146,7 +147,7 @@ class VariationJob:
             removed=self._result.removed if self._result else None,
         )
 
-    @workflow.signal(name="render_progress")
+    @workflow.signal(name=names.RENDER_PROGRESS_SIGNAL)
     def render_progress(self, report: RenderProgress) -> None:
         """A long render says how far it is (at coarse steps): the job's percent follows."""
         key = (report.input_index, report.variation)
@@ -155,7 +156,7 @@ class VariationJob:
             self._upsert_search_attributes()
             self._update_details()
 
-    @workflow.update(name="pause")
+    @workflow.update(name=names.PAUSE_UPDATE)
     async def pause(self) -> Progress:
         """Start no new variation, stop the running ones (their partial files are removed);
         returns once the job waits in state `paused`, holding no worker slot."""
@@ -172,7 +173,7 @@ class VariationJob:
         if self._draining:
             raise ValueError("job is draining; it ends once its running renders finish")
 
-    @workflow.update(name="resume")
+    @workflow.update(name=names.RESUME_UPDATE)
     def resume(self) -> Progress:
         """Go on where the paused job stopped: stopped variations render again from scratch."""
         self._paused = False
@@ -185,7 +186,7 @@ class VariationJob:
         if not self._paused:
             raise ValueError(f"job is {self._state}, not paused; there is nothing to resume")
 
-    @workflow.update(name="drain")
+    @workflow.update(name=names.DRAIN_UPDATE)
     def drain(self) -> Progress:
         """Start no new variations; the running ones finish, then the job ends `drained`.
 
@@ -474,7 +475,7 @@ class VariationJob:
         handle = workflow.start_activity_method(
             JobActivities.render,
             task,
-            activity_id=f"render-{task.input_index}-{task.variation}",
+            activity_id=names.render_activity_id(task.input_index, task.variation),
             task_queue=render_task_queue(workflow.info().task_queue),
             start_to_close_timeout=render_start_to_close(task.media, task.recipe),
             heartbeat_timeout=RENDER_HEARTBEAT_TIMEOUT,

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from varia import names
 from varia.allowlist import ALLOWED_DEMUXERS
 from varia.ffmpeg.argv import audio_filters, build_render_argv, file_url, video_filters
 from varia.models import MediaInfo, Recipe, RenderTask
@@ -94,7 +95,7 @@ def test_audio_maps_only_when_present() -> None:
 
 def test_temp_name_is_hidden_and_distinct(tmp_path: Path) -> None:
     t = task(Recipe())
-    assert t.temp_name == ".clip_v000.mp4.part"
+    assert t.temp_name == names.temp_name("clip_v000.mp4")
     assert t.expected_duration_s == 4.0
 
 

@@ -41,6 +41,7 @@ from temporalio.worker import Worker
 
 from tests.helpers import paced_ffmpeg, wait_for
 from tests.histories import HISTORY_DIR, PATHS, history_files, path_of, workflow_id
+from varia import names
 from varia.activities import JobActivities
 from varia.clips import make_clip
 from varia.config import Settings
@@ -79,7 +80,7 @@ class Lab:
     ) -> WorkflowHandle[Any, Any]:
         """Start the path's job by name, as any caller would."""
         return await self.client.start_workflow(
-            "VariationJob", request, id=workflow_id(path), task_queue=task_queue
+            names.WORKFLOW_TYPE, request, id=workflow_id(path), task_queue=task_queue
         )
 
 
@@ -104,7 +105,7 @@ async def _rendering(client: Client, job_id: str, at_least: int = 1) -> None:
         running = [
             p
             for p in description.raw_description.pending_activities
-            if p.activity_type.name == "varia.render"
+            if p.activity_type.name == names.RENDER
             and p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
             and p.heartbeat_details.payloads
         ]
@@ -266,7 +267,7 @@ async def cancelled_during_prepare(lab: Lab) -> list[WorkflowHistory]:
 
         async def prepare_pending() -> bool:
             pending = (await handle.describe()).raw_description.pending_activities
-            return any(p.activity_type.name == "varia.prepare" for p in pending)
+            return any(p.activity_type.name == names.PREPARE for p in pending)
 
         await wait_for(prepare_pending, what="prepare to be scheduled")
         await handle.cancel()

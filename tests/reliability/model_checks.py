@@ -26,8 +26,8 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from tests.helpers import assert_manifest_matches_disk, read_manifest
 from tests.reliability.model_support import Clip, RunFacts, chain_facts, digest
 from varia import media
-from varia.jobdir import MANIFEST_NAME
 from varia.models import JobResult
+from varia.names import MANIFEST_NAME
 from varia.recipes import make_recipe, output_name, output_stems
 
 

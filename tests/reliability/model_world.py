@@ -21,6 +21,7 @@ from tests.helpers import processes_mentioning, start_job, wait_for
 from tests.reliability.model_checks import Execution, await_close, check_closed
 from tests.reliability.model_support import BAD_KINDS, Clip, Inputs, chain_facts, digest
 from tests.reliability.model_workers import Workers
+from varia import names
 from varia.models import Progress
 
 MAX_OPEN = 3
@@ -180,7 +181,7 @@ class World:
                 return True
             pending = description.raw_description.pending_activities
             return aim == "recording" and any(
-                activity.activity_type.name == "varia.record" for activity in pending
+                activity.activity_type.name == names.RECORD for activity in pending
             )
 
         await wait_for(boundary, timeout_s=60, what=f"{ex.label} to continue as new", poll_s=0.0)

@@ -32,8 +32,8 @@ from tests.reliability.conftest import TinyClips
 from tests.reliability.support import history_facts, job_processes, leftovers, snapshot
 from varia import activities, media, stops
 from varia.config import Settings
-from varia.jobdir import MANIFEST_NAME
 from varia.models import JobResult
+from varia.names import MANIFEST_NAME
 from varia.worker import build_worker
 
 RUNS = int(os.environ.get("VARIA_FUZZ_RUNS", "50"))

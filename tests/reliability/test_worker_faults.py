@@ -25,7 +25,7 @@ from tests.reliability.support import (
     job_processes,
     leftovers,
 )
-from varia import activities
+from varia import activities, names
 from varia.config import Settings
 from varia.ffmpeg.process import stop_foreign
 from varia.models import RenderHeartbeat
@@ -178,7 +178,7 @@ def _with_heartbeat(beat: RenderHeartbeat) -> ActivityEnvironment:
 async def test_reaper_stops_the_previous_attempts_ffmpeg(
     tmp_path: Path, spawned: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    temp = tmp_path / ".clip_v000.mp4.part"
+    temp = tmp_path / names.temp_name("clip_v000.mp4")
     proc = _spawn(_IGNORE_TERM, temp)
     spawned.append(proc)
     identity = ProcessIdentity.of(proc.pid)
@@ -193,7 +193,7 @@ async def test_reaper_stops_the_previous_attempts_ffmpeg(
 async def test_reaper_never_signals_a_reused_pid_or_another_program(
     tmp_path: Path, spawned: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    temp = tmp_path / ".clip_v000.mp4.part"
+    temp = tmp_path / names.temp_name("clip_v000.mp4")
     proc = _spawn(_PLAIN, temp)
     spawned.append(proc)
     identity = ProcessIdentity.of(proc.pid)
@@ -202,7 +202,9 @@ async def test_reaper_never_signals_a_reused_pid_or_another_program(
         pid=identity.pid, pid_create_time=identity.create_time - 5.0, output=str(temp)
     )
     await _with_heartbeat(reused).run(activities._stop_previous_attempt, temp, 0.5)
-    other_output = tmp_path / ".other_v000.mp4.part"  # same process, not this output's FFmpeg
+    other_output = tmp_path / names.temp_name(
+        "other_v000.mp4"
+    )  # same process, not this output's FFmpeg
     assert await stop_foreign(identity, must_contain=str(other_output), stage_timeout_s=0.5) is None
     assert spy.sent == []
     assert identity.is_alive() and proc.poll() is None
