@@ -13,9 +13,10 @@ from temporalio.testing import ActivityEnvironment
 
 from varia import media
 from varia.activities import JobActivities
-from varia.bounds import OUT_OF_BOUNDS, trial_ssim
+from varia.bounds import trial_ssim
 from varia.clips import make_clip
 from varia.config import Settings
+from varia.errors import OUT_OF_BOUNDS
 from varia.models import MediaInfo, RenderTask, StrengthBounds
 from varia.recipes import make_recipe
 from varia.sheet import cell_name

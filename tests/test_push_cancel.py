@@ -20,8 +20,8 @@ from tests.helpers import (
 )
 from varia import names
 from varia.config import Settings
+from varia.errors import STOPPED_FOR_CANCEL
 from varia.models import JobRequest, JobResult
-from varia.stops import STOPPED_FOR_CANCEL
 from varia.worker import build_worker
 
 Handle = WorkflowHandle[Any, JobResult]

@@ -12,7 +12,8 @@ from temporalio.testing import ActivityEnvironment
 
 from tests.helpers import assert_manifest_matches_disk
 from varia import jobdir, media
-from varia.activities import JobActivities, finish_job
+from varia.activities import JobActivities
+from varia.cleanup import finish_job
 from varia.clips import make_clip
 from varia.config import Settings
 from varia.models import FinishRequest, OutputEntry, Recipe, RenderResult, RenderTask

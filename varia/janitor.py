@@ -183,7 +183,7 @@ def sweep_run(
     job_id: str, run_id: str, run: ClosedRun, state: FinalState, settings: Settings
 ) -> SweptJob:
     """Clean one closed run's job directory and write its manifest, or say why not."""
-    from varia.activities import finish_job  # the job's own cleanup (heavy import: lazily)
+    from varia.cleanup import finish_job  # the job's own cleanup (heavy import: lazily)
 
     def skipped(reason: str, job_dir: Path | None = None) -> SweptJob:
         where = str(job_dir) if job_dir else None

@@ -292,6 +292,15 @@ def _write_atomic(directory: Path, name: str, data: bytes) -> Path:
     return final
 
 
+def commit_output(temp: Path, final: Path) -> None:
+    """Put a checked render output into place: fsync it, rename it over `final`, fsync the
+    directory (after a crash the final name holds nothing or the whole file)."""
+    with open(temp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temp, final)
+    _fsync_dir(final.parent)
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -30,7 +30,7 @@ from temporalio.service import RPCError
 from tests.helpers import assert_manifest_matches_disk, start_job
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import history_facts, job_processes, leftovers, snapshot
-from varia import activities, media, stops
+from varia import activities, cleanup, media, render_output, stops
 from varia.config import Settings
 from varia.models import JobResult
 from varia.names import MANIFEST_NAME
@@ -100,8 +100,8 @@ async def hooks(client: Client, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     hooks = CancelHooks(client, asyncio.get_running_loop())
     probe, check_and_rename, finish_job = (
         media.probe,
-        activities._check_and_rename,
-        activities.finish_job,
+        render_output._check_and_rename,
+        cleanup.finish_job,
     )
     run_ffmpeg = getattr(activities, "run_ffmpeg")  # noqa: B009 (not re-exported)
 
@@ -133,8 +133,8 @@ async def hooks(client: Client, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
 
     monkeypatch.setattr(stops.RenderRegistry, "stop", lossy_stop)
     monkeypatch.setattr(media, "probe", hooked("probe", probe))
-    monkeypatch.setattr(activities, "_check_and_rename", hooked("rename", check_and_rename))
-    monkeypatch.setattr(activities, "finish_job", hooked("cleanup", finish_job))
+    monkeypatch.setattr(render_output, "_check_and_rename", hooked("rename", check_and_rename))
+    monkeypatch.setattr(cleanup, "finish_job", hooked("cleanup", finish_job))
     monkeypatch.setattr(activities, "run_ffmpeg", hooked_run)
     yield hooks
 

@@ -13,7 +13,7 @@ from tests.helpers import assert_manifest_matches_disk, failure_text, run_job, s
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import leftovers
 from varia import jobdir, names
-from varia.activities import finish_job
+from varia.cleanup import finish_job
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
 from varia.models import FinishRequest, MediaInfo, Recipe, RenderTask
