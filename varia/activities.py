@@ -24,8 +24,8 @@ from varia.ffmpeg.process import ProcessIdentity, stop_foreign
 from varia.ffmpeg.progress import ProgressReport
 from varia.ffmpeg.runner import run_ffmpeg
 from varia.models import (
+    CleanupRequest,
     DiscardRequest,
-    FinishRequest,
     JobResult,
     LedgerAppend,
     PreparedJob,
@@ -192,9 +192,9 @@ class JobActivities:
         return self._registered
 
     @activity.defn(name=names.FINISH)
-    async def finish(self, request: FinishRequest) -> JobResult:
+    async def clean_up(self, request: CleanupRequest) -> JobResult:
         """Delete the job's files that are not in the completion record; write the manifest."""
-        return await asyncio.to_thread(cleanup.finish_job, request)
+        return await asyncio.to_thread(cleanup.clean_up_job, request)
 
 
 def _worker_shutting_down() -> str | None:

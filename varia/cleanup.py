@@ -11,7 +11,7 @@ from pathlib import Path
 
 from varia import errors, jobdir, ledger, names, sheet
 from varia.models import (
-    FinishRequest,
+    CleanupRequest,
     JobResult,
     Manifest,
     OutputEntry,
@@ -23,9 +23,9 @@ from varia.recipes import make_recipe
 log = logging.getLogger("varia.activities")
 
 
-def finish_job(request: FinishRequest) -> JobResult:
-    """Cleanup, nearest siblings, contact sheets and manifest, as a plain function (the finish
-    activity runs it in a thread)."""
+def clean_up_job(request: CleanupRequest) -> JobResult:
+    """Delete what is not kept, add nearest siblings, draw the contact sheets, write the
+    manifest."""
     job_dir = Path(request.job_dir)
     results = {(r.input_index, r.variation): r for r in request.results}
     try:
@@ -90,7 +90,7 @@ def finish_job(request: FinishRequest) -> JobResult:
     )
 
 
-def _output_entry(request: FinishRequest, result: RenderResult) -> OutputEntry:
+def _output_entry(request: CleanupRequest, result: RenderResult) -> OutputEntry:
     recipe = result.recipe or make_recipe(request.seed, result.input_index, result.variation)
     return OutputEntry(
         input=request.inputs[result.input_index],

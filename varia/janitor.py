@@ -28,7 +28,7 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from varia import jobdir, ledger, media, names
 from varia.config import Settings
-from varia.models import FinalState, FinishRequest, JobCarry, JobRequest, MediaInfo, RenderResult
+from varia.models import CleanupRequest, FinalState, JobCarry, JobRequest, MediaInfo, RenderResult
 from varia.recipes import default_seed, make_recipe, output_name, output_stems
 
 CLOSED_WITHOUT_CLEANUP: dict[WorkflowExecutionStatus, FinalState] = {
@@ -183,7 +183,7 @@ def sweep_run(
     job_id: str, run_id: str, run: ClosedRun, state: FinalState, settings: Settings
 ) -> SweptJob:
     """Clean one closed run's job directory and write its manifest, or say why not."""
-    from varia.cleanup import finish_job  # the job's own cleanup (heavy import: lazily)
+    from varia.cleanup import clean_up_job  # the job's own cleanup (heavy import: lazily)
 
     def skipped(reason: str, job_dir: Path | None = None) -> SweptJob:
         where = str(job_dir) if job_dir else None
@@ -217,8 +217,8 @@ def sweep_run(
         results[(extra.input_index, extra.variation)] = extra
     how = "terminated" if state == "terminated" else "timed out"
     why = f" ({run.reason})" if run.reason else ""
-    result = finish_job(
-        FinishRequest(
+    result = clean_up_job(
+        CleanupRequest(
             job_id=job_id,
             job_dir=str(job_dir),
             state=state,

@@ -455,7 +455,7 @@ class PreparedJob(BaseModel):
     media: list[MediaInfo]
 
 
-class FinishRequest(BaseModel):
+class CleanupRequest(BaseModel):
     """Input of the cleanup activity: the completion record and how the job ended."""
 
     job_id: str

@@ -48,9 +48,9 @@ with workflow.unsafe.imports_passed_through():
     from varia.job_view import changed, details_text, outcome_lines, search_attribute_updates
     from varia.models import (
         DEFAULT_CHUNK_SIZE,
+        CleanupRequest,
         DiscardRequest,
         FinalState,
-        FinishRequest,
         JobCarry,
         JobRequest,
         JobResult,
@@ -310,8 +310,8 @@ class VariationJob:
             self._set_state(outcome)
             return self._raise_or_return(outcome, cancel, None)
         self._set_state("cleaning")
-        self._result = await self._finish(
-            FinishRequest(
+        self._result = await self._clean_up(
+            CleanupRequest(
                 job_id=self._job_id,
                 job_dir=self._job_dir,
                 state=outcome,
@@ -560,11 +560,11 @@ class VariationJob:
 
     # ---- cleanup ---------------------------------------------------------------------
 
-    async def _finish(self, request: FinishRequest) -> JobResult:
+    async def _clean_up(self, request: CleanupRequest) -> JobResult:
         """Run cleanup to its end; a cancel that arrives meanwhile does not interrupt it."""
         return await run_to_end_in_workflow(
             workflow.execute_activity_method(
-                JobActivities.finish,
+                JobActivities.clean_up,
                 request,
                 start_to_close_timeout=timedelta(minutes=10),
                 retry_policy=IO_RETRY,

@@ -98,10 +98,10 @@ class CancelHooks:
 async def hooks(client: Client, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[CancelHooks]:
     """Wrap probe, the FFmpeg run, check-and-rename and cleanup with cancel points."""
     hooks = CancelHooks(client, asyncio.get_running_loop())
-    probe, check_and_rename, finish_job = (
+    probe, check_and_rename, clean_up_job = (
         media.probe,
         render_output._check_and_rename,
-        cleanup.finish_job,
+        cleanup.clean_up_job,
     )
     run_ffmpeg = getattr(activities, "run_ffmpeg")  # noqa: B009 (not re-exported)
 
@@ -134,7 +134,7 @@ async def hooks(client: Client, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
     monkeypatch.setattr(stops.RenderRegistry, "stop", lossy_stop)
     monkeypatch.setattr(media, "probe", hooked("probe", probe))
     monkeypatch.setattr(render_output, "_check_and_rename", hooked("rename", check_and_rename))
-    monkeypatch.setattr(cleanup, "finish_job", hooked("cleanup", finish_job))
+    monkeypatch.setattr(cleanup, "clean_up_job", hooked("cleanup", clean_up_job))
     monkeypatch.setattr(activities, "run_ffmpeg", hooked_run)
     yield hooks
 

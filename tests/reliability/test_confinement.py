@@ -13,10 +13,10 @@ from tests.helpers import assert_manifest_matches_disk, failure_text, run_job, s
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import leftovers
 from varia import jobdir, names
-from varia.cleanup import finish_job
+from varia.cleanup import clean_up_job
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
-from varia.models import FinishRequest, MediaInfo, Recipe, RenderTask
+from varia.models import CleanupRequest, MediaInfo, Recipe, RenderTask
 from varia.worker import build_worker
 
 
@@ -81,8 +81,8 @@ async def test_paths_outside_the_allowed_roots_are_refused(
     assert sorted(p.name for p in outputs_root.iterdir()) == [f"{job_id}-ok"]
 
 
-def _finish(job_dir: Path, job_id: str) -> FinishRequest:
-    return FinishRequest(
+def _cleanup_request(job_dir: Path, job_id: str) -> CleanupRequest:
+    return CleanupRequest(
         job_id=job_id,
         job_dir=str(job_dir),
         state="cancelled",
@@ -101,7 +101,7 @@ def test_cleanup_refuses_a_directory_without_the_marker(tmp_path: Path) -> None:
     partial = job_dir / names.temp_name("clip_v000.mp4")  # would be ours, but the dir is not marked
     partial.write_bytes(b"x")
     with pytest.raises(Exception, match="refusing to clean") as refused:
-        finish_job(_finish(job_dir, "job-x"))
+        clean_up_job(_cleanup_request(job_dir, "job-x"))
     assert getattr(refused.value, "non_retryable", False)
     assert partial.exists() and not (job_dir / names.MANIFEST_NAME).exists()
 
