@@ -89,6 +89,7 @@ class JobActivities:
     @metrics.render_metrics
     async def render(self, task: RenderTask) -> RenderResult:
         """Render one variation to a temporary name, check it, rename it into place."""
+        task = with_default_threads(task, self.settings.ffmpeg_threads)
         job_dir = Path(task.job_dir)
         final = job_dir / task.output_name
         temp = job_dir / task.temp_name
@@ -195,6 +196,14 @@ class JobActivities:
     async def clean_up(self, request: CleanupRequest) -> JobResult:
         """Delete the job's files that are not in the completion record; write the manifest."""
         return await asyncio.to_thread(cleanup.clean_up_job, request)
+
+
+def with_default_threads(task: RenderTask, threads: int | None) -> RenderTask:
+    """The task with the worker's `VARIA_FFMPEG_THREADS` as its `-threads` when the job set
+    none (unset too: FFmpeg chooses)."""
+    if task.threads is not None or threads is None:
+        return task
+    return task.model_copy(update={"threads": threads})
 
 
 def _worker_shutting_down() -> str | None:

@@ -111,7 +111,10 @@ class Settings(BaseSettings):
         None, alias="VARIA_FFMPEG", description="FFmpeg binary; default: imageio-ffmpeg's."
     )
     ffmpeg_threads: int | None = Field(
-        None, alias="VARIA_FFMPEG_THREADS", ge=1, description="Default FFmpeg -threads."
+        None,
+        alias="VARIA_FFMPEG_THREADS",
+        ge=1,
+        description="FFmpeg -threads of a render whose job set none; unset: FFmpeg chooses.",
     )
     ffmpeg_nice: int = Field(
         0, alias="VARIA_FFMPEG_NICE", ge=0, le=19, description="Niceness added to FFmpeg."

@@ -224,3 +224,16 @@ def test_argv_reads_and_writes_only_its_file_urls(
             assert "/" not in value and ":" not in value.replace("0:v:0", "").replace("0:a:0", "")
         i += 2
     assert rest.count("-i") == 1
+
+
+def test_worker_threads_default_applies_only_when_the_job_set_none() -> None:
+    """`VARIA_FFMPEG_THREADS` fills in `-threads` for a job without `threads`; unset, FFmpeg
+    chooses (no flag)."""
+    from varia.activities import with_default_threads
+
+    unset = task(Recipe()).model_copy(update={"threads": None})
+    assert "-threads" not in build_render_argv("ffmpeg", with_default_threads(unset, None), "/o")
+    argv = build_render_argv("ffmpeg", with_default_threads(unset, 3), "/o")
+    assert argv[argv.index("-threads") + 1] == "3"
+    argv = build_render_argv("ffmpeg", with_default_threads(task(Recipe()), 3), "/o")
+    assert argv[argv.index("-threads") + 1] == "2"  # the job's own choice wins
