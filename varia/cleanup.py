@@ -92,21 +92,7 @@ def clean_up_job(request: CleanupRequest) -> JobResult:
 
 def _output_entry(request: CleanupRequest, result: RenderResult) -> OutputEntry:
     recipe = result.recipe or make_recipe(request.seed, result.input_index, result.variation)
-    return OutputEntry(
-        input=request.inputs[result.input_index],
-        input_index=result.input_index,
-        variation=result.variation,
-        path=result.path,
-        bytes=result.bytes,
-        duration_s=result.duration_s,
-        recipe=recipe,
-        quality=result.quality,
-        sha256=result.sha256,
-        ffmpeg=result.ffmpeg,
-        varia_version=result.varia_version,
-        argv=result.argv,
-        attempts=result.attempts,
-    )
+    return OutputEntry.of(result, request.inputs[result.input_index], recipe)
 
 
 def _summary(outputs: list[OutputEntry]) -> QualitySummary | None:

@@ -10,6 +10,9 @@ It never touches a directory that has a manifest already, lacks varia's marker f
 lies outside the allowed output roots, or belongs to a job id that runs again. Runs closed
 less than `VARIA_JANITOR_GRACE` seconds ago wait for the next sweep, so a render whose
 heartbeat has not yet learnt that its workflow is gone has stopped first.
+
+Just over 300 lines: listing, reading a history back into a completion record and the sweep
+are one procedure, each step used only by the next.
 """
 
 from __future__ import annotations

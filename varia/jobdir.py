@@ -7,6 +7,10 @@ workflow id is a new chain: it never adopts, changes or deletes the directory. C
 a directory whose marker is not the job's, never follows a symlink, never leaves the directory
 and only deletes names the job itself could have created (its planned outputs and their
 temporary files). Anything else found there is reported as foreign and left alone.
+
+Just over 300 lines on purpose: every write into a job directory (marker, sweep, discard,
+atomic manifest and sheet writes, a render's commit) goes through here, so the confinement
+rules are read and checked in one place.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Every model here crosses a process boundary as plain JSON (through the pydantic data converter),
 so callers in other languages or without varia installed see the same field names.
+
+Over 300 lines on purpose: this is the wire format, one model after another with no logic
+worth a module of its own; in one file a reviewer sees every payload a change could touch.
 """
 
 from __future__ import annotations
@@ -252,22 +255,16 @@ class RenderResult(BaseModel):
     attempts: list[Attempt] = Field(default_factory=list)
 
 
-class OutputEntry(BaseModel):
-    """One kept output as listed in the manifest."""
+class OutputEntry(RenderResult):
+    """One kept output as listed in the manifest: its render's result, its input and recipe."""
 
-    input: str
-    input_index: int
-    variation: int
-    path: str
-    bytes: int
-    duration_s: float
     recipe: Recipe
-    quality: Quality | None = None
-    sha256: str | None = None
-    ffmpeg: FfmpegBuild | None = None
-    varia_version: str | None = None
-    argv: list[str] | None = None
-    attempts: list[Attempt] = Field(default_factory=list)
+    input: str
+
+    @classmethod
+    def of(cls, result: RenderResult, input_path: str, recipe: Recipe) -> OutputEntry:
+        """The manifest entry of a render's result (`recipe`: the one used, if it lacks it)."""
+        return cls.model_validate({**dict(result), "input": input_path, "recipe": recipe})
 
 
 class SheetEntry(BaseModel):
