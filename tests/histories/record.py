@@ -35,8 +35,6 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowHistory,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.helpers import paced_ffmpeg, wait_for
@@ -45,8 +43,7 @@ from varia import names
 from varia.activities import JobActivities
 from varia.clips import make_clip
 from varia.config import Settings
-from varia.search_attributes import SEARCH_ATTRIBUTES
-from varia.server import temporal_binary
+from varia.server import start_throwaway_server
 from varia.worker import build_worker
 from varia.workflows import VariationJob
 
@@ -325,12 +322,7 @@ async def record(release: str | None, only: list[str]) -> list[Path]:
     with tempfile.TemporaryDirectory(prefix="varia-record-") as scratch:
         root = Path(scratch)
         clip = make_clip(root / "clip.mp4", seconds=4, size="160x120")
-        async with await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_binary(),
-            data_converter=pydantic_data_converter,
-            search_attributes=SEARCH_ATTRIBUTES,
-            dev_server_log_level="error",
-        ) as env:
+        async with await start_throwaway_server() as env:
             lab = Lab(env.client, root, clip)
             for path in only:
                 histories = await RECORDERS[path](lab)
