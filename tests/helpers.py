@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import psutil
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
-from varia import media
+from varia import media, names
 from varia.client.jobs import Jobs
 from varia.config import Settings
 from varia.models import JobCarry, JobRequest, JobResult, Progress, RenderHeartbeat
@@ -171,7 +171,7 @@ async def render_heartbeats(client: Client, job_id: str) -> dict[str, RenderHear
 
 async def query_progress(handle: WorkflowHandle[Any, Any]) -> Progress:
     """The job's `progress` query (answers while it runs and after it closed)."""
-    progress: Progress = await handle.query("progress", result_type=Progress)
+    progress: Progress = await handle.query(names.PROGRESS_QUERY, result_type=Progress)
     return progress
 
 

@@ -26,7 +26,7 @@ from tests.helpers import (
     render_heartbeats,
     wait_for,
 )
-from varia import names
+from varia import errors, names
 from varia.config import Settings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -120,7 +120,7 @@ async def test_parent_reads_the_childs_failure_as_json(
         result_type=dict,
     )
     assert result["ok"] is False
-    assert result["type"] == "JobFailed"
+    assert result["type"] == errors.JOB_FAILED
     assert missing in result["error"]
     [details] = result["details"]
     assert details["state"] == "failed" and details["total"] == 2

@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from tests.conftest import Clips
 from tests.helpers import Job
-from varia import names
+from varia import errors, names
 from varia.config import Settings
 from varia.logs import ExpectedFailureFilter, configure_logging
 from varia.models import JobResult
@@ -118,12 +118,15 @@ def failure_record(err: BaseException) -> logging.LogRecord:
     [
         (
             ApplicationError(
-                "input '/a.mp4' is not a readable video", type="BadInput", non_retryable=True
+                "input '/a.mp4' is not a readable video", type=errors.BAD_INPUT, non_retryable=True
             ),
             False,
         ),
-        (ApplicationError("cannot write the output", type="NoSpace", non_retryable=True), False),
-        (ApplicationError("FFmpeg exited with code 1", type="FFmpegFailed"), True),
+        (
+            ApplicationError("cannot write the output", type=errors.NO_SPACE, non_retryable=True),
+            False,
+        ),
+        (ApplicationError("FFmpeg exited with code 1", type=errors.FFMPEG_FAILED), True),
         (KeyError("a bug"), True),
         (RuntimeError("a bug"), True),
     ],

@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 
 from tests.conftest import Clips
 from tests.helpers import assert_manifest_matches_disk
-from varia import names
+from varia import errors, names
 from varia.client.jobs import Jobs
 from varia.config import Settings
 from varia.models import JobResult
@@ -107,7 +107,7 @@ async def test_bounds_no_recipe_fits_fails_the_job_naming_them(
     with pytest.raises(WorkflowFailureError) as caught:
         await handle.result()
     cause = caught.value.cause
-    assert isinstance(cause, ApplicationError) and cause.type == "JobFailed"
+    assert isinstance(cause, ApplicationError) and cause.type == errors.JOB_FAILED
     assert "1 of 1 variations failed" in cause.message
     assert "variation 0: no recipe within SSIM from 0.999 to 1 after 2 attempt(s)" in cause.message
     manifest = assert_manifest_matches_disk(out_dir / job_id)

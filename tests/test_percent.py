@@ -93,7 +93,7 @@ async def test_percent_is_the_same_in_query_details_attribute_and_cli(
     env = cli_env(settings.temporal_address, settings.task_queue)
 
     async def query() -> float:
-        return (await handle.query("progress", result_type=Progress)).percent
+        return (await handle.query(names.PROGRESS_QUERY, result_type=Progress)).percent
 
     async def snapshot() -> tuple[float, float | None, str, float, float | None] | None:
         """All four views between two equal query answers (no step arrived in between)."""
@@ -130,7 +130,7 @@ async def test_percent_is_the_same_in_query_details_attribute_and_cli(
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
         await handle.result()
-    progress = await handle.query("progress", result_type=Progress)
+    progress = await handle.query(names.PROGRESS_QUERY, result_type=Progress)
     assert progress.percent == 50.0  # the stopped render's fraction is gone; the kept one counts
     metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     assert f"kept 1 · removed 1 · manifest `{out_dir / job_id / 'manifest.json'}`" in (

@@ -338,7 +338,7 @@ async def test_temporal_cli_queries_progress_and_cancels(
 
     async def progress() -> dict[str, Any] | None:
         answer = await temporal_cli(
-            client, "workflow", "query", "--workflow-id", job_id, "--type", "progress"
+            client, "workflow", "query", "--workflow-id", job_id, "--type", names.PROGRESS_QUERY
         )
         value: dict[str, Any] = answer["queryResult"][0]
         return value if value["running"] == 1 else None

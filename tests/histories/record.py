@@ -112,7 +112,7 @@ async def _rendering(client: Client, job_id: str, at_least: int = 1) -> None:
 
 
 async def _progress(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
-    answer: dict[str, Any] = await handle.query("progress", result_type=dict)
+    answer: dict[str, Any] = await handle.query(names.PROGRESS_QUERY, result_type=dict)
     return answer
 
 
@@ -205,7 +205,7 @@ async def drained(lab: Lab) -> list[WorkflowHistory]:
     async with build_worker(lab.client, settings):
         handle = await lab.start("drained", queue, lab.request(3, threads=1))
         await _rendering(lab.client, handle.id)
-        await handle.execute_update("drain", result_type=dict)
+        await handle.execute_update(names.DRAIN_UPDATE, result_type=dict)
         assert await _closed(handle) == WorkflowExecutionStatus.COMPLETED
         progress = await _progress(handle)
         assert (progress["state"], progress["completed"]) == ("drained", 1), progress

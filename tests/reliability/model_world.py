@@ -300,7 +300,7 @@ class World:
             if ex.closer.done():
                 return True
             with contextlib.suppress(RPCError):
-                progress = await handle.query("progress", result_type=Progress)
+                progress = await handle.query(names.PROGRESS_QUERY, result_type=Progress)
                 return progress.running > 0 or progress.state in ("cleaning", "completed")
             return False
 
@@ -324,7 +324,7 @@ class World:
         handle = self.client.get_workflow_handle(ex.job_id)
         try:
             async with asyncio.timeout(60):
-                await handle.execute_update("drain", result_type=Progress)
+                await handle.execute_update(names.DRAIN_UPDATE, result_type=Progress)
         except (RPCError, WorkflowUpdateFailedError):
             return False
         assert ex.closed is None, f"closed job {ex.label} accepted a drain"

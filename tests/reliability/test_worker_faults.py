@@ -136,6 +136,16 @@ def _spawn(code: str, output: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
+def _left_over(
+    code: str, tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+) -> tuple[Path, subprocess.Popen[bytes], ProcessIdentity]:
+    """A previous attempt's FFmpeg stand-in writing a render's temp name: (temp, it, its id)."""
+    temp = tmp_path / names.temp_name("clip_v000.mp4")
+    proc = _spawn(code, temp)
+    spawned.append(proc)
+    return temp, proc, ProcessIdentity.of(proc.pid)
+
+
 @pytest.fixture
 def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
@@ -171,10 +181,7 @@ def _with_heartbeat(beat: RenderHeartbeat) -> ActivityEnvironment:
 async def test_reaper_stops_the_previous_attempts_ffmpeg(
     tmp_path: Path, spawned: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    temp = tmp_path / names.temp_name("clip_v000.mp4")
-    proc = _spawn(_IGNORE_TERM, temp)
-    spawned.append(proc)
-    identity = ProcessIdentity.of(proc.pid)
+    temp, _, identity = _left_over(_IGNORE_TERM, tmp_path, spawned)
     spy = _SignalSpy(monkeypatch)
     beat = RenderHeartbeat(pid=identity.pid, pid_create_time=identity.create_time, output=str(temp))
     await _with_heartbeat(beat).run(activities._stop_previous_attempt, temp, 0.5)
@@ -186,18 +193,13 @@ async def test_reaper_stops_the_previous_attempts_ffmpeg(
 async def test_reaper_never_signals_a_reused_pid_or_another_program(
     tmp_path: Path, spawned: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    temp = tmp_path / names.temp_name("clip_v000.mp4")
-    proc = _spawn(_PLAIN, temp)
-    spawned.append(proc)
-    identity = ProcessIdentity.of(proc.pid)
+    temp, proc, identity = _left_over(_PLAIN, tmp_path, spawned)
     spy = _SignalSpy(monkeypatch)
     reused = RenderHeartbeat(  # the pid now belongs to a process started at another time
         pid=identity.pid, pid_create_time=identity.create_time - 5.0, output=str(temp)
     )
     await _with_heartbeat(reused).run(activities._stop_previous_attempt, temp, 0.5)
-    other_output = tmp_path / names.temp_name(
-        "other_v000.mp4"
-    )  # same process, not this output's FFmpeg
+    other_output = tmp_path / names.temp_name("other_v000.mp4")  # not this output's FFmpeg
     assert await stop_foreign(identity, must_contain=str(other_output), stage_timeout_s=0.5) is None
     assert spy.sent == []
     assert identity.is_alive() and proc.poll() is None
