@@ -6,28 +6,19 @@ from __future__ import annotations
 from varia import errors
 from varia.workflow_calls import IO_RETRY, RENDER_RETRY
 
+REGISTERED = (
+    "BAD_REQUEST=BadRequest BAD_INPUT=BadInput NO_SPACE=NoSpace "
+    "OUTPUT_DIR_UNUSABLE=OutputDirUnusable LEDGER_CORRUPT=LedgerCorrupt "
+    "STOPPED_FOR_CANCEL=StoppedForCancel WORKER_SHUTDOWN=WorkerShutdown STALLED=Stalled "
+    "FFMPEG_FAILED=FFmpegFailed OUTPUT_INVALID=OutputInvalid OUT_OF_BOUNDS=OutOfBounds "
+    "JOB_FAILED=JobFailed"
+)
+
 
 def test_the_registered_error_types() -> None:
-    assert (errors.BAD_REQUEST, errors.BAD_INPUT, errors.NO_SPACE) == (
-        "BadRequest",
-        "BadInput",
-        "NoSpace",
-    )
-    assert (errors.OUTPUT_DIR_UNUSABLE, errors.LEDGER_CORRUPT, errors.STOPPED_FOR_CANCEL) == (
-        "OutputDirUnusable",
-        "LedgerCorrupt",
-        "StoppedForCancel",
-    )
-    assert (errors.WORKER_SHUTDOWN, errors.STALLED, errors.FFMPEG_FAILED) == (
-        "WorkerShutdown",
-        "Stalled",
-        "FFmpegFailed",
-    )
-    assert (errors.OUTPUT_INVALID, errors.OUT_OF_BOUNDS, errors.JOB_FAILED) == (
-        "OutputInvalid",
-        "OutOfBounds",
-        "JobFailed",
-    )
+    for pair in REGISTERED.split():
+        constant, value = pair.split("=")
+        assert getattr(errors, constant) == value
 
 
 def test_retry_policies_never_retry_the_non_retryable_types() -> None:
