@@ -98,6 +98,12 @@ def job_id() -> str:
 
 
 @pytest.fixture
+def bare_job(client: Client, settings: Settings, job_id: str, out_dir: Path) -> Job:
+    """This test's job, with no worker yet: the test starts the worker(s) it needs."""
+    return Job(client, settings, job_id, out_dir)
+
+
+@pytest.fixture
 def job(client: Client, worker: VariaWorker, settings: Settings, job_id: str, out_dir: Path) -> Job:
     """This test's job, with a worker polling its task queue."""
     return Job(client, settings, job_id, out_dir)
