@@ -21,8 +21,17 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from varia import media, names
 from varia.client.jobs import Jobs
 from varia.config import Settings
-from varia.models import JobCarry, JobRequest, JobResult, Progress, RenderHeartbeat
+from varia.models import (
+    JobCarry,
+    JobRequest,
+    JobResult,
+    MediaInfo,
+    Progress,
+    RenderHeartbeat,
+    RenderTask,
+)
 from varia.names import MANIFEST_NAME, WORKFLOW_TYPE
+from varia.recipes import make_recipe
 
 T = TypeVar("T")
 
@@ -267,3 +276,20 @@ class Job:
         handle = await self.start(inputs, variations, **fields)
         await wait_rendering(self.client, self.id, at_least)
         return handle
+
+
+def render_task(
+    source: MediaInfo, job_dir: Path, *, seed: int = 0, variation: int = 0, **fields: Any
+) -> RenderTask:
+    """The render task of one variation of `source` (input 0) as the workflow plans it, its
+    recipe drawn from `seed`; `fields`: more task fields (e.g. `bounds`, `threads`)."""
+    return RenderTask(
+        job_dir=str(job_dir),
+        input_index=0,
+        variation=variation,
+        media=source,
+        recipe=make_recipe(seed, 0, variation),
+        output_name=f"{Path(source.path).stem}_v{variation:03d}.mp4",
+        seed=seed,
+        **fields,
+    )

@@ -11,6 +11,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from tests.helpers import render_task
 from varia import media
 from varia.activities import JobActivities
 from varia.bounds import trial_ssim
@@ -31,16 +32,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> MediaInfo:
 
 
 def task_for(source: MediaInfo, job_dir: Path, bounds: StrengthBounds) -> RenderTask:
-    return RenderTask(
-        job_dir=str(job_dir),
-        input_index=0,
-        variation=0,
-        media=source,
-        recipe=make_recipe(SEED, 0, 0),
-        output_name="src_v000.mp4",
-        seed=SEED,
-        bounds=bounds,
-    )
+    return render_task(source, job_dir, seed=SEED, bounds=bounds)
 
 
 async def trials(source: MediaInfo, tmp_path: Path, count: int) -> list[float]:

@@ -21,6 +21,7 @@ from tests.helpers import (
     processes_mentioning,
     query_progress,
     read_manifest,
+    render_task,
     start_job,
     wait_for,
     wait_rendering,
@@ -29,7 +30,7 @@ from varia import names
 from varia.config import Settings
 from varia.errors import BAD_REQUEST
 from varia.ffmpeg.argv import build_render_argv
-from varia.models import JobRequest, MediaInfo, RenderTask
+from varia.models import JobRequest, MediaInfo
 from varia.recipes import make_recipe
 from varia.worker import build_worker
 from varia.workflows import VariationJob
@@ -69,14 +70,7 @@ def test_same_seed_gives_same_argv(tmp_path: Path) -> None:
     info = MediaInfo(path="/in/a.mp4", duration_s=2, width=320, height=240, fps=25, has_audio=True)
 
     def argv(seed: int) -> list[str]:
-        task = RenderTask(
-            job_dir=str(tmp_path),
-            input_index=0,
-            variation=3,
-            media=info,
-            recipe=make_recipe(seed, 0, 3),
-            output_name="a_v003.mp4",
-        )
+        task = render_task(info, tmp_path, seed=seed, variation=3)
         return build_render_argv("ffmpeg", task, tmp_path / task.temp_name)
 
     assert argv(5) == argv(5)
