@@ -83,17 +83,7 @@ async def _one_round(root: Path, shape: dict[str, Any], variations: int) -> dict
     started, cpu = time.perf_counter(), time.process_time()
     results = with_siblings(results)
     entries = [
-        OutputEntry(
-            input=str(source.path),
-            input_index=0,
-            variation=r.variation,
-            path=r.path,
-            bytes=r.bytes,
-            duration_s=r.duration_s,
-            recipe=t.recipe,
-            quality=r.quality,
-        )
-        for r, t in zip(results, tasks, strict=True)
+        OutputEntry.of(r, str(source.path), t.recipe) for r, t in zip(results, tasks, strict=True)
     ]
     sheets, problems = write_sheets(job_dir, [str(source.path)], [source.path.stem], entries)
     sheet_wall, sheet_cpu = time.perf_counter() - started, time.process_time() - cpu

@@ -15,6 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tests.conftest import Clips
 from tests.helpers import start_job, wait_for
+from varia import names
 from varia.config import Settings
 from varia.models import JobRequest, JobResult
 from varia.server import DevServer
@@ -37,7 +38,7 @@ async def _waiting(handle: WorkflowHandle[object, JobResult]) -> int:
     return sum(
         1
         for pending in description.raw_description.pending_activities
-        if pending.activity_type.name == "varia.render" and not pending.last_started_time.seconds
+        if pending.activity_type.name == names.RENDER and not pending.last_started_time.seconds
     )
 
 
@@ -51,11 +52,11 @@ async def _render_times(handle: WorkflowHandle[object, object]) -> tuple[list[fl
             kinds[event.event_id] = (
                 event.activity_task_scheduled_event_attributes.activity_type.name
             )
-            if kinds[event.event_id] == "varia.render":
+            if kinds[event.event_id] == names.RENDER:
                 scheduled.append(at)
         elif event.HasField("activity_task_started_event_attributes"):
             attrs = event.activity_task_started_event_attributes
-            if kinds.get(attrs.scheduled_event_id) == "varia.render":
+            if kinds.get(attrs.scheduled_event_id) == names.RENDER:
                 started.append(at)
     return scheduled, started
 
@@ -104,7 +105,7 @@ async def _render_priorities(handle: WorkflowHandle[object, object]) -> set[tupl
     async for event in handle.fetch_history_events():
         if event.HasField("activity_task_scheduled_event_attributes"):
             attrs = event.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name == "varia.render":
+            if attrs.activity_type.name == names.RENDER:
                 found.add((attrs.priority.fairness_key, attrs.priority.priority_key))
     return found
 
