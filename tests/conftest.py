@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import hypothesis  # noqa: F401  (see below)
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
@@ -18,6 +19,11 @@ from varia.clips import make_clip
 from varia.config import Settings
 from varia.server import start_throwaway_server
 from varia.worker import VariaWorker, build_worker
+
+# hypothesis is imported here, while collection runs on one thread, and not lazily by its pytest
+# plugin at the end of a run: pytest rewrites its modules with `ast.parse`, and on CPython 3.11.7
+# an `ast.parse` while a Temporal worker's threads are still winding down failed the whole run
+# with "SystemError: AST constructor recursion depth mismatch" (`pytest tests/test_fairness.py`).
 
 
 @dataclass(frozen=True)
