@@ -2,7 +2,8 @@
 
 A frame "at t" is the first frame whose timestamp (from the stream's start) is at or after t,
 less half a frame. varia's own outputs have a keyframe at every sample time (see
-`varia.sampling`), so each sample decodes one frame; a source decodes from the keyframe before.
+`varia.sampling`), so each sample decodes that one packet alone (`_keyframe_alone`); a source
+decodes from the keyframe before.
 All functions block (PyAV decodes in C): activities call them in a thread.
 """
 
