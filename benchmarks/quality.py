@@ -167,19 +167,21 @@ async def _job_round(root: Path, source: Clip, variations: int) -> float:
     return wall
 
 
+SHAPES: list[dict[str, Any]] = [
+    {"name": "short", "seconds": 4.0, "size": "640x360", "variations": 8},
+    {"name": "medium", "seconds": 12.0, "size": "1280x720", "variations": 6},
+]
+
+
 async def run(ctx: Context) -> Report:
     """Each shape: `rounds` rounds of (plain renders then measure and sheet; renders measured
     in the job); medians of the ratios."""
-    shapes: list[dict[str, Any]] = [
-        {"name": "short", "seconds": 4.0, "size": "640x360", "variations": 8},
-        {"name": "medium", "seconds": 12.0, "size": "1280x720", "variations": 6},
-    ]
     rounds = 1 if ctx.quick else 3
     imports = _import_cost()
     figures: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="varia-bench-quality-") as tmp:
         root = Path(tmp)
-        for shape in shapes:
+        for shape in SHAPES:
             variations = 4 if ctx.quick else int(shape["variations"])
             source = clip(
                 root / "clips", shape["name"], seconds=shape["seconds"], size=shape["size"]
@@ -236,6 +238,26 @@ async def run(ctx: Context) -> Report:
     return report
 
 
+async def _rounds(name: str, rounds: int) -> None:
+    """Print each round of one shape (a quick look between full runs)."""
+    shape = next(s for s in SHAPES if s["name"] == name)
+    print(f"one-off imports {_import_cost():.2f} s (not counted)")
+    with tempfile.TemporaryDirectory(prefix="varia-bench-quality-") as tmp:
+        root = Path(tmp)
+        source = clip(root / "clips", name, seconds=shape["seconds"], size=shape["size"])
+        for _ in range(rounds):
+            s = await _serial_round(root, source, shape["variations"])
+            s["job_wall"] = await _job_round(root, source, shape["variations"])
+            cpu = (s["measure_cpu"] + s["sheet_cpu"]) / s["render_cpu"]
+            serial = (s["measure_wall"] / CONCURRENCY + s["sheet_wall"]) / s["render_wall"]
+            in_job = s["job_wall"] / s["render_wall"] - 1
+            print(
+                f"CPU {100 * cpu:.1f} %; wall, serial bound {100 * serial:.1f} %, in the job "
+                f"{100 * in_job:+.1f} %; load {os.getloadavg()[0]:.1f}",
+                {k: round(v, 3) for k, v in s.items()},
+            )
+
+
 def chart(report: Report, path: Path) -> None:
     """Added cost as a percentage of the render, CPU and wall, per shape."""
     shapes = report.data["shapes"]
@@ -251,3 +273,10 @@ def chart(report: Report, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+if __name__ == "__main__":  # python -m benchmarks.quality [short|medium] [rounds]
+    import sys
+
+    shape_name = sys.argv[1] if len(sys.argv) > 1 else "short"
+    asyncio.run(_rounds(shape_name, int(sys.argv[2]) if len(sys.argv) > 2 else 3))
