@@ -64,6 +64,10 @@ def test_an_outputs_samples_are_its_keyframes_decoded_alone(
     assert alone == [True] * len(times)
     full = _decoded_in_full(str(out), times)
     assert all(np.array_equal(a, b) for a, b in zip(fast, full, strict=True))
+    mixed = [times[0], (times[0] + times[1]) / 2, times[1]]  # a decoder drained, then decoding
+    fast = [f.to_ndarray() for f in frames.frames_at(str(out), mixed)]
+    full = _decoded_in_full(str(out), mixed)
+    assert all(np.array_equal(a, b) for a, b in zip(fast, full, strict=True))
 
 
 def test_a_file_without_keyframes_there_falls_back_to_decoding(source: Path) -> None:
