@@ -21,7 +21,7 @@ from temporalio.client import WorkflowFailureError
 
 from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s
-from benchmarks.stack import Stack, new_job_id, request
+from benchmarks.stack import Stack, cancel_and_wait, new_job_id, request
 from benchmarks.stats import summarize
 
 NAME = "busy_cancel"
@@ -51,14 +51,7 @@ async def trial(stack: Stack, source: Path, index: int) -> dict[str, Any]:
             worker, request([source], 4, stack.out_dir, concurrency=3, seed=index), busy_id
         )
         await wait_for(watch_a.alive, what="A's FFmpeg", timeout_s=120)
-        cancelled_at = time.monotonic()
-        await cancelled.cancel()
-        state = "completed"
-        try:
-            await cancelled.result()
-        except WorkflowFailureError:
-            state = "cancelled"
-        closed_at = time.monotonic()
+        state, cancelled_at, closed_at = await cancel_and_wait(cancelled)
         watch_a.poll()
         watch_b.poll()
         exited_at = watch_b.last_exit() or float("nan")

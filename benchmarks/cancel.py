@@ -11,13 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
-from temporalio.client import WorkflowFailureError
 
 from benchmarks.history import scheduled_after_cancel
 from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s
-from benchmarks.stack import FfmpegWatch, JobHandle, Stack, WorkerProcess, new_job_id, request
+from benchmarks.stack import (
+    FfmpegWatch,
+    JobHandle,
+    Stack,
+    WorkerProcess,
+    cancel_and_wait,
+    new_job_id,
+    request,
+)
 from benchmarks.stats import summarize
+from varia import names
 
 NAME = "cancel"
 SWEEP = [(1.0, 0.25), (0.5, 0.1), (0.1, 0.1)]
@@ -38,14 +46,7 @@ async def measure_cancel(
     watch.poll()
     alive = watch.alive()
     cancelled_wall = time.time()
-    cancelled_at = time.monotonic()
-    await latest.cancel()
-    state = "completed"
-    try:
-        await latest.result()
-    except WorkflowFailureError:
-        state = "cancelled"
-    closed_at = time.monotonic()
+    state, cancelled_at, closed_at = await cancel_and_wait(latest)
     await asyncio.sleep(0.3)  # an FFmpeg that appeared late would show up now
     watch.poll()
     last_exit = watch.last_exit()  # None while one still runs: then measure up to now
@@ -54,7 +55,7 @@ async def measure_cancel(
     else:
         exited = max(0.0, (last_exit or time.monotonic()) - cancelled_at)
     spawned_after = sum(1 for begin, _ in watch.intervals() if begin > cancelled_at)
-    manifest = json.loads((stack.job_dir(handle.id) / "manifest.json").read_text())
+    manifest = json.loads((stack.job_dir(handle.id) / names.MANIFEST_NAME).read_text())
     stops = worker.stops_since(cancelled_wall)
     history = await latest.fetch_history()
     first_stop = min((s["begin"] for s in stops), default=float("nan"))

@@ -24,6 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s
+from varia import names
 from varia.config import Settings
 from varia.models import JobRequest, JobResult
 from varia.server import DevServer
@@ -62,7 +63,7 @@ async def _render_events(handle: WorkflowHandle[Any, Any]) -> list[tuple[float, 
             name, scheduled = kinds.get(
                 event.activity_task_started_event_attributes.scheduled_event_id, ("", 0.0)
             )
-            if name == "varia.render":
+            if name == names.RENDER:
                 pairs.append((scheduled, at))
     return pairs
 
@@ -78,7 +79,7 @@ async def _waiting_renders(handle: WorkflowHandle[Any, Any]) -> int:
     return sum(
         1
         for pending in description.raw_description.pending_activities
-        if pending.activity_type.name == "varia.render" and not pending.last_started_time.seconds
+        if pending.activity_type.name == names.RENDER and not pending.last_started_time.seconds
     )
 
 
@@ -104,7 +105,11 @@ async def trial(root: Path, source: Path, *, fair: bool) -> dict[str, Any]:
                 threads=1,
             )
             big = await client.start_workflow(
-                "VariationJob", big_request, id="big", task_queue=task_queue, result_type=JobResult
+                names.WORKFLOW_TYPE,
+                big_request,
+                id="big",
+                task_queue=task_queue,
+                result_type=JobResult,
             )
             deadline = time.monotonic() + 120
             while await _waiting_renders(big) < BIG_CONCURRENCY - SLOTS - 2:
@@ -114,7 +119,7 @@ async def trial(root: Path, source: Path, *, fair: bool) -> dict[str, Any]:
             small_request = big_request.model_copy(update={"variations": SMALL, "concurrency": 3})
             began = time.monotonic()
             small = await client.start_workflow(
-                "VariationJob",
+                names.WORKFLOW_TYPE,
                 small_request,
                 id="small",
                 task_queue=task_queue,

@@ -10,6 +10,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 
+from varia import names
+
 
 @dataclass(frozen=True)
 class RunHistory:
@@ -55,7 +57,7 @@ def render_phases(
         kind = event.event_type
         if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name == "varia.render":
+            if attrs.activity_type.name == names.RENDER:
                 scheduled[event.event_id] = (attrs.activity_id, _time(event))
                 scheduled_times.append(_time(event))
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
@@ -102,7 +104,7 @@ def scheduled_after_cancel(events: list[HistoryEvent]) -> int:
             cancel_seen = True
         elif cancel_seen and event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
-            count += attrs.activity_type.name == "varia.render"
+            count += attrs.activity_type.name == names.RENDER
     return count
 
 
@@ -122,7 +124,7 @@ def task_timings(events: list[HistoryEvent]) -> dict[str, list[float]]:
         kind, at = event.event_type, _time(event)
         if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name == "varia.render":
+            if attrs.activity_type.name == names.RENDER:
                 scheduled[event.event_id] = at
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             event_id = event.activity_task_started_event_attributes.scheduled_event_id

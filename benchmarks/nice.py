@@ -18,6 +18,7 @@ from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s
 from benchmarks.stack import JobHandle, Stack, new_job_id, request
 from benchmarks.stats import summarize
+from varia import names
 
 NAME = "nice"
 CONCURRENCY = 4
@@ -31,7 +32,7 @@ async def _heartbeat_ages(handle: JobHandle, until: float) -> list[float]:
         description = await handle.describe()
         now = time.time()
         for pending in description.raw_description.pending_activities:
-            if pending.activity_type.name != "varia.render":
+            if pending.activity_type.name != names.RENDER:
                 continue
             if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
                 continue

@@ -22,6 +22,7 @@ from benchmarks.history import all_runs, median_phases, render_phases
 from benchmarks.plain import Clip, argvs_for, clip, run_plain, tasks_for
 from benchmarks.report import Context, Report, Row, fmt_s
 from benchmarks.stack import FfmpegWatch, Stack, WorkerProcess, new_job_id, request
+from varia import names
 
 NAME = "overhead"
 TARGET = 1.03
@@ -142,7 +143,7 @@ async def varia_once(
     spawns = [begin for begin, _ in spans]
     exits = sorted(end for _, end in spans)
     by_temp = {
-        t.temp_name: f"render-{t.input_index}-{t.variation}"
+        t.temp_name: names.render_activity_id(t.input_index, t.variation)
         for t in tasks_for([source], shape.variations, stack.job_dir(job_id), seed=shape.seed)
     }
     wall = {by_temp[n]: span for n, span in watch.wall_spans().items() if n in by_temp}

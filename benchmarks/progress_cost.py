@@ -15,14 +15,13 @@ from collections import Counter
 from pathlib import Path
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from benchmarks.plain import clip
+from varia import names
 from varia.config import Settings
 from varia.models import DEFAULT_CHUNK_SIZE, JobRequest, JobResult
-from varia.search_attributes import SEARCH_ATTRIBUTES
-from varia.server import temporal_binary
+from varia.server import start_throwaway_server
 from varia.worker import build_worker
 
 HISTORY_SUGGESTS_CAN = 4096  # the server suggests continue-as-new here (and varia obeys)
@@ -46,7 +45,7 @@ async def _job(
     )
     async with build_worker(env.client, settings):
         handle = await env.client.start_workflow(
-            "VariationJob",
+            names.WORKFLOW_TYPE,
             request,
             id=f"cost-{uuid.uuid4().hex[:8]}",
             task_queue=task_queue,
@@ -66,12 +65,7 @@ async def main(variations: int, concurrency: int, seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         source = clip(root / "clips", "cost", seconds=seconds, size="320x240").path
-        async with await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_binary(),
-            data_converter=pydantic_data_converter,
-            search_attributes=SEARCH_ATTRIBUTES,
-            dev_server_log_level="error",
-        ) as env:
+        async with await start_throwaway_server() as env:
             off = await _job(env, root, source, variations, concurrency, on=False)
             on = await _job(env, root, source, variations, concurrency, on=True)
     print(f"{variations} variations of a {seconds:g} s clip, concurrency {concurrency}")

@@ -92,17 +92,7 @@ def _sheet(
 
     results = with_siblings(results)
     entries = [
-        OutputEntry(
-            input=str(source.path),
-            input_index=0,
-            variation=r.variation,
-            path=r.path,
-            bytes=r.bytes,
-            duration_s=r.duration_s,
-            recipe=t.recipe,
-            quality=r.quality,
-        )
-        for r, t in zip(results, tasks, strict=True)
+        OutputEntry.of(r, str(source.path), t.recipe) for r, t in zip(results, tasks, strict=True)
     ]
     sheets, problems = write_sheets(job_dir, [str(source.path)], [source.path.stem], entries)
     assert sheets and not problems, problems

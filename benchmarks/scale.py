@@ -25,7 +25,7 @@ from benchmarks.history import all_runs, task_timings
 from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s
 from benchmarks.stack import Stack, WorkerProcess, new_job_id, request
-from varia import media
+from varia import media, names
 from varia.models import DEFAULT_CHUNK_SIZE, JobResult, Progress
 from varia.workflows import VariationJob
 
@@ -134,13 +134,15 @@ async def _sample_progress(
 def _manifest_check(job_dir: Path, total: int, decode_sample: int) -> dict[str, Any]:
     """The manifest against the disk (outputs; the contact sheets it lists are varia's own);
     a seeded sample of outputs must pass `check_output`."""
-    manifest = json.loads((job_dir / "manifest.json").read_text())
+    manifest = json.loads((job_dir / names.MANIFEST_NAME).read_text())
     listed = {o["path"] for o in manifest["outputs"]}
     sheets = {s["path"] for s in manifest.get("sheets") or []}
     on_disk = {
         e.name
         for e in os.scandir(job_dir)
-        if e.name != "manifest.json" and not e.name.startswith(".varia") and e.name not in sheets
+        if e.name != names.MANIFEST_NAME
+        and not e.name.startswith(names.OWN_PREFIX)
+        and e.name not in sheets
     }
     rng = random.Random(1)
     sample = rng.sample(manifest["outputs"], min(decode_sample, len(manifest["outputs"])))
@@ -158,7 +160,7 @@ def _manifest_check(job_dir: Path, total: int, decode_sample: int) -> dict[str, 
         "decoded_sample": len(sample),
         "sample_failures": bad,
         "sheets": sorted(sheets),
-        "manifest_bytes": (job_dir / "manifest.json").stat().st_size,
+        "manifest_bytes": (job_dir / names.MANIFEST_NAME).stat().st_size,
         "expected": total,
     }
 

@@ -26,7 +26,7 @@ import psutil
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
 from varia.client.connection import connect
 from varia.client.jobs import Jobs
@@ -343,3 +343,16 @@ class FfmpegWatch:
         """(spawn, exit) of every FFmpeg seen so far (exit NaN while it runs)."""
         with self._lock:
             return [(t, self.exited.get(key, float("nan"))) for key, t in self.spawned.items()]
+
+
+async def cancel_and_wait(handle: WorkflowHandle[Any, Any]) -> tuple[str, float, float]:
+    """Cancel a job and wait until it closed: (its end state, monotonic time the cancel was
+    sent, monotonic time it closed). `completed` when completion won over the cancel."""
+    cancelled_at = time.monotonic()
+    await handle.cancel()
+    state = "completed"
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        state = "cancelled"
+    return state, cancelled_at, time.monotonic()

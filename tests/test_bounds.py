@@ -11,11 +11,13 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from tests.helpers import render_task
 from varia import media
 from varia.activities import JobActivities
-from varia.bounds import OUT_OF_BOUNDS, trial_ssim
+from varia.bounds import trial_ssim
 from varia.clips import make_clip
 from varia.config import Settings
+from varia.errors import OUT_OF_BOUNDS
 from varia.models import MediaInfo, RenderTask, StrengthBounds
 from varia.recipes import make_recipe
 from varia.sheet import cell_name
@@ -30,16 +32,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> MediaInfo:
 
 
 def task_for(source: MediaInfo, job_dir: Path, bounds: StrengthBounds) -> RenderTask:
-    return RenderTask(
-        job_dir=str(job_dir),
-        input_index=0,
-        variation=0,
-        media=source,
-        recipe=make_recipe(SEED, 0, 0),
-        output_name="src_v000.mp4",
-        seed=SEED,
-        bounds=bounds,
-    )
+    return render_task(source, job_dir, seed=SEED, bounds=bounds)
 
 
 async def trials(source: MediaInfo, tmp_path: Path, count: int) -> list[float]:

@@ -29,6 +29,7 @@ from tests.helpers import (
     start_by_name,
     wait_for,
 )
+from varia import names
 from varia.cli.watch import follow
 from varia.client.jobs import Jobs
 from varia.client.pollers import has_workers
@@ -153,7 +154,7 @@ async def test_start_watch_status_list(
     record = status.json()
     assert (record["state"], record["outputs"], record["failed"]) == ("completed", 2, 0)
     assert record["job_dir"] == str(job_dir)
-    assert record["manifest"] == str(job_dir / "manifest.json")
+    assert record["manifest"] == str(job_dir / names.MANIFEST_NAME)
     assert record["started"] and record["closed_at"]
     assert_manifest_matches_disk(job_dir)
 

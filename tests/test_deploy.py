@@ -223,7 +223,8 @@ async def test_admin_step_creates_the_janitor_schedule_once(
     import asyncio
     import os
 
-    from varia.janitor_workflow import JANITOR_WORKFLOW, schedule_id
+    from varia.janitor_workflow import schedule_id
+    from varia.names import JANITOR_WORKFLOW
     from varia.server import temporal_binary
 
     admin = services["temporal-admin"]

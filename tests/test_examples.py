@@ -26,6 +26,7 @@ from tests.helpers import (
     render_heartbeats,
     wait_for,
 )
+from varia import errors, names
 from varia.config import Settings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -119,7 +120,7 @@ async def test_parent_reads_the_childs_failure_as_json(
         result_type=dict,
     )
     assert result["ok"] is False
-    assert result["type"] == "JobFailed"
+    assert result["type"] == errors.JOB_FAILED
     assert missing in result["error"]
     [details] = result["details"]
     assert details["state"] == "failed" and details["total"] == 2
@@ -169,4 +170,4 @@ async def test_cancelling_the_parent_cancels_the_child(
     assert processes_mentioning(str(job_dir)) == []
     manifest = assert_manifest_matches_disk(job_dir)
     assert manifest["state"] == "cancelled"
-    assert not [p for p in job_dir.iterdir() if p.name.endswith(".part")]
+    assert not [p for p in job_dir.iterdir() if names.parse_temp_name(p.name)]

@@ -25,10 +25,10 @@ from tests.helpers import (
     start_job,
     wait_for,
 )
-from varia import media
+from varia import media, names
 from varia.config import Settings
-from varia.jobdir import MARKER_NAME
 from varia.models import JobCarry, JobRequest, JobResult, Progress
+from varia.names import MARKER_NAME
 from varia.worker import VariaWorker, build_worker
 
 
@@ -56,7 +56,7 @@ async def test_defect3_drain_in_the_first_task_of_a_continued_run_is_kept(
         runs=2,
     )
     start = WithStartWorkflowOperation(
-        "VariationJob",
+        names.WORKFLOW_TYPE,
         args=[request, carry],
         id=job_id,
         task_queue=task_queue,
@@ -78,7 +78,7 @@ async def test_defect3_drain_in_the_first_task_of_a_continued_run_is_kept(
         async for event in handle.fetch_history_events()
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
-    assert "varia.render" not in scheduled
+    assert names.RENDER not in scheduled
     manifest = assert_manifest_matches_disk(job_dir)
     assert manifest["state"] == "drained" and manifest["outputs"] == []
 

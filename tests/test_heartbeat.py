@@ -6,7 +6,8 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from varia.models import RenderHeartbeat, temp_name_for
+from varia.models import RenderHeartbeat
+from varia.names import temp_name
 from varia.recipes import make_recipe, recipe_summary
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,20}_v[0-9]{3}\.mp4", fullmatch=True)
@@ -15,7 +16,7 @@ names = st.from_regex(r"[a-z][a-z0-9_]{0,20}_v[0-9]{3}\.mp4", fullmatch=True)
 @hypothesis_settings(deadline=None)  # a loaded CI machine is slow; no timing here
 @given(name=names, directory=st.from_regex(r"/[a-z]{1,8}(/[a-z0-9-]{1,8}){0,3}", fullmatch=True))
 def test_reaper_finds_the_temp_path_in_new_and_old_heartbeats(name: str, directory: str) -> None:
-    temp = f"{directory}/{temp_name_for(name)}"
+    temp = f"{directory}/{temp_name(name)}"
     assert RenderHeartbeat(output=name, temp=temp).temp_path() == temp
     # a worker of the previous version sent the temporary path as `output`
     assert RenderHeartbeat(output=temp).temp_path() == temp

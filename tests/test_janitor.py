@@ -14,18 +14,20 @@ from temporalio.worker import Worker
 
 from tests.conftest import Clips
 from tests.helpers import (
+    Job,
     assert_manifest_matches_disk,
     processes_mentioning,
     render_heartbeats,
     start_job,
     wait_for,
+    wait_rendering,
 )
-from tests.test_workflow import wait_rendering
+from varia import names
 from varia.config import Settings
 from varia.janitor import JanitorReport, JanitorRequest, SweptJob, candidates_query
-from varia.janitor_workflow import JANITOR_WORKFLOW, ensure_janitor_schedule, schedule_id
-from varia.jobdir import MANIFEST_NAME, MARKER_NAME
+from varia.janitor_workflow import ensure_janitor_schedule, schedule_id
 from varia.models import JobRequest
+from varia.names import JANITOR_WORKFLOW, MANIFEST_NAME, MARKER_NAME
 from varia.processes import ProcessIdentity
 
 
@@ -58,25 +60,13 @@ async def ffmpeg_of(client: Client, job_id: str, output: str) -> ProcessIdentity
     return await wait_for(rendering, what=f"FFmpeg rendering {output}")
 
 
-async def test_terminated_job_is_swept_and_its_ffmpeg_stopped(
-    client: Client,
-    paced_worker: Worker,
-    settings: Settings,
-    clips: Clips,
-    out_dir: Path,
-    job_id: str,
-) -> None:
-    request = JobRequest(
-        inputs=[str(clips.short), str(clips.long)],
-        variations=1,
-        output_dir=str(out_dir),
-        threads=1,
-    )
-    handle = await start_job(client, settings.task_queue, job_id, request)
-    job_dir = out_dir / job_id
+async def test_terminated_job_is_swept_and_its_ffmpeg_stopped(paced_job: Job, clips: Clips) -> None:
+    client, settings = paced_job.client, paced_job.settings
+    job_id, job_dir = paced_job.id, paced_job.dir
+    handle = await paced_job.start([clips.short, clips.long], 1, threads=1)
     await wait_for(lambda: (job_dir / "short_v000.mp4").exists(), what="the first output")
     ffmpeg = await ffmpeg_of(client, job_id, "long_clip_v000.mp4")
-    assert (job_dir / ".long_clip_v000.mp4.part").exists()
+    assert (job_dir / names.temp_name("long_clip_v000.mp4")).exists()
 
     await handle.terminate(reason="operator pressed Terminate")
     # the terminated workflow's render learns from its heartbeat that the workflow is gone
@@ -90,7 +80,7 @@ async def test_terminated_job_is_swept_and_its_ffmpeg_stopped(
     assert manifest["state"] == "terminated"
     assert [o["path"] for o in manifest["outputs"]] == ["short_v000.mp4"]
     assert "operator pressed Terminate" in manifest["errors"][0]
-    assert not list(job_dir.glob("*.part")) and not list(job_dir.glob(".*.part"))
+    assert not [p for p in job_dir.iterdir() if names.parse_temp_name(p.name)]
     assert processes_mentioning(job_id) == []
 
     # a second sweep leaves the swept job alone

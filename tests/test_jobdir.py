@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from varia import jobdir, ledger
+from varia import jobdir, ledger, names
 from varia.models import Manifest, RenderResult
 
 
@@ -44,7 +44,7 @@ def test_open_refuses_another_jobs_dir_and_a_symlink(tmp_path: Path) -> None:
 def test_sweep_deletes_only_the_jobs_own_unfinished_files(tmp_path: Path) -> None:
     job_dir = make_job(tmp_path)
     stems, variations = ["clip"], 3
-    for name in ("clip_v000.mp4", "clip_v001.mp4", ".clip_v002.mp4.part", "notes.txt"):
+    for name in ("clip_v000.mp4", "clip_v001.mp4", names.temp_name("clip_v002.mp4"), "notes.txt"):
         (job_dir / name).write_bytes(b"x")
     outside = tmp_path / "outside.mp4"
     outside.write_bytes(b"keep me")
@@ -56,7 +56,7 @@ def test_sweep_deletes_only_the_jobs_own_unfinished_files(tmp_path: Path) -> Non
         job_dir, "job-1", keep={"clip_v000.mp4"}, owned=jobdir.owned_names(stems, variations)
     )
 
-    assert removed == [".clip_v002.mp4.part", "clip_v001.mp4"]
+    assert removed == [names.temp_name("clip_v002.mp4"), "clip_v001.mp4"]
     assert foreign == ["clip_v002.mp4", "notes.txt", "sub"]
     assert outside.read_bytes() == b"keep me"
     assert (job_dir / "clip_v002.mp4").is_symlink()
@@ -87,7 +87,7 @@ def test_manifest_is_written_atomically(tmp_path: Path) -> None:
     )
     path = jobdir.write_manifest(job_dir, manifest)
     assert json.loads(path.read_text())["state"] == "completed"
-    assert sorted(p.name for p in job_dir.iterdir()) == [".varia-job", "manifest.json"]
+    assert sorted(p.name for p in job_dir.iterdir()) == [".varia-job", names.MANIFEST_NAME]
 
 
 def test_ledger_merges_a_retried_append(tmp_path: Path) -> None:
@@ -134,10 +134,10 @@ def test_a_marker_of_older_varia(tmp_path: Path) -> None:
     old = tmp_path / "out" / "job-1"
     old.mkdir(parents=True)
     (old / ".varia-job").write_text(json.dumps({"job_id": "job-1"}))
-    (old / ".clip_v000.mp4.part").write_bytes(b"x")
-    assert jobdir.sweep(old, "job-1", set(), {".clip_v000.mp4.part"}, chain="run-a")[0] == [
-        ".clip_v000.mp4.part"
-    ]
+    (old / names.temp_name("clip_v000.mp4")).write_bytes(b"x")
+    assert jobdir.sweep(old, "job-1", set(), {names.temp_name("clip_v000.mp4")}, chain="run-a")[
+        0
+    ] == [names.temp_name("clip_v000.mp4")]
     assert jobdir.open_job_dir(tmp_path / "out", "job-1", "run-b") == old  # empty: adopted
     assert jobdir.read_marker(old) == jobdir.Marker("job-1", "run-b")
 
@@ -170,7 +170,7 @@ def result(variation: int) -> RenderResult:
 def test_ledger_torn_last_line_is_skipped_then_cut(tmp_path: Path) -> None:
     job_dir = make_job(tmp_path)
     ledger.append_ledger(job_dir, [result(0)])
-    path = job_dir / ledger.LEDGER_NAME
+    path = job_dir / names.LEDGER_NAME
     with open(path, "ab") as handle:
         handle.write(result(1).model_dump_json().encode()[:20])  # a crash mid-append
     assert [r.variation for r in ledger.read_ledger(job_dir)] == [0]
@@ -181,7 +181,7 @@ def test_ledger_torn_last_line_is_skipped_then_cut(tmp_path: Path) -> None:
 
 def test_ledger_corrupt_middle_line_names_file_and_line(tmp_path: Path) -> None:
     job_dir = make_job(tmp_path)
-    path = job_dir / ledger.LEDGER_NAME
+    path = job_dir / names.LEDGER_NAME
     path.write_text(result(0).model_dump_json() + "\n{garbage\n" + result(1).model_dump_json())
     with pytest.raises(ledger.LedgerCorrupt, match=f"{path}' line 2 is corrupt"):
         ledger.read_ledger(job_dir)

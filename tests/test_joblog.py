@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
 
 from tests.conftest import Clips
-from tests.helpers import start_job
+from tests.helpers import Job
+from varia import errors, names
 from varia.config import Settings
 from varia.logs import ExpectedFailureFilter, configure_logging
 from varia.models import JobResult
@@ -36,12 +36,11 @@ def worker_log() -> Iterator[io.StringIO]:
     root.setLevel(saved[1])
 
 
-async def run_job(
-    client: Client, task_queue: str, job_id: str, request: dict[str, object]
+async def outcome(
+    job: Job, inputs: list[Path], variations: int
 ) -> JobResult | WorkflowFailureError:
-    handle = await start_job(client, task_queue, job_id, request)
     try:
-        return await handle.result()
+        return await job.run(inputs, variations)
     except WorkflowFailureError as err:
         return err
 
@@ -51,16 +50,10 @@ def lines_of(stream: io.StringIO, job_id: str) -> list[str]:
 
 
 async def test_a_job_logs_its_start_each_render_and_its_end(
-    client: Client,
-    worker: Worker,
-    task_queue: str,
-    job_id: str,
-    clips: Clips,
-    out_dir: Path,
-    worker_log: io.StringIO,
+    job: Job, clips: Clips, worker_log: io.StringIO
 ) -> None:
-    request = {"inputs": [str(clips.short)], "variations": 2, "output_dir": str(out_dir)}
-    result = await run_job(client, task_queue, job_id, request)
+    job_id = job.id
+    result = await outcome(job, [clips.short], 2)
     assert isinstance(result, JobResult) and result.state == "completed"
     lines = lines_of(worker_log, job_id)
     assert all(" INFO varia.jobs: " in line for line in lines), lines
@@ -72,22 +65,16 @@ async def test_a_job_logs_its_start_each_render_and_its_end(
         assert f"job {job_id}: short_v00{variation}.mp4 completed in " in line
         assert f"variation={variation}" in line  # the job context tail
     [ended] = [line for line in lines if f"job {job_id} completed:" in line]
-    assert f"2/2 done, 0 failed, manifest {out_dir / job_id / 'manifest.json'}" in ended
+    assert f"2/2 done, 0 failed, manifest {job.dir / names.MANIFEST_NAME}" in ended
 
 
 async def test_a_bad_input_is_one_line_naming_the_file_and_the_problem(
-    client: Client,
-    worker: Worker,
-    task_queue: str,
-    job_id: str,
-    tmp_path: Path,
-    out_dir: Path,
-    worker_log: io.StringIO,
+    job: Job, tmp_path: Path, worker_log: io.StringIO
 ) -> None:
+    job_id = job.id
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video\n")
-    request = {"inputs": [str(bad)], "variations": 2, "output_dir": str(out_dir)}
-    assert isinstance(await run_job(client, task_queue, job_id, request), WorkflowFailureError)
+    assert isinstance(await outcome(job, [bad], 2), WorkflowFailureError)
     text = worker_log.getvalue()
     assert "Traceback" not in text and "Completing activity as failed" not in text, text
     [line] = [line for line in text.splitlines() if str(bad) in line]
@@ -98,16 +85,10 @@ async def test_a_bad_input_is_one_line_naming_the_file_and_the_problem(
 
 
 async def test_a_bad_request_is_one_line_too(
-    client: Client,
-    worker: Worker,
-    task_queue: str,
-    job_id: str,
-    clips: Clips,
-    out_dir: Path,
-    worker_log: io.StringIO,
+    job: Job, clips: Clips, worker_log: io.StringIO
 ) -> None:
-    request = {"inputs": [str(clips.short)], "variations": 0, "output_dir": str(out_dir)}
-    assert isinstance(await run_job(client, task_queue, job_id, request), WorkflowFailureError)
+    job_id = job.id
+    assert isinstance(await outcome(job, [clips.short], 0), WorkflowFailureError)
     text = worker_log.getvalue()
     assert "Traceback" not in text, text
     [line] = lines_of(worker_log, job_id)
@@ -137,12 +118,15 @@ def failure_record(err: BaseException) -> logging.LogRecord:
     [
         (
             ApplicationError(
-                "input '/a.mp4' is not a readable video", type="BadInput", non_retryable=True
+                "input '/a.mp4' is not a readable video", type=errors.BAD_INPUT, non_retryable=True
             ),
             False,
         ),
-        (ApplicationError("cannot write the output", type="NoSpace", non_retryable=True), False),
-        (ApplicationError("FFmpeg exited with code 1", type="FFmpegFailed"), True),
+        (
+            ApplicationError("cannot write the output", type=errors.NO_SPACE, non_retryable=True),
+            False,
+        ),
+        (ApplicationError("FFmpeg exited with code 1", type=errors.FFMPEG_FAILED), True),
         (KeyError("a bug"), True),
         (RuntimeError("a bug"), True),
     ],

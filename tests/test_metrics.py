@@ -25,6 +25,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from tests.conftest import Clips
 from tests.helpers import assert_manifest_matches_disk, paced_ffmpeg, run_job, start_job, wait_for
+from varia import names
 from varia.config import Settings, render_task_queue
 from varia.logs import configure_logging
 from varia.models import RenderHeartbeat
@@ -136,7 +137,7 @@ async def test_worker_serves_varia_metrics_during_jobs(
         await handle.result()
 
     after = await asyncio.to_thread(scrape, port)
-    render = {"activity_type": "varia.render", "task_queue": render_task_queue(queue)}
+    render = {"activity_type": names.RENDER, "task_queue": render_task_queue(queue)}
     assert total(after, "varia_variations_completed_total", **render) == 2
     assert total(after, "varia_bytes_written_total", **render) == sum(
         entry["bytes"] for entry in manifest["outputs"]
@@ -165,7 +166,7 @@ def log_in_render(log_format: str) -> str:
     configure_logging(Settings(VARIA_LOG_FORMAT=log_format), stream)
     environment = ActivityEnvironment()
     environment.info = dataclasses.replace(
-        environment.info, activity_id="render-1-3", workflow_id="job-7", attempt=2
+        environment.info, activity_id=names.render_activity_id(1, 3), workflow_id="job-7", attempt=2
     )
 
     def work() -> None:
@@ -182,7 +183,7 @@ def test_json_logs_carry_workflow_and_variation() -> None:
     first, second, outside = (json.loads(line) for line in log_in_render("json").splitlines())
     for line in (first, second):
         assert (line["workflow_id"], line["input_index"], line["variation"]) == ("job-7", 1, 3)
-        assert line["attempt"] == 2 and line["activity_id"] == "render-1-3"
+        assert line["attempt"] == 2 and line["activity_id"] == names.render_activity_id(1, 3)
     assert first["message"] == "stopped FFmpeg" and first["level"] == "WARNING"
     assert second["message"] == "from the SDK logger"
     assert "workflow_id" not in outside and outside["message"] == "outside any activity"

@@ -7,8 +7,16 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from varia.jobdir import LEDGER_NAME, MANIFEST_NAME, MARKER_NAME, owned_names
-from varia.models import temp_name_for
+from varia.jobdir import owned_names
+from varia.names import (
+    LEDGER_NAME,
+    MANIFEST_NAME,
+    MARKER_NAME,
+    parse_render_activity_id,
+    parse_temp_name,
+    render_activity_id,
+    temp_name,
+)
 from varia.recipes import STEM_MAX, output_name, output_stems, safe_stem
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]*_v[0-9]{3,}\.mp4")
@@ -64,7 +72,7 @@ def test_output_names_are_unique_safe_and_deterministic(inputs: list[str], varia
     assert len({stem.casefold() for stem in stems}) == len(stems), "case-insensitive clash"
     for v in sorted({0, variations - 1}):
         finals = [output_name(stem, v, variations) for stem in stems]
-        temps = [temp_name_for(name) for name in finals]
+        temps = [temp_name(name) for name in finals]
         every = finals + temps
         assert len({name.casefold() for name in every}) == len(every)
         for name in finals:
@@ -95,7 +103,35 @@ def test_cleanup_owns_exactly_the_planned_names(inputs: list[str], variations: i
     stems = output_stems(inputs)
     planned = {output_name(stem, v, variations) for stem in stems for v in range(variations)}
     owned = owned_names(stems, variations)
-    assert planned | {temp_name_for(name) for name in planned} <= owned
-    extra = owned - planned - {temp_name_for(name) for name in planned}
+    assert planned | {temp_name(name) for name in planned} <= owned
+    extra = owned - planned - {temp_name(name) for name in planned}
     assert all(name.startswith(".varia-tmp-") for name in extra), extra
     assert not owned & _RESERVED
+
+
+@given(st.text())
+def test_temp_name_round_trips(name: str) -> None:
+    """Every output name's temporary name parses back to it; a final name is not a temp."""
+    assert parse_temp_name(temp_name(name)) == name
+    if not name.startswith("."):
+        assert parse_temp_name(name) is None
+
+
+@given(st.integers(min_value=0), st.integers(min_value=0))
+def test_render_activity_id_round_trips(input_index: int, variation: int) -> None:
+    """`render-<input>-<variation>` parses back to its two numbers."""
+    activity_id = render_activity_id(input_index, variation)
+    assert parse_render_activity_id(activity_id) == (input_index, variation)
+
+
+@given(st.text())
+def test_other_activity_ids_are_not_renders(activity_id: str) -> None:
+    """Only ids of the render form parse; anything else gives None, never an error."""
+    parsed = parse_render_activity_id(activity_id)
+    assert parsed is None or render_activity_id(*parsed) == activity_id.rstrip("\n")
+
+
+def test_the_registered_forms() -> None:
+    """The exact forms in histories and job directories (never change them)."""
+    assert temp_name("clip_v000.mp4") == ".clip_v000.mp4.part"
+    assert render_activity_id(1, 3) == "render-1-3"

@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 
 from tests.conftest import Clips
 from tests.helpers import render_heartbeats, wait_for
+from varia import names
 from varia.client.connection import connect
 from varia.client.jobs import Jobs
 from varia.client.requests import job_summary
@@ -49,13 +50,13 @@ async def test_running_job_shows_live_progress_details_and_attributes(
     [pending] = [
         p
         for p in description.raw_description.pending_activities
-        if p.activity_type.name == "varia.render"
+        if p.activity_type.name == names.RENDER
     ]
     details = json.loads(pending.heartbeat_details.payloads[-1].data)
     assert {"percent", "fps", "speed", "eta_s", "pid", "pid_create_time"} <= set(details)
     assert details["percent"] > 0 and details["output"] == "long_clip_v000.mp4"
     assert details["recipe"].startswith("zoom ") and "crf " in details["recipe"]
-    assert details["temp"] == str(out_dir / job_id / ".long_clip_v000.mp4.part")
+    assert details["temp"] == str(out_dir / job_id / names.temp_name("long_clip_v000.mp4"))
     for key in ("eta_s", "speed", "fps"):  # rounded for people, not 8.332465207910097
         assert details[key] is None or len(repr(details[key]).split(".")[-1]) <= 2
 
@@ -75,7 +76,7 @@ async def test_running_job_shows_live_progress_details_and_attributes(
     summaries = [
         json.loads(event.user_metadata.summary.data)
         async for event in handle.fetch_history_events()
-        if event.activity_task_scheduled_event_attributes.activity_type.name == "varia.render"
+        if event.activity_task_scheduled_event_attributes.activity_type.name == names.RENDER
     ]
     assert summaries and summaries[0].startswith("long_clip_v000.mp4: zoom ")
 

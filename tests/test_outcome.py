@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 
 from tests.conftest import Clips
 from tests.helpers import assert_manifest_matches_disk
+from varia import errors, names
 from varia.client.jobs import Jobs
 from varia.config import Settings
 from varia.models import JobResult
@@ -55,7 +56,7 @@ async def test_outcome_sheet_status_and_verify(
     request = {"inputs": [str(clips.silent)], "variations": 3, "output_dir": str(out_dir),
                "seed": 2, "concurrency": 2}  # fmt: skip
     handle = await client.start_workflow(
-        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
+        names.WORKFLOW_TYPE, request, id=job_id, task_queue=task_queue, result_type=JobResult
     )
     result = await handle.result()
     job_dir = out_dir / job_id
@@ -101,12 +102,12 @@ async def test_bounds_no_recipe_fits_fails_the_job_naming_them(
     request = {"inputs": [str(clips.silent)], "variations": 1, "output_dir": str(out_dir),
                "min_ssim": 0.999, "max_attempts": 2}  # fmt: skip
     handle = await client.start_workflow(
-        "VariationJob", request, id=job_id, task_queue=task_queue, result_type=JobResult
+        names.WORKFLOW_TYPE, request, id=job_id, task_queue=task_queue, result_type=JobResult
     )
     with pytest.raises(WorkflowFailureError) as caught:
         await handle.result()
     cause = caught.value.cause
-    assert isinstance(cause, ApplicationError) and cause.type == "JobFailed"
+    assert isinstance(cause, ApplicationError) and cause.type == errors.JOB_FAILED
     assert "1 of 1 variations failed" in cause.message
     assert "variation 0: no recipe within SSIM from 0.999 to 1 after 2 attempt(s)" in cause.message
     manifest = assert_manifest_matches_disk(out_dir / job_id)

@@ -14,22 +14,22 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
 )
-from temporalio.worker import Worker
 
 from tests.conftest import Clips
 from tests.helpers import (
+    Job,
     assert_manifest_matches_disk,
     processes_mentioning,
     render_heartbeats,
-    start_job,
     wait_for,
+    wait_rendering,
 )
 from tests.test_cli import cli_env, varia
-from tests.test_workflow import wait_rendering
+from varia import names
 from varia.client.errors import NotPausable
 from varia.client.jobs import Jobs
 from varia.config import Settings
-from varia.models import JobRequest, JobResult, Progress
+from varia.models import JobResult, Progress
 from varia.processes import ProcessIdentity
 from varia.search_attributes import VARIA_STATE
 from varia.server import temporal_binary
@@ -45,7 +45,7 @@ async def running_ffmpeg(client: Client, job_id: str) -> list[ProcessIdentity]:
 
 
 async def scheduled(
-    handle: WorkflowHandle[object, JobResult], activity_type: str = "varia.render"
+    handle: WorkflowHandle[object, JobResult], activity_type: str = names.RENDER
 ) -> Counter[str]:
     """How often the job scheduled each activity id of `activity_type`."""
     return Counter(
@@ -58,27 +58,14 @@ async def scheduled(
 
 
 def partials(job_dir: Path) -> list[str]:
-    return sorted(p.name for p in job_dir.iterdir() if p.name.endswith(".part"))
+    return sorted(p.name for p in job_dir.iterdir() if names.parse_temp_name(p.name))
 
 
-async def test_pause_then_resume_renders_each_variation_once(
-    client: Client,
-    paced_worker: Worker,
-    settings: Settings,
-    clips: Clips,
-    out_dir: Path,
-    job_id: str,
-) -> None:
+async def test_pause_then_resume_renders_each_variation_once(paced_job: Job, clips: Clips) -> None:
     # renders last as long as their clip: the long ones surely run when the pause arrives
-    request = JobRequest(
-        inputs=[str(clips.short), str(clips.long)],
-        variations=2,
-        output_dir=str(out_dir),
-        concurrency=2,
-        threads=1,
-    )
-    handle = await start_job(client, settings.task_queue, job_id, request)
-    job_dir = out_dir / job_id
+    client, settings = paced_job.client, paced_job.settings
+    job_id, job_dir = paced_job.id, paced_job.dir
+    handle = await paced_job.start([clips.short, clips.long], 2, concurrency=2, threads=1)
     # both short variations finished, both long ones rendering
     await wait_for(
         lambda: (job_dir / "short_v001.mp4").exists() and (job_dir / "short_v000.mp4").exists(),
@@ -98,7 +85,7 @@ async def test_pause_then_resume_renders_each_variation_once(
     assert description.typed_search_attributes.get(VARIA_STATE) == "paused"
     listed = await varia(env, "list", "--state", "paused", "--json")
     assert job_id in [row["job_id"] for row in listed.json()["jobs"]]
-    progress = await handle.query("progress", result_type=Progress)
+    progress = await handle.query(names.PROGRESS_QUERY, result_type=Progress)
     assert (progress.state, progress.completed, progress.running) == ("paused", 2, 0)
     again = await varia(env, "pause", job_id)  # idempotent: already paused
     assert again.code == 0 and "paused" in again.out
@@ -110,37 +97,29 @@ async def test_pause_then_resume_renders_each_variation_once(
     assert (result.state, result.completed) == ("completed", 4)
     assert_manifest_matches_disk(job_dir)
     renders = await scheduled(handle)
-    assert renders["render-0-0"] == renders["render-0-1"] == 1  # finished: not again
-    assert renders["render-1-0"] == renders["render-1-1"] == 2  # stopped: from scratch
+    # the finished short ones ran once; the long ones the pause stopped, again from scratch
+    expected = {(0, 0): 1, (0, 1): 1, (1, 0): 2, (1, 1): 2}
+    assert {key: renders[names.render_activity_id(*key)] for key in expected} == expected
     # the pause was pushed to the one worker's stop queue, like a cancel
-    assert sum((await scheduled(handle, "varia.stop_renders")).values()) == 1
+    assert sum((await scheduled(handle, names.STOP_RENDERS)).values()) == 1
     assert processes_mentioning(job_id) == []
 
     refused = await varia(env, "resume", job_id)
     assert refused.code == 2 and "completed" in refused.err
 
 
-async def test_cancel_of_a_paused_job_cancels_it_cleanly(
-    client: Client,
-    paced_worker: Worker,
-    settings: Settings,
-    clips: Clips,
-    out_dir: Path,
-    job_id: str,
-) -> None:
-    request = JobRequest(inputs=[str(clips.long)], variations=2, output_dir=str(out_dir))
-    handle = await start_job(client, settings.task_queue, job_id, request)
-    await wait_rendering(client, job_id)
-    progress = await handle.execute_update("pause", result_type=Progress)
+async def test_cancel_of_a_paused_job_cancels_it_cleanly(paced_job: Job, clips: Clips) -> None:
+    handle = await paced_job.start_rendering([clips.long], 2)
+    progress = await handle.execute_update(names.PAUSE_UPDATE, result_type=Progress)
     assert progress.state == "paused" and progress.paused
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
         await handle.result()
-    manifest = assert_manifest_matches_disk(out_dir / job_id)
+    manifest = assert_manifest_matches_disk(paced_job.dir)
     assert (manifest["state"], manifest["completed"]) == ("cancelled", 0)
-    assert partials(out_dir / job_id) == []
+    assert partials(paced_job.dir) == []
     with pytest.raises(NotPausable, match="is cancelled; there is nothing to pause"):
-        await Jobs(client, settings).pause(job_id)
+        await Jobs(paced_job.client, paced_job.settings).pause(paced_job.id)
 
 
 async def _temporal(settings: Settings, *args: str) -> None:
@@ -157,19 +136,12 @@ async def _temporal(settings: Settings, *args: str) -> None:
 
 
 async def test_temporal_activity_pause_stops_ffmpeg_and_unpause_renders_from_scratch(
-    client: Client,
-    paced_worker: Worker,
-    settings: Settings,
-    clips: Clips,
-    out_dir: Path,
-    job_id: str,
+    paced_job: Job, clips: Clips
 ) -> None:
-    request = JobRequest(inputs=[str(clips.long)], variations=1, output_dir=str(out_dir))
-    handle = await start_job(client, settings.task_queue, job_id, request)
-    await wait_rendering(client, job_id)
-    [ffmpeg] = await running_ffmpeg(client, job_id)
-    job_dir = out_dir / job_id
-    target = ("--workflow-id", job_id, "--activity-id", "render-0-0")
+    handle = await paced_job.start_rendering([clips.long], 1)
+    [ffmpeg] = await running_ffmpeg(paced_job.client, paced_job.id)
+    job_dir, settings = paced_job.dir, paced_job.settings
+    target = ("--workflow-id", paced_job.id, "--activity-id", names.render_activity_id(0, 0))
 
     await _temporal(settings, "activity", "pause", *target)
     await wait_for(lambda: not ffmpeg.is_alive(), timeout_s=30, what="FFmpeg to stop")
@@ -183,30 +155,21 @@ async def test_temporal_activity_pause_stops_ffmpeg_and_unpause_renders_from_scr
         )
 
     await wait_for(paused_and_idle, what="the render to wait paused")
-    assert processes_mentioning(job_id) == []
+    assert processes_mentioning(paced_job.id) == []
 
     await _temporal(settings, "activity", "unpause", *target)
     result = await handle.result()
     assert (result.state, result.completed) == ("completed", 1)
     assert_manifest_matches_disk(job_dir)
     assert partials(job_dir) == []
-    assert processes_mentioning(job_id) == []
+    assert processes_mentioning(paced_job.id) == []
 
 
-async def test_drain_of_a_paused_job_ends_it_drained(
-    client: Client,
-    paced_worker: Worker,
-    settings: Settings,
-    clips: Clips,
-    out_dir: Path,
-    job_id: str,
-) -> None:
-    request = JobRequest(inputs=[str(clips.long)], variations=2, output_dir=str(out_dir))
-    handle = await start_job(client, settings.task_queue, job_id, request)
-    await wait_rendering(client, job_id)
-    await handle.execute_update("pause", result_type=Progress)
-    await handle.execute_update("drain", result_type=Progress)
+async def test_drain_of_a_paused_job_ends_it_drained(paced_job: Job, clips: Clips) -> None:
+    handle = await paced_job.start_rendering([clips.long], 2)
+    await handle.execute_update(names.PAUSE_UPDATE, result_type=Progress)
+    await handle.execute_update(names.DRAIN_UPDATE, result_type=Progress)
     result = await handle.result()
     assert (result.state, result.completed) == ("drained", 0)
-    assert assert_manifest_matches_disk(out_dir / job_id)["state"] == "drained"
-    assert partials(out_dir / job_id) == []
+    assert assert_manifest_matches_disk(paced_job.dir)["state"] == "drained"
+    assert partials(paced_job.dir) == []

@@ -21,6 +21,7 @@ from temporalio.worker import Worker
 from tests.conftest import Clips
 from tests.helpers import wait_for
 from tests.test_cli import cli_env, varia
+from varia import names
 from varia.client.jobs import Jobs
 from varia.config import Settings
 from varia.models import JobRequest, Progress
@@ -92,7 +93,7 @@ async def test_percent_is_the_same_in_query_details_attribute_and_cli(
     env = cli_env(settings.temporal_address, settings.task_queue)
 
     async def query() -> float:
-        return (await handle.query("progress", result_type=Progress)).percent
+        return (await handle.query(names.PROGRESS_QUERY, result_type=Progress)).percent
 
     async def snapshot() -> tuple[float, float | None, str, float, float | None] | None:
         """All four views between two equal query answers (no step arrived in between)."""
@@ -129,13 +130,13 @@ async def test_percent_is_the_same_in_query_details_attribute_and_cli(
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
         await handle.result()
-    progress = await handle.query("progress", result_type=Progress)
+    progress = await handle.query(names.PROGRESS_QUERY, result_type=Progress)
     assert progress.percent == 50.0  # the stopped render's fraction is gone; the kept one counts
     metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     assert f"kept 1 · removed 1 · manifest `{out_dir / job_id / 'manifest.json'}`" in (
         metadata.current_details
     )
-    assert (progress.manifest, progress.removed) == (str(out_dir / job_id / "manifest.json"), 1)
+    assert (progress.manifest, progress.removed) == (str(out_dir / job_id / names.MANIFEST_NAME), 1)
 
 
 async def test_short_renders_send_no_progress_signals(

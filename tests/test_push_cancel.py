@@ -18,9 +18,10 @@ from tests.helpers import (
     start_by_name,
     wait_for,
 )
+from varia import names
 from varia.config import Settings
+from varia.errors import STOPPED_FOR_CANCEL
 from varia.models import JobRequest, JobResult
-from varia.stops import STOPPED_FOR_CANCEL
 from varia.worker import build_worker
 
 Handle = WorkflowHandle[Any, JobResult]
@@ -50,7 +51,7 @@ async def _start_and_wait_rendering(
 
     async def rendering() -> Any:
         beats = await render_heartbeats(client, job_id)
-        beat = beats.get("render-0-0")
+        beat = beats.get(names.render_activity_id(0, 0))
         return beat if beat is not None and beat.pid else None
 
     beat = await wait_for(rendering, what="the render to report its FFmpeg")
@@ -66,7 +67,7 @@ async def _cancel_and_check(handle: Handle, job_dir: Path) -> list[Any]:
     assert processes_mentioning(str(job_dir)) == []
     manifest = assert_manifest_matches_disk(job_dir)
     assert manifest["state"] == "cancelled" and manifest["outputs"] == []
-    assert ".long_clip_v000.mp4.part" in manifest["removed"]
+    assert names.temp_name("long_clip_v000.mp4") in manifest["removed"]
     return [event async for event in handle.fetch_history_events()]
 
 
@@ -98,12 +99,12 @@ async def test_cancel_is_pushed_to_the_render(
         handle, queue = await _start_and_wait_rendering(client, slow_beats, job_id, clips, out_dir)
         assert queue == worker.stop.task_queue  # the render names its worker's own queue
         events = await _cancel_and_check(handle, out_dir / job_id)
-    [pushed] = _activity_events(events, "COMPLETED", "varia.stop_renders")
+    [pushed] = _activity_events(events, "COMPLETED", names.STOP_RENDERS)
     [found] = await client.data_converter.decode(pushed.result.payloads, [list[str]])
-    assert found == ["render-0-0"]  # the push reached the render while it ran
-    [failed] = _activity_events(events, "FAILED", "varia.render")
+    assert found == [names.render_activity_id(0, 0)]  # the push reached the render while it ran
+    [failed] = _activity_events(events, "FAILED", names.RENDER)
     assert failed.failure.application_failure_info.type == STOPPED_FOR_CANCEL
-    assert _activity_events(events, "CANCELED", "varia.render") == []
+    assert _activity_events(events, "CANCELED", names.RENDER) == []
 
 
 async def test_cancel_arrives_when_the_push_is_lost(
@@ -117,9 +118,9 @@ async def test_cancel_arrives_when_the_push_is_lost(
         handle, queue = await _start_and_wait_rendering(client, quick_beats, job_id, clips, out_dir)
         assert queue == varia_worker.stop.task_queue
         events = await _cancel_and_check(handle, out_dir / job_id)
-    assert len(_activity_events(events, "SCHEDULED", "varia.stop_renders")) == 1  # tried
-    assert _activity_events(events, "STARTED", "varia.stop_renders") == []  # never delivered
-    assert len(_activity_events(events, "CANCELED", "varia.render")) == 1  # the SDK's cancel
+    assert len(_activity_events(events, "SCHEDULED", names.STOP_RENDERS)) == 1  # tried
+    assert _activity_events(events, "STARTED", names.STOP_RENDERS) == []  # never delivered
+    assert len(_activity_events(events, "CANCELED", names.RENDER)) == 1  # the SDK's cancel
 
 
 async def test_cancel_arrives_with_push_turned_off(
@@ -131,5 +132,5 @@ async def test_cancel_arrives_with_push_turned_off(
         handle, queue = await _start_and_wait_rendering(client, off, job_id, clips, out_dir)
         assert queue is None
         events = await _cancel_and_check(handle, out_dir / job_id)
-    assert _activity_events(events, "SCHEDULED", "varia.stop_renders") == []
-    assert len(_activity_events(events, "CANCELED", "varia.render")) == 1
+    assert _activity_events(events, "SCHEDULED", names.STOP_RENDERS) == []
+    assert len(_activity_events(events, "CANCELED", names.RENDER)) == 1

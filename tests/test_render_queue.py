@@ -27,6 +27,7 @@ from tests.helpers import (
     start_job,
     wait_for,
 )
+from varia import names
 from varia.config import Settings, render_task_queue
 from varia.models import JobRequest, RenderResult, RenderTask
 from varia.worker import build_job_worker, build_worker
@@ -139,7 +140,7 @@ async def test_a_render_that_times_out_during_a_cancel_counts_as_cancelled(
     out; the job still ends cancelled with nothing counted as failed."""
     release = asyncio.Event()
 
-    @activity.defn(name="varia.render")
+    @activity.defn(name=names.RENDER)
     async def unresponsive_render(task: RenderTask) -> RenderResult:
         with contextlib.suppress(asyncio.CancelledError):
             while True:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, run_job
-from varia.worker import VariaWorker
+from tests.helpers import Job, assert_manifest_matches_disk
+from varia import names
+from varia.errors import BAD_REQUEST
 
 
 def snapshot(job_dir: Path) -> dict[str, tuple[str, int]]:
@@ -28,40 +31,28 @@ def snapshot(job_dir: Path) -> dict[str, tuple[str, int]]:
     }
 
 
-async def refused(
-    client: Client, task_queue: str, job_id: str, request: dict[str, object]
-) -> ApplicationError:
+async def refused(job: Job, inputs: list[Path], variations: int, **fields: Any) -> ApplicationError:
     with pytest.raises(WorkflowFailureError) as failure:
-        await run_job(client, task_queue, job_id, request)
+        await job.run(inputs, variations, **fields)
     cause = failure.value.cause
     assert isinstance(cause, ApplicationError)
     return cause
 
 
-async def first_run(
-    client: Client, task_queue: str, job_id: str, clips: Clips, out_dir: Path
-) -> dict[str, tuple[str, int]]:
-    request = {"inputs": [str(clips.short)], "variations": 2, "output_dir": str(out_dir), "seed": 1}
-    result = await run_job(client, task_queue, job_id, request)
+async def first_run(job: Job, clips: Clips) -> dict[str, tuple[str, int]]:
+    result = await job.run([clips.short], 2, seed=1)
     assert (result.state, result.completed) == ("completed", 2)
-    return snapshot(out_dir / job_id)
+    return snapshot(job.dir)
 
 
 async def test_defect2_reused_id_with_another_seed_does_not_relabel_the_first_runs_outputs(
-    client: Client,
-    worker: VariaWorker,
-    task_queue: str,
-    job_id: str,
-    clips: Clips,
-    out_dir: Path,
+    job: Job, clips: Clips
 ) -> None:
-    before = await first_run(client, task_queue, job_id, clips, out_dir)
-    again = {"inputs": [str(clips.short)], "variations": 2, "output_dir": str(out_dir), "seed": 2}
+    before = await first_run(job, clips)
+    cause = await refused(job, [clips.short], 2, seed=2)
 
-    cause = await refused(client, task_queue, job_id, again)
-
-    assert cause.type == "BadRequest" and cause.non_retryable
-    job_dir = out_dir / job_id
+    assert cause.type == BAD_REQUEST and cause.non_retryable
+    job_dir = job.dir
     assert str(job_dir) in cause.message and "earlier execution" in cause.message
     assert "new workflow id" in cause.message and "REJECT_DUPLICATE" in cause.message
     assert snapshot(job_dir) == before  # no byte, no manifest, no marker changed
@@ -70,47 +61,27 @@ async def test_defect2_reused_id_with_another_seed_does_not_relabel_the_first_ru
 
 
 async def test_defect2_reused_id_with_a_bad_extra_input_deletes_nothing(
-    client: Client,
-    worker: VariaWorker,
-    task_queue: str,
-    job_id: str,
-    clips: Clips,
-    out_dir: Path,
-    tmp_path: Path,
+    job: Job, clips: Clips, tmp_path: Path
 ) -> None:
-    before = await first_run(client, task_queue, job_id, clips, out_dir)
+    before = await first_run(job, clips)
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video\n")
-    again = {
-        "inputs": [str(clips.short), str(bad)],
-        "variations": 2,
-        "output_dir": str(out_dir),
-        "seed": 1,
-    }
+    cause = await refused(job, [clips.short, bad], 2, seed=1)
 
-    cause = await refused(client, task_queue, job_id, again)
-
-    assert cause.type == "BadRequest"
-    assert snapshot(out_dir / job_id) == before  # every output of the first run is still there
-    assert_manifest_matches_disk(out_dir / job_id)
+    assert cause.type == BAD_REQUEST
+    assert snapshot(job.dir) == before  # every output of the first run is still there
+    assert_manifest_matches_disk(job.dir)
 
 
 async def test_reused_id_with_another_output_dir_runs(
-    client: Client,
-    worker: VariaWorker,
-    task_queue: str,
-    job_id: str,
-    clips: Clips,
-    out_dir: Path,
-    tmp_path: Path,
+    job: Job, clips: Clips, tmp_path: Path
 ) -> None:
     """What the refusal tells a caller to do works: the same id with another output_dir."""
-    before = await first_run(client, task_queue, job_id, clips, out_dir)
+    before = await first_run(job, clips)
     other = tmp_path / "other"
-    request = {"inputs": [str(clips.short)], "variations": 1, "output_dir": str(other), "seed": 2}
-    result = await run_job(client, task_queue, job_id, request)
-    assert result.state == "completed" and result.job_dir == str(other / job_id)
-    assert snapshot(out_dir / job_id) == before
-    marker = json.loads((other / job_id / ".varia-job").read_text())
-    description = await client.get_workflow_handle(job_id).describe()
-    assert marker == {"job_id": job_id, "first_execution_run_id": description.run_id}
+    result = await replace(job, out_dir=other).run([clips.short], 1, seed=2)
+    assert result.state == "completed" and result.job_dir == str(other / job.id)
+    assert snapshot(job.dir) == before
+    marker = json.loads((other / job.id / names.MARKER_NAME).read_text())
+    description = await job.client.get_workflow_handle(job.id).describe()
+    assert marker == {"job_id": job.id, "first_execution_run_id": description.run_id}

@@ -25,6 +25,7 @@ from tests.helpers import (
     start_job,
     wait_for,
 )
+from varia import names
 from varia.client.pollers import poller_identities
 from varia.clips import make_clip
 from varia.models import RenderHeartbeat
@@ -97,7 +98,7 @@ async def rendering_on(client: Client, job_id: str) -> tuple[str, str, int] | No
         if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
             continue
         payloads = list(pending.heartbeat_details.payloads)
-        if pending.activity_type.name != "varia.render" or not payloads:
+        if pending.activity_type.name != names.RENDER or not payloads:
             continue
         [beat] = await client.data_converter.decode(payloads[-1:], [RenderHeartbeat])
         alive = (
@@ -116,7 +117,7 @@ async def render_starts(client: Client, job_id: str) -> list[tuple[str, str, int
     async for event in client.get_workflow_handle(job_id).fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name == "varia.render":
+            if attrs.activity_type.name == names.RENDER:
                 scheduled[event.event_id] = attrs.activity_id
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             started = event.activity_task_started_event_attributes
@@ -190,7 +191,9 @@ async def test_job_spreads_over_two_workers_and_survives_one_killed(
     starts = await render_starts(client, job_id)
     # the killed worker took a render (seen running on it); the survivor finished every render,
     # including a later attempt of the one that was running on the killed worker
-    assert {activity for activity, _, _ in starts} == {f"render-0-{v}" for v in range(4)}
+    assert {activity for activity, _, _ in starts} == {
+        names.render_activity_id(0, v) for v in range(4)
+    }
     identities = {who for _, who, _ in starts}
     assert survivor in identities and identities <= set(pool), starts
     assert (activity_id, survivor) in {(a, who) for a, who, attempt in starts if attempt > 1}

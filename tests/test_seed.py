@@ -26,7 +26,7 @@ from temporalio.worker import (
 from tests.conftest import Clips
 from tests.helpers import read_manifest, start_job
 from tests.histories import HISTORY_DIR, workflow_id
-from varia.models import FinishRequest, RenderTask
+from varia.models import CleanupRequest, RenderTask
 from varia.recipes import default_seed, make_recipe
 from varia.workflows import VariationJob
 
@@ -51,7 +51,7 @@ class _Inbound(WorkflowInboundInterceptor):
 class _Outbound(WorkflowOutboundInterceptor):
     def start_activity(self, input: StartActivityInput) -> workflow.ActivityHandle[Any]:
         for arg in input.args:
-            if isinstance(arg, FinishRequest):
+            if isinstance(arg, CleanupRequest):
                 SeedsSeen.finish_seeds.append(arg.seed)
             if isinstance(arg, RenderTask):
                 SeedsSeen.renders.append(arg)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from varia.config import Settings, SettingsError, load_settings, settings_markdown
+from varia.config import Settings, SettingsError, load_settings
+from varia.settings_doc import settings_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIA = str(Path(sys.executable).parent / "varia")

@@ -12,10 +12,11 @@ from temporalio.testing import ActivityEnvironment
 
 from tests.helpers import assert_manifest_matches_disk
 from varia import jobdir, media
-from varia.activities import JobActivities, finish_job
+from varia.activities import JobActivities
+from varia.cleanup import clean_up_job
 from varia.clips import make_clip
 from varia.config import Settings
-from varia.models import FinishRequest, OutputEntry, Recipe, RenderResult, RenderTask
+from varia.models import CleanupRequest, OutputEntry, Recipe, RenderResult, RenderTask
 from varia.recipes import make_recipe, output_name
 from varia.sheet import (
     CELL_WIDTH,
@@ -107,7 +108,7 @@ async def test_a_job_gets_a_labelled_cell_per_kept_output(
             output_name=output_name(stems[input_index], variation, variations),
         )
         results.append(await ActivityEnvironment().run(activities.render, task))
-    request = FinishRequest(
+    request = CleanupRequest(
         job_id="job-1",
         job_dir=str(job_dir),
         state="cancelled",
@@ -118,7 +119,7 @@ async def test_a_job_gets_a_labelled_cell_per_kept_output(
         results=results,
         failed=0,
     )
-    result = finish_job(request)
+    result = clean_up_job(request)
 
     manifest = assert_manifest_matches_disk(job_dir)
     assert not [p for p in job_dir.iterdir() if p.name.startswith(".varia-cell-")]  # drawn, gone

@@ -16,49 +16,35 @@ from temporalio.worker import Worker
 
 from tests.conftest import Clips
 from tests.helpers import (
+    Job,
     assert_manifest_matches_disk,
     processes_mentioning,
     query_progress,
-    render_heartbeats,
+    read_manifest,
+    render_task,
     start_job,
     wait_for,
+    wait_rendering,
 )
+from varia import names
 from varia.config import Settings
+from varia.errors import BAD_REQUEST
 from varia.ffmpeg.argv import build_render_argv
-from varia.models import JobRequest, MediaInfo, RenderTask
+from varia.models import JobRequest, MediaInfo
 from varia.recipes import make_recipe
 from varia.worker import build_worker
 from varia.workflows import VariationJob
 
 
-async def wait_rendering(client: Client, job_id: str, at_least: int = 1) -> None:
-    """Wait until `at_least` renders report FFmpeg progress in their heartbeats."""
-
-    async def rendering() -> bool:
-        beats = await render_heartbeats(client, job_id)
-        return sum(1 for beat in beats.values() if beat.pid and beat.percent > 0) >= at_least
-
-    await wait_for(rendering, timeout_s=60, what="FFmpeg to report progress")
-
-
-async def test_completed_job_matches_contract(
-    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
-) -> None:
-    request = {
-        "inputs": [str(clips.short), str(clips.silent)],
-        "variations": 2,
-        "output_dir": str(out_dir),
-        "seed": 11,
-        "concurrency": 2,
-    }
-    handle = await start_job(client, task_queue, job_id, request)
+async def test_completed_job_matches_contract(job: Job, clips: Clips) -> None:
+    handle = await job.start([clips.short, clips.silent], 2, seed=11, concurrency=2)
     result = await handle.result()
 
     assert result.state == "completed"
     assert (result.total, result.completed, result.failed) == (4, 4, 0)
-    job_dir = out_dir / job_id
+    job_dir = job.dir
     assert result.job_dir == str(job_dir)
-    assert result.manifest == str(job_dir / "manifest.json")
+    assert result.manifest == str(job_dir / names.MANIFEST_NAME)
     manifest = assert_manifest_matches_disk(job_dir)
     assert manifest["state"] == "completed"
     assert manifest["removed"] == []
@@ -77,21 +63,14 @@ async def test_completed_job_matches_contract(
     assert (progress.state, progress.completed, progress.percent) == ("completed", 4, 100.0)
     description = await handle.describe()
     assert description.status == WorkflowExecutionStatus.COMPLETED
-    assert description.search_attributes.get("VariaState") == ["completed"]
+    assert description.search_attributes.get(names.STATE_ATTRIBUTE) == ["completed"]
 
 
 def test_same_seed_gives_same_argv(tmp_path: Path) -> None:
     info = MediaInfo(path="/in/a.mp4", duration_s=2, width=320, height=240, fps=25, has_audio=True)
 
     def argv(seed: int) -> list[str]:
-        task = RenderTask(
-            job_dir=str(tmp_path),
-            input_index=0,
-            variation=3,
-            media=info,
-            recipe=make_recipe(seed, 0, 3),
-            output_name="a_v003.mp4",
-        )
+        task = render_task(info, tmp_path, seed=seed, variation=3)
         return build_render_argv("ffmpeg", task, tmp_path / task.temp_name)
 
     assert argv(5) == argv(5)
@@ -117,7 +96,7 @@ async def test_cancel_mid_render_stops_ffmpeg_and_keeps_finished(
 
     await wait_for(short_done_and_long_rendering, what="first variation done, second running")
     await wait_rendering(client, job_id)
-    partial = job_dir / ".long_clip_v000.mp4.part"
+    partial = job_dir / names.temp_name("long_clip_v000.mp4")
     assert partial.exists()
     assert processes_mentioning(str(job_dir))
 
@@ -131,7 +110,7 @@ async def test_cancel_mid_render_stops_ffmpeg_and_keeps_finished(
     assert manifest["state"] == "cancelled"
     assert [o["path"] for o in manifest["outputs"]] == ["short_v000.mp4"]
     assert not partial.exists()
-    assert ".long_clip_v000.mp4.part" in manifest["removed"]
+    assert names.temp_name("long_clip_v000.mp4") in manifest["removed"]
     assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
     assert (await query_progress(handle)).state == "cancelled"
 
@@ -205,29 +184,17 @@ async def test_drain_finishes_running_and_skips_the_rest(
     ],
 )
 async def test_bad_request_fails_with_named_error(
-    client: Client,
-    worker: Worker,
-    task_queue: str,
-    job_id: str,
-    clips: Clips,
-    out_dir: Path,
-    change: dict[str, object],
-    message: str,
+    job: Job, clips: Clips, change: dict[str, object], message: str
 ) -> None:
-    request: dict[str, object] = {
-        "inputs": [str(clips.short)],
-        "variations": 1,
-        "output_dir": str(out_dir),
-    }
-    request.update(change)
-    handle = await start_job(client, task_queue, job_id, request)
+    request = {**job.request([clips.short], 1), **change}
+    handle = await start_job(job.client, job.task_queue, job.id, request)
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
     cause = failure.value.cause
     assert isinstance(cause, ApplicationError)
     assert message in cause.message
-    assert cause.type == "BadRequest"
-    assert list(out_dir.iterdir()) == []
+    assert cause.type == BAD_REQUEST
+    assert list(job.out_dir.iterdir()) == []
 
 
 async def test_unsafe_job_id_fails(
@@ -282,44 +249,26 @@ def _bad_inputs(root: Path, clips: Clips) -> dict[str, tuple[Path, str]]:
     "kind", ["missing", "empty", "not a video", "truncated", "no video stream"]
 )
 async def test_bad_input_fails_naming_the_file(
-    client: Client,
-    worker: Worker,
-    task_queue: str,
-    job_id: str,
-    clips: Clips,
-    out_dir: Path,
-    tmp_path: Path,
-    kind: str,
+    job: Job, clips: Clips, tmp_path: Path, kind: str
 ) -> None:
     bad, message = _bad_inputs(tmp_path / "bad", clips)[kind]
-    request = JobRequest(inputs=[str(clips.short), str(bad)], variations=1, output_dir=str(out_dir))
-    handle = await start_job(client, task_queue, job_id, request)
     with pytest.raises(WorkflowFailureError) as failure:
-        await handle.result()
+        await job.run([clips.short, bad], 1)
     text = str(failure.value.cause)
     assert str(bad) in text and message in text, text
-    manifest = json.loads((out_dir / job_id / "manifest.json").read_text())
+    manifest = read_manifest(job.dir)
     assert manifest["state"] == "failed"
     assert manifest["outputs"] == []
-    assert processes_mentioning(str(out_dir)) == []
+    assert processes_mentioning(str(job.out_dir)) == []
 
 
-async def test_continue_as_new_keeps_the_contract(
-    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
-) -> None:
-    request = {
-        "inputs": [str(clips.short)],
-        "variations": 5,
-        "output_dir": str(out_dir),
-        "concurrency": 2,
-        "chunk_size": 2,
-    }
-    handle = await start_job(client, task_queue, job_id, request)
+async def test_continue_as_new_keeps_the_contract(job: Job, clips: Clips) -> None:
+    handle = await job.start([clips.short], 5, concurrency=2, chunk_size=2)
     result = await handle.result()
     assert (result.state, result.completed, result.total) == ("completed", 5, 5)
-    manifest = assert_manifest_matches_disk(out_dir / job_id)
+    manifest = assert_manifest_matches_disk(job.dir)
     assert sorted(o["variation"] for o in manifest["outputs"]) == [0, 1, 2, 3, 4]
-    runs = [wf async for wf in client.list_workflows(f"WorkflowId = '{job_id}'")]
+    runs = [wf async for wf in job.client.list_workflows(f"WorkflowId = '{job.id}'")]
     assert len(runs) >= 3  # 2 + 2 + 1 variations: three runs of one workflow id
     assert (await query_progress(handle)).completed == 5
 
@@ -354,7 +303,7 @@ async def temporal_cli_job(
         "workflow",
         verb,
         "--type",
-        "VariationJob",
+        names.WORKFLOW_TYPE,
         "--task-queue",
         task_queue,
         "--workflow-id",
@@ -383,7 +332,7 @@ async def test_temporal_cli_queries_progress_and_cancels(
 
     async def progress() -> dict[str, Any] | None:
         answer = await temporal_cli(
-            client, "workflow", "query", "--workflow-id", job_id, "--type", "progress"
+            client, "workflow", "query", "--workflow-id", job_id, "--type", names.PROGRESS_QUERY
         )
         value: dict[str, Any] = answer["queryResult"][0]
         return value if value["running"] == 1 else None

@@ -17,13 +17,14 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from varia import errors
+from varia.despite_cancel import run_to_end
 from varia.ffmpeg.argv import file_url, input_options, video_filters
 from varia.ffmpeg.process import ProcessIdentity, spawn, stop_child
 from varia.models import Attempt, RenderHeartbeat, RenderResult, RenderTask
 from varia.recipes import make_recipe
 from varia.sampling import sample_times
 
-OUT_OF_BOUNDS = "OutOfBounds"
 """Error type of a variation for which no attempted recipe fits the strength bounds."""
 
 
@@ -61,7 +62,7 @@ async def trial_ssim(ffmpeg: str, task: RenderTask) -> float:
         out, err = await proc.communicate()
     except asyncio.CancelledError:
         with contextlib.suppress(ProcessLookupError):
-            await stop_child(proc, ProcessIdentity.of(proc.pid), 1.0)
+            await run_to_end(stop_child(proc, ProcessIdentity.of(proc.pid), 1.0))
         raise
     if proc.returncode != 0:
         tail = err.decode(errors="replace")[-400:]
@@ -112,7 +113,7 @@ async def render_within_bounds(
             raise ApplicationError(
                 f"{task.media.path} variation {task.variation}: the output could not be "
                 "measured, so the strength bounds cannot be checked",
-                type=OUT_OF_BOUNDS,
+                type=errors.OUT_OF_BOUNDS,
                 non_retryable=True,
             )
         fits = bounds.admits(result.quality.ssim)
@@ -128,6 +129,6 @@ async def render_within_bounds(
         f"{task.media.path} variation {task.variation}: no recipe within {bounds.describe()} "
         f"after {len(attempts)} attempt(s); SSIM of each: {tried}",
         [a.model_dump() for a in attempts],
-        type=OUT_OF_BOUNDS,
+        type=errors.OUT_OF_BOUNDS,
         non_retryable=True,
     )

@@ -1,6 +1,10 @@
 """Every knob of varia, read from the environment (one pydantic-settings model).
 
-A bad value fails at start with a message that names the variable.
+A bad value fails at start with a message that names the variable. The README's table and
+`varia worker --help` are generated from the model (`varia.settings_doc`).
+
+Over 300 lines on purpose: the model is one declarative list, a setting a few lines (type,
+default, variable, meaning, bounds); split, a reader would look in two places for one knob.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -65,33 +68,36 @@ def _tls_file(name: str, old_name: str, what: str) -> Any:
     )
 
 
+def setting(default: Any, env: str, meaning: str, **bounds: Any) -> Any:
+    """A setting read from `env`: its default, its meaning (README table, `--help`), bounds."""
+    return Field(default, alias=env, description=meaning, **bounds)
+
+
 class Settings(BaseSettings):
     """Configuration shared by the worker and the CLI; each field has one env var."""
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    temporal_address: str = Field(
+    temporal_address: str = setting(
         "localhost:7233",
-        alias="TEMPORAL_ADDRESS",
-        description="Temporal frontend host:port; unset: the profile's, else localhost:7233.",
+        "TEMPORAL_ADDRESS",
+        "Temporal frontend host:port; unset: the profile's, else localhost:7233.",
     )
-    temporal_namespace: str = Field(
-        "default",
-        alias="TEMPORAL_NAMESPACE",
-        description="Temporal namespace; unset: the profile's, else default.",
+    temporal_namespace: str = setting(
+        "default", "TEMPORAL_NAMESPACE", "Temporal namespace; unset: the profile's, else default."
     )
-    task_queue: str = Field(
-        DEFAULT_TASK_QUEUE, alias="VARIA_TASK_QUEUE", description="Task queue of jobs and renders."
+    task_queue: str = setting(
+        DEFAULT_TASK_QUEUE, "VARIA_TASK_QUEUE", "Task queue of jobs and renders."
     )
-    temporal_profile: str | None = Field(
+    temporal_profile: str | None = setting(
         None,
-        alias="TEMPORAL_PROFILE",
-        description="Profile of Temporal's client config file (as the temporal CLI reads it).",
+        "TEMPORAL_PROFILE",
+        "Profile of Temporal's client config file (as the temporal CLI reads it).",
     )
-    temporal_config_file: Path | None = Field(
+    temporal_config_file: Path | None = setting(
         None,
-        alias="TEMPORAL_CONFIG_FILE",
-        description="Temporal's TOML client config; unset: ~/.config/temporalio/temporal.toml.",
+        "TEMPORAL_CONFIG_FILE",
+        "Temporal's TOML client config; unset: ~/.config/temporalio/temporal.toml.",
     )
     tls_cert: Path | None = _tls_file(
         "TEMPORAL_TLS_CLIENT_CERT_PATH", "TEMPORAL_TLS_CERT", "Client certificate (PEM) for mTLS"
@@ -104,32 +110,31 @@ class Settings(BaseSettings):
         "TEMPORAL_TLS_CA",
         "CA bundle (PEM) to verify the server",
     )
-    api_key: str | None = Field(
-        None, alias="TEMPORAL_API_KEY", description="API key (Temporal Cloud); implies TLS."
+    api_key: str | None = setting(
+        None, "TEMPORAL_API_KEY", "API key (Temporal Cloud); implies TLS."
     )
-    ffmpeg: str | None = Field(
-        None, alias="VARIA_FFMPEG", description="FFmpeg binary; default: imageio-ffmpeg's."
-    )
-    ffmpeg_threads: int | None = Field(
-        None, alias="VARIA_FFMPEG_THREADS", ge=1, description="Default FFmpeg -threads."
-    )
-    ffmpeg_nice: int = Field(
-        0, alias="VARIA_FFMPEG_NICE", ge=0, le=19, description="Niceness added to FFmpeg."
-    )
-    max_concurrent_renders: int = Field(
-        2,
-        alias="VARIA_MAX_CONCURRENT_RENDERS",
+    ffmpeg: str | None = setting(None, "VARIA_FFMPEG", "FFmpeg binary; default: imageio-ffmpeg's.")
+    ffmpeg_threads: int | None = setting(
+        None,
+        "VARIA_FFMPEG_THREADS",
+        "FFmpeg -threads of a render whose job set none; unset: FFmpeg chooses.",
         ge=1,
-        description="Renders (FFmpeg) one worker runs at once; other activities have own slots.",
     )
-    stop_stage_timeout_s: float = Field(
-        2.0, alias="VARIA_STOP_STAGE_TIMEOUT", gt=0, description="Seconds each stop stage waits."
+    ffmpeg_nice: int = setting(0, "VARIA_FFMPEG_NICE", "Niceness added to FFmpeg.", ge=0, le=19)
+    max_concurrent_renders: int = setting(
+        2,
+        "VARIA_MAX_CONCURRENT_RENDERS",
+        "Renders (FFmpeg) one worker runs at once; other activities have own slots.",
+        ge=1,
     )
-    stall_timeout_s: float = Field(
-        60.0, alias="VARIA_STALL_TIMEOUT", gt=0, description="No FFmpeg progress this long = hung."
+    stop_stage_timeout_s: float = setting(
+        2.0, "VARIA_STOP_STAGE_TIMEOUT", "Seconds each stop stage waits.", gt=0
     )
-    graceful_shutdown_s: float = Field(
-        10.0, alias="VARIA_GRACEFUL_SHUTDOWN", ge=0, description="Worker drain time on SIGTERM."
+    stall_timeout_s: float = setting(
+        60.0, "VARIA_STALL_TIMEOUT", "No FFmpeg progress this long = hung.", gt=0
+    )
+    graceful_shutdown_s: float = setting(
+        10.0, "VARIA_GRACEFUL_SHUTDOWN", "Worker drain time on SIGTERM.", ge=0
     )
     allowed_input_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
@@ -141,96 +146,92 @@ class Settings(BaseSettings):
         alias="VARIA_ALLOWED_OUTPUT_ROOTS",
         description="Colon-separated dirs output_dir must be under; empty: anywhere.",
     )
-    max_input_duration_s: float = Field(
+    max_input_duration_s: float = setting(
         DEFAULT_MAX_INPUT_DURATION_S,
-        alias="VARIA_MAX_INPUT_DURATION",
+        "VARIA_MAX_INPUT_DURATION",
+        "Longest input accepted, in seconds (longer: refused at probe).",
         gt=0,
-        description="Longest input accepted, in seconds (longer: refused at probe).",
     )
-    max_input_pixels: int = Field(
+    max_input_pixels: int = setting(
         DEFAULT_MAX_INPUT_PIXELS,
-        alias="VARIA_MAX_INPUT_PIXELS",
+        "VARIA_MAX_INPUT_PIXELS",
+        "Largest input frame accepted, width x height in pixels (8K DCI).",
         ge=1,
-        description="Largest input frame accepted, width x height in pixels (8K DCI).",
     )
-    max_input_streams: int = Field(
+    max_input_streams: int = setting(
         DEFAULT_MAX_INPUT_STREAMS,
-        alias="VARIA_MAX_INPUT_STREAMS",
+        "VARIA_MAX_INPUT_STREAMS",
+        "Most streams (video, audio, subtitle, data) an input may have.",
         ge=1,
-        description="Most streams (video, audio, subtitle, data) an input may have.",
     )
-    max_input_bytes: int = Field(
+    max_input_bytes: int = setting(
         DEFAULT_MAX_INPUT_BYTES,
-        alias="VARIA_MAX_INPUT_BYTES",
+        "VARIA_MAX_INPUT_BYTES",
+        "Largest input file accepted, in bytes (64 GiB).",
         ge=1,
-        description="Largest input file accepted, in bytes (64 GiB).",
     )
-    heartbeat_throttle_s: float = Field(
+    heartbeat_throttle_s: float = setting(
         2.0,
-        alias="VARIA_HEARTBEAT_THROTTLE",
+        "VARIA_HEARTBEAT_THROTTLE",
+        "Most seconds between render heartbeats (bounds a cancel that is not pushed).",
         gt=0,
         le=5,
-        description="Most seconds between render heartbeats (bounds a cancel that is not pushed).",
     )
-    push_cancel: bool = Field(
+    push_cancel: bool = setting(
         True,
-        alias="VARIA_PUSH_CANCEL",
-        description="Poll a queue of this worker's own, so a cancel reaches its renders at once.",
+        "VARIA_PUSH_CANCEL",
+        "Poll a queue of this worker's own, so a cancel reaches its renders at once.",
     )
-    worker_identity: str | None = Field(
+    worker_identity: str | None = setting(
         None,
-        alias="VARIA_WORKER_IDENTITY",
+        "VARIA_WORKER_IDENTITY",
+        "Worker identity shown in history and Web UI; default pid@host.",
         min_length=1,
-        description="Worker identity shown in history and Web UI; default pid@host.",
     )
-    metrics_port: int | None = Field(
+    metrics_port: int | None = setting(
         None,
-        alias="VARIA_METRICS_PORT",
+        "VARIA_METRICS_PORT",
+        "Port of the Prometheus /metrics endpoint; unset: off.",
         ge=1,
         le=65535,
-        description="Port of the Prometheus /metrics endpoint; unset: off.",
     )
-    metrics_host: str = Field(
-        "0.0.0.0",
-        alias="VARIA_METRICS_HOST",
-        min_length=1,
-        description="Address the metrics endpoint binds to.",
+    metrics_host: str = setting(
+        "0.0.0.0", "VARIA_METRICS_HOST", "Address the metrics endpoint binds to.", min_length=1
     )
-    log_format: Literal["text", "json"] = Field(
-        "text", alias="VARIA_LOG_FORMAT", description="Worker log lines: text or json."
+    log_format: Literal["text", "json"] = setting(
+        "text", "VARIA_LOG_FORMAT", "Worker log lines: text or json."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", alias="VARIA_LOG_LEVEL", description="Worker log level."
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting(
+        "INFO", "VARIA_LOG_LEVEL", "Worker log level."
     )
-    ui_url: str | None = Field(
+    ui_url: str | None = setting(
         None,
-        alias="VARIA_UI_URL",
-        description="Temporal Web UI base URL; default: the gRPC host, port + 1000 (dev server).",
+        "VARIA_UI_URL",
+        "Temporal Web UI base URL; default: the gRPC host, port + 1000 (dev server).",
     )
-
-    progress_min_render_s: float = Field(
+    progress_min_render_s: float = setting(
         10.0,
-        alias="VARIA_PROGRESS_MIN_RENDER",
+        "VARIA_PROGRESS_MIN_RENDER",
+        "Renders projected to last this many seconds report 25/50/75 % to the job.",
         ge=0,
-        description="Renders projected to last this many seconds report 25/50/75 % to the job.",
     )
-    janitor_interval_s: float = Field(
+    janitor_interval_s: float = setting(
         300.0,
-        alias="VARIA_JANITOR_INTERVAL",
+        "VARIA_JANITOR_INTERVAL",
+        "Seconds between janitor sweeps (the schedule `varia server` creates).",
         ge=10,
-        description="Seconds between janitor sweeps (the schedule `varia server` creates).",
     )
-    janitor_grace_s: float = Field(
+    janitor_grace_s: float = setting(
         60.0,
-        alias="VARIA_JANITOR_GRACE",
+        "VARIA_JANITOR_GRACE",
+        "A terminated job is swept once it has been closed this many seconds.",
         ge=0,
-        description="A terminated job is swept once it has been closed this many seconds.",
     )
-    janitor_lookback_h: float = Field(
+    janitor_lookback_h: float = setting(
         168.0,
-        alias="VARIA_JANITOR_LOOKBACK_HOURS",
+        "VARIA_JANITOR_LOOKBACK_HOURS",
+        "The janitor looks at jobs closed within this many hours.",
         gt=0,
-        description="The janitor looks at jobs closed within this many hours.",
     )
 
     _split_input_roots = field_validator("allowed_input_roots", mode="before")(_split_roots)
@@ -304,35 +305,3 @@ def load_settings(**overrides: object) -> Settings:
             value = os.environ.get(env, error.get("input"))
             problems.append(f"{env}={value!r}: {error['msg']}")
         raise SettingsError("bad setting: " + "; ".join(problems)) from err
-
-
-def _shown_default(field: FieldInfo) -> str:
-    default = field.get_default(call_default_factory=True)
-    if default is None:
-        return "unset"
-    if isinstance(default, list):
-        return ", ".join(map(str, default)) or "empty"
-    return str(default)
-
-
-def settings_rows() -> list[tuple[str, str, str]]:
-    """(env var, default, meaning) of every setting, in the model's order."""
-    return [
-        (str(field.alias or name), _shown_default(field), field.description or "")
-        for name, field in Settings.model_fields.items()
-    ]
-
-
-def settings_markdown() -> str:
-    """The README's settings table, generated from the model."""
-    lines = ["| env var | default | meaning |", "|---|---|---|"]
-    lines += [f"| `{env}` | `{default}` | {meaning} |" for env, default, meaning in settings_rows()]
-    return "\n".join(lines)
-
-
-def settings_help() -> str:
-    """Every setting as help text: one paragraph each (the `varia worker --help` epilog)."""
-    entries = [
-        f"{env} (default: {default}): {meaning}" for env, default, meaning in settings_rows()
-    ]
-    return "Settings (environment variables):\n\n" + "\n\n".join(entries)

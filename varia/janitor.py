@@ -10,6 +10,9 @@ It never touches a directory that has a manifest already, lacks varia's marker f
 lies outside the allowed output roots, or belongs to a job id that runs again. Runs closed
 less than `VARIA_JANITOR_GRACE` seconds ago wait for the next sweep, so a render whose
 heartbeat has not yet learnt that its workflow is gone has stopped first.
+
+Just over 300 lines: listing, reading a history back into a completion record and the sweep
+are one procedure, each step used only by the next.
 """
 
 from __future__ import annotations
@@ -26,12 +29,11 @@ from temporalio import activity
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
-from varia import jobdir, ledger, media
+from varia import jobdir, ledger, media, names
 from varia.config import Settings
-from varia.models import FinalState, FinishRequest, JobCarry, JobRequest, MediaInfo, RenderResult
+from varia.models import CleanupRequest, FinalState, JobCarry, JobRequest, MediaInfo, RenderResult
 from varia.recipes import default_seed, make_recipe, output_name, output_stems
 
-WORKFLOW_TYPE = "VariationJob"
 CLOSED_WITHOUT_CLEANUP: dict[WorkflowExecutionStatus, FinalState] = {
     WorkflowExecutionStatus.TERMINATED: "terminated",
     WorkflowExecutionStatus.TIMED_OUT: "timed_out",
@@ -75,7 +77,7 @@ def candidates_query(now: datetime, grace_s: float, lookback_h: float) -> str:
     newest = (now - timedelta(seconds=grace_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     oldest = (now - timedelta(hours=lookback_h)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return (
-        f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus IN ('Terminated', 'TimedOut') "
+        f"WorkflowType = '{names.WORKFLOW_TYPE}' AND ExecutionStatus IN ('Terminated', 'TimedOut') "
         f"AND CloseTime <= '{newest}' AND CloseTime >= '{oldest}'"
     )
 
@@ -119,13 +121,13 @@ def read_history(events: list[HistoryEvent]) -> ClosedRun:
             done = event.activity_task_completed_event_attributes
             kind = scheduled.get(done.scheduled_event_id)
             values = _json(done.result.payloads)
-            if kind == "varia.prepare" and values:
+            if kind == names.PREPARE and values:
                 run.media = [MediaInfo.model_validate(m) for m in values[0]["media"]]
-            elif kind == "varia.render" and values:
+            elif kind == names.RENDER and values:
                 run.results.append(RenderResult.model_validate(values[0]))
         elif event.HasField("activity_task_failed_event_attributes"):
             failed = event.activity_task_failed_event_attributes
-            if scheduled.get(failed.scheduled_event_id) == "varia.render":
+            if scheduled.get(failed.scheduled_event_id) == names.RENDER:
                 run.failed += 1
         elif event.HasField("marker_recorded_event_attributes"):
             details = event.marker_recorded_event_attributes.details
@@ -184,7 +186,7 @@ def sweep_run(
     job_id: str, run_id: str, run: ClosedRun, state: FinalState, settings: Settings
 ) -> SweptJob:
     """Clean one closed run's job directory and write its manifest, or say why not."""
-    from varia.activities import finish_job  # the job's own cleanup (heavy import: lazily)
+    from varia.cleanup import clean_up_job  # the job's own cleanup (heavy import: lazily)
 
     def skipped(reason: str, job_dir: Path | None = None) -> SweptJob:
         where = str(job_dir) if job_dir else None
@@ -203,7 +205,7 @@ def sweep_run(
     job_dir = output_dir / job_id
     if job_dir.is_symlink() or not job_dir.is_dir():
         return skipped("no job directory (nothing was created)", job_dir)
-    if (job_dir / jobdir.MANIFEST_NAME).exists():
+    if (job_dir / names.MANIFEST_NAME).exists():
         return skipped(HAS_MANIFEST, job_dir)
     marker = jobdir.read_marker(job_dir)
     if marker is None or marker.job_id != job_id:
@@ -218,8 +220,8 @@ def sweep_run(
         results[(extra.input_index, extra.variation)] = extra
     how = "terminated" if state == "terminated" else "timed out"
     why = f" ({run.reason})" if run.reason else ""
-    result = finish_job(
-        FinishRequest(
+    result = clean_up_job(
+        CleanupRequest(
             job_id=job_id,
             job_dir=str(job_dir),
             state=state,
@@ -266,7 +268,7 @@ async def _sweep_execution(
         request = read_history([first]).request
         if (
             request is not None
-            and (Path(request.output_dir) / execution.id / jobdir.MANIFEST_NAME).exists()
+            and (Path(request.output_dir) / execution.id / names.MANIFEST_NAME).exists()
         ):
             return SweptJob(
                 job_id=execution.id, run_id=execution.run_id, action="skipped", reason=HAS_MANIFEST
@@ -306,7 +308,7 @@ class JanitorActivities:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    @activity.defn(name="varia.janitor")
+    @activity.defn(name=names.JANITOR)
     async def sweep(self, request: JanitorRequest) -> JanitorReport:
         """Sweep the closed jobs that ran no cleanup."""
         return await sweep_closed_jobs(activity.client(), self.settings, request)

@@ -27,12 +27,11 @@ with workflow.unsafe.imports_passed_through():
         ScheduleUpdateInput,
     )
 
+    from varia import names
     from varia.janitor import JanitorActivities, JanitorReport, JanitorRequest
 
-JANITOR_WORKFLOW = "VariaJanitor"
 
-
-@workflow.defn(name=JANITOR_WORKFLOW)
+@workflow.defn(name=names.JANITOR_WORKFLOW)
 class VariaJanitor:
     """Sweep closed jobs that ran no cleanup (terminated, timed out)."""
 
@@ -58,7 +57,7 @@ def janitor_schedule(task_queue: str, interval_s: float) -> Schedule:
     """The schedule: start `VariaJanitor` every `interval_s` seconds, never two at once."""
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            JANITOR_WORKFLOW,
+            names.JANITOR_WORKFLOW,
             JanitorRequest(),
             id=schedule_id(task_queue),
             task_queue=task_queue,
@@ -89,7 +88,7 @@ async def run_janitor_once(
     """Run one sweep now (on a worker of `task_queue`) and return its report."""
     stamp = secrets.token_hex(4)
     report: JanitorReport = await client.execute_workflow(
-        JANITOR_WORKFLOW,
+        names.JANITOR_WORKFLOW,
         request or JanitorRequest(),
         id=f"{schedule_id(task_queue)}-once-{stamp}",
         task_queue=task_queue,

@@ -7,6 +7,10 @@ workflow id is a new chain: it never adopts, changes or deletes the directory. C
 a directory whose marker is not the job's, never follows a symlink, never leaves the directory
 and only deletes names the job itself could have created (its planned outputs and their
 temporary files). Anything else found there is reported as foreign and left alone.
+
+Just over 300 lines on purpose: every write into a job directory (marker, sweep, discard,
+atomic manifest and sheet writes, a render's commit) goes through here, so the confinement
+rules are read and checked in one place.
 """
 
 from __future__ import annotations
@@ -18,12 +22,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from varia.ledger import LEDGER_NAME
-from varia.models import Manifest, temp_name_for
+from varia.models import Manifest
+from varia.names import (
+    ATOMIC_PREFIX,
+    LEDGER_NAME,
+    MANIFEST_NAME,
+    MARKER_NAME,
+    atomic_temp_name,
+    parse_temp_name,
+    temp_name,
+)
 from varia.recipes import output_name
 
-MARKER_NAME = ".varia-job"
-MANIFEST_NAME = "manifest.json"
 _JOB_ID_MAX = 200
 
 
@@ -156,7 +166,7 @@ def _check_reopen(job_dir: Path, job_id: str, chain: str | None) -> None:
 def _only_marker(job_dir: Path) -> bool:
     with os.scandir(job_dir) as entries:
         return all(
-            entry.name == MARKER_NAME or entry.name.startswith(".varia-tmp-") for entry in entries
+            entry.name == MARKER_NAME or entry.name.startswith(ATOMIC_PREFIX) for entry in entries
         )
 
 
@@ -203,12 +213,12 @@ def check_owner(job_dir: Path, job_id: str, chain: str | None, doing: str) -> No
 
 def owned_names(stems: Sequence[str], variations: int) -> set[str]:
     """Every file name the job may create: its planned outputs and their temporary names."""
-    names = {_temp_for(MANIFEST_NAME)}
+    names = {atomic_temp_name(MANIFEST_NAME)}
     for stem in stems:
         for variation in range(variations):
             final = output_name(stem, variation, variations)
             names.add(final)
-            names.add(temp_name_for(final))
+            names.add(temp_name(final))
     return names
 
 
@@ -250,11 +260,7 @@ def discard_partials(
     check_owner(job_dir, job_id, chain, "clean")
     removed = []
     for name in names:
-        if (
-            "/" in name
-            or name in (".", "..")
-            or not (name.startswith(".") and name.endswith(".part"))
-        ):
+        if "/" in name or name in (".", "..") or parse_temp_name(name) is None:
             continue
         path = job_dir / name
         if path.is_symlink() or not path.is_file():
@@ -273,7 +279,7 @@ def write_manifest(job_dir: Path, manifest: Manifest) -> Path:
 
 
 def _write_atomic(directory: Path, name: str, data: bytes) -> Path:
-    temp = directory / _temp_for(name)
+    temp = directory / atomic_temp_name(name)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -290,8 +296,13 @@ def _write_atomic(directory: Path, name: str, data: bytes) -> Path:
     return final
 
 
-def _temp_for(name: str) -> str:
-    return ".varia-tmp-" + name.lstrip(".")
+def commit_output(temp: Path, final: Path) -> None:
+    """Put a checked render output into place: fsync it, rename it over `final`, fsync the
+    directory (after a crash the final name holds nothing or the whole file)."""
+    with open(temp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temp, final)
+    _fsync_dir(final.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -305,8 +316,3 @@ def _fsync_dir(directory: Path) -> None:
 def write_file_atomic(directory: Path, name: str, data: bytes) -> Path:
     """Write a varia-made file (e.g. a contact sheet) atomically, as the manifest is written."""
     return _write_atomic(directory, name, data)
-
-
-def atomic_temp_name(name: str) -> str:
-    """The temporary name `write_file_atomic` writes `name` to first (cleanup owns it)."""
-    return _temp_for(name)

@@ -2,7 +2,7 @@
 
 A worker interceptor around the activities (not workflow code, so a replay never repeats a
 line): prepare's end starts the job, each render's end says its output, outcome and seconds,
-finish's end closes the job. An expected failure (a non-retryable `ApplicationError`: a bad
+cleanup's end closes the job. An expected failure (a non-retryable `ApplicationError`: a bad
 input, a full disk) is this one line; `logs.ExpectedFailureFilter` drops the SDK's traceback of
 it. Anything unexpected keeps the SDK's traceback after the line.
 """
@@ -18,7 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from varia.models import FinishRequest, JobResult, PreparedJob, PrepareRequest, RenderTask
+from varia.models import CleanupRequest, JobResult, PreparedJob, PrepareRequest, RenderTask
 
 log = logging.getLogger("varia.jobs")
 
@@ -68,7 +68,7 @@ def _succeeded(request: object, result: object, seconds: float) -> None:
         )
     elif isinstance(request, RenderTask):
         log.info("job %s: %s completed in %.1f s", _job(), request.output_name, seconds)
-    elif isinstance(request, FinishRequest) and isinstance(result, JobResult):
+    elif isinstance(request, CleanupRequest) and isinstance(result, JobResult):
         level = logging.WARNING if result.state == "failed" else logging.INFO
         log.log(  # the reasons of a failure were logged where they happened
             level,
@@ -94,7 +94,7 @@ def _failed(request: object, err: BaseException, seconds: float) -> None:
         log.warning(
             "job %s: %s failed after %.1f s: %s", _job(), request.output_name, seconds, what
         )
-    elif isinstance(request, FinishRequest):
+    elif isinstance(request, CleanupRequest):
         log.warning("job %s: cleanup failed: %s", _job(), what)
 
 

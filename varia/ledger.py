@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from varia.models import RenderResult
+from varia.names import LEDGER_NAME
 
 log = logging.getLogger("varia.ledger")
 
-LEDGER_NAME = ".varia-ledger.jsonl"
 """The ledger's file name in the job directory."""
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -18,8 +17,8 @@ from temporalio import activity, workflow
 from temporalio.exceptions import ApplicationError
 
 from varia.config import Settings
+from varia.names import parse_render_activity_id
 
-_RENDER_ID = re.compile(r"^render-(\d+)-(\d+)$")
 CONTEXT_KEYS = (
     "workflow_id",
     "run_id",
@@ -44,10 +43,9 @@ def job_context() -> dict[str, Any]:
         "activity_id": info.activity_id,
         "attempt": info.attempt,
     }
-    match = _RENDER_ID.match(info.activity_id)
-    if match:
-        context["input_index"] = int(match.group(1))
-        context["variation"] = int(match.group(2))
+    render = parse_render_activity_id(info.activity_id)
+    if render is not None:
+        context["input_index"], context["variation"] = render
     return context
 
 

@@ -23,8 +23,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from varia.config import Settings, SettingsError
+from varia.errors import STOPPED_FOR_CANCEL
 from varia.models import RenderResult
-from varia.stops import STOPPED_FOR_CANCEL
 
 log = logging.getLogger("varia.metrics")
 P = ParamSpec("P")

@@ -2,6 +2,9 @@
 
 Every model here crosses a process boundary as plain JSON (through the pydantic data converter),
 so callers in other languages or without varia installed see the same field names.
+
+Over 300 lines on purpose: this is the wire format, one model after another with no logic
+worth a module of its own; in one file a reviewer sees every payload a change could touch.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from varia.names import parse_temp_name, temp_name
 
 MAX_VARIATIONS = 10_000
 """The most variations one input may ask for."""
@@ -177,7 +182,7 @@ class RenderTask(BaseModel):
     @property
     def temp_name(self) -> str:
         """The name FFmpeg writes to before the output is checked and renamed into place."""
-        return temp_name_for(self.output_name)
+        return temp_name(self.output_name)
 
     @property
     def expected_duration_s(self) -> float:
@@ -188,11 +193,6 @@ class RenderTask(BaseModel):
     def duration_tolerance_s(self) -> float:
         """How far the output's duration may differ from the expected one (a few frames)."""
         return max(0.1, 3.0 / self.media.fps)
-
-
-def temp_name_for(output_name: str) -> str:
-    """The temporary name that belongs to a final output name."""
-    return f".{output_name}.part"
 
 
 class Quality(BaseModel):
@@ -255,22 +255,16 @@ class RenderResult(BaseModel):
     attempts: list[Attempt] = Field(default_factory=list)
 
 
-class OutputEntry(BaseModel):
-    """One kept output as listed in the manifest."""
+class OutputEntry(RenderResult):
+    """One kept output as listed in the manifest: its render's result, its input and recipe."""
 
-    input: str
-    input_index: int
-    variation: int
-    path: str
-    bytes: int
-    duration_s: float
     recipe: Recipe
-    quality: Quality | None = None
-    sha256: str | None = None
-    ffmpeg: FfmpegBuild | None = None
-    varia_version: str | None = None
-    argv: list[str] | None = None
-    attempts: list[Attempt] = Field(default_factory=list)
+    input: str
+
+    @classmethod
+    def of(cls, result: RenderResult, input_path: str, recipe: Recipe) -> OutputEntry:
+        """The manifest entry of a render's result (`recipe`: the one used, if it lacks it)."""
+        return cls.model_validate({**dict(result), "input": input_path, "recipe": recipe})
 
 
 class SheetEntry(BaseModel):
@@ -417,7 +411,10 @@ class RenderHeartbeat(BaseModel):
 
     def temp_path(self) -> str:
         """The temporary path of the attempt (older workers put it in `output`)."""
-        return self.temp or (self.output if self.output.endswith(".part") else "")
+        if self.temp:
+            return self.temp
+        is_temp = parse_temp_name(self.output.rsplit("/", 1)[-1]) is not None
+        return self.output if is_temp else ""
 
 
 class StopRenders(BaseModel):
@@ -455,7 +452,7 @@ class PreparedJob(BaseModel):
     media: list[MediaInfo]
 
 
-class FinishRequest(BaseModel):
+class CleanupRequest(BaseModel):
     """Input of the cleanup activity: the completion record and how the job ended."""
 
     job_id: str

@@ -14,12 +14,12 @@ import time
 
 from temporalio import activity
 
+from varia import names
 from varia.models import RenderProgress, RenderTask
 from varia.percent import next_step
 
 log = logging.getLogger("varia.activities")
 
-SIGNAL_NAME = "render_progress"
 _in_flight: set[asyncio.Future[None]] = set()  # keeps fire-and-forget signals referenced
 
 
@@ -50,7 +50,7 @@ class ProgressSignaller:
         report = RenderProgress(
             input_index=self.task.input_index, variation=self.task.variation, fraction=step
         )
-        sending = asyncio.ensure_future(handle.signal(SIGNAL_NAME, report))
+        sending = asyncio.ensure_future(handle.signal(names.RENDER_PROGRESS_SIGNAL, report))
         _in_flight.add(sending)
         sending.add_done_callback(_forget)
 

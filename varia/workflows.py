@@ -6,7 +6,9 @@ to the job's ledger file), so its history stays short at any size.
 
 Over 300 lines on purpose: one class whose handlers, run, render loop, continue-as-new and
 cleanup share one state, and whose command order is the replay contract; split, the
-determinism rules would be spread over several files.
+determinism rules would be spread over several files. What needs none of its state lives
+apart: activity options and the pushed stop (`workflow_calls`), the operator view
+(`job_view`), error reading (`errors`), running a step to its end (`despite_cancel`).
 """
 
 from __future__ import annotations
@@ -17,22 +19,38 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import Priority, RetryPolicy, SearchAttributeUpdate, TypedSearchAttributes
+from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
-    TimeoutError,
     is_cancelled_exception,
 )
 
 with workflow.unsafe.imports_passed_through():
-    from varia.activities import NO_SPACE, NON_RETRYABLE_TYPES, PREPARE_REFUSALS, JobActivities
+    from varia import names
+    from varia.activities import JobActivities
     from varia.config import render_task_queue
+    from varia.despite_cancel import (
+        completion_wins,
+        raise_if_cancel_requested,
+        run_to_end_in_workflow,
+    )
+    from varia.errors import (
+        BAD_REQUEST,
+        JOB_FAILED,
+        NO_SPACE,
+        PREPARE_REFUSALS,
+        cause_message,
+        counts_as_stopped,
+        error_type,
+        job_dir_from_failure,
+    )
+    from varia.job_view import changed, details_text, outcome_lines, search_attribute_updates
     from varia.models import (
         DEFAULT_CHUNK_SIZE,
+        CleanupRequest,
         DiscardRequest,
         FinalState,
-        FinishRequest,
         JobCarry,
         JobRequest,
         JobResult,
@@ -46,8 +64,6 @@ with workflow.unsafe.imports_passed_through():
         RenderResult,
         RenderTask,
         RunningVariation,
-        RunRef,
-        StopRenders,
     )
     from varia.percent import job_eta_s, weighted_percent
     from varia.recipes import (
@@ -57,37 +73,26 @@ with workflow.unsafe.imports_passed_through():
         output_stems,
         recipe_summary,
     )
-    from varia.search_attributes import VARIA_COMPLETED, VARIA_PERCENT, VARIA_STATE, VARIA_TOTAL
-    from varia.stops import STOPPED_FOR_CANCEL
     from varia.timeouts import render_start_to_close
     from varia.validation import RequestError, check_job_id, parse_request, strength_bounds
+    from varia.workflow_calls import (
+        IO_RETRY,
+        RENDER_HEARTBEAT_TIMEOUT,
+        RENDER_RETRY,
+        WAIT,
+        push_stop,
+        render_priority,
+    )
 
-RENDER_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
-RENDER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-    non_retryable_error_types=list(NON_RETRYABLE_TYPES),
-)
-IO_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=10,
-    non_retryable_error_types=list(NON_RETRYABLE_TYPES),
-)
 MAX_ERRORS_KEPT = 20
 KEEP_EARLY_DRAIN = "keep-early-drain"
 """Patch: a drain accepted before `run()` survives `_resume` (only runs where it happened
 record the marker; older histories of such a run replay their old path)."""
-WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 PUSH_CANCEL_PATCH = "push-cancel"
 """Runs recorded before pushed cancels replay without them (`workflow.patched`)."""
-PUSH_TIMEOUT = timedelta(seconds=10)
-ONCE = RetryPolicy(maximum_attempts=1)
 
 
-@workflow.defn(name="VariationJob")
+@workflow.defn(name=names.WORKFLOW_TYPE)
 class VariationJob:
     """Renders `variations` seeded variations of every input into `<output_dir>/<id>/`."""
 
@@ -107,7 +112,7 @@ class VariationJob:
         self._search_attributes: list[str] = []
         self._runs = 1
         self._seed = 0
-        self._failure_type = "JobFailed"
+        self._failure_type = JOB_FAILED
         self._outcome_lines: list[str] = []  # contact sheet and quality, once cleanup ran
         self._fractions: dict[tuple[int, int], float] = {}  # running renders' coarse progress
         self._percent_on = False  # patch "varia-percent": fractions, VariaPercent, more upserts
@@ -121,7 +126,7 @@ class VariationJob:
 
     # ---- public handlers -------------------------------------------------------------
 
-    @workflow.query(name="progress")
+    @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> Progress:
         """Where the job is; answers while it runs and after it closed."""
         return Progress(
@@ -146,7 +151,7 @@ class VariationJob:
             removed=self._result.removed if self._result else None,
         )
 
-    @workflow.signal(name="render_progress")
+    @workflow.signal(name=names.RENDER_PROGRESS_SIGNAL)
     def render_progress(self, report: RenderProgress) -> None:
         """A long render says how far it is (at coarse steps): the job's percent follows."""
         key = (report.input_index, report.variation)
@@ -155,7 +160,7 @@ class VariationJob:
             self._upsert_search_attributes()
             self._update_details()
 
-    @workflow.update(name="pause")
+    @workflow.update(name=names.PAUSE_UPDATE)
     async def pause(self) -> Progress:
         """Start no new variation, stop the running ones (their partial files are removed);
         returns once the job waits in state `paused`, holding no worker slot."""
@@ -172,7 +177,7 @@ class VariationJob:
         if self._draining:
             raise ValueError("job is draining; it ends once its running renders finish")
 
-    @workflow.update(name="resume")
+    @workflow.update(name=names.RESUME_UPDATE)
     def resume(self) -> Progress:
         """Go on where the paused job stopped: stopped variations render again from scratch."""
         self._paused = False
@@ -185,7 +190,7 @@ class VariationJob:
         if not self._paused:
             raise ValueError(f"job is {self._state}, not paused; there is nothing to resume")
 
-    @workflow.update(name="drain")
+    @workflow.update(name=names.DRAIN_UPDATE)
     def drain(self) -> Progress:
         """Start no new variations; the running ones finish, then the job ends `drained`.
 
@@ -214,7 +219,7 @@ class VariationJob:
         except RequestError as err:
             self._state = "failed"
             workflow.logger.warning("job %s refused: %s", self._job_id, err)  # not on replay
-            raise ApplicationError(str(err), type="BadRequest", non_retryable=True) from None
+            raise ApplicationError(str(err), type=BAD_REQUEST, non_retryable=True) from None
         job = self._with_seed(job)
         self._total = len(job.inputs) * job.variations
         self._variations = job.variations
@@ -226,15 +231,15 @@ class VariationJob:
         outcome: FinalState | None = None
         cancel: asyncio.CancelledError | None = None
         self._percent_on = workflow.patched("varia-percent")
-        self._priority = _render_priority(job, self._job_id, workflow.patched("varia-fair"))
+        self._priority = render_priority(job, self._job_id, workflow.patched("varia-fair"))
         try:
             await self._load_search_attributes()
-            _raise_if_cancel_requested()
+            raise_if_cancel_requested()
             if carry is None:
                 self._set_state("preparing")
                 prepared = await self._prepare(job)
                 self._job_dir, media = prepared.job_dir, prepared.media
-                _raise_if_cancel_requested()
+                raise_if_cancel_requested()
                 self._set_state("draining" if self._draining else "running")
             self._pace = (self._percent(), workflow.time())
             next_index = await self._render_chunk(job, stems, media, next_index)
@@ -250,11 +255,11 @@ class VariationJob:
                 cancel = asyncio.CancelledError()
                 self._cancel_requested = True
             else:
-                self._remember_error(_cause_message(err))
+                self._remember_error(cause_message(err))
                 outcome = "failed"
-                self._job_dir = self._job_dir or _job_dir_from_failure(err)
-                if _error_type(err) in PREPARE_REFUSALS:  # nothing written: fail as that
-                    self._failure_type = _error_type(err) or self._failure_type
+                self._job_dir = self._job_dir or job_dir_from_failure(err)
+                if error_type(err) in PREPARE_REFUSALS:  # nothing written: fail as that
+                    self._failure_type = error_type(err) or self._failure_type
         return await self._end(job, stems, outcome, cancel)
 
     def _with_seed(self, job: JobRequest) -> JobRequest:
@@ -272,11 +277,8 @@ class VariationJob:
         return job
 
     async def _prepare(self, job: JobRequest) -> PreparedJob:
-        """Run prepare to its end even if a cancel arrives: cleanup needs the job dir it made.
-
-        (Cancelling it could lose its result: a cancel that lands in the same workflow task
-        as its completion raises `CancelledError` and the job dir would get no manifest.)
-        """
+        """Run prepare to its end even if a cancel arrives: cleanup needs the job dir it made
+        (`run` re-raises the cancel once it has the job dir; a failure is a prepare failure)."""
         preparing = workflow.start_activity_method(
             JobActivities.prepare,
             PrepareRequest(
@@ -293,13 +295,7 @@ class VariationJob:
             priority=self._priority,
             summary="confine paths, create the job directory, probe the inputs",
         )
-        try:
-            return await asyncio.shield(preparing)
-        except asyncio.CancelledError:
-            self._cancel_requested = True  # in the task that received it (query consistency)
-            prepared = await preparing  # a failure here is handled like any prepare failure
-            self._job_dir = prepared.job_dir
-            raise
+        return await run_to_end_in_workflow(preparing, self._note_cancel)
 
     async def _end(
         self,
@@ -314,8 +310,8 @@ class VariationJob:
             self._set_state(outcome)
             return self._raise_or_return(outcome, cancel, None)
         self._set_state("cleaning")
-        self._result = await self._finish(
-            FinishRequest(
+        self._result = await self._clean_up(
+            CleanupRequest(
                 job_id=self._job_id,
                 job_dir=self._job_dir,
                 state=outcome,
@@ -405,7 +401,7 @@ class VariationJob:
             for handle in running:
                 handle.cancel()
             if running and workflow.patched(PUSH_CANCEL_PATCH):
-                await _push_stop()
+                await push_stop()
             for handle, task in running.items():
                 await workflow.wait_condition(handle.done)
                 self._collect(handle, task, cancelling=True)
@@ -420,7 +416,7 @@ class VariationJob:
         for handle in running:
             handle.cancel()
         if running and workflow.patched(PUSH_CANCEL_PATCH):
-            await _push_stop()  # renders stop at once, not at their next heartbeat
+            await push_stop()  # renders stop at once, not at their next heartbeat
         stopped: list[RenderTask] = []
         for handle, task in list(running.items()):
             await workflow.wait_condition(handle.done)
@@ -474,7 +470,7 @@ class VariationJob:
         handle = workflow.start_activity_method(
             JobActivities.render,
             task,
-            activity_id=f"render-{task.input_index}-{task.variation}",
+            activity_id=names.render_activity_id(task.input_index, task.variation),
             task_queue=render_task_queue(workflow.info().task_queue),
             start_to_close_timeout=render_start_to_close(task.media, task.recipe),
             heartbeat_timeout=RENDER_HEARTBEAT_TIMEOUT,
@@ -483,7 +479,7 @@ class VariationJob:
             priority=self._priority,
             summary=f"{task.output_name}: {recipe_summary(task.recipe)}",
         )
-        return asyncio.ensure_future(_completion_wins(handle))
+        return asyncio.ensure_future(completion_wins(handle))
 
     def _collect(
         self, handle: asyncio.Task[RenderResult], task: RenderTask, cancelling: bool = False
@@ -502,17 +498,12 @@ class VariationJob:
         except asyncio.CancelledError:
             pass  # cancelled before it started, or stopped: its partial file is cleaned up
         except ActivityError as err:
-            stopped = (
-                is_cancelled_exception(err)
-                or _error_type(err) == STOPPED_FOR_CANCEL
-                or (cancelling and isinstance(err.cause, TimeoutError))
-            )
-            if not stopped:
+            if not counts_as_stopped(err, cancelling):
                 outcome = "failed"
                 self._failed += 1
-                self._halted = self._halted or _error_type(err) == NO_SPACE
+                self._halted = self._halted or error_type(err) == NO_SPACE
                 self._remember_error(
-                    f"{task.media.path} variation {task.variation}: {_cause_message(err)}"
+                    f"{task.media.path} variation {task.variation}: {cause_message(err)}"
                 )
         else:
             outcome = "completed"
@@ -569,25 +560,24 @@ class VariationJob:
 
     # ---- cleanup ---------------------------------------------------------------------
 
-    async def _finish(self, request: FinishRequest) -> JobResult:
+    async def _clean_up(self, request: CleanupRequest) -> JobResult:
         """Run cleanup to its end; a cancel that arrives meanwhile does not interrupt it."""
-        finishing = asyncio.ensure_future(
+        return await run_to_end_in_workflow(
             workflow.execute_activity_method(
-                JobActivities.finish,
+                JobActivities.clean_up,
                 request,
                 start_to_close_timeout=timedelta(minutes=10),
                 retry_policy=IO_RETRY,
                 priority=self._priority,
                 summary=f"cleanup and manifest ({request.state})",
-            )
+            ),
+            self._note_cancel,
         )
-        while True:
-            try:
-                return await asyncio.shield(finishing)
-            except asyncio.CancelledError:
-                self._cancel_requested = True
-                if finishing.done():
-                    return finishing.result()
+
+    def _note_cancel(self) -> None:
+        """A cancel reached a step that runs to its end: note it in the task that received
+        it (the `progress` query says so at once)."""
+        self._cancel_requested = True
 
     # ---- operator view ---------------------------------------------------------------
 
@@ -608,16 +598,14 @@ class VariationJob:
         self._update_details()
 
     def _upsert_search_attributes(self) -> None:
-        values: list[SearchAttributeUpdate[Any]] = []
-        if VARIA_STATE.name in self._search_attributes:
-            values.append(VARIA_STATE.value_set(self._state))
-        if VARIA_COMPLETED.name in self._search_attributes:
-            values.append(VARIA_COMPLETED.value_set(self._completed))
-        if VARIA_TOTAL.name in self._search_attributes:
-            values.append(VARIA_TOTAL.value_set(self._total))
-        if self._percent_on and VARIA_PERCENT.name in self._search_attributes:
-            values.append(VARIA_PERCENT.value_set(self._percent()))
-        if values and _changed(values):
+        values = search_attribute_updates(
+            self._search_attributes,
+            self._state,
+            self._completed,
+            self._total,
+            self._percent() if self._percent_on else None,
+        )
+        if values and changed(values, workflow.info().typed_search_attributes):
             workflow.upsert_search_attributes(values)
 
     def _percent(self) -> float:
@@ -633,38 +621,12 @@ class VariationJob:
         return job_eta_s(self._percent(), percent_then, workflow.time() - then)
 
     def _update_details(self) -> None:
-        head = (
-            f"**{self._state}** · {self._completed}/{self._total} done"
-            f" · {self._failed} failed · {len(self._running)} running · {self._percent():g}%"
+        workflow.set_current_details(
+            details_text(self.progress(), self._fractions, self._result, self._outcome_lines)
         )
-        if (eta := self._eta_s()) is not None:
-            head += f" · ETA {eta:.0f}s"
-        lines = [head]
-        if self._result is not None:
-            lines.append(
-                f"\nkept {self._result.completed} · removed {self._result.removed}"
-                f" · manifest `{self._result.manifest}`"
-            )
-        lines += [
-            f"- rendering `{task.output_name}`"
-            + (f" ({fraction:.0%})" if (fraction := self._fractions.get(key)) else "")
-            for key, task in list(self._running.items())[:10]
-        ]
-        lines += self._outcome_lines
-        if self._errors:
-            lines.append(f"\nlast error: {self._errors[-1]}")
-        workflow.set_current_details("\n".join(lines))
 
     def _remember_error(self, message: str) -> None:
         self._errors = [*self._errors, message][-MAX_ERRORS_KEPT:]
-
-
-def outcome_lines(result: JobResult) -> list[str]:
-    """Current-details lines of a closed job: its contact sheet and its quality in brief."""
-    lines = [f"- contact sheet: `{path}`" for path in result.sheets]
-    if result.quality is not None:
-        lines.append(f"- quality {result.quality.line()}")
-    return lines
 
 
 def _chain() -> str:
@@ -679,105 +641,5 @@ _PAUSE_SETTLED = frozenset(
 """States in which a pause request has taken effect or no longer can."""
 
 
-def _render_priority(job: JobRequest, job_id: str, on: bool) -> Priority:
-    """The renders' task priority and fairness key (default: the job id; trimmed to 64 bytes)."""
-    if not on:
-        return Priority.default
-    key = (job.fairness_key or job_id).encode()[:64].decode(errors="ignore")
-    return Priority(priority_key=job.priority, fairness_key=key)
-
-
-def _changed(values: list[SearchAttributeUpdate[Any]]) -> bool:
-    current: TypedSearchAttributes = workflow.info().typed_search_attributes
-    return any(current.get(pair.key) != pair.value for pair in values)
-
-
-def _raise_if_cancel_requested() -> None:
-    """Re-raise a cancel that an awaited activity absorbed.
-
-    An activity with WAIT_CANCELLATION_COMPLETED that completes after the workflow was
-    cancelled returns its result, and a cancelled local activity raises an `ActivityError`
-    that may be handled: either way the workflow task's cancel request would be lost.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError()
-
-
-async def _push_stop() -> None:
-    """Push the cancel to the workers running this run's renders (best effort).
-
-    A local activity reads each pending render's stop queue from its heartbeat details; a
-    `stop_renders` activity on each queue stops FFmpeg at once. Nothing waits for them: if
-    one is lost, the heartbeat-borne cancel still arrives.
-    """
-    info = workflow.info()
-    try:
-        queues = await workflow.execute_local_activity_method(
-            JobActivities.render_stop_queues,
-            RunRef(workflow_id=info.workflow_id, run_id=info.run_id),
-            start_to_close_timeout=PUSH_TIMEOUT,
-            retry_policy=ONCE,
-        )
-    except ActivityError:
-        return
-    for queue, activity_ids in sorted(queues.items()):
-        pushed = workflow.start_activity_method(
-            JobActivities.stop_renders,
-            StopRenders(
-                workflow_id=info.workflow_id, run_id=info.run_id, activity_ids=activity_ids
-            ),
-            task_queue=queue,
-            schedule_to_close_timeout=PUSH_TIMEOUT,
-            retry_policy=ONCE,
-            cancellation_type=workflow.ActivityCancellationType.ABANDON,
-            summary=f"stop {', '.join(activity_ids)} at once (cancel)",
-        )
-        pushed.add_done_callback(_ignore_outcome)
-
-
-def _ignore_outcome(task: asyncio.Task[Any]) -> None:
-    """Retrieve a push's outcome so a lost push logs nothing: the fallback covers it."""
-    if not task.cancelled():
-        task.exception()
-
-
-async def _completion_wins(handle: asyncio.Task[RenderResult]) -> RenderResult:
-    """Await a render; on cancel, stop it, but return its result if it finished anyway.
-
-    Cancelling the activity handle itself would raise `CancelledError` when its completion
-    arrives in the same workflow task as the cancel, and the finished output would be deleted.
-    """
-    try:
-        return await asyncio.shield(handle)
-    except asyncio.CancelledError:
-        await asyncio.sleep(0)  # let a completion that arrived with the cancel resolve it
-        if not handle.done():
-            handle.cancel()
-        return await handle
-
-
 def _any_done(running: dict[asyncio.Task[RenderResult], RenderTask]) -> Callable[[], bool]:
     return lambda: any(handle.done() for handle in running)
-
-
-def _cause_message(err: BaseException) -> str:
-    """The innermost message of a Temporal error chain (the activity's own words)."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    return str(err) or type(err).__name__
-
-
-def _error_type(err: ActivityError) -> str | None:
-    cause = err.cause
-    return cause.type if isinstance(cause, ApplicationError) else None
-
-
-def _job_dir_from_failure(err: ActivityError) -> str | None:
-    """The job directory a failed prepare had already created, if it says so."""
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.details:
-        first = cause.details[0]
-        if isinstance(first, dict) and isinstance(first.get("job_dir"), str):
-            return str(first["job_dir"])
-    return None

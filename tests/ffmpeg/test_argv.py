@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from varia import names
 from varia.allowlist import ALLOWED_DEMUXERS
 from varia.ffmpeg.argv import audio_filters, build_render_argv, file_url, video_filters
 from varia.models import MediaInfo, Recipe, RenderTask
@@ -94,7 +95,7 @@ def test_audio_maps_only_when_present() -> None:
 
 def test_temp_name_is_hidden_and_distinct(tmp_path: Path) -> None:
     t = task(Recipe())
-    assert t.temp_name == ".clip_v000.mp4.part"
+    assert t.temp_name == names.temp_name("clip_v000.mp4")
     assert t.expected_duration_s == 4.0
 
 
@@ -223,3 +224,16 @@ def test_argv_reads_and_writes_only_its_file_urls(
             assert "/" not in value and ":" not in value.replace("0:v:0", "").replace("0:a:0", "")
         i += 2
     assert rest.count("-i") == 1
+
+
+def test_worker_threads_default_applies_only_when_the_job_set_none() -> None:
+    """`VARIA_FFMPEG_THREADS` fills in `-threads` for a job without `threads`; unset, FFmpeg
+    chooses (no flag)."""
+    from varia.activities import with_default_threads
+
+    unset = task(Recipe()).model_copy(update={"threads": None})
+    assert "-threads" not in build_render_argv("ffmpeg", with_default_threads(unset, None), "/o")
+    argv = build_render_argv("ffmpeg", with_default_threads(unset, 3), "/o")
+    assert argv[argv.index("-threads") + 1] == "3"
+    argv = build_render_argv("ffmpeg", with_default_threads(task(Recipe()), 3), "/o")
+    assert argv[argv.index("-threads") + 1] == "2"  # the job's own choice wins

@@ -35,17 +35,15 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowHistory,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from tests.helpers import paced_ffmpeg, wait_for
 from tests.histories import HISTORY_DIR, PATHS, history_files, path_of, workflow_id
+from varia import names
 from varia.activities import JobActivities
 from varia.clips import make_clip
 from varia.config import Settings
-from varia.search_attributes import SEARCH_ATTRIBUTES
-from varia.server import temporal_binary
+from varia.server import start_throwaway_server
 from varia.worker import build_worker
 from varia.workflows import VariationJob
 
@@ -79,7 +77,7 @@ class Lab:
     ) -> WorkflowHandle[Any, Any]:
         """Start the path's job by name, as any caller would."""
         return await self.client.start_workflow(
-            "VariationJob", request, id=workflow_id(path), task_queue=task_queue
+            names.WORKFLOW_TYPE, request, id=workflow_id(path), task_queue=task_queue
         )
 
 
@@ -104,7 +102,7 @@ async def _rendering(client: Client, job_id: str, at_least: int = 1) -> None:
         running = [
             p
             for p in description.raw_description.pending_activities
-            if p.activity_type.name == "varia.render"
+            if p.activity_type.name == names.RENDER
             and p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
             and p.heartbeat_details.payloads
         ]
@@ -114,7 +112,7 @@ async def _rendering(client: Client, job_id: str, at_least: int = 1) -> None:
 
 
 async def _progress(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
-    answer: dict[str, Any] = await handle.query("progress", result_type=dict)
+    answer: dict[str, Any] = await handle.query(names.PROGRESS_QUERY, result_type=dict)
     return answer
 
 
@@ -207,7 +205,7 @@ async def drained(lab: Lab) -> list[WorkflowHistory]:
     async with build_worker(lab.client, settings):
         handle = await lab.start("drained", queue, lab.request(3, threads=1))
         await _rendering(lab.client, handle.id)
-        await handle.execute_update("drain", result_type=dict)
+        await handle.execute_update(names.DRAIN_UPDATE, result_type=dict)
         assert await _closed(handle) == WorkflowExecutionStatus.COMPLETED
         progress = await _progress(handle)
         assert (progress["state"], progress["completed"]) == ("drained", 1), progress
@@ -266,7 +264,7 @@ async def cancelled_during_prepare(lab: Lab) -> list[WorkflowHistory]:
 
         async def prepare_pending() -> bool:
             pending = (await handle.describe()).raw_description.pending_activities
-            return any(p.activity_type.name == "varia.prepare" for p in pending)
+            return any(p.activity_type.name == names.PREPARE for p in pending)
 
         await wait_for(prepare_pending, what="prepare to be scheduled")
         await handle.cancel()
@@ -324,12 +322,7 @@ async def record(release: str | None, only: list[str]) -> list[Path]:
     with tempfile.TemporaryDirectory(prefix="varia-record-") as scratch:
         root = Path(scratch)
         clip = make_clip(root / "clip.mp4", seconds=4, size="160x120")
-        async with await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_binary(),
-            data_converter=pydantic_data_converter,
-            search_attributes=SEARCH_ATTRIBUTES,
-            dev_server_log_level="error",
-        ) as env:
+        async with await start_throwaway_server() as env:
             lab = Lab(env.client, root, clip)
             for path in only:
                 histories = await RECORDERS[path](lab)

@@ -25,9 +25,9 @@ from temporalio.exceptions import ApplicationError, CancelledError
 
 from tests.helpers import assert_manifest_matches_disk, read_manifest
 from tests.reliability.model_support import Clip, RunFacts, chain_facts, digest
-from varia import media
-from varia.jobdir import MANIFEST_NAME
+from varia import errors, media
 from varia.models import JobResult
+from varia.names import MANIFEST_NAME
 from varia.recipes import make_recipe, output_name, output_stems
 
 
@@ -102,14 +102,14 @@ async def check_closed(client: Client, ex: Execution) -> None:
     _check_history(ex, runs)
     cancelled = any(run.cancel_requested for run in runs)  # (the API accepts late ones too)
     if ex.dir_existed:
-        assert (closed.status, closed.failure_type) == ("FAILED", "BadRequest"), closed
+        assert (closed.status, closed.failure_type) == ("FAILED", errors.BAD_REQUEST), closed
         assert str(ex.job_dir) in closed.failure_message, closed.failure_message
         assert sum(run.renders_scheduled for run in runs) == 0, "refused, yet it rendered"
         return  # its directory is an earlier execution's: the world check proves it unchanged
     if ex.bad:
         assert closed.status == "FAILED" or (closed.status == "CANCELED" and cancelled)
         if closed.status == "FAILED":
-            assert closed.failure_type == "JobFailed", closed
+            assert closed.failure_type == errors.JOB_FAILED, closed
             named = [path for path, c in zip(ex.inputs, ex.clips, strict=True) if c is None]
             assert any(path in closed.failure_message for path in named), closed.failure_message
         assert sum(run.renders_scheduled for run in runs) == 0, "a bad request rendered"

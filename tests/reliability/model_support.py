@@ -12,7 +12,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from tests.bad_inputs import hls_playlist
-from varia import media
+from varia import media, names
 from varia.clips import make_clip
 from varia.models import MediaInfo
 
@@ -132,13 +132,13 @@ async def chain_facts(client: Client, job_id: str, first_run_id: str) -> list[Ru
             if event.HasField("activity_task_scheduled_event_attributes"):
                 attrs = event.activity_task_scheduled_event_attributes
                 scheduled[event.event_id] = attrs.activity_type.name
-                if attrs.activity_type.name == "varia.render":
+                if attrs.activity_type.name == names.RENDER:
                     run.renders_scheduled += 1
                     if run.drain_accepted or run.cancel_requested:
                         run.renders_after_stop.append(attrs.activity_id)
             elif event.HasField("activity_task_completed_event_attributes"):
                 done = event.activity_task_completed_event_attributes
-                if scheduled.get(done.scheduled_event_id) == "varia.render":
+                if scheduled.get(done.scheduled_event_id) == names.RENDER:
                     result = json.loads(done.result.payloads[0].data)
                     run.renders_done.append(
                         (result["input_index"], result["variation"], result["path"])

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import TracebackType
 
 import psutil
 from temporalio.client import Client
@@ -41,12 +40,7 @@ class Workers:
         self._start_render()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         try:
             if self.light is not None:
                 await self.light.__aexit__(None, None, None)

@@ -21,6 +21,7 @@ from tests.helpers import processes_mentioning, start_job, wait_for
 from tests.reliability.model_checks import Execution, await_close, check_closed
 from tests.reliability.model_support import BAD_KINDS, Clip, Inputs, chain_facts, digest
 from tests.reliability.model_workers import Workers
+from varia import names
 from varia.models import Progress
 
 MAX_OPEN = 3
@@ -180,7 +181,7 @@ class World:
                 return True
             pending = description.raw_description.pending_activities
             return aim == "recording" and any(
-                activity.activity_type.name == "varia.record" for activity in pending
+                activity.activity_type.name == names.RECORD for activity in pending
             )
 
         await wait_for(boundary, timeout_s=60, what=f"{ex.label} to continue as new", poll_s=0.0)
@@ -299,7 +300,7 @@ class World:
             if ex.closer.done():
                 return True
             with contextlib.suppress(RPCError):
-                progress = await handle.query("progress", result_type=Progress)
+                progress = await handle.query(names.PROGRESS_QUERY, result_type=Progress)
                 return progress.running > 0 or progress.state in ("cleaning", "completed")
             return False
 
@@ -323,7 +324,7 @@ class World:
         handle = self.client.get_workflow_handle(ex.job_id)
         try:
             async with asyncio.timeout(60):
-                await handle.execute_update("drain", result_type=Progress)
+                await handle.execute_update(names.DRAIN_UPDATE, result_type=Progress)
         except (RPCError, WorkflowUpdateFailedError):
             return False
         assert ex.closed is None, f"closed job {ex.label} accepted a drain"

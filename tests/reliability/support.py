@@ -15,8 +15,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
 from tests.helpers import processes_mentioning
+from varia import names
 from varia.config import Settings
-from varia.jobdir import MANIFEST_NAME
+from varia.names import MANIFEST_NAME
 from varia.processes import ProcessIdentity
 
 
@@ -109,7 +110,7 @@ def leftovers(job_dir: Path) -> list[str]:
     if not job_dir.is_dir():
         return []
     return sorted(
-        p.name for p in job_dir.iterdir() if p.name.endswith(".part") or ".varia-tmp" in p.name
+        p.name for p in job_dir.iterdir() if names.parse_temp_name(p.name) or ".varia-tmp" in p.name
     )
 
 
@@ -150,17 +151,15 @@ async def history_facts(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
         elif event.HasField("activity_task_scheduled_event_attributes"):
             attrs = event.activity_task_scheduled_event_attributes
             scheduled[event.event_id] = (attrs.activity_type.name, attrs.activity_id)
-            if cancel_seen and attrs.activity_type.name == "varia.render":
+            if cancel_seen and attrs.activity_type.name == names.RENDER:
                 renders_after_cancel.append(attrs.activity_id)
         elif event.HasField("activity_task_completed_event_attributes"):
             done = event.activity_task_completed_event_attributes
-            renders_completed += (
-                scheduled.get(done.scheduled_event_id, ("", ""))[0] == "varia.render"
-            )
+            renders_completed += scheduled.get(done.scheduled_event_id, ("", ""))[0] == names.RENDER
         elif event.HasField("activity_task_started_event_attributes"):
             started = event.activity_task_started_event_attributes
             kind, activity_id = scheduled.get(started.scheduled_event_id, ("", ""))
-            if kind == "varia.render":
+            if kind == names.RENDER:
                 failure = started.last_failure
                 starts.append(
                     RenderStart(

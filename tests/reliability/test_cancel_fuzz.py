@@ -30,10 +30,10 @@ from temporalio.service import RPCError
 from tests.helpers import assert_manifest_matches_disk, start_job
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import history_facts, job_processes, leftovers, snapshot
-from varia import activities, media, stops
+from varia import activities, cleanup, media, render_output, stops
 from varia.config import Settings
-from varia.jobdir import MANIFEST_NAME
 from varia.models import JobResult
+from varia.names import MANIFEST_NAME
 from varia.worker import build_worker
 
 RUNS = int(os.environ.get("VARIA_FUZZ_RUNS", "50"))
@@ -98,10 +98,10 @@ class CancelHooks:
 async def hooks(client: Client, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[CancelHooks]:
     """Wrap probe, the FFmpeg run, check-and-rename and cleanup with cancel points."""
     hooks = CancelHooks(client, asyncio.get_running_loop())
-    probe, check_and_rename, finish_job = (
+    probe, check_and_rename, clean_up_job = (
         media.probe,
-        activities._check_and_rename,
-        activities.finish_job,
+        render_output._check_and_rename,
+        cleanup.clean_up_job,
     )
     run_ffmpeg = getattr(activities, "run_ffmpeg")  # noqa: B009 (not re-exported)
 
@@ -133,8 +133,8 @@ async def hooks(client: Client, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
 
     monkeypatch.setattr(stops.RenderRegistry, "stop", lossy_stop)
     monkeypatch.setattr(media, "probe", hooked("probe", probe))
-    monkeypatch.setattr(activities, "_check_and_rename", hooked("rename", check_and_rename))
-    monkeypatch.setattr(activities, "finish_job", hooked("cleanup", finish_job))
+    monkeypatch.setattr(render_output, "_check_and_rename", hooked("rename", check_and_rename))
+    monkeypatch.setattr(cleanup, "clean_up_job", hooked("cleanup", clean_up_job))
     monkeypatch.setattr(activities, "run_ffmpeg", hooked_run)
     yield hooks
 

@@ -12,11 +12,11 @@ from temporalio.worker import Worker
 from tests.helpers import assert_manifest_matches_disk, failure_text, run_job, start_job
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import leftovers
-from varia import jobdir
-from varia.activities import finish_job
+from varia import jobdir, names
+from varia.cleanup import clean_up_job
 from varia.config import Settings
 from varia.ffmpeg.argv import build_render_argv
-from varia.models import FinishRequest, MediaInfo, Recipe, RenderTask
+from varia.models import CleanupRequest, MediaInfo, Recipe, RenderTask
 from varia.worker import build_worker
 
 
@@ -81,8 +81,8 @@ async def test_paths_outside_the_allowed_roots_are_refused(
     assert sorted(p.name for p in outputs_root.iterdir()) == [f"{job_id}-ok"]
 
 
-def _finish(job_dir: Path, job_id: str) -> FinishRequest:
-    return FinishRequest(
+def _cleanup_request(job_dir: Path, job_id: str) -> CleanupRequest:
+    return CleanupRequest(
         job_id=job_id,
         job_dir=str(job_dir),
         state="cancelled",
@@ -98,12 +98,12 @@ def _finish(job_dir: Path, job_id: str) -> FinishRequest:
 def test_cleanup_refuses_a_directory_without_the_marker(tmp_path: Path) -> None:
     job_dir = tmp_path / "job-x"
     job_dir.mkdir()
-    partial = job_dir / ".clip_v000.mp4.part"  # would be ours, but the dir is not marked
+    partial = job_dir / names.temp_name("clip_v000.mp4")  # would be ours, but the dir is not marked
     partial.write_bytes(b"x")
     with pytest.raises(Exception, match="refusing to clean") as refused:
-        finish_job(_finish(job_dir, "job-x"))
+        clean_up_job(_cleanup_request(job_dir, "job-x"))
     assert getattr(refused.value, "non_retryable", False)
-    assert partial.exists() and not (job_dir / "manifest.json").exists()
+    assert partial.exists() and not (job_dir / names.MANIFEST_NAME).exists()
 
 
 async def test_cleanup_leaves_foreign_entries_alone(
@@ -128,21 +128,28 @@ async def test_cleanup_leaves_foreign_entries_alone(
     job_dir = jobdir.open_job_dir(out_dir, job_id, chain)  # as if an earlier attempt made it
     (job_dir / "notes.txt").write_text("someone else's")
     (job_dir / "link.mp4").symlink_to(outside)
-    (job_dir / ".tiny_v001.mp4.part").symlink_to(outside)  # an owned name, but a symlink
+    (job_dir / names.temp_name("tiny_v001.mp4")).symlink_to(outside)  # an owned name, but a symlink
     (job_dir / "subdir").mkdir()
     (job_dir / "subdir" / "tiny_v000.mp4").write_text("not ours")
-    (job_dir / ".tiny_v000.mp4.part").write_bytes(b"left by a crash")  # ours: removed
+    (job_dir / names.temp_name("tiny_v000.mp4")).write_bytes(b"left by a crash")  # ours: removed
     async with build_worker(client, settings):
         result = await handle.result()
     assert result.state == "completed"
     manifest = assert_manifest_matches_disk(job_dir)
-    assert manifest["foreign"] == [".tiny_v001.mp4.part", "link.mp4", "notes.txt", "subdir"]
+    assert manifest["foreign"] == [
+        names.temp_name("tiny_v001.mp4"),
+        "link.mp4",
+        "notes.txt",
+        "subdir",
+    ]
     assert outside.read_text() == "keep me"
     assert (job_dir / "notes.txt").read_text() == "someone else's"
-    assert (job_dir / "link.mp4").is_symlink() and (job_dir / ".tiny_v001.mp4.part").is_symlink()
+    assert (job_dir / "link.mp4").is_symlink() and (
+        job_dir / names.temp_name("tiny_v001.mp4")
+    ).is_symlink()
     assert (job_dir / "subdir" / "tiny_v000.mp4").read_text() == "not ours"
-    assert not (job_dir / ".tiny_v000.mp4.part").exists()
-    marker = json.loads((job_dir / jobdir.MARKER_NAME).read_text())
+    assert not (job_dir / names.temp_name("tiny_v000.mp4")).exists()
+    marker = json.loads((job_dir / names.MARKER_NAME).read_text())
     assert marker == {"job_id": job_id, "first_execution_run_id": chain}
 
 

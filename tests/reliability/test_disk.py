@@ -5,24 +5,23 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
 
-from tests.helpers import assert_manifest_matches_disk, failure_text, start_job
+from tests.helpers import Job, assert_manifest_matches_disk, failure_text
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import history_facts, job_processes, leftovers, write_script
-from varia.config import Settings
-from varia.worker import VariaWorker, build_worker
+from varia.errors import OUTPUT_DIR_UNUSABLE
+from varia.worker import build_worker
 
 
-async def _run_failing(
-    client: Client, task_queue: str, job_id: str, request: dict[str, object]
-) -> tuple[str, WorkflowFailureError]:
-    handle = await start_job(client, task_queue, job_id, request)
+async def _run_failing(job: Job, source: Path) -> tuple[str, WorkflowFailureError]:
+    """Run one variation of `source`, which must fail; (render attempts, the failure)."""
+    handle = await job.start([source], 1)
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
     facts = await history_facts(handle)
@@ -59,26 +58,14 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 async def test_disk_full_is_a_clear_non_retryable_error(
-    client: Client,
-    worker: Worker,
-    task_queue: str,
-    job_id: str,
-    tiny_clips: TinyClips,
-    tiny_tmpfs: Path,
+    job: Job, tiny_clips: TinyClips, tiny_tmpfs: Path
 ) -> None:
-    request = {"inputs": [str(tiny_clips.small)], "variations": 1, "output_dir": str(tiny_tmpfs)}
-    attempts, failure = await _run_failing(client, task_queue, job_id, request)
-    _assert_no_space_handled(tiny_tmpfs / job_id, failure, attempts)
+    attempts, failure = await _run_failing(replace(job, out_dir=tiny_tmpfs), tiny_clips.small)
+    _assert_no_space_handled(tiny_tmpfs / job.id, failure, attempts)
 
 
 async def test_no_space_reported_by_ffmpeg_removes_the_partial(
-    client: Client,
-    settings: Settings,
-    task_queue: str,
-    job_id: str,
-    tiny_clips: TinyClips,
-    out_dir: Path,
-    tmp_path: Path,
+    bare_job: Job, tiny_clips: TinyClips, tmp_path: Path
 ) -> None:
     """Without root: an FFmpeg stand-in writes part of its output, then fails with ENOSPC."""
     stand_in = write_script(
@@ -86,11 +73,10 @@ async def test_no_space_reported_by_ffmpeg_removes_the_partial(
         'for last; do :; done\nprintf partial > "${last#file:}"\n'
         'echo "Error writing trailer: No space left on device" >&2\nexit 228\n',
     )
-    full = settings.model_copy(update={"ffmpeg": str(stand_in)})
-    request = {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(out_dir)}
-    async with build_worker(client, full):
-        attempts, failure = await _run_failing(client, task_queue, job_id, request)
-    _assert_no_space_handled(out_dir / job_id, failure, attempts)
+    full = bare_job.settings.model_copy(update={"ffmpeg": str(stand_in)})
+    async with build_worker(bare_job.client, full):
+        attempts, failure = await _run_failing(bare_job, tiny_clips.tiny)
+    _assert_no_space_handled(bare_job.dir, failure, attempts)
 
 
 @pytest.fixture
@@ -120,38 +106,26 @@ def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 async def test_unwritable_output_dir_is_a_clear_non_retryable_error(
-    client: Client,
-    worker: Worker,
-    task_queue: str,
-    job_id: str,
-    tiny_clips: TinyClips,
-    unwritable_dir: Path,
+    job: Job, tiny_clips: TinyClips, unwritable_dir: Path
 ) -> None:
-    request = {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(unwritable_dir)}
-    attempts, failure = await _run_failing(client, task_queue, job_id, request)
+    attempts, failure = await _run_failing(replace(job, out_dir=unwritable_dir), tiny_clips.tiny)
     message = failure_text(failure)
     assert f"output_dir {str(unwritable_dir)!r} is not writable" in message, message
     assert isinstance(failure.cause, ApplicationError)
-    assert failure.cause.type == "OutputDirUnusable" and failure.cause.non_retryable
+    assert failure.cause.type == OUTPUT_DIR_UNUSABLE and failure.cause.non_retryable
     assert attempts == "[]"  # no render ran
     assert list(unwritable_dir.iterdir()) == []  # nothing written, nothing to clean
-    assert job_processes(job_id) == []  # (no job dir could be made: no manifest either)
+    assert job_processes(job.id) == []  # (no job dir could be made: no manifest either)
 
 
 async def test_output_dir_with_a_file_in_the_way_is_named_as_such(
-    client: Client,
-    worker: VariaWorker,
-    task_queue: str,
-    job_id: str,
-    tiny_clips: TinyClips,
-    tmp_path: Path,
+    job: Job, tiny_clips: TinyClips, tmp_path: Path
 ) -> None:
-    in_the_way = tmp_path / "out"
+    in_the_way = tmp_path / "in the way"
     in_the_way.write_text("a file, not a directory")
-    request = {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(in_the_way)}
-    attempts, failure = await _run_failing(client, task_queue, job_id, request)
+    attempts, failure = await _run_failing(replace(job, out_dir=in_the_way), tiny_clips.tiny)
     assert isinstance(failure.cause, ApplicationError)
-    assert failure.cause.type == "OutputDirUnusable", failure_text(failure)
+    assert failure.cause.type == OUTPUT_DIR_UNUSABLE, failure_text(failure)
     expected = f"output_dir {str(in_the_way)!r} is not a directory (a file is in the way)"
     assert expected in failure.cause.message
     assert attempts == "[]"

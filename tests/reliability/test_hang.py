@@ -9,9 +9,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from temporalio.client import Client
 
-from tests.helpers import assert_manifest_matches_disk, start_job, wait_for
+from tests.helpers import Job, assert_manifest_matches_disk, wait_for
 from tests.reliability.conftest import TinyClips
 from tests.reliability.support import (
     Stopwatch,
@@ -21,7 +20,7 @@ from tests.reliability.support import (
     real_ffmpeg,
     write_script,
 )
-from varia.config import Settings
+from varia.errors import STALLED
 from varia.ffmpeg.progress import ProgressReport
 from varia.ffmpeg.runner import run_ffmpeg
 from varia.processes import ProcessIdentity
@@ -49,13 +48,7 @@ def _gone(pid: int) -> bool:
 
 
 async def test_stalled_render_is_stopped_by_kill_and_retried(
-    client: Client,
-    settings: Settings,
-    task_queue: str,
-    job_id: str,
-    tiny_clips: TinyClips,
-    out_dir: Path,
-    tmp_path: Path,
+    bare_job: Job, tiny_clips: TinyClips, tmp_path: Path
 ) -> None:
     """First attempt: a stand-in that never progresses and ignores `q` and SIGTERM."""
     pid_file = tmp_path / "hung.pid"
@@ -68,27 +61,22 @@ async def test_stalled_render_is_stopped_by_kill_and_retried(
         "fi\n"
         f'exec "{real_ffmpeg()}" "$@"\n',
     )
-    hang_settings = settings.model_copy(
+    hang_settings = bare_job.settings.model_copy(
         update={"ffmpeg": str(stand_in), "stall_timeout_s": 1.0, "stop_stage_timeout_s": 0.5}
     )
     clock = Stopwatch()
-    async with build_worker(client, hang_settings):
-        handle = await start_job(
-            client,
-            task_queue,
-            job_id,
-            {"inputs": [str(tiny_clips.tiny)], "variations": 1, "output_dir": str(out_dir)},
-        )
+    async with build_worker(bare_job.client, hang_settings):
+        handle = await bare_job.start([tiny_clips.tiny], 1)
         hung = await wait_for(lambda: _pid_from(pid_file), timeout_s=30, what="the hang")
         result = await asyncio.wait_for(handle.result(), 60)
         recovered = clock()
     assert not hung.is_alive()
     assert result.state == "completed" and result.completed == 1
-    job_dir = out_dir / job_id
+    job_dir = bare_job.dir
     assert_manifest_matches_disk(job_dir)
-    assert leftovers(job_dir) == [] and job_processes(job_id) == []
+    assert leftovers(job_dir) == [] and job_processes(bare_job.id) == []
     [start] = (await history_facts(handle))["render_starts"]
-    assert start.attempt == 2 and start.last_failure_type == "Stalled"
+    assert start.attempt == 2 and start.last_failure_type == STALLED
     assert "stalled: no progress for 1s" in start.last_failure
     assert "ended by kill" in start.last_failure  # `q` and SIGTERM were ignored
     print(f"\nRECOVERY hang: stall timeout 1s -> job completed in {recovered}s")

@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 
 from tests import bad_inputs
 from tests.helpers import assert_manifest_matches_disk, read_manifest, run_job, start_job
+from varia import errors
 from varia.clips import make_clip
 from varia.config import Settings
 from varia.models import JobResult
@@ -94,7 +95,7 @@ async def _bad_input_failure(handle: WorkflowHandle[object, JobResult]) -> str:
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
             failure = event.activity_task_failed_event_attributes.failure
             info = failure.application_failure_info
-            assert (info.type, info.non_retryable) == ("BadInput", True), failure
+            assert (info.type, info.non_retryable) == (errors.BAD_INPUT, True), failure
             return failure.message
     raise AssertionError("no failed activity in the history")
 

@@ -10,14 +10,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import ActivityEnvironment
 
 from tests.conftest import Clips
-from tests.helpers import assert_manifest_matches_disk, render_heartbeats, start_job, wait_for
+from tests.helpers import Job, assert_manifest_matches_disk, render_heartbeats, wait_for
 from tests.reliability.support import (
     Stopwatch,
     WorkerProcesses,
@@ -25,10 +26,10 @@ from tests.reliability.support import (
     job_processes,
     leftovers,
 )
-from varia import activities
-from varia.config import Settings
+from varia import activities, names
+from varia.errors import WORKER_SHUTDOWN, WORKER_SHUTDOWN_REASON
 from varia.ffmpeg.process import stop_foreign
-from varia.models import RenderHeartbeat
+from varia.models import JobResult, RenderHeartbeat
 from varia.processes import ProcessIdentity
 from varia.worker import build_worker
 
@@ -45,23 +46,21 @@ async def _first_render(client: Client, job_id: str) -> RenderHeartbeat:
     return await wait_for(beating, timeout_s=60, what="FFmpeg to report progress")
 
 
-def _request(clips: Clips, out_dir: Path) -> dict[str, object]:
-    # 20 s 640x360 on one thread: a few seconds of FFmpeg, long enough to hit mid-render
-    return {"inputs": [str(clips.long)], "variations": 1, "output_dir": str(out_dir), "threads": 1}
+async def _start_mid_render(
+    job: Job, clips: Clips
+) -> tuple[WorkflowHandle[Any, JobResult], RenderHeartbeat]:
+    """Start the job (20 s 640x360 on one thread: a few seconds of FFmpeg, long enough to
+    hit mid-render); its first render's heartbeat once FFmpeg reports progress."""
+    handle = await job.start([clips.long], 1, threads=1)
+    return handle, await _first_render(job.client, job.id)
 
 
 async def test_sigkilled_worker_ffmpeg_dies_and_retry_completes(
-    client: Client,
-    settings: Settings,
-    worker_processes: WorkerProcesses,
-    task_queue: str,
-    job_id: str,
-    clips: Clips,
-    out_dir: Path,
+    bare_job: Job, worker_processes: WorkerProcesses, clips: Clips
 ) -> None:
-    doomed = worker_processes.start(task_queue)
-    handle = await start_job(client, task_queue, job_id, _request(clips, out_dir))
-    beat = await _first_render(client, job_id)
+    client, settings, job_id = bare_job.client, bare_job.settings, bare_job.id
+    doomed = worker_processes.start(bare_job.task_queue)
+    handle, beat = await _start_mid_render(bare_job, clips)
     ffmpeg_identity = ProcessIdentity(beat.pid or 0, beat.pid_create_time or 0.0)
     assert psutil.Process(ffmpeg_identity.pid).ppid() == doomed.pid
     partial = Path(beat.temp)
@@ -81,7 +80,7 @@ async def test_sigkilled_worker_ffmpeg_dies_and_retry_completes(
     finally:
         os.close(dead_partial)
     assert result.state == "completed" and result.completed == 1
-    job_dir = out_dir / job_id
+    job_dir = bare_job.dir
     assert_manifest_matches_disk(job_dir)
     assert leftovers(job_dir) == []
     assert job_processes(job_id) == []
@@ -92,17 +91,11 @@ async def test_sigkilled_worker_ffmpeg_dies_and_retry_completes(
 
 
 async def test_sigtermed_worker_stops_ffmpeg_and_job_completes_elsewhere(
-    client: Client,
-    settings: Settings,
-    worker_processes: WorkerProcesses,
-    task_queue: str,
-    job_id: str,
-    clips: Clips,
-    out_dir: Path,
+    bare_job: Job, worker_processes: WorkerProcesses, clips: Clips
 ) -> None:
-    leaving = worker_processes.start(task_queue, VARIA_GRACEFUL_SHUTDOWN="8")
-    handle = await start_job(client, task_queue, job_id, _request(clips, out_dir))
-    beat = await _first_render(client, job_id)
+    client, settings, job_id = bare_job.client, bare_job.settings, bare_job.id
+    leaving = worker_processes.start(bare_job.task_queue, VARIA_GRACEFUL_SHUTDOWN="8")
+    handle, beat = await _start_mid_render(bare_job, clips)
     ffmpeg_identity = ProcessIdentity(beat.pid or 0, beat.pid_create_time or 0.0)
     clock = Stopwatch()
     leaving.signal(signal.SIGTERM)
@@ -114,14 +107,14 @@ async def test_sigtermed_worker_stops_ffmpeg_and_job_completes_elsewhere(
         result = await asyncio.wait_for(handle.result(), 90)
         recovered = clock()
     assert result.state == "completed" and result.completed == 1
-    job_dir = out_dir / job_id
+    job_dir = bare_job.dir
     assert_manifest_matches_disk(job_dir)
     assert leftovers(job_dir) == []
     facts = await history_facts(handle)
     [start] = facts["render_starts"]
     assert start.attempt == 2
-    assert start.last_failure_type == "WorkerShutdown", start
-    assert "worker shutting down" in start.last_failure
+    assert start.last_failure_type == WORKER_SHUTDOWN, start
+    assert WORKER_SHUTDOWN_REASON in start.last_failure
     print(f"\nRECOVERY sigterm: SIGTERM -> job completed in {recovered}s")
 
 
@@ -141,6 +134,16 @@ def _spawn(code: str, output: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, "-c", code, f"file:{output}"], stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
     return proc
+
+
+def _left_over(
+    code: str, tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
+) -> tuple[Path, subprocess.Popen[bytes], ProcessIdentity]:
+    """A previous attempt's FFmpeg stand-in writing a render's temp name: (temp, it, its id)."""
+    temp = tmp_path / names.temp_name("clip_v000.mp4")
+    proc = _spawn(code, temp)
+    spawned.append(proc)
+    return temp, proc, ProcessIdentity.of(proc.pid)
 
 
 @pytest.fixture
@@ -178,10 +181,7 @@ def _with_heartbeat(beat: RenderHeartbeat) -> ActivityEnvironment:
 async def test_reaper_stops_the_previous_attempts_ffmpeg(
     tmp_path: Path, spawned: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    temp = tmp_path / ".clip_v000.mp4.part"
-    proc = _spawn(_IGNORE_TERM, temp)
-    spawned.append(proc)
-    identity = ProcessIdentity.of(proc.pid)
+    temp, _, identity = _left_over(_IGNORE_TERM, tmp_path, spawned)
     spy = _SignalSpy(monkeypatch)
     beat = RenderHeartbeat(pid=identity.pid, pid_create_time=identity.create_time, output=str(temp))
     await _with_heartbeat(beat).run(activities._stop_previous_attempt, temp, 0.5)
@@ -193,16 +193,13 @@ async def test_reaper_stops_the_previous_attempts_ffmpeg(
 async def test_reaper_never_signals_a_reused_pid_or_another_program(
     tmp_path: Path, spawned: list[subprocess.Popen[bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    temp = tmp_path / ".clip_v000.mp4.part"
-    proc = _spawn(_PLAIN, temp)
-    spawned.append(proc)
-    identity = ProcessIdentity.of(proc.pid)
+    temp, proc, identity = _left_over(_PLAIN, tmp_path, spawned)
     spy = _SignalSpy(monkeypatch)
     reused = RenderHeartbeat(  # the pid now belongs to a process started at another time
         pid=identity.pid, pid_create_time=identity.create_time - 5.0, output=str(temp)
     )
     await _with_heartbeat(reused).run(activities._stop_previous_attempt, temp, 0.5)
-    other_output = tmp_path / ".other_v000.mp4.part"  # same process, not this output's FFmpeg
+    other_output = tmp_path / names.temp_name("other_v000.mp4")  # not this output's FFmpeg
     assert await stop_foreign(identity, must_contain=str(other_output), stage_timeout_s=0.5) is None
     assert spy.sent == []
     assert identity.is_alive() and proc.poll() is None

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from varia.cli.app import JsonFlag, command
 from varia.cli.exits import Exit, console, emit, err_console, fail, run, say, settings_or_exit
-from varia.config import settings_help
+from varia.settings_doc import settings_help
 
 
 @command(epilog=settings_help())

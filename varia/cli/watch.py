@@ -25,6 +25,7 @@ from varia.cli.render import counts, plain_progress, state_line
 from varia.client.jobs import Jobs
 from varia.client.records import JobStatus
 from varia.models import RenderHeartbeat
+from varia.names import parse_temp_name
 
 POLL_S = 0.5
 """Seconds between two refreshes of the live view."""
@@ -54,9 +55,7 @@ def output_label(output: str) -> str:
     """The final output name of a render from its heartbeat's `output` (older workers sent
     the temporary path there)."""
     name = Path(output).name
-    if name.startswith(".") and name.endswith(".part"):
-        name = name[1 : -len(".part")]
-    return name
+    return parse_temp_name(name) or name
 
 
 def new_bars(console: Console) -> Progress:
@@ -130,8 +129,3 @@ async def follow_plain(
             console.print(plain_progress(status), markup=False, highlight=False)
             last_line = time.monotonic()
         await asyncio.sleep(POLL_S)
-
-
-async def wait_quietly(jobs: Jobs, job_id: str) -> JobStatus:
-    """Wait until the job closes without drawing anything (`--json`)."""
-    return await jobs.wait_closed(job_id)

@@ -20,8 +20,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistoryEv
 
 from varia.client.status import ClosedFacts, RunView
 from varia.models import JobResult
-
-MANIFEST_NAME = "manifest.json"
+from varia.names import MANIFEST_NAME
 
 CLOSE_STATUSES: dict[EventType.ValueType, WorkflowExecutionStatus] = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: WorkflowExecutionStatus.COMPLETED,

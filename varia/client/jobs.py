@@ -33,6 +33,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from varia import names
 from varia.client.closed import (
     CLOSE_STATUSES,
     close_event,
@@ -46,7 +47,6 @@ from varia.client.pollers import has_workers, no_worker_hint
 from varia.client.records import JobStatus, StopOutcome, stop_outcome
 from varia.client.requests import job_details, job_summary, new_job_id
 from varia.client.status import (
-    WORKFLOW_TYPE,
     RunView,
     build_status,
     list_query,
@@ -66,10 +66,6 @@ QUERY_TIMEOUT = timedelta(seconds=2)
 
 LIST_SCAN_LIMIT = 500
 """Jobs scanned when a state filter must be applied without search attributes."""
-
-RENDER_ACTIVITY = "varia.render"
-DRAIN_UPDATE = "drain"
-PROGRESS_QUERY = "progress"
 
 
 class Jobs:
@@ -122,7 +118,7 @@ class Jobs:
         request = request.model_copy(update={"seed": resolve_seed(request.seed, job_id)})
         try:
             return await self.client.start_workflow(
-                WORKFLOW_TYPE,
+                names.WORKFLOW_TYPE,
                 request,
                 id=job_id,
                 task_queue=self.settings.task_queue,
@@ -172,7 +168,7 @@ class Jobs:
     ) -> dict[str, RenderHeartbeat]:
         beats: dict[str, RenderHeartbeat] = {}
         for pending in description.raw_description.pending_activities:
-            if pending.activity_type.name != RENDER_ACTIVITY:
+            if pending.activity_type.name != names.RENDER:
                 continue
             if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
                 continue
@@ -188,7 +184,7 @@ class Jobs:
         """The `progress` query, or None when no worker answers it in time."""
         try:
             answer: Progress = await self.client.get_workflow_handle(job_id).query(
-                PROGRESS_QUERY, result_type=Progress, rpc_timeout=QUERY_TIMEOUT
+                names.PROGRESS_QUERY, result_type=Progress, rpc_timeout=QUERY_TIMEOUT
             )
             return answer
         except (RPCError, WorkflowQueryFailedError, WorkflowQueryRejectedError):
@@ -267,7 +263,7 @@ class Jobs:
             )
         except RPCError:
             present = []
-        with_attributes = "VariaState" in present  # the state filter needs only this one
+        with_attributes = names.STATE_ATTRIBUTE in present  # the state filter needs only this one
         fetch = limit if state is None or with_attributes else LIST_SCAN_LIMIT
         query = list_query(state, with_attributes)
         try:
@@ -298,7 +294,7 @@ class Jobs:
         self, job_id: str, *, wait: bool = True, notify: Notify | None = None
     ) -> StopOutcome:
         """Ask the job to start no new variations; if `wait`, report how it closed."""
-        return await self._stop("drain", job_id, wait, notify)
+        return await self._stop(names.DRAIN_UPDATE, job_id, wait, notify)
 
     async def _stop(
         self, action: str, job_id: str, wait: bool, notify: Notify | None
@@ -306,7 +302,7 @@ class Jobs:
         view = RunView.of(await self.describe(job_id))
         if view.closed:
             return stop_outcome(action, await self.status_of(view), requested=False, already=True)
-        if action == "drain" and notify and not await self.has_workers(view.task_queue):
+        if action == names.DRAIN_UPDATE and notify and not await self.has_workers(view.task_queue):
             notify(f"{no_worker_hint(view.task_queue)}: waiting for one to take the drain")
         try:
             requested = await self._request(action, job_id)
@@ -326,7 +322,7 @@ class Jobs:
             if action == "cancel":
                 await handle.cancel()
             else:
-                await handle.execute_update(DRAIN_UPDATE, result_type=Progress)
+                await handle.execute_update(names.DRAIN_UPDATE, result_type=Progress)
         except WorkflowUpdateFailedError:
             return False  # rejected: the job is already finishing; report how it ends
         except RPCError as err:
@@ -337,11 +333,11 @@ class Jobs:
 
     async def pause(self, job_id: str) -> JobStatus:
         """Pause a job: returns once its renders stopped and it waits in state `paused`."""
-        return await self._pause_update("pause", job_id)
+        return await self._pause_update(names.PAUSE_UPDATE, job_id)
 
     async def resume(self, job_id: str) -> JobStatus:
         """Resume a paused job where it stopped (stopped variations render again)."""
-        return await self._pause_update("resume", job_id)
+        return await self._pause_update(names.RESUME_UPDATE, job_id)
 
     async def _pause_update(self, name: str, job_id: str) -> JobStatus:
         """Send the `pause`/`resume` update; raise `NotPausable` when the job refuses it."""

@@ -16,11 +16,11 @@ from urllib.parse import quote, urlsplit
 from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 from temporalio.common import TypedSearchAttributes
 
+from varia import names
 from varia.client.records import JobStatus, finished_percent
 from varia.models import FINAL_STATES, Progress
 from varia.search_attributes import VARIA_COMPLETED, VARIA_PERCENT, VARIA_STATE, VARIA_TOTAL
 
-WORKFLOW_TYPE = "VariationJob"
 """The contract's workflow type: clients start and list jobs by this name."""
 
 STATUS_STATES: dict[WorkflowExecutionStatus, str] = {
@@ -196,11 +196,11 @@ STATE_QUERIES: dict[str, str] = {
 
 def list_query(state: str | None, with_attributes: bool) -> str:
     """The visibility query of `varia list` (latest run of each VariationJob)."""
-    query = f"WorkflowType = '{WORKFLOW_TYPE}' AND ExecutionStatus != 'ContinuedAsNew'"
+    query = f"WorkflowType = '{names.WORKFLOW_TYPE}' AND ExecutionStatus != 'ContinuedAsNew'"
     if state is None:
         return query
     by_status = STATE_QUERIES.get(state)
-    by_attribute = f"VariaState = '{state}'" if with_attributes else None
+    by_attribute = f"{names.STATE_ATTRIBUTE} = '{state}'" if with_attributes else None
     if by_status and by_attribute and state != "completed":
         return f"{query} AND ({by_attribute} OR {by_status})"
     if by_attribute:

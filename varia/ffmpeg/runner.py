@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
 
+from varia.despite_cancel import run_to_end
 from varia.ffmpeg.process import (
     DEFAULT_STAGE_TIMEOUT_S,
     StopStage,
@@ -82,24 +83,6 @@ def _identity(pid: int) -> ProcessIdentity:
         return ProcessIdentity(pid, -1.0)
 
 
-async def _finish_stop(
-    stop: Awaitable[StopStage], keep_alive: Callable[[], None], tick_s: float
-) -> StopStage:
-    """Drive a stop to its end even if more cancellations arrive meanwhile; call
-    `keep_alive` every tick while it lasts (the render keeps heartbeating: a slow stop is
-    not taken for a dead worker)."""
-    task = asyncio.ensure_future(stop)
-    while True:
-        try:
-            async with asyncio.timeout(tick_s):
-                return await asyncio.shield(task)
-        except TimeoutError:
-            keep_alive()
-        except asyncio.CancelledError:
-            if task.done():
-                return task.result()
-
-
 async def run_ffmpeg(
     argv: list[str],
     *,
@@ -145,8 +128,8 @@ async def run_ffmpeg(
                     await _exit_or_stop(proc, stop)
             if stop is not None and stop.is_set() and proc.returncode is None:
                 cancelled, stop_reason = True, "cancel pushed"
-                stop_stage = await _finish_stop(
-                    stop_child(proc, identity, stage_timeout_s), alive, tick_s
+                stop_stage = await run_to_end(
+                    stop_child(proc, identity, stage_timeout_s), keep_alive=alive, tick_s=tick_s
                 )
                 break
             on_tick(watch.report, identity)
@@ -156,17 +139,19 @@ async def run_ffmpeg(
             if stop_reason is None and time.monotonic() - watch.last_advance > stall_timeout_s:
                 stop_reason = f"stalled: no progress for {stall_timeout_s:g}s"
             if stop_reason is not None:
-                stop_stage = await _finish_stop(
-                    stop_child(proc, identity, stage_timeout_s), alive, tick_s
+                stop_stage = await run_to_end(
+                    stop_child(proc, identity, stage_timeout_s), keep_alive=alive, tick_s=tick_s
                 )
                 break
         if stop_stage is None:  # it exited by itself: helpers it started must not outlive it
             kill_leftovers(identity)
-        await _finish_readers(readers)
+        await _drain_readers(readers)
     except asyncio.CancelledError:
         cancelled = True
         stop_reason = "cancelled"
-        stop_stage = await _finish_stop(stop_child(proc, identity, stage_timeout_s), alive, tick_s)
+        stop_stage = await run_to_end(
+            stop_child(proc, identity, stage_timeout_s), keep_alive=alive, tick_s=tick_s
+        )
     finally:
         for reader in readers:
             reader.cancel()
@@ -195,7 +180,7 @@ async def _exit_or_stop(proc: asyncio.subprocess.Process, stop: asyncio.Event | 
             waiter.cancel()
 
 
-async def _finish_readers(readers: list[asyncio.Task[None]]) -> None:
+async def _drain_readers(readers: list[asyncio.Task[None]]) -> None:
     """Let the readers drain what FFmpeg wrote before it exited (bounded)."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(2.0):

@@ -1,0 +1,104 @@
+"""A job's cleanup: delete what is not in the completion record, draw the contact sheets, write
+the manifest. A plain function: the cleanup activity (registered as `varia.finish`) runs it in a
+thread, and the janitor runs it for a job that closed without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+from varia import errors, jobdir, ledger, names, sheet
+from varia.models import (
+    CleanupRequest,
+    JobResult,
+    Manifest,
+    OutputEntry,
+    QualitySummary,
+    RenderResult,
+)
+from varia.recipes import make_recipe
+
+log = logging.getLogger("varia.activities")
+
+
+def clean_up_job(request: CleanupRequest) -> JobResult:
+    """Delete what is not kept, add nearest siblings, draw the contact sheets, write the
+    manifest."""
+    job_dir = Path(request.job_dir)
+    results = {(r.input_index, r.variation): r for r in request.results}
+    try:
+        jobdir.check_owner(job_dir, request.job_id, request.chain, "clean")
+        if request.use_ledger:
+            for earlier in ledger.read_ledger(job_dir):
+                results.setdefault((earlier.input_index, earlier.variation), earlier)
+        keep = {result.path for result in results.values()}
+        owned = jobdir.owned_names(request.stems, request.variations)
+        cells = {sheet.cell_name(name) for name in owned if not name.startswith(".")}
+        sheets_planned = sheet.planned_names(request.stems)  # an earlier run's sheet is redrawn
+        owned |= sheets_planned | {names.atomic_temp_name(n) for n in sheets_planned} | cells
+        kept_cells = {sheet.cell_name(name) for name in keep}
+        removed, foreign = jobdir.sweep(
+            job_dir, request.job_id, keep | kept_cells, owned, request.chain
+        )
+    except jobdir.ConfinementError as err:
+        raise errors.confinement_failure(err) from None
+    except ledger.LedgerCorrupt as err:
+        raise errors.ledger_corrupt(err) from None
+    removed = [name for name in removed if name not in cells]  # varia's scratch, not the job's
+    ordered = sorted(results.values(), key=lambda r: (r.input_index, r.variation))
+    if any(result.quality is not None for result in ordered):
+        from varia.quality import with_siblings
+
+        ordered = with_siblings(ordered)
+    outputs = [_output_entry(request, result) for result in ordered]
+    sheets, problems = sheet.write_sheets(job_dir, request.inputs, request.stems, outputs)
+    for name in kept_cells:  # drawn: the saved frames are no longer needed
+        with contextlib.suppress(FileNotFoundError):
+            (job_dir / name).unlink()
+    manifest = Manifest(
+        job_id=request.job_id,
+        state=request.state,
+        seed=request.seed,
+        total=len(request.inputs) * request.variations,
+        completed=len(outputs),
+        failed=request.failed,
+        outputs=outputs,
+        removed=removed,
+        foreign=foreign,
+        errors=[*request.errors, *problems],
+        sheets=sheets,
+        quality=_summary(outputs),
+    )
+    path = jobdir.write_manifest(job_dir, manifest)
+    if foreign:
+        log.warning("job %s: left foreign entries alone: %s", request.job_id, foreign)
+    return JobResult(
+        job_id=request.job_id,
+        state=request.state,
+        job_dir=str(job_dir),
+        manifest=str(path),
+        total=manifest.total,
+        completed=manifest.completed,
+        failed=manifest.failed,
+        removed=len(removed),
+        seed=request.seed,
+        sheet=str(job_dir / sheets[0].path) if sheets else None,
+        sheets=[str(job_dir / entry.path) for entry in sheets],
+        quality=manifest.quality,
+    )
+
+
+def _output_entry(request: CleanupRequest, result: RenderResult) -> OutputEntry:
+    recipe = result.recipe or make_recipe(request.seed, result.input_index, result.variation)
+    return OutputEntry.of(result, request.inputs[result.input_index], recipe)
+
+
+def _summary(outputs: list[OutputEntry]) -> QualitySummary | None:
+    measured = [entry.quality for entry in outputs if entry.quality is not None]
+    if not measured:
+        return None
+    from varia.quality import summarize
+
+    return summarize(measured)

@@ -1,0 +1,158 @@
+"""varia's errors: their `ApplicationError` types, which are never retried, and how each is made
+and recognised.
+
+The type strings are part of the contract (they are in histories, in the workflow's failure and
+in the `varia_render_failed_total{reason}` metric): never change one. Classification works on
+typed facts (an exception's class, an `errno`, the error type an activity set), never on the
+wording of a message; the one exception is FFmpeg, which reports an OS error only as text on
+stderr: its markers are derived from the errnos (`os.strerror`), not written by hand.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import TYPE_CHECKING
+
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    TimeoutError,
+    is_cancelled_exception,
+)
+
+if TYPE_CHECKING:
+    from varia.ffmpeg.runner import FfmpegOutcome
+    from varia.jobdir import ConfinementError
+
+BAD_REQUEST = "BadRequest"
+"""A request that is invalid, or conflicts with the world: its job directory belongs to an
+earlier execution under the same workflow id (not retried)."""
+BAD_INPUT = "BadInput"
+"""A request or input that can never succeed (not retried)."""
+NO_SPACE = "NoSpace"
+"""A full, read-only or forbidden disk (not retried; the job stops starting renders)."""
+OUTPUT_DIR_UNUSABLE = "OutputDirUnusable"
+"""An output_dir that is not a directory or not writable (not retried)."""
+LEDGER_CORRUPT = "LedgerCorrupt"
+"""A ledger with a corrupt line before its last (not retried: a person looks)."""
+STOPPED_FOR_CANCEL = "StoppedForCancel"
+"""A render stopped by a pushed cancel or pause (not retried; counted as stopped, not failed)."""
+OUT_OF_BOUNDS = "OutOfBounds"
+"""No recipe within the requested strength bounds (not retried by the bounded render)."""
+WORKER_SHUTDOWN = "WorkerShutdown"
+"""The worker shut down under a render (retried elsewhere)."""
+STALLED = "Stalled"
+"""FFmpeg made no progress for the stall timeout (retried)."""
+FFMPEG_FAILED = "FFmpegFailed"
+"""FFmpeg exited with an error (retried)."""
+OUTPUT_INVALID = "OutputInvalid"
+"""The output did not pass the check (retried)."""
+JOB_FAILED = "JobFailed"
+"""The workflow's failure when variations failed."""
+
+NON_RETRYABLE_TYPES = (BAD_INPUT, NO_SPACE, BAD_REQUEST, OUTPUT_DIR_UNUSABLE, LEDGER_CORRUPT)
+"""The types the activities' retry policies never retry."""
+PREPARE_REFUSALS = (BAD_REQUEST, OUTPUT_DIR_UNUSABLE)
+"""Prepare errors that fail the workflow with their own type (nothing was written)."""
+
+WORKER_SHUTDOWN_REASON = "worker shutting down"
+"""The stop reason a render gives FFmpeg's run when the worker shuts down."""
+_DISK_ERRNOS = (errno.ENOSPC, errno.EACCES, errno.EROFS)
+_DISK_MARKERS = tuple(os.strerror(code) for code in _DISK_ERRNOS)
+
+# ---- made by activities ------------------------------------------------------------------
+
+
+def bad_input(message: str, *details: object) -> ApplicationError:
+    """A non-retryable `BadInput`."""
+    return ApplicationError(message, *details, type=BAD_INPUT, non_retryable=True)
+
+
+def confinement_failure(err: ConfinementError) -> ApplicationError:
+    """The non-retryable error for a refused path or job directory, typed by its class."""
+    from varia.jobdir import JobDirTaken, OutputDirUnusable
+
+    if isinstance(err, JobDirTaken):
+        kind = BAD_REQUEST
+    elif isinstance(err, OutputDirUnusable):
+        kind = OUTPUT_DIR_UNUSABLE
+    else:
+        kind = BAD_INPUT
+    return ApplicationError(str(err), type=kind, non_retryable=True)
+
+
+def ledger_corrupt(err: Exception) -> ApplicationError:
+    return ApplicationError(str(err), type=LEDGER_CORRUPT, non_retryable=True)
+
+
+def write_failure(path: str, err: OSError) -> ApplicationError | None:
+    """`NoSpace` for an OS error that no retry fixes (full, read-only, forbidden); else None."""
+    if err.errno in _DISK_ERRNOS:
+        return ApplicationError(f"cannot write {path!r}: {err}", type=NO_SPACE, non_retryable=True)
+    return None
+
+
+def ffmpeg_failure(outcome: FfmpegOutcome, label: str) -> ApplicationError | None:
+    """The error of an FFmpeg run that did not succeed (None when it did)."""
+    if outcome.stop_reason is not None:
+        kind = WORKER_SHUTDOWN if outcome.stop_reason == WORKER_SHUTDOWN_REASON else STALLED
+        return ApplicationError(
+            f"{label}: FFmpeg stopped ({outcome.stop_reason}; ended by {outcome.stop_stage})",
+            type=kind,
+        )
+    if outcome.returncode == 0:
+        return None
+    tail = outcome.stderr_tail[-600:] or "(no error output)"
+    if any(marker in tail for marker in _DISK_MARKERS):
+        return ApplicationError(
+            f"{label}: cannot write the output: {tail}", type=NO_SPACE, non_retryable=True
+        )
+    return ApplicationError(
+        f"{label}: FFmpeg exited with code {outcome.returncode}: {tail}", type=FFMPEG_FAILED
+    )
+
+
+def stopped_for_cancel(label: str) -> ApplicationError:
+    """A render a pushed cancel (or pause) stopped before the SDK delivered the cancel."""
+    return ApplicationError(
+        f"{label}: stopped (the job was cancelled or paused)",
+        type=STOPPED_FOR_CANCEL,
+        non_retryable=True,
+    )
+
+
+# ---- read by the workflow (pure, deterministic) ------------------------------------------
+
+
+def error_type(err: ActivityError) -> str | None:
+    """The type the activity gave its failure (None for timeouts, cancels and the like)."""
+    cause = err.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
+def counts_as_stopped(err: ActivityError, cancelling: bool) -> bool:
+    """Whether a failed render was stopped rather than failed: cancelled, stopped by a push,
+    or (while the job cancels) timed out because it did not stop in time."""
+    return (
+        is_cancelled_exception(err)
+        or error_type(err) == STOPPED_FOR_CANCEL
+        or (cancelling and isinstance(err.cause, TimeoutError))
+    )
+
+
+def cause_message(err: BaseException) -> str:
+    """The innermost message of a Temporal error chain (the activity's own words)."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return str(err) or type(err).__name__
+
+
+def job_dir_from_failure(err: ActivityError) -> str | None:
+    """The job directory a failed prepare had already created, if it says so."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.details:
+        first = cause.details[0]
+        if isinstance(first, dict) and isinstance(first.get("job_dir"), str):
+            return str(first["job_dir"])
+    return None

@@ -1,0 +1,93 @@
+"""A render's output: check it, commit it into the job directory, measure and record it; after a
+cancel, keep it if FFmpeg finished it anyway (completion wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from varia import errors, jobdir, media
+from varia.despite_cancel import run_to_end
+from varia.ffmpeg.runner import FfmpegOutcome
+from varia.measure import complete_result
+from varia.models import RenderResult, RenderTask
+
+
+def cleanup_follows() -> bool:
+    """True when the workflow cancelled this render: its cleanup deletes (and records) the
+    partial file next. For any other ending the render deletes its own partial file."""
+    details = activity.cancellation_details()
+    return details is not None and details.cancel_requested
+
+
+async def keep_if_whole(
+    outcome: FfmpegOutcome,
+    temp: Path,
+    final: Path,
+    task: RenderTask,
+    argv: list[str],
+    pushed: bool,
+) -> RenderResult:
+    """After a cancel: keep an output that FFmpeg finished anyway, else the cancel stands.
+
+    `q` also exits 0, with a shorter file: the duration check tells the two apart. A pushed
+    cancel that the SDK has not delivered yet ends the attempt as `StoppedForCancel`
+    (non-retryable; the workflow counts it as cancelled).
+    """
+    if outcome.returncode == 0:
+        try:
+            return await commit_output(temp, final, task, argv)
+        except ApplicationError:
+            pass
+    if pushed and not cleanup_follows():
+        raise errors.stopped_for_cancel(f"{task.media.path} variation {task.variation}")
+    raise asyncio.CancelledError()
+
+
+async def commit_output(temp: Path, final: Path, task: RenderTask, argv: list[str]) -> RenderResult:
+    """Check the output, rename it into place, measure and record it; a cancel arriving now
+    does not undo it."""
+    return await run_to_end(asyncio.to_thread(_check_and_rename, temp, final, task, argv))
+
+
+def _check_and_rename(temp: Path, final: Path, task: RenderTask, argv: list[str]) -> RenderResult:
+    try:
+        duration = media.check_output(
+            str(temp), task.expected_duration_s, task.duration_tolerance_s
+        )
+    except media.MediaError as err:
+        raise ApplicationError(
+            f"{task.media.path} variation {task.variation}: {err}", type=errors.OUTPUT_INVALID
+        ) from None
+    try:
+        jobdir.commit_output(temp, final)
+    except OSError as err:
+        raise errors.write_failure(str(final), err) or err from None
+    return complete_result(_result_for(final, task, duration), final, task, argv)
+
+
+def already_rendered(final: Path, task: RenderTask, argv: list[str]) -> RenderResult | None:
+    """The result of an earlier attempt that put a whole output in place, then lost it."""
+    if final.is_symlink() or not final.is_file():
+        return None
+    try:
+        duration = media.check_output(
+            str(final), task.expected_duration_s, task.duration_tolerance_s
+        )
+    except media.MediaError:
+        return None
+    return complete_result(_result_for(final, task, duration), final, task, argv)
+
+
+def _result_for(final: Path, task: RenderTask, duration: float) -> RenderResult:
+    return RenderResult(
+        input_index=task.input_index,
+        variation=task.variation,
+        path=final.name,
+        bytes=final.stat().st_size,
+        duration_s=round(duration, 3),
+    )

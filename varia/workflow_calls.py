@@ -1,0 +1,82 @@
+"""`VariationJob`'s activity options, and the one call it makes that needs none of its state:
+the pushed stop. Workflow code: deterministic, no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import Priority, RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from varia.activities import JobActivities
+    from varia.errors import NON_RETRYABLE_TYPES
+    from varia.models import JobRequest, RunRef, StopRenders
+
+RENDER_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+RENDER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=list(NON_RETRYABLE_TYPES),
+)
+IO_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=10,
+    non_retryable_error_types=list(NON_RETRYABLE_TYPES),
+)
+WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+PUSH_TIMEOUT = timedelta(seconds=10)
+ONCE = RetryPolicy(maximum_attempts=1)
+
+
+def render_priority(job: JobRequest, job_id: str, on: bool) -> Priority:
+    """The renders' task priority and fairness key (default: the job id; trimmed to 64 bytes)."""
+    if not on:
+        return Priority.default
+    key = (job.fairness_key or job_id).encode()[:64].decode(errors="ignore")
+    return Priority(priority_key=job.priority, fairness_key=key)
+
+
+async def push_stop() -> None:
+    """Push the cancel to the workers running this run's renders (best effort).
+
+    A local activity reads each pending render's stop queue from its heartbeat details; a
+    `stop_renders` activity on each queue stops FFmpeg at once. Nothing waits for them: if
+    one is lost, the heartbeat-borne cancel still arrives.
+    """
+    info = workflow.info()
+    try:
+        queues = await workflow.execute_local_activity_method(
+            JobActivities.render_stop_queues,
+            RunRef(workflow_id=info.workflow_id, run_id=info.run_id),
+            start_to_close_timeout=PUSH_TIMEOUT,
+            retry_policy=ONCE,
+        )
+    except ActivityError:
+        return
+    for queue, activity_ids in sorted(queues.items()):
+        pushed = workflow.start_activity_method(
+            JobActivities.stop_renders,
+            StopRenders(
+                workflow_id=info.workflow_id, run_id=info.run_id, activity_ids=activity_ids
+            ),
+            task_queue=queue,
+            schedule_to_close_timeout=PUSH_TIMEOUT,
+            retry_policy=ONCE,
+            cancellation_type=workflow.ActivityCancellationType.ABANDON,
+            summary=f"stop {', '.join(activity_ids)} at once (cancel)",
+        )
+        pushed.add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(task: asyncio.Task[Any]) -> None:
+    """Retrieve a push's outcome so a lost push logs nothing: the fallback covers it."""
+    if not task.cancelled():
+        task.exception()
