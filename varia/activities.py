@@ -66,23 +66,25 @@ class JobActivities:
                 jobdir.confine(path, self.settings.allowed_input_roots, "input")
                 for path in request.inputs
             ]
-            job_dir = await asyncio.to_thread(
-                jobdir.open_job_dir, output_dir, request.job_id, request.chain
-            )
+            async with KeepBeating():
+                job_dir = await asyncio.to_thread(
+                    jobdir.open_job_dir, output_dir, request.job_id, request.chain
+                )
         except jobdir.ConfinementError as err:
             raise errors.confinement_failure(err) from None
         probed = []
         limits = self.settings.input_limits()
-        for original, resolved in zip(request.inputs, inputs, strict=True):
-            activity.heartbeat({"probing": original})
-            try:
-                info = await asyncio.to_thread(media.probe, str(resolved), limits)
-            except media.MediaError as err:
-                raise errors.bad_input(
-                    str(err).replace(repr(str(resolved)), repr(original)),
-                    {"job_dir": str(job_dir)},
-                ) from None
-            probed.append(info)
+        async with KeepBeating() as beating:
+            for original, resolved in zip(request.inputs, inputs, strict=True):
+                beating.note({"probing": original})
+                try:
+                    info = await asyncio.to_thread(media.probe, str(resolved), limits)
+                except media.MediaError as err:
+                    raise errors.bad_input(
+                        str(err).replace(repr(str(resolved)), repr(original)),
+                        {"job_dir": str(job_dir)},
+                    ) from None
+                probed.append(info)
         return PreparedJob(job_dir=str(job_dir), media=probed)
 
     @activity.defn(name=names.RENDER)
@@ -167,19 +169,21 @@ class JobActivities:
             jobdir.check_owner(job_dir, request.job_id, request.chain, "record into")
         except jobdir.ConfinementError as err:
             raise errors.confinement_failure(err) from None
-        await asyncio.to_thread(ledger.append_ledger, job_dir, request.results)
+        async with KeepBeating():  # a retried append is merged on read
+            await asyncio.to_thread(ledger.append_ledger, job_dir, request.results)
 
     @activity.defn(name=names.DISCARD)
     async def discard(self, request: DiscardRequest) -> list[str]:
         """Delete the partial files of renders a pause stopped (confined to the job dir)."""
         try:
-            return await asyncio.to_thread(
-                jobdir.discard_partials,
-                Path(request.job_dir),
-                request.job_id,
-                request.names,
-                request.chain,
-            )
+            async with KeepBeating():
+                return await asyncio.to_thread(
+                    jobdir.discard_partials,
+                    Path(request.job_dir),
+                    request.job_id,
+                    request.names,
+                    request.chain,
+                )
         except jobdir.ConfinementError as err:
             raise errors.bad_input(str(err)) from None
 
@@ -195,7 +199,37 @@ class JobActivities:
     @activity.defn(name=names.FINISH)
     async def clean_up(self, request: CleanupRequest) -> JobResult:
         """Delete the job's files that are not in the completion record; write the manifest."""
-        return await asyncio.to_thread(cleanup.clean_up_job, request)
+        async with KeepBeating():  # a retry sweeps again: it keeps the same outputs
+            return await asyncio.to_thread(cleanup.clean_up_job, request)
+
+
+class KeepBeating:
+    """Heartbeat every `every_s` while an activity's work runs (in threads), repeating the
+    latest details: a worker that dies mid-step is noticed within the heartbeat timeout."""
+
+    def __init__(self, every_s: float = 2.0) -> None:
+        self.every_s = every_s
+        self.details: tuple[Any, ...] = ()
+        self._task: asyncio.Task[None] | None = None
+
+    def note(self, *details: Any) -> None:
+        """Heartbeat `details` now and repeat them from here on."""
+        self.details = details
+        activity.heartbeat(*details)
+
+    async def __aenter__(self) -> KeepBeating:
+        self._task = asyncio.create_task(self._beat())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.wait([self._task])  # raises no error of the beat task's
+
+    async def _beat(self) -> None:
+        while True:
+            activity.heartbeat(*self.details)
+            await asyncio.sleep(self.every_s)
 
 
 def with_default_threads(task: RenderTask, threads: int | None) -> RenderTask:

@@ -18,6 +18,9 @@ with workflow.unsafe.imports_passed_through():
     from varia.models import JobRequest, RunRef, StopRenders
 
 RENDER_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+LIGHT_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
+"""Prepare, record, discard and cleanup heartbeat in the background while they work: a worker
+that dies in one of them is noticed within this, not at the step's start-to-close (minutes)."""
 RENDER_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,

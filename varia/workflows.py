@@ -77,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
     from varia.validation import RequestError, check_job_id, parse_request, strength_bounds
     from varia.workflow_calls import (
         IO_RETRY,
+        LIGHT_HEARTBEAT_TIMEOUT,
         RENDER_HEARTBEAT_TIMEOUT,
         RENDER_RETRY,
         WAIT,
@@ -289,7 +290,7 @@ class VariationJob:
                 chain=_chain(),
             ),
             start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=timedelta(minutes=2),
+            heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,
             retry_policy=IO_RETRY,
             cancellation_type=WAIT,
             priority=self._priority,
@@ -437,6 +438,7 @@ class VariationJob:
                     chain=_chain(),
                 ),
                 start_to_close_timeout=timedelta(minutes=2),
+                heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,
                 retry_policy=IO_RETRY,
                 priority=self._priority,
                 summary=f"remove the partial files of {len(stopped)} paused render(s)",
@@ -553,6 +555,7 @@ class VariationJob:
                 job_id=self._job_id, job_dir=self._job_dir, results=self._results, chain=_chain()
             ),
             start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,
             retry_policy=IO_RETRY,
             priority=self._priority,
         )
@@ -567,6 +570,7 @@ class VariationJob:
                 JobActivities.clean_up,
                 request,
                 start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,
                 retry_policy=IO_RETRY,
                 priority=self._priority,
                 summary=f"cleanup and manifest ({request.state})",

@@ -2,8 +2,8 @@
 
 The workflow and its light activities (prepare, record, cleanup) run on a worker in the test
 process, which an operation restarts (the new one replays the histories). Renders run in a
-`render_worker` subprocess, which an operation SIGKILLs mid-render: a kill never lands in a
-cleanup activity, whose only timeout is its start-to-close (minutes).
+`render_worker` subprocess, which an operation SIGKILLs mid-render (kills in prepare, record
+and cleanup: `test_step_faults`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The model-based test SIGKILLs it mid-render: its FFmpeg dies with it (parent-death signal),
 the render's heartbeat times out and a new one of these takes the retry. The job's own queue
-(workflow, prepare, record, cleanup) is served by a worker in the test process, so a kill never
-lands in a cleanup activity, whose only timeout is its start-to-close (minutes).
+(workflow, prepare, record, cleanup) is served by a worker in the test process, so a kill lands
+only in renders (kills in prepare, record and cleanup: `test_step_faults`).
 
 Run as `python -m tests.reliability.render_worker`; settings from the environment.
 """

@@ -68,8 +68,11 @@ class WorkerProcesses:
     log_dir: Path
     started: list[WorkerProcess] = field(default_factory=list)
 
-    def start(self, task_queue: str, **env: str) -> WorkerProcess:
-        """Start a worker on `task_queue`; `env` adds or overrides VARIA_* variables."""
+    def start(
+        self, task_queue: str, *, command: list[str] | None = None, **env: str
+    ) -> WorkerProcess:
+        """Start a worker on `task_queue`; `env` adds or overrides VARIA_* variables;
+        `command` replaces `varia worker` (run from the repository's root)."""
         variables = {k: v for k, v in os.environ.items() if not k.startswith("VARIA_")}
         variables |= {
             "TEMPORAL_ADDRESS": self.address,
@@ -82,7 +85,8 @@ class WorkerProcesses:
         log_path = self.log_dir / f"worker-{len(self.started)}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [varia_script(), "worker"],
+                command or [varia_script(), "worker"],
+                cwd=Path(__file__).resolve().parents[2],
                 env=variables,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
