@@ -1,16 +1,29 @@
 """Quality cost: what measuring every output and drawing the contact sheet add to a job's
 render time, on the benchmark shapes (4 s 640x360 and 12 s 1280x720 clips).
 
-Renders each shape's variations with the render activity's exact argv (2 at once, as a job of
-concurrency 2 on 2 cores), then runs what the activities add: per output `complete_result`
-(sampled frames, FFmpeg ssim/psnr, pHash, SHA-256, FFmpeg record) and per job the nearest
-siblings and `write_sheets`. Figures: CPU seconds added / FFmpeg CPU seconds, and wall seconds
-added (one after the other) / the job's render wall time. The one-off import of numpy, Pillow
-and imagehash (once per worker process) is reported apart.
+Each round renders a shape's variations with the render activity's exact argv (2 at once, as a
+job of concurrency 2 on 2 cores), then runs what the activities add: per output
+`complete_result` (sampled frames, FFmpeg ssim/psnr, pHash, SHA-256, FFmpeg record, sheet
+frame) and per job the nearest siblings and `write_sheets`, one after the other. The source's
+samples are forgotten first (a job measures a new input once). Figures:
+
+- CPU: every CPU-second of measuring and the sheet (this process and any child it spawned) /
+  the FFmpeg CPU-seconds of the renders;
+- wall, serial bound: measuring's wall divided among the job's render slots (each slot measures
+  its own outputs right after rendering them, as the activity does) plus the sheet's wall (the
+  finish activity draws it after the last render) / the job's render wall;
+- wall, in the job: a second pool renders the same variations with each slot measuring its
+  output right after (in a thread, as the activity does), then the sheet; its wall less the
+  plain renders' wall / the plain renders' wall (noisy on a shared box: it is the difference of
+  two walls).
+
+The one-off import of numpy, Pillow and imagehash/scipy (once per worker process) is reported
+apart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import shutil
@@ -22,10 +35,10 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from benchmarks.plain import argvs_for, clip, run_plain, tasks_for
+from benchmarks.plain import Clip, _run_one, argvs_for, clip, run_plain, tasks_for
 from benchmarks.report import Context, Report, Row
 from varia import jobdir
-from varia.models import OutputEntry, RenderResult
+from varia.models import OutputEntry, RenderResult, RenderTask
 
 NAME = "quality"
 TARGET = 0.05
@@ -35,6 +48,11 @@ CONCURRENCY = 2
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def _cpu() -> float:
+    """CPU seconds of this process (every thread) and of its waited-for children."""
+    return time.process_time() + _children_cpu()
 
 
 def _import_cost() -> float:
@@ -51,43 +69,58 @@ def _import_cost() -> float:
     return time.perf_counter() - started
 
 
-async def _one_round(root: Path, shape: dict[str, Any], variations: int) -> dict[str, float]:
+def _measure(task: RenderTask, argv: list[str], job_dir: Path) -> RenderResult:
     from varia.measure import complete_result
+
+    final = job_dir / task.output_name
+    os.replace(job_dir / task.temp_name, final)
+    bare = RenderResult(
+        input_index=0,
+        variation=task.variation,
+        path=final.name,
+        bytes=final.stat().st_size,
+        duration_s=task.expected_duration_s,
+    )
+    return complete_result(bare, final, task, argv)
+
+
+def _sheet(
+    job_dir: Path, source: Clip, tasks: list[RenderTask], results: list[RenderResult]
+) -> None:
     from varia.quality import with_siblings
     from varia.sheet import write_sheets
 
-    source = clip(root / "clips", shape["name"], seconds=shape["seconds"], size=shape["size"])
-    job_dir = jobdir.open_job_dir(root, f"job-{shape['name']}-{time.monotonic_ns()}")
-    tasks = tasks_for([source], variations, job_dir)
-    argvs = argvs_for(tasks)
-    cpu = _children_cpu()
-    render_wall = await run_plain(argvs, CONCURRENCY)
-    render_cpu = _children_cpu() - cpu
-    for task in tasks:
-        os.replace(job_dir / task.temp_name, job_dir / task.output_name)
-
-    started, cpu = time.perf_counter(), time.process_time()
-    results = []
-    for task, argv in zip(tasks, argvs, strict=True):
-        final = job_dir / task.output_name
-        bare = RenderResult(
-            input_index=0,
-            variation=task.variation,
-            path=final.name,
-            bytes=final.stat().st_size,
-            duration_s=task.expected_duration_s,
-        )
-        results.append(complete_result(bare, final, task, argv))
-    measure_wall, measure_cpu = time.perf_counter() - started, time.process_time() - cpu
-
-    started, cpu = time.perf_counter(), time.process_time()
     results = with_siblings(results)
     entries = [
         OutputEntry.of(r, str(source.path), t.recipe) for r, t in zip(results, tasks, strict=True)
     ]
     sheets, problems = write_sheets(job_dir, [str(source.path)], [source.path.stem], entries)
-    sheet_wall, sheet_cpu = time.perf_counter() - started, time.process_time() - cpu
     assert sheets and not problems, problems
+
+
+def _forget_source() -> None:
+    from varia.quality import _source_cached
+
+    _source_cached.cache_clear()
+
+
+async def _serial_round(root: Path, source: Clip, variations: int) -> dict[str, float]:
+    """Renders, then measuring and the sheet one after the other, each timed."""
+    job_dir = jobdir.open_job_dir(root, f"job-{source.path.stem}-{time.monotonic_ns()}")
+    tasks = tasks_for([source], variations, job_dir)
+    argvs = argvs_for(tasks)
+    cpu = _children_cpu()
+    render_wall = await run_plain(argvs, CONCURRENCY)
+    render_cpu = _children_cpu() - cpu
+    _forget_source()
+
+    started, cpu = time.perf_counter(), _cpu()
+    results = [_measure(task, argv, job_dir) for task, argv in zip(tasks, argvs, strict=True)]
+    measure_wall, measure_cpu = time.perf_counter() - started, _cpu() - cpu
+
+    started, cpu = time.perf_counter(), _cpu()
+    _sheet(job_dir, source, tasks, results)
+    sheet_wall, sheet_cpu = time.perf_counter() - started, _cpu() - cpu
     shutil.rmtree(job_dir)
     return {
         "render_wall": render_wall,
@@ -99,32 +132,73 @@ async def _one_round(root: Path, shape: dict[str, Any], variations: int) -> dict
     }
 
 
+async def _job_round(root: Path, source: Clip, variations: int) -> float:
+    """The job's wall with measuring where the activity does it: each slot renders, then
+    measures its output in a thread; the sheet after the last."""
+    job_dir = jobdir.open_job_dir(root, f"job-{source.path.stem}-{time.monotonic_ns()}")
+    tasks = tasks_for([source], variations, job_dir)
+    argvs = argvs_for(tasks)
+    _forget_source()
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def render_and_measure(task: RenderTask, argv: list[str]) -> RenderResult:
+        async with gate:
+            await _run_one(argv)
+            return await asyncio.to_thread(_measure, task, argv, job_dir)
+
+    started = time.monotonic()
+    async with asyncio.TaskGroup() as group:
+        running = [
+            group.create_task(render_and_measure(t, a)) for t, a in zip(tasks, argvs, strict=True)
+        ]
+    await asyncio.to_thread(_sheet, job_dir, source, tasks, [r.result() for r in running])
+    wall = time.monotonic() - started
+    shutil.rmtree(job_dir)
+    return wall
+
+
+SHAPES: list[dict[str, Any]] = [
+    {"name": "short", "seconds": 4.0, "size": "640x360", "variations": 8},
+    {"name": "medium", "seconds": 12.0, "size": "1280x720", "variations": 6},
+]
+
+
 async def run(ctx: Context) -> Report:
-    """Each shape: `rounds` rounds of render, then measure and sheet; medians of the ratios."""
-    shapes = [
-        {"name": "short", "seconds": 4.0, "size": "640x360", "variations": 8},
-        {"name": "medium", "seconds": 12.0, "size": "1280x720", "variations": 6},
-    ]
+    """Each shape: `rounds` rounds of (plain renders then measure and sheet; renders measured
+    in the job); medians of the ratios."""
     rounds = 1 if ctx.quick else 3
     imports = _import_cost()
     figures: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="varia-bench-quality-") as tmp:
         root = Path(tmp)
-        for shape in shapes:
+        for shape in SHAPES:
             variations = 4 if ctx.quick else int(shape["variations"])
-            samples = [await _one_round(root, shape, variations) for _ in range(rounds)]
+            source = clip(
+                root / "clips", shape["name"], seconds=shape["seconds"], size=shape["size"]
+            )
+            samples = []
+            for _ in range(rounds):
+                sample = await _serial_round(root, source, variations)
+                sample["job_wall"] = await _job_round(root, source, variations)
+                samples.append(sample)
             added_cpu = [(s["measure_cpu"] + s["sheet_cpu"]) / s["render_cpu"] for s in samples]
-            added_wall = [(s["measure_wall"] + s["sheet_wall"]) / s["render_wall"] for s in samples]
+            serial = [
+                (s["measure_wall"] / CONCURRENCY + s["sheet_wall"]) / s["render_wall"]
+                for s in samples
+            ]
+            in_job = [s["job_wall"] / s["render_wall"] - 1 for s in samples]
             figures.append(
                 {
                     "shape": f"{variations} x {shape['seconds']:g} s {shape['size']}",
                     "rounds": samples,
                     "cpu_ratio": statistics.median(added_cpu),
-                    "wall_ratio": statistics.median(added_wall),
-                    "measure_ms_per_output": statistics.median(
-                        1000 * s["measure_wall"] / variations for s in samples
+                    "wall_ratio": statistics.median(serial),
+                    "job_wall_ratio": statistics.median(in_job),
+                    "measure_cpu_ms_per_output": statistics.median(
+                        1000 * s["measure_cpu"] / variations for s in samples
                     ),
-                    "sheet_ms": statistics.median(1000 * s["sheet_wall"] for s in samples),
+                    "sheet_cpu_ms": statistics.median(1000 * s["sheet_cpu"] for s in samples),
+                    "render_cpu_s": statistics.median(s["render_cpu"] for s in samples),
                     "render_wall_s": statistics.median(s["render_wall"] for s in samples),
                 }
             )
@@ -134,17 +208,44 @@ async def run(ctx: Context) -> Report:
         report.rows.append(
             Row(
                 f"{fig['shape']}, concurrency {CONCURRENCY}: added CPU / FFmpeg CPU; "
-                "added wall / job render wall",
+                "added wall (serial bound) / render wall",
                 f"{100 * fig['cpu_ratio']:.1f} %; {100 * fig['wall_ratio']:.1f} % "
-                f"({fig['measure_ms_per_output']:.0f} ms per output, sheet {fig['sheet_ms']:.0f}"
-                f" ms, renders {fig['render_wall_s']:.2f} s)",
+                f"({fig['measure_cpu_ms_per_output']:.0f} ms CPU per output, sheet "
+                f"{fig['sheet_cpu_ms']:.0f} ms CPU, renders {fig['render_cpu_s']:.2f} s CPU / "
+                f"{fig['render_wall_s']:.2f} s wall)",
                 "≤ 5 %",
                 worst <= TARGET,
+            )
+        )
+        report.rows.append(
+            Row(
+                f"{fig['shape']}: job wall with measuring in the slots + sheet / plain renders",
+                f"{100 * fig['job_wall_ratio']:+.1f} % (difference of two walls: noisy)",
             )
         )
     report.rows.append(Row("one-off import of numpy, Pillow, imagehash/scipy", f"{imports:.2f} s"))
     report.data = {"shapes": figures, "import_s": imports, "rounds": rounds}
     return report
+
+
+async def _rounds(name: str, rounds: int) -> None:
+    """Print each round of one shape (a quick look between full runs)."""
+    shape = next(s for s in SHAPES if s["name"] == name)
+    print(f"one-off imports {_import_cost():.2f} s (not counted)")
+    with tempfile.TemporaryDirectory(prefix="varia-bench-quality-") as tmp:
+        root = Path(tmp)
+        source = clip(root / "clips", name, seconds=shape["seconds"], size=shape["size"])
+        for _ in range(rounds):
+            s = await _serial_round(root, source, shape["variations"])
+            s["job_wall"] = await _job_round(root, source, shape["variations"])
+            cpu = (s["measure_cpu"] + s["sheet_cpu"]) / s["render_cpu"]
+            serial = (s["measure_wall"] / CONCURRENCY + s["sheet_wall"]) / s["render_wall"]
+            in_job = s["job_wall"] / s["render_wall"] - 1
+            print(
+                f"CPU {100 * cpu:.1f} %; wall, serial bound {100 * serial:.1f} %, in the job "
+                f"{100 * in_job:+.1f} %; load {os.getloadavg()[0]:.1f}",
+                {k: round(v, 3) for k, v in s.items()},
+            )
 
 
 def chart(report: Report, path: Path) -> None:
@@ -162,3 +263,10 @@ def chart(report: Report, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+if __name__ == "__main__":  # python -m benchmarks.quality [short|medium] [rounds]
+    import sys
+
+    shape_name = sys.argv[1] if len(sys.argv) > 1 else "short"
+    asyncio.run(_rounds(shape_name, int(sys.argv[2]) if len(sys.argv) > 2 else 3))

@@ -132,13 +132,17 @@ async def _sample_progress(
 
 
 def _manifest_check(job_dir: Path, total: int, decode_sample: int) -> dict[str, Any]:
-    """The manifest against the disk; a seeded sample of outputs must pass `check_output`."""
+    """The manifest against the disk (outputs; the contact sheets it lists are varia's own);
+    a seeded sample of outputs must pass `check_output`."""
     manifest = json.loads((job_dir / names.MANIFEST_NAME).read_text())
     listed = {o["path"] for o in manifest["outputs"]}
+    sheets = {s["path"] for s in manifest.get("sheets") or []}
     on_disk = {
         e.name
         for e in os.scandir(job_dir)
-        if e.name != names.MANIFEST_NAME and not e.name.startswith(names.OWN_PREFIX)
+        if e.name != names.MANIFEST_NAME
+        and not e.name.startswith(names.OWN_PREFIX)
+        and e.name not in sheets
     }
     rng = random.Random(1)
     sample = rng.sample(manifest["outputs"], min(decode_sample, len(manifest["outputs"])))
@@ -155,6 +159,7 @@ def _manifest_check(job_dir: Path, total: int, decode_sample: int) -> dict[str, 
         "disk_matches_manifest": listed == on_disk,
         "decoded_sample": len(sample),
         "sample_failures": bad,
+        "sheets": sorted(sheets),
         "manifest_bytes": (job_dir / names.MANIFEST_NAME).stat().st_size,
         "expected": total,
     }

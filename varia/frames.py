@@ -2,7 +2,8 @@
 
 A frame "at t" is the first frame whose timestamp (from the stream's start) is at or after t,
 less half a frame. varia's own outputs have a keyframe at every sample time (see
-`varia.sampling`), so each sample decodes one frame; a source decodes from the keyframe before.
+`varia.sampling`), so each sample decodes that one packet alone (`_keyframe_alone`); a source
+decodes from the keyframe before.
 All functions block (PyAV decodes in C): activities call them in a thread.
 """
 
@@ -46,8 +47,15 @@ def _open(path: str, source: bool) -> av.container.InputContainer:
         raise FrameError(f"{path!r} is not one single media file ({err})") from None
 
 
-def frames_at(path: str, times_s: Sequence[float], *, source: bool = False) -> list[av.VideoFrame]:
-    """Decode the frame at each of `times_s` (seconds from the stream's start), in order.
+def frames_at(
+    path: str,
+    times_s: Sequence[float] = (),
+    *,
+    fractions: Sequence[float] = (),
+    source: bool = False,
+) -> list[av.VideoFrame]:
+    """Decode the frame at each of `times_s` (seconds from the stream's start), in order; or, with
+    `fractions`, at those fractions of the stream's duration (one opening of the file for both).
 
     `source`: the file is a job's input, opened only as one single file of an allowed format.
     """
@@ -60,6 +68,9 @@ def frames_at(path: str, times_s: Sequence[float], *, source: bool = False) -> l
             if base is None:
                 raise FrameError(f"{path!r}: the video stream has no time base")
             start = float(stream.start_time * base) if stream.start_time else 0.0
+            if fractions:
+                length = _duration(container, path)
+                times_s = [fraction * length for fraction in fractions]
             return [_frame_at(container, stream, start + t, frame_s, path) for t in times_s]
     except (av.error.FFmpegError, OSError, IndexError) as err:
         raise FrameError(f"{path!r}: {err}") from err
@@ -74,7 +85,12 @@ def _frame_at(
 ) -> av.VideoFrame:
     assert stream.time_base is not None
     # A forced keyframe sits on the first frame at or after `at_s`: seek a frame further.
-    container.seek(int((at_s + frame_s) / stream.time_base), stream=stream, backward=True)
+    target = int((at_s + frame_s) / stream.time_base)
+    container.seek(target, stream=stream, backward=True)
+    frame = _keyframe_alone(container, stream, at_s, frame_s)
+    if frame is not None:
+        return frame
+    container.seek(target, stream=stream, backward=True)
     last = None
     for frame in container.decode(stream):
         if frame.time is None:
@@ -85,6 +101,30 @@ def _frame_at(
     if last is None:
         raise FrameError(f"{path!r}: no frame decodes at {at_s:.3f}s")
     return last  # past the end: the last frame
+
+
+def _keyframe_alone(
+    container: av.container.InputContainer, stream: av.VideoStream, at_s: float, frame_s: float
+) -> av.VideoFrame | None:
+    """The frame at `at_s` when the seek landed on a keyframe that is that frame, else None.
+
+    Decoding from that keyframe would return it first (it is at or after `at_s` less half a
+    frame, and a closed group of pictures shows nothing before it), so that one packet is
+    decoded and drained: the decoder does not decode the next frames to fill its reordering
+    delay. varia's outputs have such a keyframe at every sample time; other files fall back.
+    """
+    assert stream.time_base is not None
+    packets = ((p, p.pts) for p in container.demux(stream) if p.pts is not None and p.size)
+    key, key_pts = next(packets, (None, 0))
+    if key is None or not key.is_keyframe or float(key_pts * stream.time_base) < at_s - frame_s / 2:
+        return None
+    _, after_pts = next(packets, (None, key_pts))
+    if after_pts < key_pts:  # an open group of pictures: leading frames come before it
+        return None
+    codec = stream.codec_context
+    frames = codec.decode(key) + codec.decode(None)
+    codec.flush_buffers()
+    return frames[0] if len(frames) == 1 else None
 
 
 def luma(frame: av.VideoFrame, width: int = METRIC_WIDTH) -> np.ndarray:
@@ -127,32 +167,53 @@ def scale_luma(plane: np.ndarray, width: int = METRIC_WIDTH) -> np.ndarray:
     return luma(av.VideoFrame.from_ndarray(np.ascontiguousarray(plane), format="gray"), width)
 
 
+def scaled_rgb(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
+    """The frame as RGB, scaled to fit `width` x `height` (aspect kept, area average)."""
+    scale = min(width / frame.width, height / frame.height)
+    w, h = max(2, int(frame.width * scale)), max(2, int(frame.height * scale))
+    return _reformatter("thumbnail").reformat(
+        frame, width=w, height=h, format="rgb24", interpolation="AREA", threads=SWS_THREADS
+    )
+
+
 def thumbnail(frame: av.VideoFrame, width: int, height: int) -> Image.Image:
     """The frame as an RGB picture of exactly `width` x `height` (letterboxed if needed)."""
     from PIL import Image
 
-    scale = min(width / frame.width, height / frame.height)
-    w, h = max(2, int(frame.width * scale)), max(2, int(frame.height * scale))
-    scaled = _reformatter("thumbnail").reformat(
-        frame, width=w, height=h, format="rgb24", interpolation="AREA", threads=SWS_THREADS
-    )
+    scaled = scaled_rgb(frame, width, height)
     picture: Image.Image = scaled.to_image()  # type: ignore[no-untyped-call]
-    if (w, h) == (width, height):
+    if (scaled.width, scaled.height) == (width, height):
         return picture
     canvas = Image.new("RGB", (width, height), (0, 0, 0))
-    canvas.paste(picture, ((width - w) // 2, (height - h) // 2))
+    canvas.paste(picture, ((width - scaled.width) // 2, (height - scaled.height) // 2))
     return canvas
+
+
+def png_bytes(frame: av.VideoFrame) -> bytes:
+    """An RGB frame as PNG bytes: FFmpeg's encoder, `up` prediction, fast deflate (lossless;
+    half the CPU of Pillow's adaptive filtering at its fastest level). No threads of its own
+    (see `SWS_THREADS`)."""
+    codec = av.CodecContext.create("png", "w")
+    codec.width, codec.height, codec.pix_fmt = frame.width, frame.height, "rgb24"
+    codec.thread_count = 1
+    codec.options = {"pred": "up", "compression_level": "1"}
+    rgb = frame if frame.format.name == "rgb24" else frame.reformat(format="rgb24", threads=1)
+    return b"".join(bytes(packet) for packet in codec.encode(rgb) + codec.encode(None))
 
 
 def duration_s(path: str, *, source: bool = False) -> float:
     """The video stream's duration in seconds (container's if the stream has none)."""
     try:
         with _open(path, source) as container:
-            stream = container.streams.video[0]
-            if stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-            if container.duration is not None:
-                return container.duration / av.time_base
+            return _duration(container, path)
     except (av.error.FFmpegError, OSError, IndexError) as err:
         raise FrameError(f"{path!r}: {err}") from err
+
+
+def _duration(container: av.container.InputContainer, path: str) -> float:
+    stream = container.streams.video[0]
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
     raise FrameError(f"{path!r}: no duration")

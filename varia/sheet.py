@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import logging
 import math
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from varia import names
-from varia.frames import FrameError, duration_s, frames_at, thumbnail
+from varia.frames import FrameError, frames_at, png_bytes, scaled_rgb, thumbnail
 from varia.models import OutputEntry, SheetEntry
 from varia.recipes import recipe_summary
 from varia.sampling import SHEET_POSITION
@@ -66,7 +65,7 @@ def save_cell(frame: av.VideoFrame, path: Path) -> None:
     """Save the frame scaled to fit a cell (PNG, fast compression)."""
     scale = min(CELL_WIDTH / frame.width, MAX_THUMB_HEIGHT / frame.height, 1.0)
     width, height = max(2, int(frame.width * scale)), max(2, int(frame.height * scale))
-    thumbnail(frame, width, height).save(path, format="PNG", compress_level=1)
+    path.write_bytes(png_bytes(scaled_rgb(frame, width, height)))
 
 
 @dataclass(frozen=True)
@@ -184,14 +183,14 @@ def render_sheet(
         for entry in (e for e in outputs if e.input_index == index):
             frame = _output_picture(job_dir, entry)
             _cell(sheet, draw, font, next(corners), plan.thumb_height, frame, _output_label(entry))
-    buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue(), len(plan.cells)
+    import av
+
+    return png_bytes(av.VideoFrame.from_image(sheet)), len(plan.cells)  # type: ignore[no-untyped-call]
 
 
 def _source_frame(path: str) -> av.VideoFrame | None:
     try:
-        return frames_at(path, [SHEET_POSITION * duration_s(path, source=True)], source=True)[0]
+        return frames_at(path, fractions=[SHEET_POSITION], source=True)[0]
     except FrameError as err:
         log.warning("contact sheet: source %s: %s", path, err)
         return None
