@@ -23,10 +23,11 @@ from tests.helpers import wait_for
 from tests.test_cli import cli_env, varia
 from varia import names
 from varia.client.jobs import Jobs
+from varia.clips import make_clip
 from varia.config import Settings
 from varia.models import JobRequest, Progress
 from varia.percent import PROGRESS_STEPS, next_step, weighted_percent
-from varia.search_attributes import VARIA_PERCENT
+from varia.search_attributes import VARIA_COMPLETED, VARIA_PERCENT
 from varia.worker import build_worker
 
 fractions = st.lists(st.floats(0.0, 1.0), max_size=8)
@@ -151,3 +152,27 @@ async def test_short_renders_send_no_progress_signals(
         if event.HasField("workflow_execution_signaled_event_attributes")
     ]
     assert signals == []  # a 2 s clip renders in far less than VARIA_PROGRESS_MIN_RENDER
+
+
+async def test_a_big_job_upserts_its_percent_at_whole_percents(
+    client: Client, worker: Worker, settings: Settings, tmp_path: Path, job_id: str
+) -> None:
+    """300 variations: VariaCompleted/VariaPercent move when the whole percent does (at most
+    100 times, plus the state changes), not after every workflow task that collected a render
+    (about 0.7 per variation: ~210 upserts, each a history event)."""
+    tiny = make_clip(tmp_path / "tiny.mp4", seconds=0.3, size="64x64", audio=False)
+    request = JobRequest(
+        inputs=[str(tiny)], variations=300, output_dir=str(tmp_path / "out"), chunk_size=1000
+    )
+    handle = await Jobs(client, settings).start_handle(request, job_id)
+    assert (await handle.result()).completed == 300
+    upserts = [
+        event
+        async for event in handle.fetch_history_events()
+        if event.HasField("upsert_workflow_search_attributes_event_attributes")
+        and VARIA_COMPLETED.name
+        in event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    ]
+    assert 0 < len(upserts) <= 100 + 5, len(upserts)
+    attributes = (await handle.describe()).typed_search_attributes
+    assert (attributes.get(VARIA_COMPLETED), attributes.get(VARIA_PERCENT)) == (300, 100.0)

@@ -90,6 +90,10 @@ KEEP_EARLY_DRAIN = "keep-early-drain"
 """Patch: a drain accepted before `run()` survives `_resume` (only runs where it happened
 record the marker; older histories of such a run replay their old path)."""
 PUSH_CANCEL_PATCH = "push-cancel"
+PERCENT_STEPS_PATCH = "percent-steps"
+"""Runs recorded before it upsert VariaCompleted/VariaPercent after every finished render; newer
+runs only when the whole percent moves (a 10,000-variation job: about 100 upserts, not one per
+workflow task, each an event in its history)."""
 """Runs recorded before pushed cancels replay without them (`workflow.patched`)."""
 
 
@@ -117,6 +121,7 @@ class VariationJob:
         self._outcome_lines: list[str] = []  # contact sheet and quality, once cleanup ran
         self._fractions: dict[tuple[int, int], float] = {}  # running renders' coarse progress
         self._percent_on = False  # patch "varia-percent": fractions, VariaPercent, more upserts
+        self._upserted_percent = -1.0  # the VariaPercent last upserted (patch "percent-steps")
         self._pace: tuple[float, float] | None = None  # (percent, time) the ETA is measured from
         self._result: JobResult | None = None
         self._paused = False
@@ -511,10 +516,19 @@ class VariationJob:
             outcome = "completed"
             self._results.append(result)
             self._completed += 1
-        if self._percent_on:
+        if self._percent_on and self._percent_upsert_due():
             self._upsert_search_attributes()
         self._update_details()
         return outcome
+
+    def _percent_upsert_due(self) -> bool:
+        """Whether a finished render moves the search attributes: always in runs recorded before
+        patch "percent-steps"; after it, when the whole percent changes or the last one ends.
+        The `progress` query stays exact; the attributes lag it by less than 1 %."""
+        if not workflow.patched(PERCENT_STEPS_PATCH):
+            return True
+        finished = self._completed + self._failed
+        return finished >= self._total or int(self._percent()) != int(self._upserted_percent)
 
     # ---- continue-as-new -------------------------------------------------------------
 
@@ -611,6 +625,8 @@ class VariationJob:
         )
         if values and changed(values, workflow.info().typed_search_attributes):
             workflow.upsert_search_attributes(values)
+            if self._percent_on:
+                self._upserted_percent = self._percent()
 
     def _percent(self) -> float:
         """The weighted percent: finished variations plus the running ones' fractions."""
