@@ -157,15 +157,15 @@ async def test_short_renders_send_no_progress_signals(
 async def test_a_big_job_upserts_its_percent_at_whole_percents(
     client: Client, worker: Worker, settings: Settings, tmp_path: Path, job_id: str
 ) -> None:
-    """300 variations: VariaCompleted/VariaPercent move when the whole percent does (at most
+    """200 variations: VariaCompleted/VariaPercent move when the whole percent does (at most
     100 times, plus the state changes), not after every workflow task that collected a render
-    (about 0.7 per variation: ~210 upserts, each a history event)."""
+    (the old path: one per render, 200 upserts, each a history event)."""
     tiny = make_clip(tmp_path / "tiny.mp4", seconds=0.3, size="64x64", audio=False)
     request = JobRequest(
-        inputs=[str(tiny)], variations=300, output_dir=str(tmp_path / "out"), chunk_size=1000
+        inputs=[str(tiny)], variations=200, output_dir=str(tmp_path / "out"), chunk_size=1000
     )
     handle = await Jobs(client, settings).start_handle(request, job_id)
-    assert (await handle.result()).completed == 300
+    assert (await handle.result()).completed == 200
     upserts = [
         event
         async for event in handle.fetch_history_events()
@@ -175,4 +175,4 @@ async def test_a_big_job_upserts_its_percent_at_whole_percents(
     ]
     assert 0 < len(upserts) <= 100 + 5, len(upserts)
     attributes = (await handle.describe()).typed_search_attributes
-    assert (attributes.get(VARIA_COMPLETED), attributes.get(VARIA_PERCENT)) == (300, 100.0)
+    assert (attributes.get(VARIA_COMPLETED), attributes.get(VARIA_PERCENT)) == (200, 100.0)
