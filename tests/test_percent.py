@@ -8,14 +8,16 @@ import asyncio
 import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
@@ -146,11 +148,7 @@ async def test_short_renders_send_no_progress_signals(
     request = JobRequest(inputs=[str(clips.short)], variations=2, output_dir=str(out_dir))
     handle = await Jobs(client, settings).start_handle(request, job_id)
     assert (await handle.result()).completed == 2
-    signals = [
-        event
-        async for event in handle.fetch_history_events()
-        if event.HasField("workflow_execution_signaled_event_attributes")
-    ]
+    signals = await _events(handle, "workflow_execution_signaled_event_attributes")
     assert signals == []  # a 2 s clip renders in far less than VARIA_PROGRESS_MIN_RENDER
 
 
@@ -168,11 +166,15 @@ async def test_a_big_job_upserts_its_percent_at_whole_percents(
     assert (await handle.result()).completed == 200
     upserts = [
         event
-        async for event in handle.fetch_history_events()
-        if event.HasField("upsert_workflow_search_attributes_event_attributes")
-        and VARIA_COMPLETED.name
+        for event in await _events(handle, "upsert_workflow_search_attributes_event_attributes")
+        if VARIA_COMPLETED.name
         in event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
     ]
     assert 0 < len(upserts) <= 100 + 5, len(upserts)
     attributes = (await handle.describe()).typed_search_attributes
     assert (attributes.get(VARIA_COMPLETED), attributes.get(VARIA_PERCENT)) == (200, 100.0)
+
+
+async def _events(handle: WorkflowHandle[Any, Any], attributes: str) -> list[HistoryEvent]:
+    """The events of the job's history that carry `attributes`."""
+    return [event async for event in handle.fetch_history_events() if event.HasField(attributes)]
