@@ -59,6 +59,7 @@ async def test_demo_renders_and_prints_a_command_that_reopens_its_job(tmp_path: 
     rendered = rendered_outputs(text)
     assert len(rendered) == 2 and all(path.is_absolute() and path.is_file() for path in rendered)
     assert "started eagerly in this process" in text  # its worker runs in the demo's process
+    assert "no worker polls" not in text  # it waits for its own worker's first poll
     assert processes_mentioning(str(tmp_path)) == []  # server and FFmpeg are gone
 
     job_dir = str(rendered[0].parent)

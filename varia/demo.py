@@ -89,6 +89,7 @@ async def run_demo(
             console.print(f"  job {job_id}: {server.ui_url}{path}", soft_wrap=True)
             if started_eagerly(handle):
                 console.print("  (started eagerly in this process)")
+            await _until_polled(jobs, settings.task_queue)
             await follow(jobs, job_id, console)
             result = await jobs.result(job_id)
             console.print(f"[green]done[/]: {result.completed}/{result.total} variations")
@@ -143,3 +144,12 @@ async def enter_or_ctrl_c() -> None:
     finally:
         loop.remove_reader(fd)
         loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _until_polled(jobs: Jobs, task_queue: str, deadline_s: float = 10.0) -> None:
+    """Wait (bounded) until the server has seen this process's worker poll, so the first
+    status line does not say that no worker polls the demo's queue."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + deadline_s
+    while not await jobs.has_workers(task_queue) and loop.time() < until:
+        await asyncio.sleep(0.05)
