@@ -4,6 +4,9 @@ Measures wall time, history events per variation (all runs of the workflow id), 
 run's history, worker and server RSS over time, checks the `progress` query against the job
 directory every second, checks the final manifest against the disk, and cancels a second big
 job in its second run.
+
+`BENCH_SCALE_VARIATIONS=<n>` runs jobs of `n` variations instead (e.g. 1000, to iterate; the
+figures per variation compare, the RSS growth needs a few runs to mean anything).
 """
 
 from __future__ import annotations
@@ -167,7 +170,7 @@ def _manifest_check(job_dir: Path, total: int, decode_sample: int) -> dict[str, 
 
 async def run(ctx: Context) -> Report:
     """Run the big job to the end, then cancel a second one in its second run."""
-    total = 600 if ctx.quick else 10_000
+    total = int(os.environ.get("BENCH_SCALE_VARIATIONS") or (600 if ctx.quick else 10_000))
     async with Stack(NAME) as stack:
         worker = await stack.start_worker(max_renders=CONCURRENCY)
         tiny = clip(stack.root / "clips", "tiny", seconds=0.2, size="64x64", audio=False)
@@ -286,7 +289,10 @@ def _report(
             f"{len(timings['wft_run']) / total:.2f}; {fmt_s(med['wft_run'])}; "
             f"{fmt_s(med['wft_wait'])}",
         ),
-        Row("history events per variation (all runs)", f"{sum(events) / total:.2f}"),
+        Row(
+            "history per variation (all runs): events; bytes",
+            f"{sum(events) / total:.2f}; {sum(sizes) / total:,.0f}",
+        ),
         Row(
             "largest run history: events; bytes",
             f"{max(events):,}; {max(sizes) / 1024:.0f} KiB",
