@@ -10,7 +10,7 @@ Per shape, each round:
   (d) and, for comparison, the `overhead` benchmark's method on the same shape: the client's
       wall time with its FFmpeg watch polling /proc, against its plain asyncio pool.
 The order of (b) to (d) alternates between rounds, and the shapes are interleaved round by round.
-`BENCH_SHAPES=medium,short` and `BENCH_ROUNDS=n` (default 3) narrow a spot check.
+`BENCH_SHAPES=medium,short` and `BENCH_ROUNDS=n` (default 3; 1 with --quick) narrow a spot check.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ KINDS = ("varia", "raw", "watched_varia", "watched_plain")
 
 async def run(ctx: Context) -> Report:
     """Interleaved rounds of (a) to (d) per shape; rows per shape, both methods side by side."""
-    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))  # spot checks may ask for fewer
+    # spot checks may ask for fewer; the quick profile only shows that it all works
+    rounds = int(os.environ.get("BENCH_ROUNDS", "1" if ctx.quick else "3"))
     names = ["short", "demo"] if ctx.quick else list(SHAPES)
     names = [n for n in os.environ.get("BENCH_SHAPES", ",".join(names)).split(",") if n]
     series: dict[str, dict[str, Any]] = {name: {"rounds": []} for name in names}
