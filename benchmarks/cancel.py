@@ -252,7 +252,7 @@ async def run(ctx: Context) -> Report:
 
     Then the same at other heartbeat throttle caps, to show what the cap costs in latency.
     """
-    count, idle_count = (6, 4) if ctx.quick else (TARGET_CANCELS, TARGET_CANCELS)
+    count, idle_count = (4, 2) if ctx.quick else (TARGET_CANCELS, TARGET_CANCELS)
     sweep_configs = {} if ctx.quick else SWEEP
     rng = random.Random(5)
     async with Stack(NAME) as stack:
