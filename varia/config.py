@@ -217,7 +217,7 @@ class Settings(BaseSettings):
         "Temporal Web UI base URL; default: the gRPC host, port + 1000 (dev server).",
     )
     progress_min_render_s: float = setting(
-        10.0,
+        30.0,
         "VARIA_PROGRESS_MIN_RENDER",
         "Renders projected to last this many seconds report 25/50/75 % to the job.",
         ge=0,
