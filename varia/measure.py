@@ -14,10 +14,11 @@ log = logging.getLogger("varia.measure")
 
 
 def complete_result(
-    result: RenderResult, final: Path, task: RenderTask, argv: list[str]
+    result: RenderResult, final: Path, task: RenderTask, argv: list[str], read: Path | None = None
 ) -> RenderResult:
     """The result with its record and quality filled in (blocking: run it in a thread).
 
+    `read` is where the output's bytes are now, if not yet at `final` (before its rename).
     A measurement that fails leaves `quality` empty (logged); the output is still kept.
     """
     import av.error
@@ -29,7 +30,11 @@ def complete_result(
     cell = final.parent / sheet.cell_name(final.name) if shown else None
     try:
         measured = quality.measure(
-            task.media.path, task.media.duration_s, str(final), task.expected_duration_s, cell
+            task.media.path,
+            task.media.duration_s,
+            str(read or final),
+            task.expected_duration_s,
+            cell,
         )
     except (FrameError, av.error.FFmpegError, OSError, ValueError, KeyError) as err:
         log.warning("could not measure %s: %s", final, err)
@@ -38,7 +43,7 @@ def complete_result(
         update={
             "recipe": task.recipe,
             "quality": measured,
-            "sha256": sha256_of(final),
+            "sha256": sha256_of(read or final),
             "ffmpeg": ffmpeg_build(argv[0]),
             "varia_version": VARIA_VERSION,
             "argv": argv,

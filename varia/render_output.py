@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from temporalio import activity
@@ -58,23 +58,38 @@ async def commit_output(temp: Path, final: Path, task: RenderTask, argv: list[st
 
 
 def _check_and_rename(temp: Path, final: Path, task: RenderTask, argv: list[str]) -> RenderResult:
-    """Check the output while its data goes to disk (the flush waits on the disk, the check on
-    the CPU; `jobdir.commit_output`'s own fsync then has little left to do), then commit it."""
-    with ThreadPoolExecutor(1, thread_name_prefix="varia-flush") as pool:
+    """Check the output while its data goes to disk and while it is measured and hashed (the
+    flush waits on the disk; check, measure and hash only read the file, on two cores), then
+    commit it: the rename follows the check and `jobdir.commit_output`'s fsync."""
+    with ThreadPoolExecutor(2, thread_name_prefix="varia-tail") as pool:
         pool.submit(_flush, temp)
+        recording = pool.submit(
+            complete_result, _result_for(final, temp, task, 0.0), final, task, argv, temp
+        )
         try:
             duration = media.check_output(
                 str(temp), task.expected_duration_s, task.duration_tolerance_s
             )
         except media.MediaError as err:
+            wait([recording])
+            _discard_cell(final)
             raise ApplicationError(
                 f"{task.media.path} variation {task.variation}: {err}", type=errors.OUTPUT_INVALID
             ) from None
+        recorded = recording.result()
     try:
         jobdir.commit_output(temp, final)
     except OSError as err:
         raise errors.write_failure(str(final), err) or err from None
-    return complete_result(_result_for(final, task, duration), final, task, argv)
+    return recorded.model_copy(update={"duration_s": round(duration, 3)})
+
+
+def _discard_cell(final: Path) -> None:
+    """Remove the sheet frame measuring saved for an output that failed its check."""
+    from varia import sheet
+
+    with contextlib.suppress(FileNotFoundError):
+        (final.parent / sheet.cell_name(final.name)).unlink()
 
 
 def _flush(path: Path) -> None:
@@ -93,14 +108,15 @@ def already_rendered(final: Path, task: RenderTask, argv: list[str]) -> RenderRe
         )
     except media.MediaError:
         return None
-    return complete_result(_result_for(final, task, duration), final, task, argv)
+    return complete_result(_result_for(final, final, task, duration), final, task, argv)
 
 
-def _result_for(final: Path, task: RenderTask, duration: float) -> RenderResult:
+def _result_for(final: Path, now: Path, task: RenderTask, duration: float) -> RenderResult:
+    """The bare result of output `final`, whose bytes are at `now`."""
     return RenderResult(
         input_index=task.input_index,
         variation=task.variation,
         path=final.name,
-        bytes=final.stat().st_size,
+        bytes=now.stat().st_size,
         duration_s=round(duration, 3),
     )

@@ -19,6 +19,7 @@ from types import TracebackType
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from varia import code_cache
 from varia.activities import JobActivities
 from varia.client.connection import connect
 from varia.config import Settings, render_task_queue
@@ -128,7 +129,11 @@ def build_job_worker(
     identity: str | None = None,
     activities: JobActivities | None = None,
 ) -> Worker:
-    """The SDK worker of the job's own queue alone: the workflow and the light activities."""
+    """The SDK worker of the job's own queue alone: the workflow and the light activities.
+
+    The sandbox imports the workflow module for every run: `code_cache` compiles it once.
+    """
+    code_cache.install()
     activities = activities or JobActivities(settings)
     return Worker(
         client,
