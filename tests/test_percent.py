@@ -17,7 +17,12 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
@@ -100,6 +105,14 @@ async def test_percent_is_the_same_in_query_details_attribute_and_cli(
 
     async def snapshot() -> tuple[float, float | None, str, float, float | None] | None:
         """All four views between two equal query answers (no step arrived in between)."""
+        try:
+            return await views()
+        except WorkflowQueryFailedError as err:
+            if "TMPRL1101" not in str(err):
+                raise
+            return None  # on a starved box a workflow task outlasted the SDK's 2 s deadlock check
+
+    async def views() -> tuple[float, float | None, str, float, float | None] | None:
         before = await query()
         if not 50.0 < before < 100.0:
             return None
@@ -117,7 +130,7 @@ async def test_percent_is_the_same_in_query_details_attribute_and_cli(
 
     # the short clip is done (50 %) and the long one has reported a step: 62.5, 75 or 87.5 %
     percent, attribute, details, cli, listed = await wait_for(
-        snapshot, timeout_s=90, what="a stable percent between 50 and 100"
+        snapshot, timeout_s=180, what="a stable percent between 50 and 100"
     )
     assert percent in (62.5, 75.0, 87.5)
     assert attribute == percent
