@@ -3,11 +3,12 @@ arrives through the heartbeat path when that push is lost or off."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 
 from tests.conftest import Clips
@@ -18,10 +19,11 @@ from tests.helpers import (
     start_by_name,
     wait_for,
 )
-from varia import names
+from varia import names, stops
 from varia.config import Settings
 from varia.errors import STOPPED_FOR_CANCEL
-from varia.models import JobRequest, JobResult
+from varia.ffmpeg import runner
+from varia.models import JobRequest, JobResult, StopRenders
 from varia.worker import build_worker
 
 Handle = WorkflowHandle[Any, JobResult]
@@ -134,3 +136,49 @@ async def test_cancel_arrives_with_push_turned_off(
         events = await _cancel_and_check(handle, out_dir / job_id)
     assert _activity_events(events, "SCHEDULED", names.STOP_RENDERS) == []
     assert len(_activity_events(events, "CANCELED", names.RENDER)) == 1
+
+
+async def test_a_cancel_in_a_renders_first_moments_is_still_pushed(
+    client: Client,
+    settings: Settings,
+    job_id: str,
+    clips: Clips,
+    out_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The render has started but not named its stop queue (FFmpeg not spawned yet) when the
+    workflow reads the queues: the cancel path reads again until it does, and pushes to it."""
+    may_spawn = asyncio.Event()
+    real_spawn, real_read = runner.spawn, stops._read_stop_queues
+
+    async def spawn_when_allowed(argv: list[str], **kwargs: Any) -> Any:
+        await may_spawn.wait()
+        return await real_spawn(argv, **kwargs)
+
+    async def read_then_allow(*args: Any) -> tuple[dict[str, list[str]], int]:
+        queues, unnamed = await real_read(*args)
+        if unnamed:
+            may_spawn.set()  # the cancel path saw the render unnamed: now it may start FFmpeg
+        return queues, unnamed
+
+    monkeypatch.setattr(runner, "spawn", spawn_when_allowed)
+    monkeypatch.setattr(stops, "_read_stop_queues", read_then_allow)
+    slow_beats = settings.model_copy(update={"heartbeat_throttle_s": 5.0})
+    async with build_worker(client, slow_beats) as worker:
+        assert worker.stop is not None
+        request = _request(clips, out_dir)
+        handle = await start_by_name(
+            client, slow_beats.task_queue, job_id, request.inputs, 1, request.output_dir
+        )
+
+        async def render_started() -> bool:
+            pending = (await handle.describe()).raw_description.pending_activities
+            started = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+            return any(p.activity_type.name == names.RENDER and p.state == started for p in pending)
+
+        await wait_for(render_started, what="the render to start (its FFmpeg held back)")
+        events = await _cancel_and_check(handle, out_dir / job_id)
+    [push] = _activity_events(events, "SCHEDULED", names.STOP_RENDERS)
+    assert push.task_queue.name == worker.stop.task_queue
+    [aimed] = await client.data_converter.decode(push.input.payloads, [StopRenders])
+    assert aimed.activity_ids == [names.render_activity_id(0, 0)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -69,18 +70,51 @@ class RenderRegistry:
         return len(self._running)
 
 
-async def render_stop_queues(client: Client, workflow_id: str, run_id: str) -> dict[str, list[str]]:
+UNNAMED_WAIT_S = 0.5
+"""How long the cancel path re-reads the run while a started render has not named its stop
+queue yet (it names it in the heartbeat it sends as FFmpeg starts, a few ms after its start)."""
+UNNAMED_POLL_S = 0.02
+
+
+async def render_stop_queues(
+    client: Client,
+    workflow_id: str,
+    run_id: str,
+    *,
+    wait_s: float = UNNAMED_WAIT_S,
+    poll_s: float = UNNAMED_POLL_S,
+) -> dict[str, list[str]]:
     """The stop queue of each pending render of a run, from its last heartbeat details:
-    {queue: [activity ids]}. Renders that named no queue (yet) are left to the fallback."""
+    {queue: [activity ids]}.
+
+    A render that started but has not named a queue yet (a cancel that lands in its first
+    milliseconds) is waited for, re-reading the run every `poll_s` for up to `wait_s`; one
+    that names none by then (a worker with pushes off) is left to the heartbeat fallback.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        queues, unnamed = await _read_stop_queues(client, workflow_id, run_id)
+        if not unnamed or time.monotonic() >= deadline:
+            return queues
+        await asyncio.sleep(poll_s)
+
+
+async def _read_stop_queues(
+    client: Client, workflow_id: str, run_id: str
+) -> tuple[dict[str, list[str]], int]:
+    """({queue: [activity ids]}, how many started renders named no queue) of one describe."""
     description = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
     queues: dict[str, list[str]] = {}
+    unnamed = 0
     for pending in description.raw_description.pending_activities:
         if pending.activity_type.name != RENDER_ACTIVITY or pending.state not in _PENDING:
             continue
         payloads = list(pending.heartbeat_details.payloads)
-        if not payloads:
-            continue
-        [details] = await client.data_converter.decode(payloads[-1:], [RenderHeartbeat])
-        if details.stop_queue:
+        details = None
+        if payloads:
+            [details] = await client.data_converter.decode(payloads[-1:], [RenderHeartbeat])
+        if details is not None and details.stop_queue:
             queues.setdefault(details.stop_queue, []).append(pending.activity_id)
-    return queues
+        else:
+            unnamed += 1
+    return queues, unnamed
