@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import resource
 import shlex
 import sys
 import time
@@ -14,6 +15,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import cast
 
+from rich.table import Table
+
+from benchmarks.budget import BUDGETS, LIMITS
 from benchmarks.report import (
     RESULTS_DIR,
     Context,
@@ -26,20 +30,7 @@ from benchmarks.report import (
 )
 from benchmarks.summary import write_summary
 
-BENCHMARKS = [
-    "overhead",
-    "independent",
-    "cancel",
-    "busy_cancel",
-    "start",
-    "throughput",
-    "scale",
-    "validation",
-    "nice",
-    "fairness",
-    "cli",
-    "quality",
-]
+BENCHMARKS = list(BUDGETS)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -74,6 +65,34 @@ async def _run_one(module: ModuleType, ctx: Context) -> Report:
     return report
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its reaped children (servers, workers and, through
+    them, FFmpeg): each benchmark stops what it started, so the difference is its own."""
+    me, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _print_times(spent: dict[str, tuple[float, float]], quick: bool) -> None:
+    """Each benchmark's wall and CPU time beside its budget, and the totals."""
+    table = Table(title=f"time per benchmark ({'quick' if quick else 'full'} profile)")
+    for column in ("benchmark", "wall, s", "CPU, s", "budget, s"):
+        table.add_column(column, justify="left" if column == "benchmark" else "right")
+    budgets = {name: BUDGETS[name].quick_s if quick else BUDGETS[name].full_s for name in spent}
+    for name, (wall, cpu) in spent.items():
+        over = "[red]" if wall > budgets[name] else ""
+        table.add_row(name, f"{over}{wall:.0f}", f"{cpu:.0f}", str(budgets[name]))
+    limit = LIMITS.quick_s if quick else LIMITS.full_s
+    table.add_row(
+        "total",
+        f"{sum(w for w, _ in spent.values()):.0f}",
+        f"{sum(c for _, c in spent.values()):.0f}",
+        f"{sum(budgets.values())} (limit {limit})",
+    )
+    console.print(table)
+
+
 async def _main(args: argparse.Namespace) -> int:
     names = [n for n in args.only.split(",") if n] or BENCHMARKS
     unknown = [n for n in names if n not in BENCHMARKS]
@@ -92,15 +111,18 @@ async def _main(args: argparse.Namespace) -> int:
                 )
         write_summary(ctx, 0.0)
         return 0
-    started, failed = time.monotonic(), []
+    started, failed, spent = time.monotonic(), [], {}
     for name in names:
         console.rule(f"[bold]{name}")
+        began, cpu = time.monotonic(), _cpu_s()
         try:
             await _run_one(importlib.import_module(f"benchmarks.{name}"), ctx)
         except Exception:
             failed.append(name)
             console.print(traceback.format_exc())
+        spent[name] = (time.monotonic() - began, _cpu_s() - cpu)
     write_summary(ctx, time.monotonic() - started)
+    _print_times(spent, ctx.quick)
     console.print(f"all done in {time.monotonic() - started:.0f} s; results in {results}")
     if failed:
         console.print(f"[red]failed: {', '.join(failed)}[/]")

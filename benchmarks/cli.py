@@ -30,7 +30,7 @@ def _time(argv: list[str], env: dict[str, str]) -> float:
 
 async def run(ctx: Context) -> Report:
     """Time every command N times, interleaved, on one completed job."""
-    runs = 5 if ctx.quick else 15
+    runs = 2 if ctx.quick else 7
     report = Report(NAME, f"CLI wall time, median of {runs} runs (interleaved)")
     async with Stack(NAME) as stack:
         worker = await stack.start_worker(max_renders=1)

@@ -25,8 +25,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s
 from varia import names
+from varia.client.jobs import Jobs
 from varia.config import Settings
-from varia.models import JobRequest, JobResult
+from varia.models import JobRequest
 from varia.server import DevServer
 from varia.worker import build_worker
 
@@ -94,6 +95,7 @@ async def trial(root: Path, source: Path, *, fair: bool) -> dict[str, Any]:
             VARIA_TASK_QUEUE=task_queue,
             VARIA_MAX_CONCURRENT_RENDERS=SLOTS,
         )
+        jobs = Jobs(client, settings)
         out = root / f"out-{fair}"
         out.mkdir(exist_ok=True)
         async with build_worker(client, settings):
@@ -104,13 +106,7 @@ async def trial(root: Path, source: Path, *, fair: bool) -> dict[str, Any]:
                 concurrency=BIG_CONCURRENCY,
                 threads=1,
             )
-            big = await client.start_workflow(
-                names.WORKFLOW_TYPE,
-                big_request,
-                id="big",
-                task_queue=task_queue,
-                result_type=JobResult,
-            )
+            big = await jobs.start_handle(big_request, "big")
             deadline = time.monotonic() + 120
             while await _waiting_renders(big) < BIG_CONCURRENCY - SLOTS - 2:
                 assert time.monotonic() < deadline, "the big job never filled the queue"
@@ -118,13 +114,7 @@ async def trial(root: Path, source: Path, *, fair: bool) -> dict[str, Any]:
             backlog = await _waiting_renders(big)
             small_request = big_request.model_copy(update={"variations": SMALL, "concurrency": 3})
             began = time.monotonic()
-            small = await client.start_workflow(
-                names.WORKFLOW_TYPE,
-                small_request,
-                id="small",
-                task_queue=task_queue,
-                result_type=JobResult,
-            )
+            small = await jobs.start_handle(small_request, "small")
             await small.result()
             small_s = time.monotonic() - began
             big_done_after = len([p for p in out.joinpath("big").iterdir() if p.suffix == ".mp4"])

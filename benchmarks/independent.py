@@ -10,7 +10,7 @@ Per shape, each round:
   (d) and, for comparison, the `overhead` benchmark's method on the same shape: the client's
       wall time with its FFmpeg watch polling /proc, against its plain asyncio pool.
 The order of (b) to (d) alternates between rounds, and the shapes are interleaved round by round.
-`BENCH_SHAPES=medium,short` and `BENCH_ROUNDS=n` (default 3) narrow a spot check.
+`BENCH_SHAPES=medium,short` and `BENCH_ROUNDS=n` (default 3; 1 with --quick) narrow a spot check.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ KINDS = ("varia", "raw", "watched_varia", "watched_plain")
 
 async def run(ctx: Context) -> Report:
     """Interleaved rounds of (a) to (d) per shape; rows per shape, both methods side by side."""
-    rounds = int(os.environ.get("BENCH_ROUNDS", "3"))  # spot checks may ask for fewer
+    # spot checks may ask for fewer; the quick profile only shows that it all works
+    rounds = int(os.environ.get("BENCH_ROUNDS", "1" if ctx.quick else "3"))
     names = ["short", "demo"] if ctx.quick else list(SHAPES)
     names = [n for n in os.environ.get("BENCH_SHAPES", ",".join(names)).split(",") if n]
     series: dict[str, dict[str, Any]] = {name: {"rounds": []} for name in names}
@@ -59,7 +60,7 @@ async def run(ctx: Context) -> Report:
         timed = await stack.start_worker(max_renders=2)
         assert stack.server.process is not None
         server_pid = stack.server.process.pid
-        idle = await _idle_rates(timed, server_pid)
+        idle = await _idle_rates(timed, server_pid, 3.0 if ctx.quick else IDLE_S)
         clips = {
             name: clip(
                 stack.root / "clips", name, seconds=SHAPES[name].seconds, size=SHAPES[name].size
@@ -135,17 +136,17 @@ async def _round(
 IDLE_S = 10.0
 
 
-async def _idle_rates(worker: WorkerProcess, server_pid: int) -> dict[str, float]:
+async def _idle_rates(worker: WorkerProcess, server_pid: int, seconds: float) -> dict[str, float]:
     """CPU seconds per second of the polling worker and of the dev server with no job: the
     part of a job's figure that grows with its wall time whatever the job does (on a loaded
     box, where the job takes longer, it swells the per-job figure)."""
     worker_before, server_before = cpu_seconds(worker.pid), cpu_seconds(server_pid)
-    await asyncio.sleep(IDLE_S)
+    await asyncio.sleep(seconds)
     worker_used = cpu_seconds(worker.pid) - worker_before
     server_used = cpu_seconds(server_pid) - server_before
     return {
-        "worker_s": worker_used.own_s / IDLE_S,
-        "server_s": (server_used.own_s + server_used.children_s) / IDLE_S,
+        "worker_s": worker_used.own_s / seconds,
+        "server_s": (server_used.own_s + server_used.children_s) / seconds,
     }
 
 

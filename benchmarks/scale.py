@@ -4,6 +4,10 @@ Measures wall time, history events per variation (all runs of the workflow id), 
 run's history, worker and server RSS over time, checks the `progress` query against the job
 directory every second, checks the final manifest against the disk, and cancels a second big
 job in its second run.
+
+`BENCH_SCALE_VARIATIONS=<n>` runs jobs of `n` variations instead (e.g. 1000, to iterate; more
+than 437, where the second job is cancelled). The figures per variation compare; the RSS
+growth needs a long job to mean anything.
 """
 
 from __future__ import annotations
@@ -72,7 +76,9 @@ def _problems(sample: dict[str, Any], previous: dict[str, Any] | None, total: in
     done = sample["completed"] + sample["failed"]
     if sample["total"] != total:
         found.append(f"total {sample['total']} != {total} (state {sample['state']})")
-    if sample["percent"] != round(100.0 * done / total, 1) and sample["total"] == total:
+    expected = round(100.0 * done / total, 1)
+    expected = min(expected, 99.9) if done < total else expected  # 100 only once all finished
+    if sample["percent"] != expected and sample["total"] == total:
         found.append(f"percent {sample['percent']} does not match {done}/{total}")
     if sample["running"] > CONCURRENCY:
         found.append(f"running {sample['running']} > concurrency {CONCURRENCY}")
@@ -167,7 +173,8 @@ def _manifest_check(job_dir: Path, total: int, decode_sample: int) -> dict[str, 
 
 async def run(ctx: Context) -> Report:
     """Run the big job to the end, then cancel a second one in its second run."""
-    total = 600 if ctx.quick else 10_000
+    default = 500 if ctx.quick else 10_000  # quick: past 437, where the cancel is sent
+    total = int(os.environ.get("BENCH_SCALE_VARIATIONS") or default)
     async with Stack(NAME) as stack:
         worker = await stack.start_worker(max_renders=CONCURRENCY)
         tiny = clip(stack.root / "clips", "tiny", seconds=0.2, size="64x64", audio=False)
@@ -286,7 +293,10 @@ def _report(
             f"{len(timings['wft_run']) / total:.2f}; {fmt_s(med['wft_run'])}; "
             f"{fmt_s(med['wft_wait'])}",
         ),
-        Row("history events per variation (all runs)", f"{sum(events) / total:.2f}"),
+        Row(
+            "history per variation (all runs): events; bytes",
+            f"{sum(events) / total:.2f}; {sum(sizes) / total:,.0f}",
+        ),
         Row(
             "largest run history: events; bytes",
             f"{max(events):,}; {max(sizes) / 1024:.0f} KiB",

@@ -19,6 +19,8 @@ from varia.clips import make_clip
 from varia.config import Settings
 from varia.errors import OUT_OF_BOUNDS
 from varia.models import MediaInfo, RenderTask, StrengthBounds
+from varia.names import record_name
+from varia.output_record import is_brief, with_records
 from varia.recipes import make_recipe
 from varia.sheet import cell_name
 
@@ -54,10 +56,12 @@ async def test_a_recipe_outside_the_bounds_is_redrawn_and_the_attempts_recorded(
     bounds = StrengthBounds(max_ssim=round(figures[0] - 0.0001, 4), max_attempts=5)
     assert any(bounds.admits(f) for f in figures[1:]), figures
 
-    result = await ActivityEnvironment().run(
+    brief = await ActivityEnvironment().run(
         JobActivities(Settings()).render, task_for(source, tmp_path, bounds)
     )
 
+    assert is_brief(brief) and not brief.attempts  # the record is on disk, not in the history
+    (result,) = with_records(tmp_path, [brief])
     first, *_, last = result.attempts
     assert (first.attempt, first.stage, first.accepted) == (0, "trial", False)
     assert first.ssim == figures[0]
@@ -66,8 +70,12 @@ async def test_a_recipe_outside_the_bounds_is_redrawn_and_the_attempts_recorded(
     assert result.quality is not None and bounds.admits(result.quality.ssim)
     assert result.quality.ssim == last.ssim
     assert result.recipe == make_recipe(SEED, 0, 0, last.attempt)  # the recipe actually used
-    # nothing else left: the output and the frame its render saved for the contact sheet
-    assert {p.name for p in tmp_path.iterdir()} == {"src_v000.mp4", cell_name("src_v000.mp4")}
+    # nothing else left: the output, the frame its render saved for the contact sheet, its record
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "src_v000.mp4",
+        cell_name("src_v000.mp4"),
+        record_name("src_v000.mp4"),
+    }
 
 
 async def test_no_recipe_within_the_bounds_fails_the_variation_naming_them(

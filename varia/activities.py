@@ -18,9 +18,10 @@ from typing import Any
 
 from temporalio import activity
 
-from varia import cleanup, errors, jobdir, ledger, media, metrics, names, stops
+from varia import cleanup, errors, jobdir, ledger, media, metrics, names, output_record, stops
 from varia.bounds import render_within_bounds
 from varia.config import Settings
+from varia.despite_cancel import run_to_end
 from varia.ffmpeg.argv import build_render_argv
 from varia.ffmpeg.process import ProcessIdentity, stop_foreign
 from varia.ffmpeg.progress import ProgressReport
@@ -92,8 +93,14 @@ class JobActivities:
     @activity.defn(name=names.RENDER)
     @metrics.render_metrics
     async def render(self, task: RenderTask) -> RenderResult:
-        """Render one variation to a temporary name, check it, rename it into place."""
-        task = with_default_threads(task, self.settings.ffmpeg_threads)
+        """Render one variation to a temporary name, check it, rename it into place; write its
+        provenance record beside it and return the brief result (`varia.output_record`)."""
+        result = await self._render(with_default_threads(task, self.settings.ffmpeg_threads))
+        job_dir = Path(task.job_dir)
+        return await run_to_end(asyncio.to_thread(output_record.keep, job_dir, result))
+
+    async def _render(self, task: RenderTask) -> RenderResult:
+        """The render's full result: an earlier attempt's output, or a new one."""
         job_dir = Path(task.job_dir)
         final = job_dir / task.output_name
         temp = job_dir / task.temp_name

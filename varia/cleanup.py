@@ -9,7 +9,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from varia import errors, jobdir, ledger, names, sheet
+from varia import errors, jobdir, ledger, names, output_record, sheet
 from varia.models import (
     CleanupRequest,
     JobResult,
@@ -24,8 +24,8 @@ log = logging.getLogger("varia.activities")
 
 
 def clean_up_job(request: CleanupRequest) -> JobResult:
-    """Delete what is not kept, add nearest siblings, draw the contact sheets, write the
-    manifest."""
+    """Delete what is not kept, complete the results from their records, add nearest
+    siblings, draw the contact sheets, write the manifest, delete the records it holds."""
     job_dir = Path(request.job_dir)
     results = {(r.input_index, r.variation): r for r in request.results}
     try:
@@ -35,19 +35,23 @@ def clean_up_job(request: CleanupRequest) -> JobResult:
                 results.setdefault((earlier.input_index, earlier.variation), earlier)
         keep = {result.path for result in results.values()}
         owned = jobdir.owned_names(request.stems, request.variations)
-        cells = {sheet.cell_name(name) for name in owned if not name.startswith(".")}
+        finals = [name for name in owned if not name.startswith(".")]
+        scratch = {sheet.cell_name(name) for name in finals} | output_record.record_names(finals)
         sheets_planned = sheet.planned_names(request.stems)  # an earlier run's sheet is redrawn
-        owned |= sheets_planned | {names.atomic_temp_name(n) for n in sheets_planned} | cells
+        owned |= sheets_planned | {names.atomic_temp_name(n) for n in sheets_planned} | scratch
         kept_cells = {sheet.cell_name(name) for name in keep}
+        kept_records = {names.record_name(name) for name in keep}
         removed, foreign = jobdir.sweep(
-            job_dir, request.job_id, keep | kept_cells, owned, request.chain
+            job_dir, request.job_id, keep | kept_cells | kept_records, owned, request.chain
         )
     except jobdir.ConfinementError as err:
         raise errors.confinement_failure(err) from None
     except ledger.LedgerCorrupt as err:
         raise errors.ledger_corrupt(err) from None
-    removed = [name for name in removed if name not in cells]  # varia's scratch, not the job's
-    ordered = sorted(results.values(), key=lambda r: (r.input_index, r.variation))
+    removed = [name for name in removed if name not in scratch]  # varia's, not the job's
+    ordered = output_record.with_records(
+        job_dir, sorted(results.values(), key=lambda r: (r.input_index, r.variation))
+    )
     if any(result.quality is not None for result in ordered):
         from varia.quality import with_siblings
 
@@ -72,6 +76,9 @@ def clean_up_job(request: CleanupRequest) -> JobResult:
         quality=_summary(outputs),
     )
     path = jobdir.write_manifest(job_dir, manifest)
+    for name in kept_records:  # in the manifest now (a retry reads them back from there)
+        with contextlib.suppress(FileNotFoundError):
+            (job_dir / name).unlink()
     if foreign:
         log.warning("job %s: left foreign entries alone: %s", request.job_id, foreign)
     return JobResult(

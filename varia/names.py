@@ -79,6 +79,7 @@ OWN_PREFIX = ".varia"
 """Every file of varia's own (marker, ledger, scratch) begins with it; none is an output."""
 ATOMIC_PREFIX = ".varia-tmp-"
 CELL_PREFIX = ".varia-cell-"
+RECORD_PREFIX = ".varia-record-"
 _PART_SUFFIX = ".part"
 
 
@@ -92,6 +93,12 @@ def parse_temp_name(name: str) -> str | None:
     if name.startswith(".") and name.endswith(_PART_SUFFIX) and len(name) > len(_PART_SUFFIX):
         return name[1 : -len(_PART_SUFFIX)]
     return None
+
+
+def record_name(output_name: str) -> str:
+    """The name of an output's provenance record, written by its render and merged into the
+    manifest by cleanup: `.varia-record-<output>.json`."""
+    return f"{RECORD_PREFIX}{output_name}.json"
 
 
 def atomic_temp_name(name: str) -> str:

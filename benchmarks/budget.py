@@ -1,0 +1,45 @@
+"""What each benchmark may take on a quiet 2-core box, per profile, in the order they run.
+
+`make bench` must finish under 30 minutes and `make bench-quick` under 5 (issue 14); the
+budgets below sum to about 29 and 4.8: the 10,000-variation job, the independent method's 3
+rounds and 40 cancels, which issue 14 pins, are 21 of the 29. A benchmark added here with a
+budget that breaks a limit fails `make test` (tests/test_bench_budget.py); `python -m
+benchmarks` prints each one's measured time beside its budget, so a budget can be kept honest.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Budget(NamedTuple):
+    """Expected wall seconds on a quiet 2-core box: the full profile, the quick one."""
+
+    full_s: int
+    quick_s: int
+
+
+LIMITS = Budget(full_s=30 * 60, quick_s=5 * 60)
+
+BUDGETS: dict[str, Budget] = {
+    "overhead": Budget(45, 30),
+    "independent": Budget(480, 35),
+    "cancel": Budget(165, 25),
+    "busy_cancel": Budget(20, 12),
+    "start": Budget(12, 6),
+    "throughput": Budget(120, 15),
+    "scale": Budget(615, 60),
+    "validation": Budget(15, 6),
+    "nice": Budget(40, 15),
+    "fairness": Budget(75, 35),
+    "cli": Budget(50, 17),
+    "quality": Budget(100, 30),
+}
+"""From the last quiet full runs' `duration_s`, scaled to today's sample counts; `fairness`,
+`cli` and the quick profile estimated from their CPU seconds on a loaded box (whose wall times
+were 3-8 times these)."""
+
+
+def total_s(quick: bool) -> int:
+    """The sum of the budgets of one profile."""
+    return sum(b.quick_s if quick else b.full_s for b in BUDGETS.values())

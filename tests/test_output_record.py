@@ -1,0 +1,117 @@
+"""The provenance record a render writes beside its output (`varia.output_record`): the manifest
+still says exactly what FFmpeg ran, a render retried after its output was committed writes the
+record again, and cleanup keeps the records out of the job directory and out of `removed`.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
+
+from tests.conftest import Clips
+from tests.helpers import assert_manifest_matches_disk, read_manifest, render_task, run_job
+from varia import media
+from varia.activities import JobActivities
+from varia.cleanup import clean_up_job
+from varia.clips import make_clip
+from varia.config import Settings
+from varia.jobdir import open_job_dir
+from varia.models import CleanupRequest, MediaInfo, RenderResult
+from varia.names import RECORD_PREFIX, record_name
+from varia.output_record import is_brief, with_records
+from varia.worker import build_worker
+
+JOB = "job-records"
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> MediaInfo:
+    clip = make_clip(tmp_path_factory.mktemp("r") / "src.mp4", seconds=1, size="160x120")
+    return media.probe(str(clip))
+
+
+def logging_ffmpeg(directory: Path) -> tuple[Path, Path]:
+    """The real FFmpeg behind a script that logs each argv it receives (one JSON line)."""
+    log, script = directory / "argv.jsonl", directory / "ffmpeg-logged"
+    script.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        f"with open({str(log)!r}, 'a') as f:\n    f.write(json.dumps(sys.argv) + '\\n')\n"
+        f"os.execv({Settings().ffmpeg_path()!r}, [{shlex.quote(Settings().ffmpeg_path())!r}, "
+        "*sys.argv[1:]])\n"
+    )
+    script.chmod(0o755)
+    return script, log
+
+
+async def test_manifest_argv_is_what_ffmpeg_received_across_runs(
+    client: Client, settings: Settings, task_queue: str, clips: Clips, tmp_path: Path
+) -> None:
+    script, log = logging_ffmpeg(tmp_path)
+    request = {"inputs": [str(clips.silent)], "variations": 4, "output_dir": str(tmp_path / "out"),
+               "seed": 5, "concurrency": 2, "chunk_size": 2}  # fmt: skip
+    async with build_worker(client, settings.model_copy(update={"ffmpeg": str(script)})):
+        result = await run_job(client, task_queue, JOB, request)
+
+    job_dir = Path(result.job_dir)
+    manifest = assert_manifest_matches_disk(job_dir)
+    received = [json.loads(line) for line in log.read_text().splitlines()]
+    renders = {argv[-1]: argv for argv in received if "-progress" in argv}
+    assert len(manifest["outputs"]) == 4 == len(renders)
+    for output in manifest["outputs"]:
+        temp = f"file:{job_dir / ('.' + output['path'] + '.part')}"
+        assert output["argv"] == renders[temp]
+        assert len(output["sha256"]) == 64 and output["quality"] and output["recipe"]
+    assert not [p.name for p in job_dir.iterdir() if p.name.startswith(RECORD_PREFIX)]
+
+
+async def test_a_render_retried_after_its_commit_writes_the_record_again(
+    source: MediaInfo, tmp_path: Path
+) -> None:
+    render = JobActivities(Settings()).render
+    task = render_task(source, tmp_path, seed=4)
+    brief = await ActivityEnvironment().run(render, task)
+    record = tmp_path / record_name(brief.path)
+    assert is_brief(brief) and record.is_file()
+    written = record.read_bytes()
+    output_mtime = (tmp_path / brief.path).stat().st_mtime_ns
+
+    record.unlink()  # the worker died after the output's commit, before its record
+    again = await ActivityEnvironment().run(render, task)
+
+    assert again == brief and record.read_bytes() == written
+    assert (tmp_path / brief.path).stat().st_mtime_ns == output_mtime  # not rendered again
+    (full,) = with_records(tmp_path, [again])
+    assert full.argv and full.argv[-1].endswith(task.temp_name) and full.sha256
+
+
+async def test_cleanup_merges_kept_records_sweeps_the_others_and_survives_a_retry(
+    source: MediaInfo, tmp_path: Path
+) -> None:
+    job_dir = open_job_dir(tmp_path, JOB)
+    render = JobActivities(Settings()).render
+    kept = await ActivityEnvironment().run(render, render_task(source, job_dir, variation=0))
+    dropped = await ActivityEnvironment().run(render, render_task(source, job_dir, variation=1))
+    (expected,) = with_records(job_dir, [kept])
+    old_shape = RenderResult.model_validate(expected.model_dump())  # an older worker's result
+    assert not is_brief(old_shape)
+    request = CleanupRequest(
+        job_id=JOB, job_dir=str(job_dir), state="cancelled", inputs=[source.path],
+        stems=["src"], variations=2, seed=0, results=[kept], failed=0,
+    )  # fmt: skip
+
+    first = clean_up_job(request)
+    assert read_manifest(job_dir)["removed"] == [dropped.path]  # not its record: varia's own
+    assert first.removed == 1 and not (job_dir / dropped.path).exists()
+    assert_manifest_matches_disk(job_dir)
+    for attempt in (request, request.model_copy(update={"results": [old_shape]})):
+        clean_up_job(attempt)  # a cleanup retried after it deleted the records; an old result
+        (entry,) = read_manifest(job_dir)["outputs"]
+        assert entry["argv"] == expected.argv and entry["sha256"] == expected.sha256
+        assert expected.quality and entry["quality"]["phash"] == expected.quality.phash
+        assert not [p.name for p in job_dir.iterdir() if p.name.startswith(RECORD_PREFIX)]
