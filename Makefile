@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# 3 pytest-xdist workers, each with its own dev server: most tests wait on a server, a worker
+# or a timeout, so 3 on 2 cores overlap the waits; worksteal evens out the long tests.
+PYTEST_PARALLEL ?= -n 3 --dist worksteal
 
 .PHONY: demo test lint typecheck bench bench-quick clean
 
@@ -20,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

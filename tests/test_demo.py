@@ -119,7 +119,10 @@ async def test_from_a_terminal_the_demo_keeps_its_web_ui_until_enter(tmp_path: P
     try:
         while not any("Press Enter" in line for line in seen):
             line = await asyncio.wait_for(demo.stdout.readline(), 120)
-            assert line, f"the demo ended without waiting: {''.join(seen)}"
+            if not line:
+                assert demo.stderr is not None
+                err = (await asyncio.wait_for(demo.stderr.read(), 60)).decode()
+                raise AssertionError(f"the demo ended without waiting: {''.join(seen)}{err}")
             seen.append(line.decode())
         text = "".join(seen)
         address = re.search(r"Temporal at (\S+),", text)

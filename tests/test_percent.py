@@ -17,7 +17,12 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
@@ -100,6 +105,14 @@ async def test_percent_is_the_same_in_query_details_attribute_and_cli(
 
     async def snapshot() -> tuple[float, float | None, str, float, float | None] | None:
         """All four views between two equal query answers (no step arrived in between)."""
+        try:
+            return await views()
+        except WorkflowQueryFailedError as err:
+            if "TMPRL1101" not in str(err):
+                raise
+            return None  # on a starved box a workflow task outlasted the SDK's 2 s deadlock check
+
+    async def views() -> tuple[float, float | None, str, float, float | None] | None:
         before = await query()
         if not 50.0 < before < 100.0:
             return None
@@ -117,7 +130,7 @@ async def test_percent_is_the_same_in_query_details_attribute_and_cli(
 
     # the short clip is done (50 %) and the long one has reported a step: 62.5, 75 or 87.5 %
     percent, attribute, details, cli, listed = await wait_for(
-        snapshot, timeout_s=90, what="a stable percent between 50 and 100"
+        snapshot, timeout_s=180, what="a stable percent between 50 and 100"
     )
     assert percent in (62.5, 75.0, 87.5)
     assert attribute == percent
@@ -155,15 +168,16 @@ async def test_short_renders_send_no_progress_signals(
 async def test_a_big_job_upserts_its_percent_at_whole_percents(
     client: Client, worker: Worker, settings: Settings, tmp_path: Path, job_id: str
 ) -> None:
-    """200 variations: VariaCompleted/VariaPercent move when the whole percent does (at most
-    100 times, plus the state changes), not after every workflow task that collected a render
-    (the old path: one per render, 200 upserts, each a history event)."""
+    """120 variations: VariaCompleted/VariaPercent move when the whole percent does (at most
+    100 times, plus the state changes), not after every finished render (the old path: one
+    upsert per render, over 120, each a history event). 120 is the least that keeps a clear
+    margin above 105; more variations prove no more and cost test time."""
     tiny = make_clip(tmp_path / "tiny.mp4", seconds=0.3, size="64x64", audio=False)
     request = JobRequest(
-        inputs=[str(tiny)], variations=200, output_dir=str(tmp_path / "out"), chunk_size=1000
+        inputs=[str(tiny)], variations=120, output_dir=str(tmp_path / "out"), chunk_size=1000
     )
     handle = await Jobs(client, settings).start_handle(request, job_id)
-    assert (await handle.result()).completed == 200
+    assert (await handle.result()).completed == 120
     upserts = [
         event
         for event in await _events(handle, "upsert_workflow_search_attributes_event_attributes")
@@ -172,7 +186,7 @@ async def test_a_big_job_upserts_its_percent_at_whole_percents(
     ]
     assert 0 < len(upserts) <= 100 + 5, len(upserts)
     attributes = (await handle.describe()).typed_search_attributes
-    assert (attributes.get(VARIA_COMPLETED), attributes.get(VARIA_PERCENT)) == (200, 100.0)
+    assert (attributes.get(VARIA_COMPLETED), attributes.get(VARIA_PERCENT)) == (120, 100.0)
 
 
 async def _events(handle: WorkflowHandle[Any, Any], attributes: str) -> list[HistoryEvent]:

@@ -38,7 +38,8 @@ def _request(clips: Clips, out_dir: Path) -> JobRequest:
 async def _start_and_wait_rendering(
     client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path
 ) -> tuple[Handle, str | None]:
-    """Start a one-render job of the 20 s clip; return once FFmpeg runs, with its stop queue."""
+    """Start a one-render job of the 20 s clip; return once FFmpeg runs and has opened its
+    partial output (a loaded box may start FFmpeg well before it writes), with its stop queue."""
     request = _request(clips, out_dir)
     handle = await start_by_name(
         client,
@@ -51,10 +52,12 @@ async def _start_and_wait_rendering(
         threads=1,
     )
 
+    partial = out_dir / job_id / names.temp_name("long_clip_v000.mp4")
+
     async def rendering() -> Any:
         beats = await render_heartbeats(client, job_id)
         beat = beats.get(names.render_activity_id(0, 0))
-        return beat if beat is not None and beat.pid else None
+        return beat if beat is not None and beat.pid and partial.exists() else None
 
     beat = await wait_for(rendering, what="the render to report its FFmpeg")
     return handle, beat.stop_queue

@@ -130,7 +130,7 @@ async def test_interrupt_stops_with_its_reason(tmp_path: Path) -> None:
         [str(stalling_ffmpeg(tmp_path, ignore_signals=False))],
         on_tick=lambda *_: None,
         interrupt=lambda: "worker shutting down",
-        stage_timeout_s=0.3,
+        stage_timeout_s=2.0,  # room for a loaded box to reap the SIGTERMed child (0.3 s was not)
         tick_s=0.05,
     )
     assert outcome.stop_reason == "worker shutting down"
