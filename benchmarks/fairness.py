@@ -96,8 +96,9 @@ async def trial(root: Path, source: Path, *, fair: bool) -> dict[str, Any]:
             VARIA_MAX_CONCURRENT_RENDERS=SLOTS,
         )
         jobs = Jobs(client, settings)
-        out = root / f"out-{fair}"
-        out.mkdir(exist_ok=True)
+        # a fresh directory per trial: the job ids repeat, and varia refuses a job directory
+        # that an earlier execution of the same id made
+        out = Path(tempfile.mkdtemp(prefix=f"out-{fair}-", dir=root))
         async with build_worker(client, settings):
             big_request = JobRequest(
                 inputs=[str(source)],
@@ -135,8 +136,8 @@ async def trial(root: Path, source: Path, *, fair: bool) -> dict[str, Any]:
 
 
 async def run(ctx: Context) -> Report:
-    """Today's FIFO against fairness, one trial each (two with --quick off)."""
-    rounds = 1 if ctx.quick else 2
+    """Today's FIFO against fairness, one trial each."""
+    rounds = 1
     with tempfile.TemporaryDirectory(prefix="varia-fairness-") as tmp:
         root = Path(tmp)
         source = clip(root / "clips", "fair", seconds=2, size="320x240").path
