@@ -278,6 +278,12 @@ def write_manifest(job_dir: Path, manifest: Manifest) -> Path:
     return _write_atomic(job_dir, MANIFEST_NAME, data)
 
 
+def read_manifest(job_dir: Path) -> Manifest:
+    """The job directory's manifest; raises `OSError` (`FileNotFoundError` if there is none),
+    `ValueError` for bad JSON or `pydantic.ValidationError` for a bad shape."""
+    return Manifest.model_validate(json.loads((job_dir / MANIFEST_NAME).read_bytes()))
+
+
 def _write_atomic(directory: Path, name: str, data: bytes) -> Path:
     temp = directory / atomic_temp_name(name)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)

@@ -13,7 +13,6 @@ Results of older workers carry the whole record inline; they are used as they ar
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from varia import jobdir
-from varia.models import Manifest, RenderResult
+from varia.models import RenderResult
 from varia.names import MANIFEST_NAME, atomic_temp_name, record_name
 
 log = logging.getLogger("varia.activities")
@@ -99,7 +98,7 @@ def _manifest_entries(job_dir: Path) -> dict[str, RenderResult]:
     if path.is_symlink() or not path.is_file():
         return {}
     try:
-        manifest = Manifest.model_validate(json.loads(path.read_bytes()))
+        manifest = jobdir.read_manifest(job_dir)
     except (OSError, ValueError, ValidationError):
         return {}
     return {

@@ -9,14 +9,13 @@ left alone). Each problem is named; none means the directory is what the job lef
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
 from varia import media
-from varia.models import Manifest
+from varia.jobdir import read_manifest
 from varia.names import MANIFEST_NAME, OWN_PREFIX
 from varia.provenance import sha256_of
 
@@ -41,7 +40,7 @@ def verify_job_dir(job_dir: Path) -> VerifyReport:
     """Check `job_dir` against its manifest (blocking: reads and hashes every file)."""
     report = VerifyReport(job_dir=str(job_dir), ok=False)
     try:
-        manifest = Manifest.model_validate(json.loads((job_dir / MANIFEST_NAME).read_text()))
+        manifest = read_manifest(job_dir)
     except FileNotFoundError:
         report.problems.append(f"no {MANIFEST_NAME} in {str(job_dir)!r}")
         return report
