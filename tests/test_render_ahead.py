@@ -50,51 +50,79 @@ async def test_the_next_ffmpeg_starts_while_the_previous_render_is_still_in_its_
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Each render's tail (check, commit, measure) is held until the next render of its slot
-    has started its FFmpeg. Without render-ahead the next render is scheduled only once this
-    one completes, so the hold could never end: the renders would fail."""
+    """One slot (concurrency 1): each render's tail (check, commit, measure) is held until the
+    next render has started its FFmpeg. Without render-ahead the next render is scheduled only
+    once this one completes, so the hold could never end: the renders would fail."""
     script, log = span_logging_ffmpeg(tmp_path)
     job_dir = out_dir / job_id
-    concurrency, variations = 2, 6
+    variations = 5
     real_commit = activities.commit_output
     held: list[str] = []
 
     async def commit_once_the_next_runs(
         temp: Path, final: Path, task: RenderTask, argv: list[str]
     ) -> RenderResult:
-        following = task.variation + concurrency
-        if following < variations:
-            name = names.temp_name(f"short_v{following:03d}.mp4")
+        if task.variation + 1 < variations:
+            name = names.temp_name(f"short_v{task.variation + 1:03d}.mp4")
             await wait_for(
                 lambda: log.exists() and name in log.read_text(),
                 timeout_s=120,
-                what=f"the render after {final.name} in its slot to start FFmpeg",
+                what=f"the render after {final.name} to start FFmpeg",
             )
             held.append(final.name)
         return await real_commit(temp, final, task, argv)
 
     monkeypatch.setattr(activities, "commit_output", commit_once_the_next_runs)
-    roomy = settings.model_copy(update={"ffmpeg": str(script), "max_concurrent_renders": 4})
-    async with build_worker(client, roomy):
+    async with build_worker(client, settings.model_copy(update={"ffmpeg": str(script)})):
         request = JobRequest(
-            inputs=[str(clips.short)],
-            variations=variations,
-            output_dir=str(out_dir),
-            concurrency=concurrency,
-            seed=5,
+            inputs=[str(clips.short)], variations=variations, output_dir=str(out_dir), seed=5
         )
         result = await (await start_job(client, settings.task_queue, job_id, request)).result()
     assert (result.state, result.completed, result.failed) == ("completed", variations, 0)
-    assert sorted(held) == [f"short_v{v:03d}.mp4" for v in range(variations - concurrency)]
+    assert sorted(held) == [f"short_v{v:03d}.mp4" for v in range(variations - 1)]
     spans = ffmpeg_spans(log)
-    assert len(spans) == variations
-    assert most_at_once(spans.values()) <= concurrency, "the job's concurrency bounds FFmpeg"
-    for v in range(variations - concurrency):  # in each slot, in the order scheduled
-        this = spans[str(job_dir / names.temp_name(f"short_v{v:03d}.mp4"))]
-        after = spans[str(job_dir / names.temp_name(f"short_v{v + concurrency:03d}.mp4"))]
-        assert this[1] <= after[0], f"v{v + concurrency} ran before v{v} in their slot"
+    ordered = [spans[str(job_dir / names.temp_name(f"short_v{v:03d}.mp4"))] for v in range(5)]
+    assert ordered == sorted(ordered) and most_at_once(ordered) == 1, "one at a time, in order"
     assert_manifest_matches_disk(job_dir)
     assert _slot_files(job_dir) == [], "cleanup removes the slot files"
+
+
+async def test_the_jobs_concurrency_bounds_its_ffmpeg_and_each_slot_keeps_its_order(
+    client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path, tmp_path: Path
+) -> None:
+    """Concurrency 2 on a worker with room for 4: FFmpeg of the job never overlaps beyond 2,
+    and each render's FFmpeg starts after that of the render it follows in its slot (as the
+    workflow scheduled them: the `follows` of each scheduled render's input)."""
+    script, log = span_logging_ffmpeg(tmp_path)
+    roomy = settings.model_copy(update={"ffmpeg": str(script), "max_concurrent_renders": 4})
+    async with build_worker(client, roomy):
+        request = JobRequest(
+            inputs=[str(clips.short)], variations=8, output_dir=str(out_dir), concurrency=2
+        )
+        handle = await start_job(client, settings.task_queue, job_id, request)
+        result = await handle.result()
+    assert (result.completed, result.failed) == (8, 0)
+    spans = ffmpeg_spans(log)
+    assert len(spans) == 8 and most_at_once(spans.values()) <= 2
+    tasks: list[RenderTask] = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            if attrs.activity_type.name == names.RENDER:
+                [task] = await client.data_converter.decode(attrs.input.payloads, [RenderTask])
+                tasks.append(task)
+    by_order = {task.order: task for task in tasks}
+    assert sorted(by_order) == list(range(8)) and {t.slot for t in tasks} == {0, 1}
+    followers = [task for task in tasks if task.follows is not None]
+    assert len(followers) == 6, "all but the first render of each slot follow one"
+    job_dir = out_dir / job_id
+    for task in followers:
+        before = by_order[task.follows]
+        assert before.slot == task.slot
+        first = spans[str(job_dir / before.temp_name)]
+        then = spans[str(job_dir / task.temp_name)]
+        assert first[1] <= then[0], f"{task.output_name} ran before {before.output_name}"
+    assert_manifest_matches_disk(job_dir)
 
 
 async def test_a_drain_starts_none_of_the_queued_renders(

@@ -133,6 +133,7 @@ class VariationJob:
         self._priority = Priority.default
         self._redo: list[int] = []  # variations a pause stopped: rendered again first
         self._drain_seen = False  # the render loop dropped its queued renders for a drain
+        self._ahead = False  # patch "render-ahead": two renders in flight per job slot
 
     # ---- public handlers -------------------------------------------------------------
 
@@ -255,6 +256,7 @@ class VariationJob:
         cancel: asyncio.CancelledError | None = None
         self._percent_on = workflow.patched("varia-percent")
         self._priority = render_priority(job, self._job_id, workflow.patched("varia-fair"))
+        self._ahead = workflow.patched(RENDER_AHEAD_PATCH)  # with the others: before any await
         try:
             await self._load_search_attributes()
             raise_if_cancel_requested()
@@ -392,7 +394,7 @@ class VariationJob:
         """
         chunk_end = min(self._total, next_index + (job.chunk_size or DEFAULT_CHUNK_SIZE))
         running: dict[asyncio.Task[RenderResult], RenderTask] = {}
-        ahead = workflow.patched(RENDER_AHEAD_PATCH)
+        ahead = self._ahead
         in_flight = job.concurrency * (2 if ahead else 1)
         try:
             while True:
