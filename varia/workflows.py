@@ -396,6 +396,7 @@ class VariationJob:
         running: dict[asyncio.Task[RenderResult], RenderTask] = {}
         ahead = self._ahead
         in_flight = job.concurrency * (2 if ahead else 1)
+        dropped: list[asyncio.Task[RenderResult]] = []  # cancelled by a drain (render-ahead)
         try:
             while True:
                 while (
@@ -422,15 +423,15 @@ class VariationJob:
                     return next_index
                 if ahead and self._drain_unseen():
                     self._drain_seen = True
-                    await _drop_queued(running)
+                    dropped = await _drop_queued(running)
                 await workflow.wait_condition(
                     lambda: (
                         _any_done(running)() or self._pausing() or (ahead and self._drain_unseen())
                     ),
                     timeout=None,
                 )
-                for handle in [h for h in running if h.done()]:
-                    self._collect(handle, running.pop(handle))
+                for handle in [h for h in running if h.done()]:  # a dropped one was asked
+                    self._collect(handle, running.pop(handle), cancelling=handle in dropped)
         except asyncio.CancelledError:
             self._cancel_requested = True  # with the state, in the task that received it
             self._set_state("cancelling")
@@ -727,9 +728,12 @@ def _in_slot(
     return placed, mate
 
 
-async def _drop_queued(running: dict[asyncio.Task[RenderResult], RenderTask]) -> None:
+async def _drop_queued(
+    running: dict[asyncio.Task[RenderResult], RenderTask],
+) -> list[asyncio.Task[RenderResult]]:
     """A drain starts no new variation: cancel the renders scheduled behind another in their
-    job slot (they wait for it, or have only just started), pushing the stop to their worker."""
+    job slot (they wait for it, or have only just started), pushing the stop to their worker;
+    returns them (one that timed out meanwhile, its worker gone, was stopped, not failed)."""
     seen: set[int | None] = set()
     behind: list[asyncio.Task[RenderResult]] = []
     for handle, task in running.items():  # in the order they were scheduled
@@ -746,3 +750,4 @@ async def _drop_queued(running: dict[asyncio.Task[RenderResult], RenderTask]) ->
                 if t
             }
         )
+    return behind
