@@ -1,10 +1,11 @@
 """The measured difference of an output: to its source (SSIM, PSNR, pHash) and to its siblings.
 
 Figures come from well-kept code: SSIM and PSNR from FFmpeg's own `ssim` and `psnr` filters (run
-in-process through PyAV's libavfilter), the perceptual hash from `imagehash` (`phash`, 64 bits).
+in-process through PyAV's libavfilter), the perceptual hash is `imagehash`'s `phash` (64 bits;
+its steps, batched: `phashes`).
 They are measured on the luma plane of frames sampled at `varia.sampling.SAMPLE_POSITIONS`,
 scaled to `varia.frames.METRIC_WIDTH`, and rounded, so the same request gives the same figures.
-numpy, Pillow and imagehash are imported here only, inside the activities' code paths.
+numpy, scipy and Pillow are imported here only, inside the activities' code paths.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _source_cached(
     del size, mtime_ns  # part of the cache key only
     frames = frames_at(path, sample_times(duration_s), source=True)
     samples = tuple(luma(frame) for frame in frames)
-    return samples, tuple(phash(sample) for sample in samples)
+    return samples, tuple(phashes(samples))
 
 
 def output_samples(path: str, duration_s: float) -> list[np.ndarray]:
@@ -128,10 +129,36 @@ def _ffmpeg_metrics(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tupl
 
 def phash(frame: np.ndarray) -> str:
     """The 64-bit perceptual hash (imagehash's `phash`) of a luma frame, as 16 hex digits."""
-    import imagehash
+    return phashes([frame])[0]
+
+
+def phashes(frames: Sequence[np.ndarray]) -> list[str]:
+    """`phash` of each luma frame: imagehash's `phash` step by step (the same Pillow resize,
+    `scipy.fftpack` DCT and median), the DCTs of all frames in one call and the hex digits
+    packed by numpy (its Python bit-string loop cost more than the DCT). The hashes are
+    imagehash's, bit for bit (`tests/test_measure_figures.py`)."""
+    import numpy as np
+    import scipy.fftpack
     from PIL import Image
 
-    return str(imagehash.phash(Image.fromarray(frame)))
+    if not frames:
+        return []
+    size = HASH_SIZE * HASH_HIGHFREQ_FACTOR
+    lanczos = Image.Resampling.LANCZOS  # imagehash's ANTIALIAS; gray frames are mode "L"
+    pixels = np.stack(
+        [np.asarray(Image.fromarray(f).resize((size, size), lanczos)) for f in frames]
+    )
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=1), axis=2)
+    low = dct[:, :HASH_SIZE, :HASH_SIZE]
+    medians = np.median(low.reshape(len(frames), -1), axis=1)
+    bits = low > medians[:, None, None]
+    return [np.packbits(one).tobytes().hex() for one in bits]
+
+
+HASH_SIZE = 8
+"""imagehash's default `hash_size`: 8 x 8 = 64 bits."""
+HASH_HIGHFREQ_FACTOR = 4
+"""imagehash's default `highfreq_factor`: the DCT runs on a 32 x 32 picture."""
 
 
 def hash_distance(first: Sequence[str], second: Sequence[str]) -> float:
@@ -146,12 +173,16 @@ def measure(
     output_path: str,
     output_duration_s: float,
     cell: Path | None = None,
+    frames: Sequence[av.VideoFrame] | None = None,
 ) -> Quality:
     """The measured difference of one output to its source (blocking: run it in a thread).
 
     With `cell`, the frame the contact sheet shows is saved there too (it was decoded anyway).
+    `frames`: the output's samples already decoded (at `sample_times(output_duration_s)`, by
+    the output check's opening of the file); else they are decoded here.
     """
-    frames = frames_at(output_path, sample_times(output_duration_s))
+    if frames is None:
+        frames = frames_at(output_path, sample_times(output_duration_s))
     if cell is not None:
         from varia.sheet import save_cell
 
@@ -159,7 +190,7 @@ def measure(
     sources = source_samples(source_path, source_duration_s)
     outputs = [luma(frame) for frame in frames]
     ssim, psnr = compare(sources, outputs)
-    output_hashes = [phash(frame) for frame in outputs]
+    output_hashes = phashes(outputs)
     return Quality(
         positions=list(SAMPLE_POSITIONS),
         ssim=ssim,
