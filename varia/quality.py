@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import statistics
+import threading
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -92,39 +93,67 @@ def _same_size(frame: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 def _ffmpeg_metrics(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[float, float]]:
     """FFmpeg's `ssim` (Y) and `psnr` (y) of each (reference, distorted) pair of gray frames,
-    all of one size, through one filter graph."""
+    all of one size, through this thread's filter graph for that size (`_MetricsGraph`)."""
     height, width = pairs[0][0].shape
-    graph = av.filter.Graph()
-    graph.threads = SWS_THREADS  # no slice threads of its own (see `varia.frames.SWS_THREADS`)
-    base = Fraction(1, 25)
-    gray = av.VideoFormat("gray")
-    main = graph.add_buffer(width=width, height=height, format=gray, time_base=base)
-    ref = graph.add_buffer(width=width, height=height, format=gray, time_base=base)
-    split_main, split_ref = graph.add("split", "2"), graph.add("split", "2")
-    ssim, psnr = graph.add("ssim"), graph.add("psnr")
-    ssim_sink, psnr_sink = graph.add("buffersink"), graph.add("buffersink")
-    main.link_to(split_main)
-    ref.link_to(split_ref)
-    split_main.link_to(ssim, 0, 0)
-    split_ref.link_to(ssim, 0, 1)
-    split_main.link_to(psnr, 1, 0)
-    split_ref.link_to(psnr, 1, 1)
-    ssim.link_to(ssim_sink)
-    psnr.link_to(psnr_sink)
-    graph.configure()
-    for pts, (reference, distorted) in enumerate(pairs):
-        for source, frame in ((main, distorted), (ref, reference)):
-            video = av.VideoFrame.from_ndarray(frame, format="gray")
-            video.pts = pts
-            source.push(video)
-    main.push(None)
-    ref.push(None)
-    figures = []
-    for _ in pairs:
-        ssim_value = float(ssim_sink.pull().metadata["lavfi.ssim.Y"])
-        psnr_value = float(psnr_sink.pull().metadata["lavfi.psnr.psnr.y"])
-        figures.append((ssim_value, psnr_value))
+    graphs: dict[tuple[int, int], _MetricsGraph] = _graphs.__dict__.setdefault("by_size", {})
+    graph = graphs.pop((width, height), None) or _MetricsGraph(width, height)
+    figures = graph.figures(pairs)  # a graph that raised is not put back
+    graphs[(width, height)] = graph  # the most recently used last
+    while len(graphs) > GRAPHS_PER_THREAD:
+        del graphs[next(iter(graphs))]
     return figures
+
+
+GRAPHS_PER_THREAD = 4
+"""Filter graphs a thread keeps (one per frame size measured lately)."""
+_graphs = threading.local()
+
+
+class _MetricsGraph:
+    """`split` -> `ssim` + `psnr` -> sinks for gray frames of one size, configured once and fed
+    pair after pair (each pair's figures come out as soon as both frames are in; the filters
+    compute each frame's figures from that frame alone, so a reused graph gives a fresh one's
+    figures: `tests/test_measure_figures.py`). Building and configuring a graph cost more than
+    measuring three small frames. No slice threads (see `varia.frames.SWS_THREADS`)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        graph = av.filter.Graph()
+        graph.threads = SWS_THREADS
+        base = Fraction(1, 25)
+        gray = av.VideoFormat("gray")
+        main = graph.add_buffer(width=width, height=height, format=gray, time_base=base)
+        ref = graph.add_buffer(width=width, height=height, format=gray, time_base=base)
+        split_main, split_ref = graph.add("split", "2"), graph.add("split", "2")
+        ssim, psnr = graph.add("ssim"), graph.add("psnr")
+        ssim_sink, psnr_sink = graph.add("buffersink"), graph.add("buffersink")
+        main.link_to(split_main)
+        ref.link_to(split_ref)
+        split_main.link_to(ssim, 0, 0)
+        split_ref.link_to(ssim, 0, 1)
+        split_main.link_to(psnr, 1, 0)
+        split_ref.link_to(psnr, 1, 1)
+        ssim.link_to(ssim_sink)
+        psnr.link_to(psnr_sink)
+        graph.configure()
+        self.graph = graph  # the filter contexts below live as long as it does
+        self.main, self.ref = main, ref
+        self.ssim_sink, self.psnr_sink = ssim_sink, psnr_sink
+        self.pts = 0
+
+    def figures(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[float, float]]:
+        """(SSIM, PSNR) of each (reference, distorted) pair."""
+        for reference, distorted in pairs:
+            for source, frame in ((self.main, distorted), (self.ref, reference)):
+                video = av.VideoFrame.from_ndarray(frame, format="gray")
+                video.pts = self.pts
+                source.push(video)
+            self.pts += 1
+        figures = []
+        for _ in pairs:
+            ssim_value = float(self.ssim_sink.pull().metadata["lavfi.ssim.Y"])
+            psnr_value = float(self.psnr_sink.pull().metadata["lavfi.psnr.psnr.y"])
+            figures.append((ssim_value, psnr_value))
+        return figures
 
 
 def phash(frame: np.ndarray) -> str:
@@ -145,14 +174,17 @@ def phashes(frames: Sequence[np.ndarray]) -> list[str]:
         return []
     size = HASH_SIZE * HASH_HIGHFREQ_FACTOR
     lanczos = Image.Resampling.LANCZOS  # imagehash's ANTIALIAS; gray frames are mode "L"
-    pixels = np.stack(
-        [np.asarray(Image.fromarray(f).resize((size, size), lanczos)) for f in frames]
+    resized = b"".join(
+        Image.fromarray(frame).resize((size, size), lanczos).tobytes() for frame in frames
     )
+    pixels = np.frombuffer(resized, dtype=np.uint8).reshape(len(frames), size, size)
     dct = scipy.fftpack.dct(scipy.fftpack.dct(pixels, axis=1), axis=2)
-    low = dct[:, :HASH_SIZE, :HASH_SIZE]
-    medians = np.median(low.reshape(len(frames), -1), axis=1)
-    bits = low > medians[:, None, None]
-    return [np.packbits(one).tobytes().hex() for one in bits]
+    low = dct[:, :HASH_SIZE, :HASH_SIZE].reshape(len(frames), -1)
+    middle = np.sort(low, axis=1)[:, low.shape[1] // 2 - 1 : low.shape[1] // 2 + 1]
+    medians = (middle[:, 0] + middle[:, 1]) / 2  # numpy.median of an even count, exactly
+    packed = np.packbits(low > medians[:, None], axis=1).tobytes().hex()
+    digits = len(packed) // len(frames)
+    return [packed[i : i + digits] for i in range(0, len(packed), digits)]
 
 
 HASH_SIZE = 8
