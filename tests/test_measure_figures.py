@@ -179,3 +179,21 @@ def test_each_thread_measures_with_graphs_of_its_own() -> None:
     for thread in threads:
         thread.join()
     assert found == [expected] * 8
+
+
+@pytest.mark.parametrize("count", [2, 3, 255, 256, 257, 600])
+def test_nearest_siblings_are_the_brute_forces_ties_to_the_lowest(count: int) -> None:
+    rng = np.random.default_rng(count)
+    pool = [
+        [f"{int(v):016x}" for v in rng.integers(0, 2**63, 3)] for _ in range(max(2, count // 8))
+    ]
+    hashes = [pool[int(i)] for i in rng.integers(0, len(pool), count)]  # many ties
+    bits = [[int(h, 16) for h in row] for row in hashes]
+
+    def distance(a: int, b: int) -> int:
+        return sum(bin(x ^ y).count("1") for x, y in zip(bits[a], bits[b], strict=True))
+
+    distances, nearest = quality._nearest(hashes)
+    for row in range(count):
+        others = [(distance(row, other), other) for other in range(count) if other != row]
+        assert (int(distances[row]), int(nearest[row])) == min(others)
