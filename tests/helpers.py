@@ -10,7 +10,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -293,3 +293,48 @@ def render_task(
         seed=seed,
         **fields,
     )
+
+
+def span_logging_ffmpeg(directory: Path, ffmpeg: str | None = None) -> tuple[Path, Path]:
+    """`ffmpeg` (default: the real one) behind a script that logs when each run starts and
+    ends, with its output path: `start|end <epoch s> <path>` lines (`ffmpeg_spans`)."""
+    log, script = directory / "ffmpeg-spans.log", directory / "ffmpeg-spans"
+    real = shlex.quote(ffmpeg or Settings().ffmpeg_path())
+    script.write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do last="$arg"; done\n'
+        f'echo "start $(date +%s.%N) $last" >> {shlex.quote(str(log))}\n'
+        f'{real} "$@"\nstatus=$?\n'
+        f'echo "end $(date +%s.%N) $last" >> {shlex.quote(str(log))}\n'
+        'exit "$status"\n'
+    )
+    script.chmod(0o755)
+    return script, log
+
+
+def ffmpeg_spans(log: Path) -> dict[str, tuple[float, float]]:
+    """{temporary output path: (start, end)} of each render's FFmpeg run that
+    `span_logging_ffmpeg` logged."""
+    starts: dict[str, float] = {}
+    spans: dict[str, tuple[float, float]] = {}
+    for line in log.read_text().splitlines():
+        kind, when, path = line.split(" ", 2)
+        if not path.endswith(".part"):
+            continue  # not a render (`ffmpeg -version` for the provenance record)
+        path = path.removeprefix("file:")
+        if kind == "start":
+            starts[path] = float(when)
+        else:
+            spans[path] = (starts.pop(path), float(when))
+    assert not starts, f"FFmpeg runs that never ended: {sorted(starts)}"
+    return spans
+
+
+def most_at_once(spans: Iterable[tuple[float, float]]) -> int:
+    """The most spans that overlap at any moment."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    now = most = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        now += step
+        most = max(most, now)
+    return most

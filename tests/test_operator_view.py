@@ -11,6 +11,7 @@ import json
 import logging
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
@@ -47,11 +48,12 @@ async def test_running_job_shows_live_progress_details_and_attributes(
     description = await handle.describe()
 
     # the pending-activity view: heartbeat details are one JSON object with live figures
-    [pending] = [
-        p
+    pending_renders = {
+        p.activity_id: p
         for p in description.raw_description.pending_activities
         if p.activity_type.name == names.RENDER
-    ]
+    }
+    pending = pending_renders[names.render_activity_id(0, 0)]
     details = json.loads(pending.heartbeat_details.payloads[-1].data)
     assert {"percent", "fps", "speed", "eta_s", "pid", "pid_create_time"} <= set(details)
     assert details["percent"] > 0 and details["output"] == "long_clip_v000.mp4"
@@ -65,7 +67,18 @@ async def test_running_job_shows_live_progress_details_and_attributes(
     assert await description.static_summary() == job_summary(seeded)
     metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
     assert "**running** · 0/2 done" in metadata.current_details
+    assert "1 running" in metadata.current_details and "1 queued" in metadata.current_details
     assert "rendering `long_clip_v000.mp4`" in metadata.current_details
+    assert "long_clip_v001.mp4" not in metadata.current_details, "queued, not rendering"
+
+    # the next render (render-ahead) waits for the slot, and its details say so
+    async def queued_beat() -> dict[str, Any] | None:
+        beats = await render_heartbeats(client, job_id)
+        beat = beats.get(names.render_activity_id(0, 1))
+        return beat.model_dump() if beat is not None and beat.waiting_for_slot == 0 else None
+
+    queued = await wait_for(queued_beat, what="the queued render to say it waits for slot 0")
+    assert queued["output"] == "long_clip_v001.mp4" and queued["pid"] is None
 
     # varia's search attributes, for filtering in the UI and `varia list`
     attributes = description.typed_search_attributes

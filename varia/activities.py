@@ -20,12 +20,13 @@ from temporalio import activity
 
 from varia import cleanup, errors, jobdir, ledger, media, metrics, names, output_record, stops
 from varia.bounds import render_within_bounds
-from varia.config import Settings
+from varia.config import Settings, render_task_queue
 from varia.despite_cancel import run_to_end
 from varia.ffmpeg.argv import build_render_argv
 from varia.ffmpeg.process import ProcessIdentity, stop_foreign
 from varia.ffmpeg.progress import ProgressReport
 from varia.ffmpeg.runner import run_ffmpeg
+from varia.job_slots import JobSlots
 from varia.models import (
     CleanupRequest,
     DiscardRequest,
@@ -41,7 +42,9 @@ from varia.models import (
 )
 from varia.progress_signal import ProgressSignaller
 from varia.recipes import recipe_summary
+from varia.render_capacity import RenderCapacity
 from varia.render_output import already_rendered, cleanup_follows, commit_output, keep_if_whole
+from varia.render_turn import ffmpeg_turn
 from varia.search_attributes import SEARCH_ATTRIBUTE_NAMES, registered_search_attributes
 
 log = logging.getLogger("varia.activities")
@@ -56,6 +59,9 @@ class JobActivities:
         self.ffmpeg = settings.ffmpeg_path()
         self.stop_queue = stop_queue
         self.renders = stops.RenderRegistry()
+        self.capacity = RenderCapacity(settings.max_concurrent_renders)
+        self.job_slots = JobSlots()
+        self._render_queue = render_task_queue(settings.task_queue)
         self._registered: list[str] | None = None
 
     @activity.defn(name=names.PREPARE)
@@ -95,9 +101,16 @@ class JobActivities:
     async def render(self, task: RenderTask) -> RenderResult:
         """Render one variation to a temporary name, check it, rename it into place; write its
         provenance record beside it and return the brief result (`varia.output_record`)."""
-        result = await self._render(with_default_threads(task, self.settings.ffmpeg_threads))
         job_dir = Path(task.job_dir)
-        return await run_to_end(asyncio.to_thread(output_record.keep, job_dir, result))
+        try:
+            with self.capacity.render(counted=activity.info().task_queue == self._render_queue):
+                result = await self._render(
+                    with_default_threads(task, self.settings.ffmpeg_threads)
+                )
+                return await run_to_end(asyncio.to_thread(output_record.keep, job_dir, result))
+        finally:
+            if task.slot is not None:  # however it ended: the render after it may go
+                self.job_slots.end_turn(job_dir, task.slot, task.order)
 
     async def _render(self, task: RenderTask) -> RenderResult:
         """The render's full result: an earlier attempt's output, or a new one."""
@@ -137,17 +150,20 @@ class JobActivities:
         ) as pushed:
             metrics.watch_push(pushed)
             try:
-                outcome = await run_ffmpeg(
-                    argv,
-                    on_tick=beat,
-                    on_spawn=lambda identity: beat(None, identity),  # names the stop queue
-                    interrupt=_worker_shutting_down,
-                    stall_timeout_s=self.settings.stall_timeout_s,
-                    stage_timeout_s=self.settings.stop_stage_timeout_s,
-                    niceness=self.settings.ffmpeg_nice,
-                    stop=pushed,
-                    cancel_stage_timeout_s=lambda: self._cancel_stage_timeout(pushed),
-                )
+                async with ffmpeg_turn(
+                    task, self.capacity, self.job_slots, pushed, self.stop_queue, label
+                ):
+                    outcome = await run_ffmpeg(
+                        argv,
+                        on_tick=beat,
+                        on_spawn=lambda identity: beat(None, identity),  # names the stop queue
+                        interrupt=_worker_shutting_down,
+                        stall_timeout_s=self.settings.stall_timeout_s,
+                        stage_timeout_s=self.settings.stop_stage_timeout_s,
+                        niceness=self.settings.ffmpeg_nice,
+                        stop=pushed,
+                        cancel_stage_timeout_s=lambda: self._cancel_stage_timeout(pushed),
+                    )
                 metrics.kill_stage_reached(outcome.stop_stage)
                 if outcome.cancelled:
                     return await keep_if_whole(outcome, temp, final, task, argv, pushed.is_set())

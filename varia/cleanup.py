@@ -11,6 +11,7 @@ from pathlib import Path
 
 from varia import errors, jobdir, ledger, names, output_record, sheet
 from varia.models import (
+    MAX_CONCURRENCY,
     CleanupRequest,
     JobResult,
     Manifest,
@@ -36,7 +37,12 @@ def clean_up_job(request: CleanupRequest) -> JobResult:
         keep = {result.path for result in results.values()}
         owned = jobdir.owned_names(request.stems, request.variations)
         finals = [name for name in owned if not name.startswith(".")]
-        scratch = {sheet.cell_name(name) for name in finals} | output_record.record_names(finals)
+        scratch = (
+            {sheet.cell_name(name) for name in finals}
+            | output_record.record_names(finals)
+            | {names.slot_lock_name(slot) for slot in range(MAX_CONCURRENCY)}
+            | {names.slot_turn_name(slot) for slot in range(MAX_CONCURRENCY)}
+        )
         sheets_planned = sheet.planned_names(request.stems)  # an earlier run's sheet is redrawn
         owned |= sheets_planned | {names.atomic_temp_name(n) for n in sheets_planned} | scratch
         kept_cells = {sheet.cell_name(name) for name in keep}

@@ -124,7 +124,8 @@ class Settings(BaseSettings):
     max_concurrent_renders: int = setting(
         2,
         "VARIA_MAX_CONCURRENT_RENDERS",
-        "Renders (FFmpeg) one worker runs at once; other activities have own slots.",
+        "FFmpeg one worker runs at once (renders waiting for their job slot or in their tail "
+        "do not count); other activities have own slots.",
         ge=1,
     )
     stop_stage_timeout_s: float = setting(

@@ -29,6 +29,8 @@ def details_text(
         f"**{progress.state}** · {progress.completed}/{progress.total} done"
         f" · {progress.failed} failed · {progress.running} running · {progress.percent:g}%"
     )
+    if progress.queued:
+        head += f" · {progress.queued} queued"
     if progress.eta_s is not None:
         head += f" · ETA {progress.eta_s:.0f}s"
     lines = [head]

@@ -178,6 +178,17 @@ class RenderTask(BaseModel):
     threads: int | None = None
     seed: int | None = Field(default=None, description="The job's seed (for re-drawn recipes).")
     bounds: StrengthBounds | None = None
+    slot: int | None = Field(
+        default=None,
+        description="The job slot whose lock its FFmpeg holds (render-ahead; None: no lock).",
+    )
+    order: int | None = Field(
+        default=None, description="Its place in the job: input index * variations + variation."
+    )
+    follows: int | None = Field(
+        default=None,
+        description="The `order` of the render before it in its slot: its FFmpeg goes first.",
+    )
 
     @property
     def temp_name(self) -> str:
@@ -378,6 +389,11 @@ class Progress(BaseModel):
     paused: bool = Field(default=False, description="A pause was asked for (and not resumed).")
     manifest: str | None = Field(default=None, description="Set once cleanup wrote it.")
     removed: int | None = Field(default=None, description="Files cleanup deleted.")
+    queued: int = Field(
+        default=0,
+        description="Renders scheduled behind a running one in its job slot (render-ahead): "
+        "they start the moment it exits. Not in `running` or `running_variations`.",
+    )
 
 
 class RenderProgress(BaseModel):
@@ -408,6 +424,7 @@ class RenderHeartbeat(BaseModel):
     pid_create_time: float | None = None
     temp: str = ""
     stop_queue: str | None = None  # the worker's own queue: a cancel is pushed there
+    waiting_for_slot: int | None = None  # render-ahead: FFmpeg waits for this job slot
 
     def temp_path(self) -> str:
         """The temporary path of the attempt (older workers put it in `output`)."""

@@ -80,6 +80,7 @@ OWN_PREFIX = ".varia"
 ATOMIC_PREFIX = ".varia-tmp-"
 CELL_PREFIX = ".varia-cell-"
 RECORD_PREFIX = ".varia-record-"
+SLOT_PREFIX = ".varia-slot-"
 _PART_SUFFIX = ".part"
 
 
@@ -99,6 +100,16 @@ def record_name(output_name: str) -> str:
     """The name of an output's provenance record, written by its render and merged into the
     manifest by cleanup: `.varia-record-<output>.json`."""
     return f"{RECORD_PREFIX}{output_name}.json"
+
+
+def slot_lock_name(slot: int) -> str:
+    """The lock file of a job's render slot `slot` (`varia.job_slots`): `.varia-slot-<k>.lock`."""
+    return f"{SLOT_PREFIX}{slot}.lock"
+
+
+def slot_turn_name(slot: int) -> str:
+    """The file that says whose turn in slot `slot` is done: `.varia-slot-<k>.turn`."""
+    return f"{SLOT_PREFIX}{slot}.turn"
 
 
 def atomic_temp_name(name: str) -> str:

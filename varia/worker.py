@@ -17,7 +17,7 @@ from datetime import timedelta
 from types import TracebackType
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
 
 from varia import code_cache
 from varia.activities import JobActivities
@@ -115,10 +115,23 @@ def build_worker(client: Client, settings: Settings, *, identity: str | None = N
             client,
             task_queue=render_task_queue(settings.task_queue),
             activities=[activities.render],
-            max_concurrent_activities=settings.max_concurrent_renders,
+            tuner=_render_tuner(activities),
             **_common(settings, identity),  # type: ignore[arg-type]
         ),
         stop,
+    )
+
+
+def _render_tuner(activities: JobActivities) -> WorkerTuner:
+    """The render queue takes a render whenever fewer than `VARIA_MAX_CONCURRENT_RENDERS` are
+    active (`varia.render_capacity`): one whose FFmpeg exited, or that waits for its job's
+    slot, leaves room for the next."""
+    unused = FixedSizeSlotSupplier(1)  # the render queue's worker runs no workflow
+    return WorkerTuner.create_composite(
+        workflow_supplier=unused,
+        activity_supplier=activities.capacity.supplier(),
+        local_activity_supplier=unused,
+        nexus_supplier=unused,
     )
 
 

@@ -47,8 +47,9 @@ def render_priority(job: JobRequest, job_id: str, on: bool) -> Priority:
     return Priority(priority_key=job.priority, fairness_key=key)
 
 
-async def push_stop() -> None:
-    """Push the cancel to the workers running this run's renders (best effort).
+async def push_stop(only: set[str] | None = None) -> None:
+    """Push the cancel to the workers running this run's renders (best effort); `only`: to
+    these render activity ids alone.
 
     A local activity reads each pending render's stop queue from its heartbeat details; a
     `stop_renders` activity on each queue stops FFmpeg at once. Nothing waits for them: if
@@ -64,7 +65,10 @@ async def push_stop() -> None:
         )
     except ActivityError:
         return
-    for queue, activity_ids in sorted(queues.items()):
+    for queue, all_ids in sorted(queues.items()):
+        activity_ids = [i for i in all_ids if only is None or i in only]
+        if not activity_ids:
+            continue
         pushed = workflow.start_activity_method(
             JobActivities.stop_renders,
             StopRenders(

@@ -90,6 +90,9 @@ KEEP_EARLY_DRAIN = "keep-early-drain"
 """Patch: a drain accepted before `run()` survives `_resume` (only runs where it happened
 record the marker; older histories of such a run replay their old path)."""
 PUSH_CANCEL_PATCH = "push-cancel"
+RENDER_AHEAD_PATCH = "render-ahead"
+"""Runs recorded before it keep at most `concurrency` renders in flight; newer runs keep two per
+job slot, the running one and the next (`_render_chunk`)."""
 PERCENT_STEPS_PATCH = "percent-steps"
 """Runs recorded before it upsert VariaCompleted/VariaPercent after every finished render; newer
 runs only when the whole percent moves (a 10,000-variation job: about 100 upserts, not one per
@@ -129,33 +132,47 @@ class VariationJob:
         self._continuing = False
         self._priority = Priority.default
         self._redo: list[int] = []  # variations a pause stopped: rendered again first
+        self._drain_seen = False  # the render loop dropped its queued renders for a drain
 
     # ---- public handlers -------------------------------------------------------------
 
     @workflow.query(name=names.PROGRESS_QUERY)
     def progress(self) -> Progress:
         """Where the job is; answers while it runs and after it closed."""
+        heads = self._slot_heads()
         return Progress(
             job_id=self._job_id or workflow.info().workflow_id,
             state=self._state,
             total=self._total,
             completed=self._completed,
             failed=self._failed,
-            running=len(self._running),
+            running=len(heads),
             percent=self._percent(),
             job_dir=self._job_dir,
             draining=self._draining,
             cancel_requested=self._cancel_requested,
             running_variations=[
                 RunningVariation(input_index=i, variation=v, output=task.output_name)
-                for (i, v), task in sorted(self._running.items())
+                for (i, v), task in sorted(heads.items())
             ],
             errors=list(self._errors),
             eta_s=self._eta_s(),
             paused=self._paused,
             manifest=self._result.manifest if self._result else None,
             removed=self._result.removed if self._result else None,
+            queued=len(self._running) - len(heads),
         )
+
+    def _slot_heads(self) -> dict[tuple[int, int], RenderTask]:
+        """The renders in flight that are not queued behind another in their job slot."""
+        taken: set[int] = set()
+        heads = {}
+        for key, task in self._running.items():  # in the order they were scheduled
+            if task.slot is None or task.slot not in taken:
+                heads[key] = task
+            if task.slot is not None:
+                taken.add(task.slot)
+        return heads
 
     @workflow.signal(name=names.RENDER_PROGRESS_SIGNAL)
     def render_progress(self, report: RenderProgress) -> None:
@@ -375,11 +392,13 @@ class VariationJob:
         """
         chunk_end = min(self._total, next_index + (job.chunk_size or DEFAULT_CHUNK_SIZE))
         running: dict[asyncio.Task[RenderResult], RenderTask] = {}
+        ahead = workflow.patched(RENDER_AHEAD_PATCH)
+        in_flight = job.concurrency * (2 if ahead else 1)
         try:
             while True:
                 while (
                     (self._redo or next_index < chunk_end)
-                    and len(running) < job.concurrency
+                    and len(running) < in_flight
                     and not self._draining
                     and not self._halted
                     and not self._paused
@@ -390,14 +409,23 @@ class VariationJob:
                     else:
                         index, next_index = next_index, next_index + 1
                     task = self._plan(job, stems, media, index)
-                    running[self._start_render(task)] = task
+                    mate = None
+                    if ahead:
+                        task, mate = _in_slot(task, index, running, job.concurrency)
+                    running[self._start_render(task, mate)] = task
                 if self._pausing():
                     await self._pause_here(running)
                     continue
                 if not running:
                     return next_index
+                if ahead and self._drain_unseen():
+                    self._drain_seen = True
+                    await _drop_queued(running)
                 await workflow.wait_condition(
-                    lambda: _any_done(running)() or self._pausing(), timeout=None
+                    lambda: (
+                        _any_done(running)() or self._pausing() or (ahead and self._drain_unseen())
+                    ),
+                    timeout=None,
                 )
                 for handle in [h for h in running if h.done()]:
                     self._collect(handle, running.pop(handle))
@@ -412,6 +440,10 @@ class VariationJob:
                 await workflow.wait_condition(handle.done)
                 self._collect(handle, task, cancelling=True)
             raise
+
+    def _drain_unseen(self) -> bool:
+        """A drain arrived that the render loop has not acted on yet (render-ahead)."""
+        return self._draining and not self._drain_seen
 
     def _pausing(self) -> bool:
         return self._paused and not self._draining and not self._halted
@@ -471,15 +503,22 @@ class VariationJob:
             bounds=strength_bounds(job),
         )
 
-    def _start_render(self, task: RenderTask) -> asyncio.Task[RenderResult]:
+    def _start_render(
+        self, task: RenderTask, mate: RenderTask | None = None
+    ) -> asyncio.Task[RenderResult]:
+        """Schedule a render; `mate`: the render in flight in its job slot, whose FFmpeg it
+        waits for (its start-to-close covers both)."""
         self._running[(task.input_index, task.variation)] = task
         self._update_details()
+        timeout = render_start_to_close(task.media, task.recipe)
+        if mate is not None:
+            timeout += render_start_to_close(mate.media, mate.recipe)
         handle = workflow.start_activity_method(
             JobActivities.render,
             task,
             activity_id=names.render_activity_id(task.input_index, task.variation),
             task_queue=render_task_queue(workflow.info().task_queue),
-            start_to_close_timeout=render_start_to_close(task.media, task.recipe),
+            start_to_close_timeout=timeout,
             heartbeat_timeout=RENDER_HEARTBEAT_TIMEOUT,
             retry_policy=RENDER_RETRY,
             cancellation_type=WAIT,
@@ -663,3 +702,45 @@ _PAUSE_SETTLED = frozenset(
 
 def _any_done(running: dict[asyncio.Task[RenderResult], RenderTask]) -> Callable[[], bool]:
     return lambda: any(handle.done() for handle in running)
+
+
+def _in_slot(
+    task: RenderTask,
+    order: int,
+    running: dict[asyncio.Task[RenderResult], RenderTask],
+    slots: int,
+) -> tuple[RenderTask, RenderTask | None]:
+    """The task placed in the job slot with the fewest renders in flight (the lowest such
+    number), following the render already in flight there, if any; and that render
+    (patch "render-ahead")."""
+    in_slot: dict[int, list[RenderTask]] = {slot: [] for slot in range(slots)}
+    for other in running.values():
+        if other.slot is not None and other.slot in in_slot:
+            in_slot[other.slot].append(other)
+    slot = min(in_slot, key=lambda k: (len(in_slot[k]), k))
+    mate = in_slot[slot][-1] if in_slot[slot] else None
+    placed = task.model_copy(
+        update={"slot": slot, "order": order, "follows": mate.order if mate else None}
+    )
+    return placed, mate
+
+
+async def _drop_queued(running: dict[asyncio.Task[RenderResult], RenderTask]) -> None:
+    """A drain starts no new variation: cancel the renders scheduled behind another in their
+    job slot (they wait for it, or have only just started), pushing the stop to their worker."""
+    seen: set[int | None] = set()
+    behind: list[asyncio.Task[RenderResult]] = []
+    for handle, task in running.items():  # in the order they were scheduled
+        if task.slot in seen:
+            behind.append(handle)
+        seen.add(task.slot)
+    for handle in behind:
+        handle.cancel()
+    if behind:
+        await push_stop(
+            {
+                names.render_activity_id(t.input_index, t.variation)
+                for t in map(running.get, behind)
+                if t
+            }
+        )

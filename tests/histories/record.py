@@ -183,8 +183,11 @@ def _finishes_despite_a_cancel(root: Path) -> Path:
 async def completion_wins(lab: Lab) -> list[WorkflowHistory]:
     """A cancel reaches the only render, which finishes anyway: the job completes."""
     queue = _queue()
-    settings = lab.settings(
-        queue, VARIA_FFMPEG=str(_finishes_despite_a_cancel(lab.root)), VARIA_STOP_STAGE_TIMEOUT=60
+    settings = lab.settings(  # (a cancel's own short stages too: it is pushed since push-cancel)
+        queue,
+        VARIA_FFMPEG=str(_finishes_despite_a_cancel(lab.root)),
+        VARIA_STOP_STAGE_TIMEOUT=60,
+        VARIA_CANCEL_STAGE_TIMEOUT=60,
     )
     async with build_worker(lab.client, settings):
         handle = await lab.start("completion-wins", queue, lab.request(1, threads=1))

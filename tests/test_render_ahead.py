@@ -1,0 +1,167 @@
+"""Render-ahead (issue 14, "no idle slot"): the next render of a job slot is already scheduled,
+so its FFmpeg starts the moment the previous one exits, without waiting for the previous
+render's tail or a workflow task; the job's `concurrency` still bounds its FFmpeg, on one
+worker and across worker processes; a drain starts none of the queued renders. Real dev
+server, real FFmpeg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from tests.conftest import Clips
+from tests.helpers import (
+    assert_manifest_matches_disk,
+    ffmpeg_spans,
+    most_at_once,
+    paced_ffmpeg,
+    processes_mentioning,
+    query_progress,
+    span_logging_ffmpeg,
+    start_job,
+    wait_for,
+)
+from tests.test_scale_out import Workers, render_starts
+from varia import activities, names
+from varia.client.pollers import poller_identities
+from varia.config import Settings, render_task_queue
+from varia.models import JobRequest, RenderResult, RenderTask
+from varia.worker import build_worker
+
+
+def _slot_files(job_dir: Path) -> list[str]:
+    return sorted(p.name for p in job_dir.iterdir() if p.name.startswith(names.SLOT_PREFIX))
+
+
+async def test_the_next_ffmpeg_starts_while_the_previous_render_is_still_in_its_tail(
+    client: Client,
+    settings: Settings,
+    job_id: str,
+    clips: Clips,
+    out_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each render's tail (check, commit, measure) is held until the next render of its slot
+    has started its FFmpeg. Without render-ahead the next render is scheduled only once this
+    one completes, so the hold could never end: the renders would fail."""
+    script, log = span_logging_ffmpeg(tmp_path)
+    job_dir = out_dir / job_id
+    concurrency, variations = 2, 6
+    real_commit = activities.commit_output
+    held: list[str] = []
+
+    async def commit_once_the_next_runs(
+        temp: Path, final: Path, task: RenderTask, argv: list[str]
+    ) -> RenderResult:
+        following = task.variation + concurrency
+        if following < variations:
+            name = names.temp_name(f"short_v{following:03d}.mp4")
+            await wait_for(
+                lambda: log.exists() and name in log.read_text(),
+                timeout_s=120,
+                what=f"the render after {final.name} in its slot to start FFmpeg",
+            )
+            held.append(final.name)
+        return await real_commit(temp, final, task, argv)
+
+    monkeypatch.setattr(activities, "commit_output", commit_once_the_next_runs)
+    roomy = settings.model_copy(update={"ffmpeg": str(script), "max_concurrent_renders": 4})
+    async with build_worker(client, roomy):
+        request = JobRequest(
+            inputs=[str(clips.short)],
+            variations=variations,
+            output_dir=str(out_dir),
+            concurrency=concurrency,
+            seed=5,
+        )
+        result = await (await start_job(client, settings.task_queue, job_id, request)).result()
+    assert (result.state, result.completed, result.failed) == ("completed", variations, 0)
+    assert sorted(held) == [f"short_v{v:03d}.mp4" for v in range(variations - concurrency)]
+    spans = ffmpeg_spans(log)
+    assert len(spans) == variations
+    assert most_at_once(spans.values()) <= concurrency, "the job's concurrency bounds FFmpeg"
+    for v in range(variations - concurrency):  # in each slot, in the order scheduled
+        this = spans[str(job_dir / names.temp_name(f"short_v{v:03d}.mp4"))]
+        after = spans[str(job_dir / names.temp_name(f"short_v{v + concurrency:03d}.mp4"))]
+        assert this[1] <= after[0], f"v{v + concurrency} ran before v{v} in their slot"
+    assert_manifest_matches_disk(job_dir)
+    assert _slot_files(job_dir) == [], "cleanup removes the slot files"
+
+
+async def test_a_drain_starts_none_of_the_queued_renders(
+    client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path, tmp_path: Path
+) -> None:
+    """The queued render of each slot is cancelled (pushed) at a drain; the running ones
+    finish: the job ends with what was done plus what was running when the drain came."""
+    paced = settings.model_copy(
+        update={"ffmpeg": str(paced_ffmpeg(tmp_path)), "max_concurrent_renders": 4}
+    )
+    async with build_worker(client, paced):
+        request = JobRequest(
+            inputs=[str(clips.short)], variations=8, output_dir=str(out_dir), concurrency=2
+        )
+        handle = await start_job(client, settings.task_queue, job_id, request)
+
+        async def two_running_two_queued() -> Any:
+            progress = await query_progress(handle)
+            return progress if (progress.running, progress.queued) == (2, 2) else None
+
+        seen = await wait_for(two_running_two_queued, what="2 renders running, 2 queued")
+        assert len(seen.running_variations) == 2
+        at_drain = await handle.execute_update(names.DRAIN_UPDATE, result_type=dict)
+        await handle.result()
+        progress = await query_progress(handle)
+    assert progress.state == "drained"
+    assert at_drain["running"] <= 2 and at_drain["queued"] <= 2
+    assert progress.completed == at_drain["completed"] + at_drain["running"], (
+        f"at the drain: {at_drain}; at the end: {progress}"
+    )
+    assert processes_mentioning(str(out_dir / job_id)) == []
+    manifest = assert_manifest_matches_disk(out_dir / job_id)
+    assert len(manifest["outputs"]) == progress.completed
+
+
+async def test_one_slot_shared_by_two_worker_processes_runs_one_ffmpeg_at_a_time(
+    env: WorkflowEnvironment, clips: Clips, out_dir: Path, tmp_path: Path
+) -> None:
+    """A job of concurrency 1 on two `varia worker` processes of one render each: the next
+    render lands on the other worker and waits there for the slot's lock and turn, which the
+    first holds in the job directory; FFmpeg never overlaps, and both workers render."""
+    client = env.client
+    address = client.service_client.config.target_host
+    workers = Workers(address, f"ahead-{out_dir.parent.name}", tmp_path)
+    script, log = span_logging_ffmpeg(tmp_path, workers.env["VARIA_FFMPEG"])
+    workers.env["VARIA_FFMPEG"] = str(script)
+    job_id = "ahead-two-workers"
+    queue = workers.env["VARIA_TASK_QUEUE"]
+    try:
+        workers.start("w1")
+        workers.start("w2")
+
+        async def both_polling() -> bool:
+            return {"w1", "w2"} <= await poller_identities(client, render_task_queue(queue))
+
+        await wait_for(both_polling, what="both workers to poll the render queue")
+        request = JobRequest(
+            inputs=[str(clips.short)], variations=4, output_dir=str(out_dir), concurrency=1
+        )
+        handle = await start_job(client, queue, job_id, request)
+        result = await asyncio.wait_for(handle.result(), 300)
+    except BaseException:
+        print(workers.logs())
+        raise
+    finally:
+        workers.close()
+    assert (result.completed, result.failed) == (4, 0)
+    spans = ffmpeg_spans(log)
+    assert len(spans) == 4 and most_at_once(spans.values()) == 1
+    identities = {identity for _, identity, _ in await render_starts(client, job_id)}
+    assert identities == {"w1", "w2"}, "both workers took renders"
+    assert_manifest_matches_disk(out_dir / job_id)

@@ -1,0 +1,132 @@
+"""A worker's render capacity (`varia.render_capacity`): the render queue takes a render exactly
+while fewer than the cap are active; parked renders and renders in their tail leave room, and
+FFmpeg itself never runs more than the cap. No server needed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from varia.render_capacity import HARD_MAX_FACTOR, RenderCapacity
+
+CTX: Any = None  # the supplier reads nothing of its contexts
+
+
+async def _still_waiting(task: asyncio.Future[Any]) -> bool:
+    for _ in range(20):
+        await asyncio.sleep(0)
+    return not task.done()
+
+
+async def test_the_supplier_waits_for_room_and_parked_or_tail_renders_make_it() -> None:
+    capacity = RenderCapacity(2)
+    supplier = capacity.supplier()
+    await supplier.reserve_slot(CTX)
+    await supplier.reserve_slot(CTX)
+    assert supplier.try_reserve_slot(CTX) is None
+    third = asyncio.ensure_future(supplier.reserve_slot(CTX))
+    assert await _still_waiting(third)
+
+    async def park_one() -> None:
+        with capacity.render(counted=True):
+            async with capacity.parked_while():
+                await third  # parked: the third slot may be handed out meanwhile
+
+    await park_one()
+    assert capacity.reserved == 3 and capacity.active == 3  # the parked one is active again
+    supplier.release_slot(CTX)
+    supplier.release_slot(CTX)
+    assert capacity.active == 1 and capacity.has_room()
+
+
+async def test_a_render_in_its_tail_leaves_room_for_the_next() -> None:
+    capacity = RenderCapacity(1)
+    supplier = capacity.supplier()
+    await supplier.reserve_slot(CTX)
+    with capacity.render(counted=True):
+        async with capacity.ffmpeg_permit():
+            assert not capacity.has_room(), "FFmpeg runs: the cap is used"
+        assert capacity.has_room(), "FFmpeg exited: the next render may come"
+        await supplier.reserve_slot(CTX)  # does not wait
+    assert not capacity.has_room(), "the render ended; its SDK slot is not released yet"
+    supplier.release_slot(CTX)
+    assert capacity.active == 1
+
+
+async def test_renders_from_the_jobs_queue_do_not_move_the_counts() -> None:
+    capacity = RenderCapacity(1)
+    with capacity.render(counted=False):
+        async with capacity.parked_while():
+            assert capacity.parked == 0
+        async with capacity.ffmpeg_permit():
+            pass
+        assert capacity.active == 0
+
+
+async def test_ffmpeg_permits_never_exceed_the_cap() -> None:
+    capacity = RenderCapacity(2)
+    running = 0
+    most = 0
+
+    async def render() -> None:
+        nonlocal running, most
+        with capacity.render(counted=False):
+            async with capacity.ffmpeg_permit():
+                running += 1
+                most = max(most, running)
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                running -= 1
+
+    await asyncio.gather(*(render() for _ in range(7)))
+    assert most == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.sampled_from(["reserve", "park", "unpark", "tail", "end"]), max_size=60))
+def test_property_a_slot_is_handed_out_only_with_room(steps: list[str]) -> None:
+    """Whatever the renders do, the supplier hands a slot out only while fewer than the cap are
+    active and fewer than the hard maximum are held; the counts never go negative."""
+    cap = 2
+
+    async def scenario() -> None:
+        capacity = RenderCapacity(cap)
+        supplier = capacity.supplier()
+        renders: list[dict[str, Any]] = []  # each: its phase
+        for step in steps:
+            if step == "reserve":
+                room = capacity.has_room()
+                permit = supplier.try_reserve_slot(CTX)
+                assert (permit is not None) == room
+                if permit is not None:
+                    assert capacity.active <= cap and capacity.reserved <= cap * HARD_MAX_FACTOR
+                    renders.append({"phase": "active"})
+            elif step == "park":
+                active = [r for r in renders if r["phase"] == "active"]
+                if active:
+                    active[0]["phase"] = "parked"
+                    capacity.parked += 1
+            elif step == "unpark":
+                parked = [r for r in renders if r["phase"] == "parked"]
+                if parked:
+                    parked[0]["phase"] = "active"
+                    capacity.parked -= 1
+            elif step == "tail":
+                active = [r for r in renders if r["phase"] == "active"]
+                if active:
+                    active[0]["phase"] = "tail"
+                    capacity._tails.add(asyncio.ensure_future(asyncio.sleep(0)))
+            elif step == "end" and renders:
+                ended = renders.pop(0)
+                if ended["phase"] == "parked":
+                    capacity.parked -= 1
+                elif ended["phase"] == "tail":
+                    capacity._tails.pop()
+                supplier.release_slot(CTX)
+            assert capacity.reserved == len(renders) >= 0
+            assert capacity.parked >= 0 and capacity.active >= 0
+
+    asyncio.run(scenario())

@@ -1,0 +1,213 @@
+"""A job's render slots: at most `concurrency` FFmpeg of one job at once, across all workers,
+each slot's renders in the order the workflow scheduled them.
+
+With render-ahead (`VariationJob`'s patch `render-ahead`) the workflow keeps two renders per
+slot in flight: the one running and the next, so the next FFmpeg starts the moment the previous
+one exits instead of a workflow task later. Two files in the job directory, which every worker
+of the job shares, keep them apart:
+
+- `.varia-slot-<k>.lock`: a render holds its `flock` for exactly the time its FFmpeg runs (a
+  worker that dies releases it with its descriptors). A render waiting behind one in the same
+  process is woken the moment it lets go; one held by another process is waited for in a
+  thread of its own.
+- `.varia-slot-<k>.turn`: the highest `order` whose turn in the slot is over (its FFmpeg
+  exited, or its attempt ended without one). A render that `follows` another waits until that
+  one's turn is over before it takes the lock, so the next never overtakes the running one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from varia import names
+
+log = logging.getLogger("varia.activities")
+
+TURN_POLL_S = 0.05
+"""How often a render re-reads its slot's turn while the render it follows is in another
+process (one in this process wakes it at once)."""
+
+
+class JobSlots:
+    """The job slots of the renders in this process."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, asyncio.Event] = {}  # lock path held here: set when released
+        self._turns: dict[str, asyncio.Event] = {}  # turn path: set when a turn here ends
+        self._here: dict[str, set[int]] = {}  # turn path: orders of the renders in this process
+
+    def try_acquire(
+        self, job_dir: Path, slot: int, order: int | None, follows: int | None
+    ) -> Callable[[], None] | None:
+        """`acquire` without waiting: the release function, or None if it would wait."""
+        turn = str(job_dir / names.slot_turn_name(slot))
+        if follows is not None and _read_turn(turn) < follows:
+            return None
+        lock = str(job_dir / names.slot_lock_name(slot))
+        fd = None if lock in self._held else _try_flock(lock)
+        if fd is None:
+            return None
+        if order is not None:
+            self._here.setdefault(turn, set()).add(order)
+        return self._holding(lock, fd, job_dir, slot, order)
+
+    async def acquire(
+        self, job_dir: Path, slot: int, order: int | None, follows: int | None
+    ) -> Callable[[], None]:
+        """Take slot `slot` of the job in `job_dir` once the render `follows` had its turn,
+        waiting while the slot is held; returns the function that releases it (and ends this
+        render's turn). Cancellable while waiting (then nothing stays held)."""
+        turn = str(job_dir / names.slot_turn_name(slot))
+        if order is not None:
+            self._here.setdefault(turn, set()).add(order)
+        lock = str(job_dir / names.slot_lock_name(slot))
+        try:
+            if follows is not None:
+                await self._wait_turn(turn, follows)
+            while True:
+                if lock in self._held:  # a render here holds it: it wakes us as it lets go
+                    await self._held[lock].wait()
+                    continue
+                fd = _try_flock(lock)
+                if fd is None:  # another process holds it
+                    fd = await _flock_in_thread(lock)
+                return self._holding(lock, fd, job_dir, slot, order)
+        except BaseException:
+            self._leave_turn(turn, order)
+            raise
+
+    def _holding(
+        self, lock: str, fd: int, job_dir: Path, slot: int, order: int | None
+    ) -> Callable[[], None]:
+        self._held[lock] = asyncio.Event()
+
+        def release() -> None:
+            os.close(fd)  # closing the only descriptor releases the flock
+            self._held.pop(lock).set()
+            self.end_turn(job_dir, slot, order)
+
+        return release
+
+    def end_turn(self, job_dir: Path, slot: int, order: int | None) -> None:
+        """Say that render `order`'s turn in the slot is over (idempotent): its FFmpeg exited,
+        or its attempt ends without one. The render that follows it may start."""
+        turn = str(job_dir / names.slot_turn_name(slot))
+        if order is not None:
+            try:
+                _raise_turn(turn, order)
+            except FileNotFoundError:
+                pass  # the job directory is gone: nobody waits
+            except OSError as err:  # a full disk: the render's own error says so
+                log.warning("could not end the turn of render %s in %s: %s", order, turn, err)
+        self._leave_turn(turn, order)
+
+    def _leave_turn(self, turn: str, order: int | None) -> None:
+        here = self._here.get(turn)
+        if here is not None and order is not None:
+            here.discard(order)
+            if not here:
+                del self._here[turn]
+        event = self._turns.pop(turn, None)
+        if event is not None:
+            event.set()  # wake the renders waiting on this slot's turn here: they re-read it
+
+    async def _wait_turn(self, turn: str, follows: int) -> None:
+        while _read_turn(turn) < follows:
+            event = self._turns.setdefault(turn, asyncio.Event())
+            local = follows in self._here.get(turn, ())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), None if local else TURN_POLL_S)
+
+    def __len__(self) -> int:
+        """Locks, turn events and turn registrations kept: 0 when no render is here."""
+        return len(self._held) + len(self._turns) + len(self._here)
+
+
+def _read_turn(path: str) -> int:
+    """The highest order whose turn is over (-1: none yet)."""
+    try:
+        with open(path, "rb") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+            text = handle.read().strip()
+    except FileNotFoundError:
+        return -1
+    return int(text) if text.isdigit() else -1
+
+
+def _raise_turn(path: str, order: int) -> None:
+    """Set the turn to `order` unless it is higher already (under a short `flock`)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        text = os.pread(fd, 32, 0).strip()
+        if not text.isdigit() or int(text) < order:
+            data = f"{order}\n".encode()
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
+def _try_flock(path: str) -> int | None:
+    """An open descriptor of `path` holding its exclusive `flock`; None if it is held (by
+    another process, or by another descriptor here: `flock` tells those apart too)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+async def _flock_in_thread(path: str) -> int:
+    """Wait for the `flock` in a thread of its own, on a descriptor of its own (a blocked
+    `flock` cannot be interrupted): if the wait is cancelled, the thread closes the descriptor
+    once it gets the lock, which releases it at once."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[int] = loop.create_future()
+
+    def hand_over(fd: int | None, error: BaseException | None) -> None:
+        if done.done():  # the wait was cancelled meanwhile
+            if fd is not None:
+                os.close(fd)
+        elif error is not None:
+            done.set_exception(error)
+        else:
+            assert fd is not None
+            done.set_result(fd)
+
+    def wait() -> None:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            loop.call_soon_threadsafe(hand_over, None, err)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:
+            os.close(fd)
+            loop.call_soon_threadsafe(hand_over, None, err)
+            return
+        try:
+            loop.call_soon_threadsafe(hand_over, fd, None)
+        except RuntimeError:  # the loop is closed: nobody will take it
+            os.close(fd)
+
+    threading.Thread(target=wait, name="varia-job-slot", daemon=True).start()
+    try:
+        return await done
+    except asyncio.CancelledError:
+        if done.done() and not done.cancelled() and done.exception() is None:
+            os.close(done.result())  # got it as the cancel landed: give it back
+        raise

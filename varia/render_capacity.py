@@ -1,0 +1,132 @@
+"""A worker's render capacity: `VARIA_MAX_CONCURRENT_RENDERS` FFmpeg at once, and the render
+queue's slot supplier that takes a new render exactly when one could start.
+
+A render activity passes three phases: *active* (preparing, waiting for an FFmpeg permit, or
+running FFmpeg), *parked* (waiting for its job's slot, held by the job's previous render in
+that slot, here or on another worker) and *tail* (FFmpeg has exited: checking, measuring and
+committing the output). Only active renders use the capacity: the supplier lets the SDK poll
+for another render while fewer than `cap` renders are active, so the next FFmpeg starts while
+the previous render's tail runs, and a parked render never blocks a render of another job.
+`hard_max` bounds the renders held in all phases together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from contextvars import ContextVar
+
+from temporalio.worker import (
+    CustomSlotSupplier,
+    SlotMarkUsedContext,
+    SlotPermit,
+    SlotReleaseContext,
+    SlotReserveContext,
+)
+
+HARD_MAX_FACTOR = 3
+"""Renders a worker holds at most, in all phases, per unit of its cap."""
+_counted: ContextVar[bool] = ContextVar("varia_render_counted", default=False)
+"""Whether the current render holds a slot of the supplier (it came from the render queue)."""
+
+
+class RenderCapacity:
+    """The FFmpeg permits of one worker process and the phase counts the supplier reads."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.hard_max = cap * HARD_MAX_FACTOR
+        self._permits = asyncio.Semaphore(cap)
+        self.reserved = 0  # SDK slots handed out (polling, or running a render)
+        self.parked = 0
+        self._tails: set[asyncio.Task[object]] = set()
+        self._changed = asyncio.Event()
+
+    @property
+    def active(self) -> int:
+        """Renders (and polls for one) that count against the cap."""
+        return self.reserved - self.parked - len(self._tails)
+
+    def has_room(self) -> bool:
+        """Whether the render queue may take another render now."""
+        return self.active < self.cap and self.reserved < self.hard_max
+
+    async def wait_for_room(self) -> None:
+        while not self.has_room():
+            self._changed.clear()
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    @contextlib.asynccontextmanager
+    async def parked_while(self) -> AsyncIterator[None]:
+        """Count the current render as parked for the block (it waits for its job slot)."""
+        if not _counted.get():
+            yield
+            return
+        self.parked += 1
+        self._notify()
+        try:
+            yield
+        finally:
+            self.parked -= 1
+
+    @contextlib.asynccontextmanager
+    async def ffmpeg_permit(self) -> AsyncIterator[None]:
+        """Hold one of the worker's FFmpeg permits for the block; the render is active while
+        it waits and runs, and in its tail once the block ends (until `render_done`)."""
+        task = asyncio.current_task() if _counted.get() else None
+        if task is not None:
+            self._tails.discard(task)  # a bounds trial's second FFmpeg: active again
+        async with self._permits:
+            try:
+                yield
+            finally:
+                if task is not None:
+                    self._tails.add(task)
+                    self._notify()
+
+    @contextlib.contextmanager
+    def render(self, counted: bool) -> Iterator[None]:
+        """Wrap a whole render activity; `counted`: it holds a slot of this supplier (a render
+        from the render queue, not one older workflow code scheduled on the job's queue).
+        It leaves the tail count when it ends."""
+        token = _counted.set(counted)
+        try:
+            yield
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._tails.discard(task)
+            _counted.reset(token)
+
+    def supplier(self) -> RenderSlotSupplier:
+        """The SDK slot supplier of the render queue's worker."""
+        return RenderSlotSupplier(self)
+
+
+class RenderSlotSupplier(CustomSlotSupplier):
+    """Hands the render queue's worker a slot while `RenderCapacity.has_room()`."""
+
+    def __init__(self, capacity: RenderCapacity) -> None:
+        self.capacity = capacity
+
+    async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
+        await self.capacity.wait_for_room()
+        self.capacity.reserved += 1
+        return SlotPermit()
+
+    def try_reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit | None:
+        if not self.capacity.has_room():
+            return None
+        self.capacity.reserved += 1
+        return SlotPermit()
+
+    def mark_slot_used(self, ctx: SlotMarkUsedContext) -> None:
+        return None
+
+    def release_slot(self, ctx: SlotReleaseContext) -> None:
+        self.capacity.reserved -= 1
+        self.capacity._notify()

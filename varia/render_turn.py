@@ -1,0 +1,122 @@
+"""A render's turn to run FFmpeg: its job slot (render-ahead), then one of the worker's FFmpeg
+permits, both released the moment FFmpeg exits.
+
+A render that waits for its turn heartbeats (naming the worker's stop queue, so a pushed cancel
+finds it) and stops waiting on a pushed stop, a cancel or a worker shutdown, as a running
+render stops its FFmpeg on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from varia import errors
+from varia.job_slots import JobSlots
+from varia.models import RenderHeartbeat, RenderTask
+from varia.recipes import recipe_summary
+from varia.render_capacity import RenderCapacity
+from varia.render_output import cleanup_follows
+
+WAITING_BEAT_S = 3.0
+"""Heartbeats of a waiting render: well inside the render heartbeat timeout (10 s)."""
+
+
+@contextlib.asynccontextmanager
+async def ffmpeg_turn(
+    task: RenderTask,
+    capacity: RenderCapacity,
+    slots: JobSlots,
+    pushed: asyncio.Event,
+    stop_queue: str | None,
+    label: str,
+) -> AsyncIterator[None]:
+    """Hold the task's job slot (if it has one) and an FFmpeg permit for the block."""
+    release_slot: Release | None = None
+    if task.slot is not None:
+        job_dir = Path(task.job_dir)
+        try:
+            release_slot = slots.try_acquire(job_dir, task.slot, task.order, task.follows)
+            if release_slot is None:  # its turn has not come: wait, parked
+                beat = _waiting_heartbeat(task, stop_queue)
+                async with capacity.parked_while():
+                    release_slot = await _unless_stopped(
+                        slots.acquire(job_dir, task.slot, task.order, task.follows),
+                        pushed,
+                        label,
+                        beat,
+                    )
+        except OSError as err:  # the slot's files cannot be made: a full or read-only disk
+            failure = errors.write_failure(str(job_dir), err)
+            if failure is None:
+                raise
+            raise ApplicationError(
+                f"{label}: {failure.message}", type=failure.type, non_retryable=True
+            ) from None
+    try:
+        async with capacity.ffmpeg_permit():
+            yield
+    finally:
+        if release_slot is not None:
+            release_slot()
+
+
+Release = Callable[[], None]
+
+
+async def _unless_stopped(
+    waiting: Awaitable[Release], pushed: asyncio.Event, label: str, beat: Callable[[], None]
+) -> Release:
+    """Await the slot, heartbeating; a pushed stop, a cancel or a worker shutdown ends the
+    wait the way each ends a running render (`StoppedForCancel`, cancelled, `WorkerShutdown`).
+    A slot that arrives as the wait ends is released at once."""
+    acquiring = asyncio.ensure_future(waiting)
+    stopped = asyncio.ensure_future(pushed.wait())
+    shutdown = asyncio.ensure_future(activity.wait_for_worker_shutdown())
+    try:
+        while not acquiring.done():
+            beat()
+            await asyncio.wait(
+                {acquiring, stopped, shutdown},
+                timeout=WAITING_BEAT_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if acquiring.done():
+                break
+            if stopped.done() or shutdown.done():
+                acquiring.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    (await acquiring)()
+                if stopped.done():
+                    if not cleanup_follows():
+                        raise errors.stopped_for_cancel(label)
+                    raise asyncio.CancelledError()
+                raise ApplicationError(
+                    f"{label}: stopped before FFmpeg ({errors.WORKER_SHUTDOWN_REASON})",
+                    type=errors.WORKER_SHUTDOWN,
+                )
+        return acquiring.result()
+    except asyncio.CancelledError:
+        acquiring.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            (await acquiring)()
+        raise
+    finally:
+        stopped.cancel()
+        shutdown.cancel()
+
+
+def _waiting_heartbeat(task: RenderTask, stop_queue: str | None) -> Callable[[], None]:
+    details = RenderHeartbeat(
+        output=task.output_name,
+        recipe=recipe_summary(task.recipe),
+        temp=str(Path(task.job_dir) / task.temp_name),
+        stop_queue=stop_queue,
+        waiting_for_slot=task.slot,
+    ).model_dump()
+    return lambda: activity.heartbeat(details)
