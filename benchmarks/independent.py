@@ -251,7 +251,7 @@ def _rows(name: str, rounds: list[dict[str, Any]], idle: dict[str, float]) -> li
         ),
         Row("  overhead method: client time / plain pool, both watched", spread("watched_ratio")),
         Row(
-            "  render activities started -> completed / raw FFmpeg runs (sums, median)",
+            "  render activities started -> completed (queued ones wait in them) / raw FFmpeg runs",
             f"{statistics.median(activity_sum):.3f}x",
         ),
         Row(

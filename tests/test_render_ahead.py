@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import Clips
@@ -23,6 +24,7 @@ from tests.helpers import (
     paced_ffmpeg,
     processes_mentioning,
     query_progress,
+    render_heartbeats,
     span_logging_ffmpeg,
     start_job,
     wait_for,
@@ -165,3 +167,46 @@ async def test_one_slot_shared_by_two_worker_processes_runs_one_ffmpeg_at_a_time
     identities = {identity for _, identity, _ in await render_starts(client, job_id)}
     assert identities == {"w1", "w2"}, "both workers took renders"
     assert_manifest_matches_disk(out_dir / job_id)
+
+
+async def test_a_cancel_is_pushed_to_the_queued_render_too(
+    client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path, tmp_path: Path
+) -> None:
+    """The render waiting for its slot names the worker's stop queue as it starts waiting: the
+    cancel's push stops it with the running one (the heartbeat path is 5 s slow here), and the
+    job closes cancelled with nothing left."""
+    slow_beats = settings.model_copy(
+        update={"heartbeat_throttle_s": 5.0, "ffmpeg": str(paced_ffmpeg(tmp_path))}
+    )
+    async with build_worker(client, slow_beats):
+        request = JobRequest(
+            inputs=[str(clips.long)], variations=3, output_dir=str(out_dir), concurrency=1
+        )
+        handle = await start_job(client, settings.task_queue, job_id, request)
+
+        async def queued_is_waiting() -> bool:
+            beats = await render_heartbeats(client, job_id)
+            queued = beats.get(names.render_activity_id(0, 1))
+            running = beats.get(names.render_activity_id(0, 0))
+            return bool(queued and queued.waiting_for_slot == 0 and running and running.pid)
+
+        await wait_for(queued_is_waiting, what="render 0 running, render 1 waiting for slot 0")
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    events = [event async for event in handle.fetch_history_events()]
+    pushed = [
+        e.activity_task_completed_event_attributes
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+    ]
+    stopped: list[str] = []
+    for attrs in pushed:
+        [value] = await client.data_converter.decode(attrs.result.payloads, [object])
+        if isinstance(value, list):
+            stopped += value
+    assert sorted(stopped) == [names.render_activity_id(0, 0), names.render_activity_id(0, 1)]
+    assert processes_mentioning(str(out_dir / job_id)) == []
+    manifest = assert_manifest_matches_disk(out_dir / job_id)
+    assert (manifest["state"], manifest["outputs"]) == ("cancelled", [])
+    assert _slot_files(out_dir / job_id) == []

@@ -34,6 +34,7 @@ FAILED = "varia_variations_failed"
 CANCELLED = "varia_variations_cancelled"
 BYTES_WRITTEN = "varia_bytes_written"
 RENDER_SECONDS = "varia_render_seconds"
+SLOT_WAIT_SECONDS = "varia_render_slot_wait_seconds"
 CANCEL_TO_EXIT_SECONDS = "varia_cancel_to_exit_seconds"
 KILL_STAGE = "varia_kill_stage_reached"
 STOP_STAGES = ("q", "term", "kill", "stuck")
@@ -42,6 +43,7 @@ STOP_STAGES = ("q", "term", "kill", "stuck")
 
 BUCKETS: Mapping[str, list[float]] = {
     RENDER_SECONDS: [0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600],
+    SLOT_WAIT_SECONDS: [0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600],
     CANCEL_TO_EXIT_SECONDS: [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16],
 }
 
@@ -98,10 +100,12 @@ def kill_stage_reached(stage: str | None) -> None:
 
 
 class _CancelClock:
-    """Stamps the moment a cancellation reached the current activity (SDK or pushed)."""
+    """Stamps the moment a cancellation reached the current activity (SDK or pushed), and
+    adds up the time it waited for its job slot (render-ahead)."""
 
     def __init__(self) -> None:
         self.at: float | None = None
+        self.waited_for_slot = 0.0
         self._tasks = [asyncio.ensure_future(self._watch(activity.wait_for_cancelled()))]
 
     async def _watch(self, arrival: Awaitable[object]) -> None:
@@ -123,6 +127,14 @@ class _CancelClock:
 _clock: contextvars.ContextVar[_CancelClock | None] = contextvars.ContextVar(
     "varia_cancel_clock", default=None
 )
+
+
+def slot_waited(seconds: float) -> None:
+    """Record that the current render waited `seconds` for its job slot (not render time)."""
+    _observe(SLOT_WAIT_SECONDS, "Time a render waited for its job slot (render-ahead).", seconds)
+    clock = _clock.get()
+    if clock is not None:
+        clock.waited_for_slot += seconds
 
 
 def watch_push(pushed: asyncio.Event) -> None:
@@ -165,7 +177,10 @@ def render_metrics(
                 _observe(CANCEL_TO_EXIT_SECONDS, "Cancel arrival to render exit.", waited)
         _count(COMPLETED, "Variations rendered and in place.")
         _count(BYTES_WRITTEN, "Bytes of finished outputs.", result.bytes)
-        _observe(RENDER_SECONDS, "Wall time of a completed render.", time.monotonic() - started)
+        rendered = time.monotonic() - started - clock.waited_for_slot
+        _observe(
+            RENDER_SECONDS, "Wall time of a completed render, without its slot wait.", rendered
+        )
         return result
 
     return measured

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from varia import errors
+from varia import errors, metrics
 from varia.job_slots import JobSlots
 from varia.models import RenderHeartbeat, RenderTask
 from varia.recipes import recipe_summary
@@ -44,6 +45,7 @@ async def ffmpeg_turn(
             release_slot = slots.try_acquire(job_dir, task.slot, task.order, task.follows)
             if release_slot is None:  # its turn has not come: wait, parked
                 beat = _waiting_heartbeat(task, stop_queue)
+                parked_at = time.monotonic()
                 async with capacity.parked_while():
                     release_slot = await _unless_stopped(
                         slots.acquire(job_dir, task.slot, task.order, task.follows),
@@ -51,6 +53,7 @@ async def ffmpeg_turn(
                         label,
                         beat,
                     )
+                metrics.slot_waited(time.monotonic() - parked_at)
         except OSError as err:  # the slot's files cannot be made: a full or read-only disk
             failure = errors.write_failure(str(job_dir), err)
             if failure is None:
