@@ -115,3 +115,29 @@ async def test_cleanup_merges_kept_records_sweeps_the_others_and_survives_a_retr
         assert entry["argv"] == expected.argv and entry["sha256"] == expected.sha256
         assert expected.quality and entry["quality"]["phash"] == expected.quality.phash
         assert not [p.name for p in job_dir.iterdir() if p.name.startswith(RECORD_PREFIX)]
+
+
+def test_a_record_is_read_only_from_a_regular_file_that_matches_its_output(
+    tmp_path: Path,
+) -> None:
+    brief = RenderResult(input_index=0, variation=1, path="a_v001.mp4", bytes=10, duration_s=1.0)
+    full = brief.model_copy(update={"sha256": "ab" * 32, "argv": ["ffmpeg"]})
+    (tmp_path / record_name("a_v001.mp4")).write_text(full.model_dump_json())
+    assert with_records(tmp_path, [brief]) == [full]
+
+    moved = tmp_path / "elsewhere.json"
+    (tmp_path / record_name("a_v001.mp4")).rename(moved)
+    (tmp_path / record_name("a_v001.mp4")).symlink_to(moved)  # never followed
+    assert with_records(tmp_path, [brief]) == [brief]
+
+    (tmp_path / record_name("a_v001.mp4")).unlink()
+    (tmp_path / record_name("a_v001.mp4")).mkdir()  # not a regular file
+    assert with_records(tmp_path, [brief]) == [brief]
+
+    other = brief.model_copy(update={"bytes": 11})  # a record of another output of that name
+    (tmp_path / record_name("a_v001.mp4")).rmdir()
+    (tmp_path / record_name("a_v001.mp4")).write_text(full.model_dump_json())
+    assert with_records(tmp_path, [other]) == [other]
+
+    (tmp_path / record_name("a_v001.mp4")).write_text("{not json")
+    assert with_records(tmp_path, [brief]) == [brief]

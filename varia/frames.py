@@ -61,19 +61,36 @@ def frames_at(
     """
     try:
         with _open(path, source) as container:
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate
-            frame_s = 1.0 / float(rate) if rate else 0.04
-            base = stream.time_base
-            if base is None:
-                raise FrameError(f"{path!r}: the video stream has no time base")
-            start = float(stream.start_time * base) if stream.start_time else 0.0
             if fractions:
                 length = _duration(container, path)
                 times_s = [fraction * length for fraction in fractions]
-            return [_frame_at(container, stream, start + t, frame_s, path) for t in times_s]
+            return _frames_in(container, times_s, path)
     except (av.error.FFmpegError, OSError, IndexError) as err:
         raise FrameError(f"{path!r}: {err}") from err
+
+
+def frames_in(
+    container: av.container.InputContainer, times_s: Sequence[float], path: str
+) -> list[av.VideoFrame]:
+    """`frames_at` in a container the caller opened (e.g. the output check's: one opening of
+    the file for both); the frames are the same. `path` names the file in errors."""
+    try:
+        return _frames_in(container, times_s, path)
+    except (av.error.FFmpegError, OSError, IndexError) as err:
+        raise FrameError(f"{path!r}: {err}") from err
+
+
+def _frames_in(
+    container: av.container.InputContainer, times_s: Sequence[float], path: str
+) -> list[av.VideoFrame]:
+    stream = container.streams.video[0]
+    rate = stream.average_rate or stream.guessed_rate
+    frame_s = 1.0 / float(rate) if rate else 0.04
+    base = stream.time_base
+    if base is None:
+        raise FrameError(f"{path!r}: the video stream has no time base")
+    start = float(stream.start_time * base) if stream.start_time else 0.0
+    return [_frame_at(container, stream, start + t, frame_s, path) for t in times_s]
 
 
 def _frame_at(

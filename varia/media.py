@@ -5,7 +5,9 @@ Both functions block (PyAV decodes in C); activities call them in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -179,28 +181,54 @@ def check_output(path: str, expected_duration_s: float, tolerance_s: float) -> f
     Raises `MediaError` otherwise. Like an input, it is opened as one single file (an
     MP4 index), so nothing else is ever read on its behalf.
     """
+    with checked_output(path, expected_duration_s, tolerance_s) as (_container, duration):
+        return duration
+
+
+@contextlib.contextmanager
+def checked_output(
+    path: str, expected_duration_s: float, tolerance_s: float
+) -> Iterator[tuple[av.container.InputContainer, float]]:
+    """`check_output`, then the still open container and the duration for the caller (who
+    reads more of the file without opening it again). Only the check raises `MediaError`;
+    what the caller's block raises passes through unchanged."""
     try:
         container = demux.open_single(path)
     except demux.NotSingleFile as err:
         raise MediaError(_not_single_file(f"output {path!r}", err)) from None
     except _AV_ERRORS as err:
         raise MediaError(f"output {path!r} does not open: {describe_error(err, True)}") from err
-    try:
-        with container:
-            if not container.streams.video:
-                raise MediaError(f"output {path!r} has no video stream")
-            video = container.streams.video[0]
-            duration = _duration_s(container, video)
-            if duration is None or abs(duration - expected_duration_s) > tolerance_s:
-                raise MediaError(
-                    f"output {path!r} lasts {duration}s, expected about {expected_duration_s:.2f}s"
-                )
-            _decode_one_frame(container, f"output {path!r}")
-            _check_tail(container, video, duration, f"output {path!r}")
-    except MediaError:
-        raise
-    except _AV_ERRORS as err:
-        raise MediaError(f"output {path!r} does not decode: {describe_error(err, False)}") from err
+    with container:
+        try:
+            duration = _check_opened(container, path, expected_duration_s, tolerance_s)
+        except MediaError:
+            raise
+        except _AV_ERRORS as err:
+            raise MediaError(
+                f"output {path!r} does not decode: {describe_error(err, False)}"
+            ) from err
+        yield container, duration
+
+
+def _check_opened(
+    container: av.container.InputContainer,
+    path: str,
+    expected_duration_s: float,
+    tolerance_s: float,
+) -> float:
+    if not container.streams.video:
+        raise MediaError(f"output {path!r} has no video stream")
+    video = container.streams.video[0]
+    # One frame at a time: decoder threads would only be started and joined (the same
+    # frames; decoding is exact whatever the thread count).
+    video.codec_context.thread_count = 1
+    duration = _duration_s(container, video)
+    if duration is None or abs(duration - expected_duration_s) > tolerance_s:
+        raise MediaError(
+            f"output {path!r} lasts {duration}s, expected about {expected_duration_s:.2f}s"
+        )
+    _decode_one_frame(container, f"output {path!r}")
+    _check_tail(container, video, duration, f"output {path!r}")
     return duration
 
 

@@ -13,7 +13,10 @@ Results of older workers carry the whole record inline; they are used as they ar
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -73,20 +76,43 @@ def record_names(output_names: Iterable[str]) -> set[str]:
 
 
 def _read(path: Path, result: RenderResult) -> RenderResult | None:
-    if path.is_symlink() or not path.is_file():
+    """The record at `path` if it is a regular file (not a symlink) describing the result."""
+    try:
+        data = _read_regular(path)
+    except OSError as err:
+        log.warning("%s: unreadable provenance record: %s", path, err)
+        return None
+    if data is None:
         return None
     try:
-        record = RenderResult.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError) as err:
+        record = RenderResult.model_validate_json(data)
+    except ValidationError as err:
         log.warning("%s: unreadable provenance record: %s", path, err)
         return None
     return _matching(record, result)
 
 
+def _read_regular(path: Path) -> bytes | None:
+    """The bytes of a regular file; None if there is none or it is a symlink or no regular
+    file (one open that does not follow a symlink, instead of two stats and an open)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:  # a symlink
+            return None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return handle.read()
+
+
 def _matching(record: RenderResult | None, result: RenderResult) -> RenderResult | None:
     """The record if it describes the result's output (same variation, name and size)."""
-    if record is None or record.model_dump(include=set(BRIEF_FIELDS)) != result.model_dump(
-        include=set(BRIEF_FIELDS)
+    if record is None or any(
+        getattr(record, field) != getattr(result, field) for field in BRIEF_FIELDS
     ):
         return None
     return record

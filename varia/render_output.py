@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from varia import errors, jobdir, media
 from varia.despite_cancel import run_to_end
 from varia.ffmpeg.runner import FfmpegOutcome
-from varia.measure import complete_result
+from varia.measure import complete_result, output_samples
 from varia.models import RenderResult, RenderTask
 
 
@@ -58,25 +59,24 @@ async def commit_output(temp: Path, final: Path, task: RenderTask, argv: list[st
 
 
 def _check_and_rename(temp: Path, final: Path, task: RenderTask, argv: list[str]) -> RenderResult:
-    """Check the output while its data goes to disk and while it is measured and hashed (the
-    flush waits on the disk; check, measure and hash only read the file, on two cores), then
-    commit it: the rename follows the check and `jobdir.commit_output`'s fsync."""
-    with ThreadPoolExecutor(2, thread_name_prefix="varia-tail") as pool:
-        pool.submit(_flush, temp)
-        recording = pool.submit(
-            complete_result, _result_for(final, temp, task, 0.0), final, task, argv, temp
-        )
-        try:
-            duration = media.check_output(
-                str(temp), task.expected_duration_s, task.duration_tolerance_s
-            )
-        except media.MediaError as err:
-            wait([recording])
-            _discard_cell(final)
-            raise ApplicationError(
-                f"{task.media.path} variation {task.variation}: {err}", type=errors.OUTPUT_INVALID
-            ) from None
-        recorded = recording.result()
+    """Check the output while its data goes to disk, measure it from the same opening of the
+    file (the check's container decodes the samples) and hash it, then commit it: the rename
+    follows the check and `jobdir.commit_output`'s fsync. An output that fails its check is
+    not measured (it leaves no sheet frame)."""
+    flushing = _flusher().submit(_flush, temp)
+    try:
+        with media.checked_output(
+            str(temp), task.expected_duration_s, task.duration_tolerance_s
+        ) as (container, duration):
+            samples = output_samples(container, temp, task)
+    except media.MediaError as err:
+        raise ApplicationError(
+            f"{task.media.path} variation {task.variation}: {err}", type=errors.OUTPUT_INVALID
+        ) from None
+    recorded = complete_result(
+        _result_for(final, temp, task, 0.0), final, task, argv, temp, samples
+    )
+    wait([flushing])
     try:
         jobdir.commit_output(temp, final)
     except OSError as err:
@@ -84,12 +84,18 @@ def _check_and_rename(temp: Path, final: Path, task: RenderTask, argv: list[str]
     return recorded.model_copy(update={"duration_s": round(duration, 3)})
 
 
-def _discard_cell(final: Path) -> None:
-    """Remove the sheet frame measuring saved for an output that failed its check."""
-    from varia import sheet
+_flush_pool: ThreadPoolExecutor | None = None
+_flush_lock = threading.Lock()
 
-    with contextlib.suppress(FileNotFoundError):
-        (final.parent / sheet.cell_name(final.name)).unlink()
+
+def _flusher() -> ThreadPoolExecutor:
+    """The process's threads for pre-commit flushes (one pool, not two new threads per
+    output: starting and joining them cost the worker more than the flush itself)."""
+    global _flush_pool
+    with _flush_lock:
+        if _flush_pool is None:
+            _flush_pool = ThreadPoolExecutor(4, thread_name_prefix="varia-flush")
+        return _flush_pool
 
 
 def _flush(path: Path) -> None:
@@ -103,12 +109,15 @@ def already_rendered(final: Path, task: RenderTask, argv: list[str]) -> RenderRe
     if final.is_symlink() or not final.is_file():
         return None
     try:
-        duration = media.check_output(
+        with media.checked_output(
             str(final), task.expected_duration_s, task.duration_tolerance_s
-        )
+        ) as (container, duration):
+            samples = output_samples(container, final, task)
     except media.MediaError:
         return None
-    return complete_result(_result_for(final, final, task, duration), final, task, argv)
+    return complete_result(
+        _result_for(final, final, task, duration), final, task, argv, frames=samples
+    )
 
 
 def _result_for(final: Path, now: Path, task: RenderTask, duration: float) -> RenderResult:
