@@ -35,9 +35,9 @@ BUDGETS: dict[str, Budget] = {
     "cli": Budget(45, 17),
     "quality": Budget(85, 30),
 }
-"""The full profile from the quiet run of 2026-11-30 (1,822 s in all, fairness failing after its
-120 s wait; overhead and fairness have had a round cut since); the quick profile estimated from
-CPU seconds on a loaded box (whose wall times were 3-8 times these)."""
+"""The full profile from the quiet run of 2026-11-30 before render-ahead (1,822 s in all); the
+quiet run after it took 1,317 s (scale 388 s, independent 426 s: both well inside); the quick
+profile estimated from CPU seconds on a loaded box (whose wall times were 3-8 times these)."""
 
 
 def total_s(quick: bool) -> int:
