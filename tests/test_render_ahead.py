@@ -238,3 +238,25 @@ async def test_a_cancel_is_pushed_to_the_queued_render_too(
     manifest = assert_manifest_matches_disk(out_dir / job_id)
     assert (manifest["state"], manifest["outputs"]) == ("cancelled", [])
     assert _slot_files(out_dir / job_id) == []
+
+
+async def test_a_wide_job_on_a_one_render_worker_completes(
+    client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path, tmp_path: Path
+) -> None:
+    """Concurrency 24 on a worker capped at 1: the worker is handed renders queued behind ones
+    not yet taken (the server does not keep the order scheduled) and parks them; it must keep
+    taking renders until it has the ones they wait for. A bound on held renders deadlocked this
+    (`benchmarks/fairness.py`; here, within 40 s with the old bound of 3 x the cap). FFmpeg still
+    runs one at a time."""
+    script, log = span_logging_ffmpeg(tmp_path)
+    narrow = settings.model_copy(update={"ffmpeg": str(script), "max_concurrent_renders": 1})
+    async with build_worker(client, narrow):
+        request = JobRequest(
+            inputs=[str(clips.short)], variations=48, output_dir=str(out_dir), concurrency=24
+        )
+        handle = await start_job(client, settings.task_queue, job_id, request)
+        result = await asyncio.wait_for(handle.result(), 300)
+    assert (result.completed, result.failed) == (48, 0)
+    spans = ffmpeg_spans(log)
+    assert len(spans) == 48 and most_at_once(spans.values()) == 1
+    assert_manifest_matches_disk(out_dir / job_id)

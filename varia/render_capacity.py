@@ -7,7 +7,13 @@ that slot, here or on another worker) and *tail* (FFmpeg has exited: checking, m
 committing the output). Only active renders use the capacity: the supplier lets the SDK poll
 for another render while fewer than `cap` renders are active, so the next FFmpeg starts while
 the previous render's tail runs, and a parked render never blocks a render of another job.
-`hard_max` bounds the renders held in all phases together.
+
+Parked renders have no bound of their own: each waits for a render the job has in flight, and
+the worker must go on taking renders until it has taken the ones they wait for (the matching
+service does not hand tasks out in the order they were scheduled). A bound on all held renders
+deadlocked a job of concurrency 32 on a worker capped at 2: it held only parked renders whose
+predecessors were still queued (`benchmarks/fairness.py`). A job has at most `concurrency`
+renders queued behind others, so the parked ones are bounded by the jobs' concurrency.
 """
 
 from __future__ import annotations
@@ -25,8 +31,6 @@ from temporalio.worker import (
     SlotReserveContext,
 )
 
-HARD_MAX_FACTOR = 3
-"""Renders a worker holds at most, in all phases, per unit of its cap."""
 _counted: ContextVar[bool] = ContextVar("varia_render_counted", default=False)
 """Whether the current render holds a slot of the supplier (it came from the render queue)."""
 
@@ -36,7 +40,6 @@ class RenderCapacity:
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self.hard_max = cap * HARD_MAX_FACTOR
         self._permits = asyncio.Semaphore(cap)
         self.reserved = 0  # SDK slots handed out (polling, or running a render)
         self.parked = 0
@@ -50,7 +53,7 @@ class RenderCapacity:
 
     def has_room(self) -> bool:
         """Whether the render queue may take another render now."""
-        return self.active < self.cap and self.reserved < self.hard_max
+        return self.active < self.cap
 
     async def wait_for_room(self) -> None:
         while not self.has_room():
