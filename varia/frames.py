@@ -9,8 +9,9 @@ All functions block (PyAV decodes in C): activities call them in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import av
@@ -59,14 +60,11 @@ def frames_at(
 
     `source`: the file is a job's input, opened only as one single file of an allowed format.
     """
-    try:
-        with _open(path, source) as container:
-            if fractions:
-                length = _duration(container, path)
-                times_s = [fraction * length for fraction in fractions]
-            return _frames_in(container, times_s, path)
-    except (av.error.FFmpegError, OSError, IndexError) as err:
-        raise FrameError(f"{path!r}: {err}") from err
+    with _decode_errors(path), _open(path, source) as container:
+        if fractions:
+            length = _duration(container, path)
+            times_s = [fraction * length for fraction in fractions]
+        return _frames_in(container, times_s, path)
 
 
 def frames_in(
@@ -74,8 +72,15 @@ def frames_in(
 ) -> list[av.VideoFrame]:
     """`frames_at` in a container the caller opened (e.g. the output check's: one opening of
     the file for both); the frames are the same. `path` names the file in errors."""
-    try:
+    with _decode_errors(path):
         return _frames_in(container, times_s, path)
+
+
+@contextlib.contextmanager
+def _decode_errors(path: str) -> Iterator[None]:
+    """Turn PyAV's and the OS's errors while decoding `path` into a `FrameError` naming it."""
+    try:
+        yield
     except (av.error.FFmpegError, OSError, IndexError) as err:
         raise FrameError(f"{path!r}: {err}") from err
 
