@@ -78,8 +78,10 @@ def test_same_seed_gives_same_argv(tmp_path: Path) -> None:
 
 
 async def test_cancel_mid_render_stops_ffmpeg_and_keeps_finished(
-    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
+    client: Client, paced_worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
 ) -> None:
+    # paced: the long render lasts its 20 s, so it surely still runs when the cancel comes (with
+    # render-ahead it starts the moment the short one's FFmpeg exits; unpaced it could end first)
     request = JobRequest(
         inputs=[str(clips.short), str(clips.long)],
         variations=1,
