@@ -165,6 +165,42 @@ async def test_short_renders_send_no_progress_signals(
     assert signals == []  # a 2 s clip renders in far less than VARIA_PROGRESS_MIN_RENDER
 
 
+async def test_a_queued_render_does_not_count_its_wait_as_render_time(
+    client: Client, settings: Settings, clips: Clips, out_dir: Path, job_id: str, tmp_path: Path
+) -> None:
+    """With render-ahead the second render waits for the first (about 4 s at half speed); a
+    projection that counted the wait (4 s + 1 s at its 25 % step: 20 s) would signal; its own
+    FFmpeg projects 4 s, under the 12 s minimum."""
+    paced = settings.model_copy(
+        update={"ffmpeg": str(half_speed_ffmpeg(tmp_path)), "progress_min_render_s": 12.0}
+    )
+    request = JobRequest(
+        inputs=[str(clips.short)], variations=2, concurrency=1, output_dir=str(out_dir)
+    )
+    async with build_worker(client, paced):
+        handle = await Jobs(client, paced).start_handle(request, job_id)
+        assert (await handle.result()).completed == 2
+    events = [event async for event in handle.fetch_history_events()]
+    renders = {
+        e.event_id
+        for e in events
+        if e.activity_task_scheduled_event_attributes.activity_type.name == names.RENDER
+    }
+    started = sorted(
+        e.event_time.ToDatetime()
+        for e in events
+        if e.activity_task_started_event_attributes.scheduled_event_id in renders
+    )
+    completed = sorted(
+        e.event_time.ToDatetime()
+        for e in events
+        if e.activity_task_completed_event_attributes.scheduled_event_id in renders
+    )
+    assert len(started) == 2 and started[1] < completed[0]  # the second was queued meanwhile
+    signals = [e for e in events if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert signals == []
+
+
 async def test_a_big_job_upserts_its_percent_at_whole_percents(
     client: Client, worker: Worker, settings: Settings, tmp_path: Path, job_id: str
 ) -> None:

@@ -138,13 +138,15 @@ class JobActivities:
         label = f"{task.media.path} variation {task.variation}"
         argv = build_render_argv(self.ffmpeg, task, temp)
         info = activity.info()
+        signaller = ProgressSignaller(task, self.settings.progress_min_render_s)
         beat = _heartbeat_for(
-            task,
-            str(temp),
-            self.stop_queue,
-            ProgressSignaller(task, self.settings.progress_min_render_s),
-            self.settings.heartbeat_throttle_s / 2,
+            task, str(temp), self.stop_queue, signaller, self.settings.heartbeat_throttle_s / 2
         )
+
+        def spawned(identity: ProcessIdentity) -> None:
+            signaller.ffmpeg_started()  # a projection excludes the wait for the job's slot
+            beat(None, identity)  # names the stop queue
+
         with self.renders.running(
             info.workflow_id or "", info.workflow_run_id or "", info.activity_id
         ) as pushed:
@@ -156,7 +158,7 @@ class JobActivities:
                     outcome = await run_ffmpeg(
                         argv,
                         on_tick=beat,
-                        on_spawn=lambda identity: beat(None, identity),  # names the stop queue
+                        on_spawn=spawned,
                         interrupt=_worker_shutting_down,
                         stall_timeout_s=self.settings.stall_timeout_s,
                         stage_timeout_s=self.settings.stop_stage_timeout_s,

@@ -34,6 +34,12 @@ class ProgressSignaller:
         self.started = time.monotonic()
         self.sent = 0.0
 
+    def ffmpeg_started(self) -> None:
+        """Start the clock the projection runs on: the render's own FFmpeg, not its wait for
+        the job's slot (a queued render waits about one render; counting it projected short
+        renders long enough to signal)."""
+        self.started = time.monotonic()
+
     def tick(self, fraction: float) -> None:
         """Called on every progress report; sends at most one signal per step."""
         step = next_step(fraction, self.sent)
