@@ -34,8 +34,16 @@ from varia.worker import build_worker, warn_if_search_attributes_missing
 
 
 async def test_running_job_shows_live_progress_details_and_attributes(
-    client: Client, worker: Worker, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+    client: Client,
+    paced_worker: Worker,
+    settings: Settings,
+    clips: Clips,
+    out_dir: Path,
+    job_id: str,
 ) -> None:
+    """The paced worker's first render lasts about 20 s: it is surely still running, with
+    its second render queued behind it, when its heartbeat with figures arrives (one heartbeat
+    per `VARIA_HEARTBEAT_THROTTLE`)."""
     request = JobRequest(inputs=[str(clips.long)], variations=2, output_dir=str(out_dir), threads=1)
     await Jobs(client, settings).start(request, job_id)
     handle = client.get_workflow_handle(job_id)

@@ -179,7 +179,7 @@ class Settings(BaseSettings):
         ge=1,
     )
     heartbeat_throttle_s: float = setting(
-        2.0,
+        5.0,
         "VARIA_HEARTBEAT_THROTTLE",
         "Most seconds between render heartbeats (bounds a cancel that is not pushed).",
         gt=0,
