@@ -8,6 +8,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import av
 import av.error
 import pytest
 
@@ -62,6 +63,26 @@ def test_a_short_output_is_rejected(clips: Clips) -> None:
     assert check_output(str(clips.short), 2.0, 0.12) == pytest.approx(2.0, abs=0.05)
     with pytest.raises(MediaError, match=r"expected about 3\.00s"):
         check_output(str(clips.short), 3.0, 0.12)
+
+
+def test_an_output_whose_first_keyframe_is_garbage_is_rejected(
+    clips: Clips, tmp_path: Path
+) -> None:
+    """The check decodes the first keyframe alone (cheaply); garbage there is still caught,
+    and a whole file still passes."""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(clips.short.read_bytes())
+    with av.open(str(clips.short)) as container:
+        video = container.streams.video[0]
+        first = next(packet for packet in container.demux(video) if packet.size)
+        assert first.is_keyframe and first.pos is not None
+        position, size = first.pos, first.size
+    with open(broken, "r+b") as handle:
+        handle.seek(position + 8)  # past the NAL length and header: the slice data
+        handle.write(bytes(size - 16))
+    assert check_output(str(clips.short), 2.0, 0.12) == pytest.approx(2.0, abs=0.05)
+    with pytest.raises(MediaError, match="does not decode"):
+        check_output(str(broken), 2.0, 0.12)
 
 
 def test_truncated_faststart_file_is_caught(clips: Clips, tmp_path: Path) -> None:
