@@ -20,6 +20,11 @@ from varia.config import Settings
 from varia.server import start_throwaway_server
 from varia.worker import VariaWorker, build_worker
 
+TEST_HEARTBEAT_THROTTLE_S = 2.0
+"""Many tests wait for a render's heartbeat with figures before they act: beats 2 s apart keep
+those waits short, for every worker the tests build (the default, 5 s, runs in
+`tests/test_operator_view.py`)."""
+
 # hypothesis is imported here, while collection runs on one thread, and not lazily by its pytest
 # plugin at the end of a run: pytest rewrites its modules with `ast.parse`, and on CPython 3.11.7
 # an `ast.parse` while a Temporal worker's threads are still winding down failed the whole run
@@ -125,7 +130,10 @@ def paced_job(
 
 @pytest.fixture(autouse=True)
 def _no_proxy_env() -> Iterator[None]:
-    """Tests read settings from their fixtures, not from the developer's environment."""
+    """Tests read settings from their fixtures, not from the developer's environment; only
+    the heartbeat throttle is the tests' own (`TEST_HEARTBEAT_THROTTLE_S`)."""
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("VARIA_")}
+    os.environ["VARIA_HEARTBEAT_THROTTLE"] = str(TEST_HEARTBEAT_THROTTLE_S)
     yield
+    os.environ.pop("VARIA_HEARTBEAT_THROTTLE", None)
     os.environ.update(saved)

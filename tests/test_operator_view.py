@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from google.protobuf.duration_pb2 import Duration
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
@@ -21,7 +23,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
-from tests.helpers import render_heartbeats, wait_for
+from tests.helpers import paced_ffmpeg, render_heartbeats, wait_for
 from varia import names
 from varia.client.connection import connect
 from varia.client.jobs import Jobs
@@ -30,20 +32,33 @@ from varia.config import Settings
 from varia.models import JobRequest
 from varia.recipes import default_seed
 from varia.search_attributes import VARIA_COMPLETED, VARIA_STATE, VARIA_TOTAL
-from varia.worker import build_worker, warn_if_search_attributes_missing
+from varia.worker import VariaWorker, build_worker, warn_if_search_attributes_missing
+
+
+@pytest_asyncio.fixture
+async def default_beats_worker(
+    client: Client, settings: Settings, tmp_path: Path
+) -> AsyncIterator[VariaWorker]:
+    """The paced worker (`tests.conftest.paced_worker`) at the default heartbeat throttle."""
+    default_throttle = Settings.model_fields["heartbeat_throttle_s"].default
+    paced = settings.model_copy(
+        update={"ffmpeg": str(paced_ffmpeg(tmp_path)), "heartbeat_throttle_s": default_throttle}
+    )
+    async with build_worker(client, paced) as running:
+        yield running
 
 
 async def test_running_job_shows_live_progress_details_and_attributes(
     client: Client,
-    paced_worker: Worker,
+    default_beats_worker: Worker,
     settings: Settings,
     clips: Clips,
     out_dir: Path,
     job_id: str,
 ) -> None:
-    """The paced worker's first render lasts about 20 s: it is surely still running, with
-    its second render queued behind it, when its heartbeat with figures arrives (one heartbeat
-    per `VARIA_HEARTBEAT_THROTTLE`)."""
+    """At the default heartbeat throttle (5 s; other tests beat faster). The paced worker's
+    first render lasts about 20 s: it is surely still running, with its second render queued
+    behind it, when its heartbeat with figures arrives."""
     request = JobRequest(inputs=[str(clips.long)], variations=2, output_dir=str(out_dir), threads=1)
     await Jobs(client, settings).start(request, job_id)
     handle = client.get_workflow_handle(job_id)

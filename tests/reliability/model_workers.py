@@ -81,6 +81,7 @@ class Workers:
             "VARIA_ALLOWED_INPUT_ROOTS": ":".join(map(str, self.settings.allowed_input_roots)),
             "VARIA_STOP_STAGE_TIMEOUT": str(self.settings.stop_stage_timeout_s),
             "VARIA_GRACEFUL_SHUTDOWN": str(self.settings.graceful_shutdown_s),
+            "VARIA_HEARTBEAT_THROTTLE": str(self.settings.heartbeat_throttle_s),
             "VARIA_MAX_CONCURRENT_RENDERS": "2",
         }
         self.render_count += 1

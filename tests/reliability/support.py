@@ -14,6 +14,7 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
+from tests.conftest import TEST_HEARTBEAT_THROTTLE_S
 from tests.helpers import processes_mentioning
 from varia import names
 from varia.config import Settings
@@ -79,6 +80,7 @@ class WorkerProcesses:
             "VARIA_TASK_QUEUE": task_queue,
             "VARIA_STOP_STAGE_TIMEOUT": "2",
             "VARIA_GRACEFUL_SHUTDOWN": "5",
+            "VARIA_HEARTBEAT_THROTTLE": str(TEST_HEARTBEAT_THROTTLE_S),  # as in-process workers
             "VARIA_LOG_LEVEL": "INFO",
             **env,
         }
