@@ -6,8 +6,9 @@ Optional environment knobs, read at start:
 - `BENCH_STOP_LOG` names a file that gets one JSON line per FFmpeg stop (wall-clock begin, when
   `q` is written, and end, when FFmpeg was reaped, and the stage that ended it) and one per
   pushed stop received (`pushed`: the wall-clock time `stop_renders` set the renders' stop
-  events), so a cancel's latency splits into its steps, and one per quality measurement (its
-  thread's CPU seconds: a feature's work, reported apart from orchestration);
+  events), so a cancel's latency splits into its steps, and one per quality measurement and
+  per decoding of an output's samples (its thread's CPU seconds: a feature's work, reported
+  apart from orchestration);
 - `BENCH_NO_QUALITY=1` skips measuring each output's quality (a feature's work, not
   orchestration), to split the worker's CPU;
 - `BENCH_PROFILE` names a file that gets the worker's cProfile statistics when it exits.
@@ -23,6 +24,7 @@ from typing import Any
 import varia.ffmpeg.argv
 import varia.ffmpeg.runner as runner
 import varia.quality
+import varia.render_output
 from varia.stops import RenderRegistry
 
 
@@ -49,16 +51,22 @@ def _instrument_stops(log_path: str) -> None:
         return found
 
     RenderRegistry.stop = logged_push  # type: ignore[method-assign,assignment]
-    original_measure = varia.quality.measure
+    varia.quality.measure = _logged(log_path, varia.quality.measure)
+    # decoding an output's samples is measuring's work too (the output check needs none)
+    varia.render_output.output_samples = _logged(log_path, varia.render_output.output_samples)
 
-    def logged_measure(*args: Any, **kwargs: Any) -> Any:
+
+def _logged(log_path: str, measuring: Any) -> Any:
+    """`measuring`, logging the CPU seconds of its thread per call."""
+
+    def logged(*args: Any, **kwargs: Any) -> Any:
         cpu, wall = time.thread_time(), time.time()
         try:
-            return original_measure(*args, **kwargs)
+            return measuring(*args, **kwargs)
         finally:
             _append(log_path, {"measured": wall, "measure_cpu_s": time.thread_time() - cpu})
 
-    varia.quality.measure = logged_measure
+    return logged
 
 
 def main() -> None:
@@ -71,6 +79,7 @@ def main() -> None:
         varia.ffmpeg.argv.STATS_PERIOD_S = float(period)
     if os.environ.get("BENCH_NO_QUALITY") == "1":
         varia.quality.measure = lambda *args, **kwargs: None  # type: ignore[assignment]
+        varia.render_output.output_samples = lambda *args, **kwargs: None
     log_path = os.environ.get("BENCH_STOP_LOG")
     if log_path:
         _instrument_stops(log_path)
