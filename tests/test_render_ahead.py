@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from tests.conftest import Clips
@@ -33,7 +33,7 @@ from tests.test_scale_out import Workers, render_starts
 from varia import activities, names
 from varia.client.pollers import poller_identities
 from varia.config import Settings, render_task_queue
-from varia.models import JobRequest, RenderResult, RenderTask
+from varia.models import JobRequest, JobResult, RenderResult, RenderTask
 from varia.worker import build_worker
 
 
@@ -93,16 +93,10 @@ async def test_the_jobs_concurrency_bounds_its_ffmpeg_and_each_slot_keeps_its_or
     """Concurrency 2 on a worker with room for 4: FFmpeg of the job never overlaps beyond 2,
     and each render's FFmpeg starts after that of the render it follows in its slot (as the
     workflow scheduled them: the `follows` of each scheduled render's input)."""
-    script, log = span_logging_ffmpeg(tmp_path)
-    roomy = settings.model_copy(update={"ffmpeg": str(script), "max_concurrent_renders": 4})
-    async with build_worker(client, roomy):
-        request = JobRequest(
-            inputs=[str(clips.short)], variations=8, output_dir=str(out_dir), concurrency=2
-        )
-        handle = await start_job(client, settings.task_queue, job_id, request)
-        result = await handle.result()
+    handle, result, spans = await _job_with_ffmpeg_spans(
+        client, settings, job_id, clips, out_dir, tmp_path, cap=4, variations=8, concurrency=2
+    )
     assert (result.completed, result.failed) == (8, 0)
-    spans = ffmpeg_spans(log)
     assert len(spans) == 8 and most_at_once(spans.values()) <= 2
     tasks: list[RenderTask] = []
     async for event in handle.fetch_history_events():
@@ -248,15 +242,37 @@ async def test_a_wide_job_on_a_one_render_worker_completes(
     taking renders until it has the ones they wait for. A bound on held renders deadlocked this
     (`benchmarks/fairness.py`; here, within 40 s with the old bound of 3 x the cap). FFmpeg still
     runs one at a time."""
+    _, result, spans = await _job_with_ffmpeg_spans(
+        client, settings, job_id, clips, out_dir, tmp_path, cap=1, variations=48, concurrency=24
+    )
+    assert (result.completed, result.failed) == (48, 0)
+    assert len(spans) == 48 and most_at_once(spans.values()) == 1
+    assert_manifest_matches_disk(out_dir / job_id)
+
+
+async def _job_with_ffmpeg_spans(
+    client: Client,
+    settings: Settings,
+    job_id: str,
+    clips: Clips,
+    out_dir: Path,
+    tmp_path: Path,
+    *,
+    cap: int,
+    variations: int,
+    concurrency: int,
+) -> tuple[WorkflowHandle[Any, JobResult], JobResult, dict[str, tuple[float, float]]]:
+    """Run a job of the short clip on a worker capped at `cap` renders whose FFmpeg logs its
+    spans; its handle, its result and those spans (`ffmpeg_spans`)."""
     script, log = span_logging_ffmpeg(tmp_path)
-    narrow = settings.model_copy(update={"ffmpeg": str(script), "max_concurrent_renders": 1})
-    async with build_worker(client, narrow):
+    spanned = settings.model_copy(update={"ffmpeg": str(script), "max_concurrent_renders": cap})
+    async with build_worker(client, spanned):
         request = JobRequest(
-            inputs=[str(clips.short)], variations=48, output_dir=str(out_dir), concurrency=24
+            inputs=[str(clips.short)],
+            variations=variations,
+            output_dir=str(out_dir),
+            concurrency=concurrency,
         )
         handle = await start_job(client, settings.task_queue, job_id, request)
         result = await asyncio.wait_for(handle.result(), 300)
-    assert (result.completed, result.failed) == (48, 0)
-    spans = ffmpeg_spans(log)
-    assert len(spans) == 48 and most_at_once(spans.values()) == 1
-    assert_manifest_matches_disk(out_dir / job_id)
+    return handle, result, ffmpeg_spans(log)
