@@ -191,12 +191,13 @@ async def long_job(
     request: pytest.FixtureRequest,
     client: Client,
     env_vars: dict[str, str],
-    worker: Worker,
+    paced_worker: Worker,
     clips: Clips,
     out_dir: Path,
     job_id: str,
 ) -> str:
-    """A job of `request.param` (default 3) variations on the long clip, started."""
+    """A job of `request.param` (default 3) variations on the long clip, started on a paced
+    worker: each render lasts the clip's 20 s, so a cancel, drain or Ctrl-C lands mid-job."""
     await start_long(client, env_vars, clips, out_dir, job_id, getattr(request, "param", 3))
     return job_id
 

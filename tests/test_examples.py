@@ -132,7 +132,7 @@ async def test_cancelling_the_parent_cancels_the_child(
     parent_worker: tuple[Worker, str],
     client: Client,
     settings: Settings,
-    worker: Worker,
+    paced_worker: Worker,  # the child's renders last their 20 s: the cancel lands mid-render
     clips: Clips,
     out_dir: Path,
 ) -> None:

@@ -159,8 +159,9 @@ async def test_completion_wins_over_a_cancel_in_flight(
 
 
 async def test_drain_finishes_running_and_skips_the_rest(
-    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
+    client: Client, paced_worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
 ) -> None:
+    # paced: the first render lasts its 20 s, so the drain surely lands while it runs
     request = JobRequest(inputs=[str(clips.long)], variations=4, output_dir=str(out_dir), threads=1)
     handle = await start_job(client, task_queue, job_id, request)
     await wait_rendering(client, job_id)
@@ -327,8 +328,9 @@ async def test_started_by_name_with_the_temporal_cli(
 
 
 async def test_temporal_cli_queries_progress_and_cancels(
-    client: Client, worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
+    client: Client, paced_worker: Worker, task_queue: str, job_id: str, clips: Clips, out_dir: Path
 ) -> None:
+    # paced: the first render lasts its 20 s, so the cancel surely lands while it runs
     request = {"inputs": [str(clips.long)], "variations": 2, "output_dir": str(out_dir)}
     request["threads"] = 1
     await temporal_cli_job(client, "start", task_queue, job_id, request)

@@ -18,7 +18,13 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import ActivityEnvironment
 
 from tests.conftest import Clips
-from tests.helpers import Job, assert_manifest_matches_disk, render_heartbeats, wait_for
+from tests.helpers import (
+    Job,
+    assert_manifest_matches_disk,
+    paced_ffmpeg,
+    render_heartbeats,
+    wait_for,
+)
 from tests.reliability.support import (
     Stopwatch,
     WorkerProcesses,
@@ -49,17 +55,24 @@ async def _first_render(client: Client, job_id: str) -> RenderHeartbeat:
 async def _start_mid_render(
     job: Job, clips: Clips
 ) -> tuple[WorkflowHandle[Any, JobResult], RenderHeartbeat]:
-    """Start the job (20 s 640x360 on one thread: a few seconds of FFmpeg, long enough to
-    hit mid-render); its first render's heartbeat once FFmpeg reports progress."""
+    """Start the job (the 20 s clip, one variation); its first render's heartbeat once FFmpeg
+    reports progress. The worker that takes it runs a paced FFmpeg (`_paced`), so that render
+    lasts about 20 s: the test's signal surely lands mid-render (unpaced, it ran a few seconds,
+    and a slow heartbeat could arrive after FFmpeg had finished)."""
     handle = await job.start([clips.long], 1, threads=1)
     return handle, await _first_render(job.client, job.id)
 
 
+def _paced(tmp_path: Path) -> str:
+    """`VARIA_FFMPEG` for a worker whose FFmpeg reads at native speed."""
+    return str(paced_ffmpeg(tmp_path))
+
+
 async def test_sigkilled_worker_ffmpeg_dies_and_retry_completes(
-    bare_job: Job, worker_processes: WorkerProcesses, clips: Clips
+    bare_job: Job, worker_processes: WorkerProcesses, clips: Clips, tmp_path: Path
 ) -> None:
     client, settings, job_id = bare_job.client, bare_job.settings, bare_job.id
-    doomed = worker_processes.start(bare_job.task_queue)
+    doomed = worker_processes.start(bare_job.task_queue, VARIA_FFMPEG=_paced(tmp_path))
     handle, beat = await _start_mid_render(bare_job, clips)
     ffmpeg_identity = ProcessIdentity(beat.pid or 0, beat.pid_create_time or 0.0)
     assert psutil.Process(ffmpeg_identity.pid).ppid() == doomed.pid
@@ -91,10 +104,12 @@ async def test_sigkilled_worker_ffmpeg_dies_and_retry_completes(
 
 
 async def test_sigtermed_worker_stops_ffmpeg_and_job_completes_elsewhere(
-    bare_job: Job, worker_processes: WorkerProcesses, clips: Clips
+    bare_job: Job, worker_processes: WorkerProcesses, clips: Clips, tmp_path: Path
 ) -> None:
     client, settings, job_id = bare_job.client, bare_job.settings, bare_job.id
-    leaving = worker_processes.start(bare_job.task_queue, VARIA_GRACEFUL_SHUTDOWN="8")
+    leaving = worker_processes.start(
+        bare_job.task_queue, VARIA_GRACEFUL_SHUTDOWN="8", VARIA_FFMPEG=_paced(tmp_path)
+    )
     handle, beat = await _start_mid_render(bare_job, clips)
     ffmpeg_identity = ProcessIdentity(beat.pid or 0, beat.pid_create_time or 0.0)
     clock = Stopwatch()
