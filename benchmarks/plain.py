@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from varia import media
 from varia.clips import make_clip
@@ -23,6 +26,14 @@ class Clip:
 
     path: Path
     info: MediaInfo
+
+    def fresh(self) -> Clip:
+        """The same bytes under a new name (a hard link beside it), as a job's new input:
+        a worker's per-input caches (the source's measured samples) start cold, as they do
+        for every real job, instead of flattering each job after the first."""
+        link = self.path.with_name(f"{self.path.stem}-{secrets.token_hex(4)}{self.path.suffix}")
+        os.link(self.path, link)
+        return Clip(link, media.probe(str(link)))
 
 
 def clip(directory: Path, name: str, *, seconds: float, size: str, audio: bool = True) -> Clip:
@@ -90,3 +101,32 @@ async def run_plain(argvs: list[list[str]], parallelism: int) -> float:
         for argv in argvs:
             group.create_task(gated(argv))
     return time.monotonic() - started
+
+
+def frames_by_plain_seeks(path: str, times_s: list[float]) -> list[Any]:
+    """The plain way to sample a file (the reference `varia.frames.frames_at` must equal, and
+    beat): for each time, a backward seek to a frame past it, then every frame decoded on to
+    the first at or after the time less half a frame (the last past the end)."""
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        assert stream.time_base is not None
+        rate = stream.average_rate or stream.guessed_rate
+        assert rate
+        frame_s = 1.0 / float(rate)
+        start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+        picked = []
+        for t in times_s:
+            at = start + t
+            container.seek(int((at + frame_s) / stream.time_base), stream=stream, backward=True)
+            last = None
+            for frame in container.decode(stream):  # to the wanted frame, not the end
+                if frame.time is None:
+                    continue
+                last = frame
+                if frame.time >= at - frame_s / 2:
+                    break
+            assert last is not None, f"{path}: no frame at {t} s"
+            picked.append(last)
+    return picked

@@ -64,7 +64,7 @@ def frames_at(
         if fractions:
             length = _duration(container, path)
             times_s = [fraction * length for fraction in fractions]
-        return _frames_in(container, times_s, path)
+        return _frames_in(container, times_s, path, source)
 
 
 def frames_in(
@@ -73,7 +73,7 @@ def frames_in(
     """`frames_at` in a container the caller opened (e.g. the output check's: one opening of
     the file for both); the frames are the same. `path` names the file in errors."""
     with _decode_errors(path):
-        return _frames_in(container, times_s, path)
+        return _frames_in(container, times_s, path, source=False)
 
 
 @contextlib.contextmanager
@@ -86,43 +86,139 @@ def _decode_errors(path: str) -> Iterator[None]:
 
 
 def _frames_in(
-    container: av.container.InputContainer, times_s: Sequence[float], path: str
+    container: av.container.InputContainer, times_s: Sequence[float], path: str, source: bool
 ) -> list[av.VideoFrame]:
     stream = container.streams.video[0]
     rate = stream.average_rate or stream.guessed_rate
     frame_s = 1.0 / float(rate) if rate else 0.04
-    base = stream.time_base
-    if base is None:
+    if stream.time_base is None:
         raise FrameError(f"{path!r}: the video stream has no time base")
-    start = float(stream.start_time * base) if stream.start_time else 0.0
-    return [_frame_at(container, stream, start + t, frame_s, path) for t in times_s]
+    start = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+    with _Sampler(container, stream, frame_s, path, source) as sampler:
+        return [sampler.frame_at(start + t) for t in times_s]
 
 
-def _frame_at(
-    container: av.container.InputContainer,
-    stream: av.VideoStream,
-    at_s: float,
-    frame_s: float,
-    path: str,
-) -> av.VideoFrame:
-    assert stream.time_base is not None
-    # A forced keyframe sits on the first frame at or after `at_s`: seek a frame further.
-    target = int((at_s + frame_s) / stream.time_base)
-    container.seek(target, stream=stream, backward=True)
-    frame = _keyframe_alone(container, stream, at_s, frame_s)
-    if frame is not None:
+NONREF_SKIPPING_CODECS = frozenset({"h264", "mpeg1video", "mpeg2video", "mpeg4", "vp8", "vp9"})
+"""Decoders whose `skip_frame=NONREF` drops only frames no other frame refers to (HEVC's
+"sub-layer non-reference" pictures may still be referred to by a higher temporal layer)."""
+NONREF_MARGIN_FRAMES = 2
+"""Frames before the wanted time within which nothing is skipped (a packet's and its frame's
+timestamps may differ by rounding)."""
+
+
+class _Sampler:
+    """The frames at a stream's times, decoding as little as gives the same pixels.
+
+    The frame at t is the first at or after t less half a frame, decoded from the keyframe a
+    backward seek lands on. Three savings keep those pixels: a keyframe that is that frame is
+    decoded alone (`_keyframe_alone`); frames before t that no frame refers to are not
+    decoded (`NONREF_SKIPPING_CODECS`); and when a seek would land on a keyframe the decoder
+    has already passed, it goes on from where it is instead (a source's samples often share
+    one group of pictures: seeking for each decoded its start again). A second opening of the
+    file (`probe`) answers where a seek would land, without moving the decoder.
+    """
+
+    def __init__(
+        self,
+        container: av.container.InputContainer,
+        stream: av.VideoStream,
+        frame_s: float,
+        path: str,
+        source: bool,
+    ) -> None:
+        self.container, self.stream, self.frame_s = container, stream, frame_s
+        self.path, self.source = path, source
+        self.codec = stream.codec_context
+        self.skips_nonref = self.codec.name in NONREF_SKIPPING_CODECS
+        self.probe: av.container.InputContainer | None = None
+        # demuxing on from where the decoder is (None: from the last seek)
+        self.packets: Iterator[av.Packet[av.VideoStream]] | None = None
+        self.ready: list[av.VideoFrame] = []  # decoded after the last frame returned
+        self.last_pts: int | None = None  # the last frame decoded, if decoding may go on
+        self.drained = False  # the decoder has been told the stream ended
+        self.seeks = self.decoded = 0  # what it cost: seeks, frames out of the decoder
+
+    def __enter__(self) -> _Sampler:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.codec.skip_frame = "DEFAULT"
+        if self.probe is not None:
+            self.probe.close()
+
+    def frame_at(self, at_s: float) -> av.VideoFrame:
+        base = self.stream.time_base
+        assert base is not None
+        threshold = at_s - self.frame_s / 2
+        # A forced keyframe sits on the first frame at or after `at_s`: seek a frame further.
+        target = int((at_s + self.frame_s) / base)
+        going_on = self._may_go_on(target, threshold)
+        if not going_on:
+            self._seek(target)
+            frame = _keyframe_alone(self.container, self.stream, at_s, self.frame_s)
+            if frame is not None:
+                return frame
+            self._seek(target)
+        frame = self._decode_to(threshold, skip=self.skips_nonref)
+        if frame is None and (going_on or self.skips_nonref):  # past the end: the last frame
+            self._seek(target)
+            frame = self._decode_to(threshold, skip=False)
+        if frame is None:
+            raise FrameError(f"{self.path!r}: no frame decodes at {at_s:.3f}s")
         return frame
-    container.seek(target, stream=stream, backward=True)
-    last = None
-    for frame in container.decode(stream):
-        if frame.time is None:
-            continue
-        last = frame
-        if frame.time >= at_s - frame_s / 2:
-            return frame
-    if last is None:
-        raise FrameError(f"{path!r}: no frame decodes at {at_s:.3f}s")
-    return last  # past the end: the last frame
+
+    def _seek(self, target: int) -> None:
+        self.container.seek(target, stream=self.stream, backward=True)
+        self.codec.flush_buffers()  # also ends a drained decoder's end of stream
+        self.seeks += 1
+        self.packets, self.ready, self.last_pts, self.drained = None, [], None, False
+
+    def _may_go_on(self, target: int, threshold: float) -> bool:
+        """Whether decoding on from here reaches `threshold` through the keyframe a seek to
+        `target` would land on (so from here gives the seek's pixels, with less decoding)."""
+        base = self.stream.time_base
+        assert base is not None
+        if self.drained or self.last_pts is None or float(self.last_pts * base) >= threshold:
+            return False
+        if self.probe is None:
+            self.probe = _open(self.path, self.source)
+        probe_stream = self.probe.streams.video[0]  # as `_frames_in` decodes the first
+        self.probe.seek(target, stream=probe_stream, backward=True)
+        landing = next((p.pts for p in self.probe.demux(probe_stream) if p.pts is not None), None)
+        return landing is not None and landing <= self.last_pts
+
+    def _decode_to(self, threshold: float, *, skip: bool) -> av.VideoFrame | None:
+        """Decode on to the first frame at or after `threshold`; past the end, the last frame
+        decoded (None if none). With `skip`, frames well before it that nothing refers to are
+        not decoded."""
+        base = self.stream.time_base
+        assert base is not None
+        skip_before = threshold - NONREF_MARGIN_FRAMES * self.frame_s
+        last = None
+        if self.packets is None:
+            self.packets = self.container.demux(self.stream)
+        while True:
+            while self.ready:
+                frame = self.ready.pop(0)
+                if frame.pts is None:
+                    continue
+                self.last_pts, last = frame.pts, frame
+                if float(frame.pts * base) >= threshold:  # (a drained frame's `time` is NaN)
+                    return frame
+            packet = None if self.drained else next(self.packets, None)
+            if packet is None or not packet.size:  # the end: drain the decoder, once
+                if self.drained:
+                    break
+                self.drained = True
+                self.ready = self.codec.decode(None)
+                self.decoded += len(self.ready)
+                continue
+            early = packet.pts is not None and float(packet.pts * base) < skip_before
+            self.codec.skip_frame = "NONREF" if skip and early else "DEFAULT"
+            self.ready = self.codec.decode(packet)
+            self.decoded += len(self.ready)
+        self.codec.skip_frame = "DEFAULT"
+        return last
 
 
 def _keyframe_alone(
