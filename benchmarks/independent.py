@@ -170,6 +170,7 @@ async def _capture(
     """(a): the job's FFmpeg argv in the workflow's order, whether it equals the argv the
     benchmark builds from the recipe code, and the capture job's directory."""
     recorder.take()
+    source = source.fresh()
     job_id = new_job_id("capture")
     handle = await stack.start_job(worker, _job(stack, source, shape), job_id)
     result = await handle.result()
@@ -187,6 +188,7 @@ async def _timed_varia(
     stack: Stack, worker: WorkerProcess, server_pid: int, source: Clip, shape: Series
 ) -> dict[str, Any]:
     """(b): one job timed by its history; CPU of the worker, its FFmpeg children and the server."""
+    source = source.fresh()  # a new input, as every real job's
     job_id = new_job_id("timed")
     worker_before, server_before = cpu_seconds(worker.pid), cpu_seconds(server_pid)
     started_wall, started = time.time(), time.monotonic()

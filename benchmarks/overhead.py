@@ -127,7 +127,7 @@ async def varia_once(
     """One varia job of `shape`, timed by the client, FFmpeg watched, split into phases."""
     job_id = new_job_id(NAME)
     job = request(
-        [source.path],
+        [source.fresh().path],  # a new input, as every real job's
         shape.variations,
         stack.out_dir,
         concurrency=shape.concurrency,

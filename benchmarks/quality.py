@@ -19,6 +19,11 @@ samples are forgotten first (a job measures a new input once). Figures:
 
 The one-off import of numpy, Pillow and imagehash/scipy (once per worker process) is reported
 apart.
+
+The benchmark clips are cheap to sample (a keyframe every second, no B-frames), so sampling a
+source as cameras and encoders at their defaults write it (keyframes seconds apart, B-frames)
+is timed apart: varia's `frames_at` against the plain seek-and-decode for each sample
+(`benchmarks.plain.frames_by_plain_seeks`), CPU of every thread, same pixels checked.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -35,10 +41,20 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from benchmarks.plain import Clip, _run_one, argvs_for, clip, run_plain, tasks_for
+from benchmarks.plain import (
+    Clip,
+    _run_one,
+    argvs_for,
+    clip,
+    frames_by_plain_seeks,
+    run_plain,
+    tasks_for,
+)
 from benchmarks.report import Context, Report, Row
-from varia import jobdir
+from varia import frames, jobdir
+from varia.config import Settings
 from varia.models import OutputEntry, RenderResult, RenderTask
+from varia.sampling import sample_times
 
 NAME = "quality"
 TARGET = 0.05
@@ -167,6 +183,45 @@ shape's figures are CPU and wall ratios 3-6 times under the 5 % target, with a s
 at a sixth of the cost. The short shape sits near the target and keeps 3."""
 
 
+SOURCES: dict[str, list[str]] = {
+    "x264 defaults (keyframes 10 s apart, B-frames)": ["-c:v", "libx264", "-preset", "veryfast"],
+    "keyframes 2 s apart, B-frames": ["-c:v", "libx264", "-preset", "veryfast", "-g", "50"],
+}
+"""Sources of 12 s 1280x720 at 25 fps, encoded as `SOURCES` says, whose sampling is timed."""
+
+
+def _sampling(root: Path, repeats: int) -> list[dict[str, Any]]:
+    """For each of `SOURCES`: CPU (all threads) of sampling it the plain way and varia's way,
+    median of `repeats` interleaved, and whether the pixels are the same."""
+    figures: list[dict[str, Any]] = []
+    for name, codec in SOURCES.items():
+        path = root / f"source-{len(figures)}.mp4"
+        lavfi = "testsrc2=size=1280x720:rate=25:duration=12"
+        argv = [Settings().ffmpeg_path(), "-v", "error", "-f", "lavfi", "-i", lavfi, *codec]
+        subprocess.run([*argv, str(path)], check=True, capture_output=True)
+        times = sample_times(12.0)
+        plain_ms, varia_ms, same = [], [], True
+        for _ in range(repeats):
+            cpu = time.process_time()
+            plain = frames_by_plain_seeks(str(path), times)
+            plain_ms.append(1000 * (time.process_time() - cpu))
+            cpu = time.process_time()
+            ours = frames.frames_at(str(path), times, source=True)
+            varia_ms.append(1000 * (time.process_time() - cpu))
+            same = same and all(
+                (a.to_ndarray() == b.to_ndarray()).all() for a, b in zip(plain, ours, strict=True)
+            )
+        figures.append(
+            {
+                "source": name,
+                "plain_ms": statistics.median(plain_ms),
+                "varia_ms": statistics.median(varia_ms),
+                "same_pixels": same,
+            }
+        )
+    return figures
+
+
 async def run(ctx: Context) -> Report:
     """Each shape: `rounds` rounds of (plain renders then measure and sheet; renders measured
     in the job); medians of the ratios."""
@@ -206,6 +261,7 @@ async def run(ctx: Context) -> Report:
                     "render_wall_s": statistics.median(s["render_wall"] for s in samples),
                 }
             )
+        sampling = _sampling(root, 1 if ctx.quick else 3)
     report = Report(NAME, "Quality cost: measuring every output + the contact sheet")
     for fig in figures:
         worst = max(fig["cpu_ratio"], fig["wall_ratio"])
@@ -227,8 +283,17 @@ async def run(ctx: Context) -> Report:
                 f"{100 * fig['job_wall_ratio']:+.1f} % (difference of two walls: noisy)",
             )
         )
+    for fig in sampling:
+        report.rows.append(
+            Row(
+                f"a 12 s 1280x720 source's 3 samples, {fig['source']}: CPU, plain seek and "
+                "decode per sample -> varia (same pixels)",
+                f"{fig['plain_ms']:.0f} -> {fig['varia_ms']:.0f} ms "
+                f"({fig['plain_ms'] / fig['varia_ms']:.1f}x; same: {fig['same_pixels']})",
+            )
+        )
     report.rows.append(Row("one-off import of numpy, Pillow, imagehash/scipy", f"{imports:.2f} s"))
-    report.data = {"shapes": figures, "import_s": imports}
+    report.data = {"shapes": figures, "import_s": imports, "source_sampling": sampling}
     return report
 
 

@@ -47,7 +47,7 @@ async def run(ctx: Context) -> Report:
                         plain_times.append(await run_plain(argvs_for(tasks), conc))
                     else:
                         job = request(
-                            [source.path],
+                            [source.fresh().path],  # a new input, as every real job's
                             variations,
                             stack.out_dir,
                             concurrency=conc,
