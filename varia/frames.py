@@ -3,7 +3,11 @@
 A frame "at t" is the first frame whose timestamp (from the stream's start) is at or after t,
 less half a frame. varia's own outputs have a keyframe at every sample time (see
 `varia.sampling`), so each sample decodes that one packet alone (`_keyframe_alone`); a source
-decodes from the keyframe before.
+decodes from the keyframe before (`_Sampler`).
+Known limit: decoding starts at the keyframe a backward seek to a frame past t lands on, and a
+demuxer may land on a keyframe shown after t (seeking by decode time in a stream with B-frames,
+or an open group of pictures whose leading frames come before its keyframe). The frame is then
+that keyframe, up to a few frames late; the tests' reference (`benchmarks.plain`) does the same.
 All functions block (PyAV decodes in C): activities call them in a thread.
 """
 
