@@ -131,6 +131,8 @@ class _Sampler:
         source: bool,
     ) -> None:
         self.container, self.stream, self.frame_s = container, stream, frame_s
+        assert stream.time_base is not None  # `_frames_in` checked it
+        self.base = stream.time_base
         self.path, self.source = path, source
         self.codec = stream.codec_context
         self.skips_nonref = self.codec.name in NONREF_SKIPPING_CODECS
@@ -151,8 +153,7 @@ class _Sampler:
             self.probe.close()
 
     def frame_at(self, at_s: float) -> av.VideoFrame:
-        base = self.stream.time_base
-        assert base is not None
+        base = self.base
         threshold = at_s - self.frame_s / 2
         # A forced keyframe sits on the first frame at or after `at_s`: seek a frame further.
         target = int((at_s + self.frame_s) / base)
@@ -180,8 +181,7 @@ class _Sampler:
     def _may_go_on(self, target: int, threshold: float) -> bool:
         """Whether decoding on from here reaches `threshold` through the keyframe a seek to
         `target` would land on (so from here gives the seek's pixels, with less decoding)."""
-        base = self.stream.time_base
-        assert base is not None
+        base = self.base
         if self.drained or self.last_pts is None or float(self.last_pts * base) >= threshold:
             return False
         if self.probe is None:
@@ -195,8 +195,7 @@ class _Sampler:
         """Decode on to the first frame at or after `threshold`; past the end, the last frame
         decoded (None if none). With `skip`, frames well before it that nothing refers to are
         not decoded."""
-        base = self.stream.time_base
-        assert base is not None
+        base = self.base
         skip_before = threshold - NONREF_MARGIN_FRAMES * self.frame_s
         last = None
         if self.packets is None:
