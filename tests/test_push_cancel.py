@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 
@@ -15,7 +17,6 @@ from tests.conftest import Clips
 from tests.helpers import (
     assert_manifest_matches_disk,
     processes_mentioning,
-    render_heartbeats,
     start_by_name,
     wait_for,
 )
@@ -37,9 +38,10 @@ def _request(clips: Clips, out_dir: Path) -> JobRequest:
 
 async def _start_and_wait_rendering(
     client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path
-) -> tuple[Handle, str | None]:
+) -> Handle:
     """Start a one-render job of the 20 s clip; return once FFmpeg runs and has opened its
-    partial output (a loaded box may start FFmpeg well before it writes), with its stop queue."""
+    partial output (a loaded box may start FFmpeg well before it writes). The render has
+    sent no heartbeat yet: its first comes half a throttle after FFmpeg starts."""
     request = _request(clips, out_dir)
     handle = await start_by_name(
         client,
@@ -54,13 +56,11 @@ async def _start_and_wait_rendering(
 
     partial = out_dir / job_id / names.temp_name("long_clip_v000.mp4")
 
-    async def rendering() -> Any:
-        beats = await render_heartbeats(client, job_id)
-        beat = beats.get(names.render_activity_id(0, 0))
-        return beat if beat is not None and beat.pid and partial.exists() else None
+    def rendering() -> bool:
+        return partial.exists() and processes_mentioning(str(partial)) != []
 
-    beat = await wait_for(rendering, what="the render to report its FFmpeg")
-    return handle, beat.stop_queue
+    await wait_for(rendering, what="FFmpeg to run and open its partial output")
+    return handle
 
 
 async def _cancel_and_check(handle: Handle, job_dir: Path) -> list[Any]:
@@ -97,13 +97,15 @@ def _activity_events(events: list[Any], kind: str, name: str) -> list[Any]:
 async def test_cancel_is_pushed_to_the_render(
     client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path
 ) -> None:
-    """The heartbeat path is 5 s slow here: the push is what stops FFmpeg."""
+    """The heartbeat path is 5 s slow here: the push is what stops FFmpeg. The render has
+    sent no heartbeat: its worker identity names the queue."""
     slow_beats = settings.model_copy(update={"heartbeat_throttle_s": 5.0})
     async with build_worker(client, slow_beats) as worker:
         assert worker.stop is not None
-        handle, queue = await _start_and_wait_rendering(client, slow_beats, job_id, clips, out_dir)
-        assert queue == worker.stop.task_queue  # the render names its worker's own queue
+        handle = await _start_and_wait_rendering(client, slow_beats, job_id, clips, out_dir)
         events = await _cancel_and_check(handle, out_dir / job_id)
+    [push] = _activity_events(events, "SCHEDULED", names.STOP_RENDERS)
+    assert push.task_queue.name == worker.stop.task_queue  # its worker's own queue
     [pushed] = _activity_events(events, "COMPLETED", names.STOP_RENDERS)
     [found] = await client.data_converter.decode(pushed.result.payloads, [list[str]])
     assert found == [names.render_activity_id(0, 0)]  # the push reached the render while it ran
@@ -115,15 +117,15 @@ async def test_cancel_is_pushed_to_the_render(
 async def test_cancel_arrives_when_the_push_is_lost(
     client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path
 ) -> None:
-    """Renders name a stop queue that nobody polls: the heartbeat path delivers the cancel."""
+    """Renders' stop queue is one that nobody polls: the heartbeat path delivers the cancel."""
     quick_beats = settings.model_copy(update={"heartbeat_throttle_s": 0.5})
     varia_worker = build_worker(client, quick_beats)
     assert varia_worker.stop is not None
     async with varia_worker.main, varia_worker.render:  # the stop queue's is never started
-        handle, queue = await _start_and_wait_rendering(client, quick_beats, job_id, clips, out_dir)
-        assert queue == varia_worker.stop.task_queue
+        handle = await _start_and_wait_rendering(client, quick_beats, job_id, clips, out_dir)
         events = await _cancel_and_check(handle, out_dir / job_id)
-    assert len(_activity_events(events, "SCHEDULED", names.STOP_RENDERS)) == 1  # tried
+    [push] = _activity_events(events, "SCHEDULED", names.STOP_RENDERS)  # tried
+    assert push.task_queue.name == varia_worker.stop.task_queue
     assert _activity_events(events, "STARTED", names.STOP_RENDERS) == []  # never delivered
     assert len(_activity_events(events, "CANCELED", names.RENDER)) == 1  # the SDK's cancel
 
@@ -131,13 +133,16 @@ async def test_cancel_arrives_when_the_push_is_lost(
 async def test_cancel_arrives_with_push_turned_off(
     client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path
 ) -> None:
+    """Before the render's first heartbeat the cancel path cannot tell that its worker polls
+    no stop queue: it may push to the one the identity gives, which nobody polls; once the
+    render has heartbeated (details without a queue) nothing is pushed."""
     off = settings.model_copy(update={"push_cancel": False, "heartbeat_throttle_s": 0.5})
     async with build_worker(client, off) as worker:
         assert worker.stop is None
-        handle, queue = await _start_and_wait_rendering(client, off, job_id, clips, out_dir)
-        assert queue is None
+        handle = await _start_and_wait_rendering(client, off, job_id, clips, out_dir)
         events = await _cancel_and_check(handle, out_dir / job_id)
-    assert _activity_events(events, "SCHEDULED", names.STOP_RENDERS) == []
+    assert len(_activity_events(events, "SCHEDULED", names.STOP_RENDERS)) <= 1
+    assert _activity_events(events, "STARTED", names.STOP_RENDERS) == []
     assert len(_activity_events(events, "CANCELED", names.RENDER)) == 1
 
 
@@ -149,23 +154,24 @@ async def test_a_cancel_in_a_renders_first_moments_is_still_pushed(
     out_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The render has started but not named its stop queue (FFmpeg not spawned yet) when the
-    workflow reads the queues: the cancel path reads again until it does, and pushes to it."""
+    """The render has started but neither spawned FFmpeg nor heartbeated when the workflow
+    reads the stop queues: its worker identity names the queue, and the push stops it."""
     may_spawn = asyncio.Event()
-    real_spawn, real_read = runner.spawn, stops._read_stop_queues
+    real_spawn, real_read = runner.spawn, stops.render_stop_queues
+    read: list[dict[str, list[str]]] = []
 
     async def spawn_when_allowed(argv: list[str], **kwargs: Any) -> Any:
         await may_spawn.wait()
         return await real_spawn(argv, **kwargs)
 
-    async def read_then_allow(*args: Any) -> tuple[dict[str, list[str]], int]:
-        queues, unnamed = await real_read(*args)
-        if unnamed:
-            may_spawn.set()  # the cancel path saw the render unnamed: now it may start FFmpeg
-        return queues, unnamed
+    async def read_then_allow(*args: Any) -> dict[str, list[str]]:
+        queues = await real_read(*args)
+        read.append(queues)
+        may_spawn.set()  # the cancel path has read the queues: now FFmpeg may start
+        return queues
 
     monkeypatch.setattr(runner, "spawn", spawn_when_allowed)
-    monkeypatch.setattr(stops, "_read_stop_queues", read_then_allow)
+    monkeypatch.setattr(stops, "render_stop_queues", read_then_allow)
     slow_beats = settings.model_copy(update={"heartbeat_throttle_s": 5.0})
     async with build_worker(client, slow_beats) as worker:
         assert worker.stop is not None
@@ -177,11 +183,39 @@ async def test_a_cancel_in_a_renders_first_moments_is_still_pushed(
         async def render_started() -> bool:
             pending = (await handle.describe()).raw_description.pending_activities
             started = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-            return any(p.activity_type.name == names.RENDER and p.state == started for p in pending)
+            return any(
+                p.activity_type.name == names.RENDER
+                and p.state == started
+                and not p.heartbeat_details.payloads
+                for p in pending
+            )
 
         await wait_for(render_started, what="the render to start (its FFmpeg held back)")
         events = await _cancel_and_check(handle, out_dir / job_id)
+    render_id = names.render_activity_id(0, 0)
+    assert read == [{worker.stop.task_queue: [render_id]}]
     [push] = _activity_events(events, "SCHEDULED", names.STOP_RENDERS)
     assert push.task_queue.name == worker.stop.task_queue
     [aimed] = await client.data_converter.decode(push.input.payloads, [StopRenders])
-    assert aimed.activity_ids == [names.render_activity_id(0, 0)]
+    assert aimed.activity_ids == [render_id]
+
+
+@given(st.text(min_size=1, max_size=200), st.text(min_size=1, max_size=200))
+def test_a_workers_stop_queue_follows_from_its_identity(first: str, second: str) -> None:
+    """Anyone who knows a render's worker identity names the queue that worker polls."""
+    queue = stops.stop_queue_name("jobs", first)
+    assert queue == stops.stop_queue_name("jobs", first)
+    assert queue.startswith("jobs-stop-") and len(queue) == len("jobs-stop-") + 12
+    assert (queue == stops.stop_queue_name("jobs", second)) == (first == second)
+    assert queue != stops.stop_queue_name("other", first)
+
+
+async def test_a_worker_polls_the_stop_queue_its_identity_gives(
+    client: Client, settings: Settings
+) -> None:
+    named = build_worker(client, settings, identity="render-host-7").stop
+    other = settings.model_copy(update={"task_queue": f"{settings.task_queue}-other"})
+    unnamed = build_worker(client, other).stop  # the SDK's default identity, pid@host
+    assert named is not None and unnamed is not None
+    assert named.task_queue == stops.stop_queue_name(settings.task_queue, "render-host-7")
+    assert unnamed.task_queue == stops.stop_queue_name(other.task_queue, stops.default_identity())

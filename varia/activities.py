@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -144,8 +143,8 @@ class JobActivities:
         )
 
         def spawned(identity: ProcessIdentity) -> None:
+            del identity  # the first heartbeat names it, half a throttle from now
             signaller.ffmpeg_started()  # a projection excludes the wait for the job's slot
-            beat(None, identity)  # names the stop queue
 
         with self.renders.running(
             info.workflow_id or "", info.workflow_run_id or "", info.activity_id
@@ -195,8 +194,11 @@ class JobActivities:
 
     @activity.defn(name=names.RENDER_STOP_QUEUES)
     async def render_stop_queues(self, run: RunRef) -> dict[str, list[str]]:
-        """{stop queue: [render activity ids]} of a run's pending renders (local activity)."""
-        return await stops.render_stop_queues(activity.client(), run.workflow_id, run.run_id)
+        """{stop queue: [render activity ids]} of a run's pending renders (a local activity:
+        its task queue is the job's)."""
+        return await stops.render_stop_queues(
+            activity.client(), activity.info().task_queue, run.workflow_id, run.run_id
+        )
 
     @activity.defn(name=names.RECORD)
     async def record(self, request: LedgerAppend) -> None:
@@ -241,8 +243,9 @@ class JobActivities:
 
 
 class KeepBeating:
-    """Heartbeat every `every_s` while an activity's work runs (in threads), repeating the
-    latest details: a worker that dies mid-step is noticed within the heartbeat timeout."""
+    """Heartbeat every `every_s` while an activity's work runs (in threads), from `every_s`
+    after its start, repeating the latest details: a worker that dies mid-step is noticed
+    within the heartbeat timeout."""
 
     def __init__(self, every_s: float = 2.0) -> None:
         self.every_s = every_s
@@ -264,9 +267,9 @@ class KeepBeating:
         await asyncio.wait([self._task])  # raises no error of the beat task's
 
     async def _beat(self) -> None:
-        while True:
-            activity.heartbeat(*self.details)
+        while True:  # the first after `every_s`: a quick step sends none
             await asyncio.sleep(self.every_s)
+            activity.heartbeat(*self.details)
 
 
 def with_default_threads(task: RenderTask, threads: int | None) -> RenderTask:
@@ -290,11 +293,13 @@ def _heartbeat_for(
 ) -> Any:
     """The render loop's tick: the progress steps on every call, a heartbeat at most every
     `every_s` (half the SDK's throttle: it sends no more often anyway, and building and
-    encoding the details each 0.1 s tick was the worker's largest cost) and on the first
-    call (it names the stop queue)."""
+    encoding the details each 0.1 s tick was the worker's largest cost), the first one
+    `every_s` after this call: a render shorter than that sends none (each costs the server
+    and the worker about 5 ms of CPU; a cancel finds the render by its worker identity,
+    `varia.stops`, and a worker that dies kills its FFmpeg)."""
     expected = task.expected_duration_s
     recipe = recipe_summary(task.recipe)
-    last_sent = -math.inf
+    last_sent = time.monotonic()
 
     def beat(report: ProgressReport | None, identity: ProcessIdentity) -> None:
         nonlocal last_sent

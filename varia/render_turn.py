@@ -1,9 +1,10 @@
 """A render's turn to run FFmpeg: its job slot (render-ahead), then one of the worker's FFmpeg
 permits, both released the moment FFmpeg exits.
 
-A render that waits for its turn heartbeats (naming the worker's stop queue, so a pushed cancel
-finds it) and stops waiting on a pushed stop, a cancel or a worker shutdown, as a running
-render stops its FFmpeg on them.
+A render that waits for its turn heartbeats every `WAITING_BEAT_S` (`waiting_for_slot`: what the
+operator sees; a pushed cancel finds it by its worker identity from the start) and stops
+waiting on a pushed stop, a cancel or a worker shutdown, as a running render stops its FFmpeg
+on them.
 """
 
 from __future__ import annotations
@@ -75,15 +76,14 @@ Release = Callable[[], None]
 async def _unless_stopped(
     waiting: Awaitable[Release], pushed: asyncio.Event, label: str, beat: Callable[[], None]
 ) -> Release:
-    """Await the slot, heartbeating; a pushed stop, a cancel or a worker shutdown ends the
-    wait the way each ends a running render (`StoppedForCancel`, cancelled, `WorkerShutdown`).
-    A slot that arrives as the wait ends is released at once."""
+    """Await the slot, heartbeating every `WAITING_BEAT_S`; a pushed stop, a cancel or a
+    worker shutdown ends the wait the way each ends a running render (`StoppedForCancel`,
+    cancelled, `WorkerShutdown`). A slot that arrives as the wait ends is released at once."""
     acquiring = asyncio.ensure_future(waiting)
     stopped = asyncio.ensure_future(pushed.wait())
     shutdown = asyncio.ensure_future(activity.wait_for_worker_shutdown())
     try:
         while not acquiring.done():
-            beat()
             await asyncio.wait(
                 {acquiring, stopped, shutdown},
                 timeout=WAITING_BEAT_S,
@@ -91,18 +91,20 @@ async def _unless_stopped(
             )
             if acquiring.done():
                 break
-            if stopped.done() or shutdown.done():
-                acquiring.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    (await acquiring)()
-                if stopped.done():
-                    if not cleanup_follows():
-                        raise errors.stopped_for_cancel(label)
-                    raise asyncio.CancelledError()
-                raise ApplicationError(
-                    f"{label}: stopped before FFmpeg ({errors.WORKER_SHUTDOWN_REASON})",
-                    type=errors.WORKER_SHUTDOWN,
-                )
+            if not (stopped.done() or shutdown.done()):
+                beat()  # every WAITING_BEAT_S while it waits: a short wait sends none
+                continue
+            acquiring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                (await acquiring)()
+            if stopped.done():
+                if not cleanup_follows():
+                    raise errors.stopped_for_cancel(label)
+                raise asyncio.CancelledError()
+            raise ApplicationError(
+                f"{label}: stopped before FFmpeg ({errors.WORKER_SHUTDOWN_REASON})",
+                type=errors.WORKER_SHUTDOWN,
+            )
         return acquiring.result()
     except asyncio.CancelledError:
         acquiring.cancel()

@@ -1,20 +1,25 @@
 """Pushed cancels: a cancelled job's renders stop FFmpeg at once, not at their next heartbeat.
 
-Each worker process polls a task queue of its own (`<queue>-stop-<token>`) and names it in its
-renders' heartbeat details. On cancel the workflow reads those queues from its pending renders
-(a local activity that describes the run) and schedules `varia.stop_renders` on each; that
-activity sets the stop event of each named render running in its process, which stops FFmpeg
-and ends the attempt with a non-retryable `StoppedForCancel` error the workflow counts as a
-cancellation. The SDK's heartbeat-borne cancellation stays the fallback: a push that is lost
-(no such worker, queue not polled) delays a cancel by at most the heartbeat throttle, never
-loses it.
+Each worker process polls a task queue of its own, `<queue>-stop-<digest of its identity>`.
+On cancel the workflow reads each pending render's worker identity (the server records it
+when the attempt starts) and so its queue (a local activity that describes the run), and
+schedules `varia.stop_renders` on each; that activity sets the stop event of each named
+render running in its process, which stops FFmpeg and ends the attempt with a non-retryable
+`StoppedForCancel` error the workflow counts as a cancellation. No heartbeat is needed to
+name the queue, so a render heartbeats only every half throttle from its start, and a cancel
+in its first moments is pushed too. A render's heartbeat details still name its queue
+(`stop_queue`), which wins (workers of older varia named a random queue there).
+The SDK's heartbeat-borne cancellation stays the fallback: a push that is lost (no such
+worker, queue not polled, two workers sharing one identity) delays a cancel by at most the
+heartbeat throttle, never loses it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
+import hashlib
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,9 +39,16 @@ RunKey = tuple[str, str, str]
 """(workflow id, run id, activity id) of one render attempt."""
 
 
-def stop_queue_name(task_queue: str) -> str:
-    """A task queue unique to this worker process, derived from the job queue's name."""
-    return f"{task_queue}-stop-{secrets.token_hex(6)}"
+def stop_queue_name(task_queue: str, identity: str) -> str:
+    """The stop queue of the worker process with `identity` that polls `task_queue` (the
+    job's queue): anyone who knows a render's worker identity can name it."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return f"{task_queue}-stop-{digest}"
+
+
+def default_identity() -> str:
+    """The SDK's default worker identity, `<pid>@<hostname>`: distinct per process."""
+    return f"{os.getpid()}@{socket.gethostname()}"
 
 
 class RenderRegistry:
@@ -70,42 +82,17 @@ class RenderRegistry:
         return len(self._running)
 
 
-UNNAMED_WAIT_S = 0.5
-"""How long the cancel path re-reads the run while a started render has not named its stop
-queue yet (it names it in the heartbeat it sends as FFmpeg starts, a few ms after its start)."""
-UNNAMED_POLL_S = 0.02
-
-
 async def render_stop_queues(
-    client: Client,
-    workflow_id: str,
-    run_id: str,
-    *,
-    wait_s: float = UNNAMED_WAIT_S,
-    poll_s: float = UNNAMED_POLL_S,
+    client: Client, task_queue: str, workflow_id: str, run_id: str
 ) -> dict[str, list[str]]:
-    """The stop queue of each pending render of a run, from its last heartbeat details:
-    {queue: [activity ids]}.
+    """The stop queue of each started render of a run: {queue: [activity ids]}.
 
-    A render that started but has not named a queue yet (a cancel that lands in its first
-    milliseconds) is waited for, re-reading the run every `poll_s` for up to `wait_s`; one
-    that names none by then (a worker with pushes off) is left to the heartbeat fallback.
+    A render's queue is the one its heartbeat details name (none: its worker has pushes
+    off), else, before its first heartbeat, the one its worker identity gives
+    (`stop_queue_name` with the job's `task_queue`).
     """
-    deadline = time.monotonic() + wait_s
-    while True:
-        queues, unnamed = await _read_stop_queues(client, workflow_id, run_id)
-        if not unnamed or time.monotonic() >= deadline:
-            return queues
-        await asyncio.sleep(poll_s)
-
-
-async def _read_stop_queues(
-    client: Client, workflow_id: str, run_id: str
-) -> tuple[dict[str, list[str]], int]:
-    """({queue: [activity ids]}, how many started renders named no queue) of one describe."""
     description = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
     queues: dict[str, list[str]] = {}
-    unnamed = 0
     for pending in description.raw_description.pending_activities:
         if pending.activity_type.name != RENDER_ACTIVITY or pending.state not in _PENDING:
             continue
@@ -113,8 +100,12 @@ async def _read_stop_queues(
         details = None
         if payloads:
             [details] = await client.data_converter.decode(payloads[-1:], [RenderHeartbeat])
-        if details is not None and details.stop_queue:
-            queues.setdefault(details.stop_queue, []).append(pending.activity_id)
+        if details is not None:  # None there: that worker polls no stop queue
+            queue = details.stop_queue
+        elif pending.last_worker_identity:
+            queue = stop_queue_name(task_queue, pending.last_worker_identity)
         else:
-            unnamed += 1
-    return queues, unnamed
+            queue = None
+        if queue:
+            queues.setdefault(queue, []).append(pending.activity_id)
+    return queues

@@ -6,7 +6,8 @@ The job's task queue (`VARIA_TASK_QUEUE`) carries the workflow and the light act
 waits behind another job's renders. SIGTERM/SIGINT shut both down gracefully: the renders in
 flight stop their FFmpeg by the three stages and fail as retryable, so another worker picks
 them up. With `VARIA_PUSH_CANCEL` (the default) it also polls a queue of its own,
-`<queue>-stop-<token>`, where a cancelled job pushes `varia.stop_renders` (`varia.stops`).
+`<queue>-stop-<digest of its identity>`, where a cancelled job pushes `varia.stop_renders`
+(`varia.stops`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from varia.search_attributes import (
     registered_search_attributes,
 )
 from varia.signals import stop_on_signals
-from varia.stops import stop_queue_name
+from varia.stops import default_identity, stop_queue_name
 from varia.workflows import VariationJob
 
 log = logging.getLogger("varia.worker")
@@ -97,8 +98,12 @@ STOP_SLOTS = 4
 
 
 def build_worker(client: Client, settings: Settings, *, identity: str | None = None) -> VariaWorker:
-    """A worker for varia's workflow and activities, on its queues, from `settings`."""
-    stop_queue = stop_queue_name(settings.task_queue) if settings.push_cancel else None
+    """A worker for varia's workflow and activities, on its queues, from `settings`.
+
+    Its stop queue follows from its identity (`varia.stops`), so every render it runs is
+    reachable by a push from the moment it starts."""
+    identity = identity or settings.worker_identity or default_identity()
+    stop_queue = stop_queue_name(settings.task_queue, identity) if settings.push_cancel else None
     activities = JobActivities(settings, stop_queue=stop_queue)
     stop = None
     if stop_queue is not None:
