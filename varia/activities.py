@@ -253,9 +253,8 @@ class KeepBeating:
         self._task: asyncio.Task[None] | None = None
 
     def note(self, *details: Any) -> None:
-        """Heartbeat `details` now and repeat them from here on."""
+        """The details of the heartbeats from now on (a quick step sends none)."""
         self.details = details
-        activity.heartbeat(*details)
 
     async def __aenter__(self) -> KeepBeating:
         self._task = asyncio.create_task(self._beat())
