@@ -6,8 +6,12 @@ workflow task that sees it end, a local activity) against the same workflow with
 kinds interleaved round by round; a per-operation cost is the difference of the medians over
 N. The dev server's CPU comes from `/proc` (its process), the worker's from this process's
 rusage (an in-process SDK worker, unsandboxed: the workflow side costs varia's sandboxed
-workflow more). These are the prices behind the job figures: a job's heartbeats, activities
-and workflow tasks times these is most of what `independent` reports as orchestration CPU.
+workflow more). These are the prices behind the job figures. The full profile then runs one
+job of each of `independent`'s shapes on a `varia worker` and counts, by the dev server's own
+request counters, the heartbeats, activity completions and workflow task completions each one
+made, beside the server's CPU for that job: what its heartbeats and activities at these
+prices predict, against what `/proc` measured (a second method for the server's share of
+orchestration CPU; the start, the close and the workflow's own commands are not priced).
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import matplotlib.pyplot as plt
 from temporalio import activity, workflow
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from benchmarks.independent import SHAPES
+from benchmarks.plain import clip
 from benchmarks.raw import cpu_seconds
 from benchmarks.report import Context, Report, Row
-from benchmarks.stack import Stack
+from benchmarks.stack import Stack, new_job_id, request
 
 NAME = "rpc_cost"
 GAP_S = 0.03
@@ -90,7 +96,8 @@ async def run(ctx: Context) -> Report:
     """Interleaved rounds of every kind; per-operation CPU of the server and the worker."""
     count, rounds = (20, 3) if ctx.quick else (40, 5)
     spent: dict[str, list[tuple[float, float]]] = {kind: [] for kind in KINDS}
-    async with Stack(NAME) as stack:
+    jobs: dict[str, dict[str, float]] = {}
+    async with Stack(NAME, metrics=True) as stack:
         assert stack.server.process is not None
         server_pid = stack.server.process.pid
         queue = f"bench-{NAME}-{uuid.uuid4().hex[:6]}"
@@ -116,6 +123,8 @@ async def run(ctx: Context) -> Report:
                     spent[kind].append(
                         (server.own_s + server.children_s, _own_cpu_s() - worker_before)
                     )
+        if not ctx.quick:
+            jobs = await _count_jobs(stack, server_pid)
     for kind in KINDS:
         spent[kind] = spent[kind][1:]
     report = Report(
@@ -138,16 +147,65 @@ async def run(ctx: Context) -> Report:
         report.rows.append(
             Row(f"{label}: dev server, worker", f"{server_ms:.2f} ms, {worker_ms:.2f} ms")
         )
+    for name, job in jobs.items():
+        predicted_s = (
+            job["heartbeats"] * costs["beats"][0] + job["activities"] * costs["activities"][0]
+        ) / 1000
+        report.rows.append(
+            Row(
+                f"{name} job: heartbeats, activities, workflow tasks; dev server CPU "
+                "its heartbeats and activities predict / measured",
+                f"{job['heartbeats']:.0f}, {job['activities']:.0f}, {job['workflow_tasks']:.0f};"
+                f" {predicted_s:.3f} / {job['server_cpu_s']:.3f} s",
+            )
+        )
     report.data = {
         "count": count,
         "spent": spent,
         "per_operation_ms": costs,
+        "jobs": jobs,
     }
     report.notes.append(
         "differences of medians over N; the worker is an unsandboxed in-process SDK worker, "
         "and this process's own CPU includes the client's calls"
     )
     return report
+
+
+async def _count_jobs(stack: Stack, server_pid: int) -> dict[str, dict[str, float]]:
+    """One job of each `independent` shape on a `varia worker` (after a warm-up job): the
+    requests it made, by the server's counters, and the server's CPU meanwhile."""
+    worker = await stack.start_worker(max_renders=2)
+    clips = {
+        name: clip(stack.root / "clips", name, seconds=shape.seconds, size=shape.size)
+        for name, shape in SHAPES.items()
+    }
+    jobs: dict[str, dict[str, float]] = {}
+    for name in ("warm-up", *SHAPES):
+        shape = SHAPES.get(name, SHAPES["demo"])
+        source = clips["demo" if name == "warm-up" else name].fresh()
+        job = request(
+            [source.path],
+            shape.variations,
+            stack.out_dir,
+            concurrency=shape.concurrency,
+            seed=shape.seed,
+        )
+        before, server_before = stack.request_counts(), cpu_seconds(server_pid)
+        await (await stack.start_job(worker, job, new_job_id(NAME))).result()
+        after, server = stack.request_counts(), cpu_seconds(server_pid) - server_before
+
+        def made(operation: str) -> float:
+            return after.get(operation, 0.0) - before.get(operation, 0.0)  # noqa: B023
+
+        jobs[name] = {
+            "heartbeats": made("RecordActivityTaskHeartbeat"),
+            "activities": made("RespondActivityTaskCompleted") + made("RespondActivityTaskFailed"),
+            "workflow_tasks": made("RespondWorkflowTaskCompleted"),
+            "server_cpu_s": server.own_s + server.children_s,
+        }
+    del jobs["warm-up"]
+    return jobs
 
 
 def chart(report: Report, path: Path) -> None:

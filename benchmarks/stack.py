@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -33,7 +35,7 @@ from varia.client.jobs import Jobs
 from varia.config import Settings
 from varia.models import JobRequest, JobResult
 from varia.processes import ProcessIdentity, death_signal_hook, terminate
-from varia.server import DevServer
+from varia.server import DevServer, free_port
 
 JobHandle = WorkflowHandle[Any, JobResult]
 
@@ -92,6 +94,8 @@ class Stack:
 
     name: str
     keep_dir: bool = False
+    metrics: bool = False
+    """Serve the dev server's Prometheus metrics (`request_counts`)."""
     root: Path = field(init=False)
     server: DevServer = field(init=False)
     client: Client = field(init=False)
@@ -99,7 +103,11 @@ class Stack:
 
     async def __aenter__(self) -> Stack:
         self.root = Path(tempfile.mkdtemp(prefix=f"varia-bench-{self.name}-"))
-        self.server = DevServer(ui=False, log_path=self.root / "temporal.log")
+        self.server = DevServer(
+            ui=False,
+            log_path=self.root / "temporal.log",
+            metrics_port=free_port() if self.metrics else None,
+        )
         try:
             await self.server.start()
             self.client = await connect(Settings(TEMPORAL_ADDRESS=self.server.address))
@@ -117,6 +125,23 @@ class Stack:
             self.server.stop()
         if not self.keep_dir:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def request_counts(self, service: str = "frontend") -> dict[str, float]:
+        """The requests `service` of the dev server has handled so far, by operation (its
+        `service_requests` counter; needs `metrics=True`): the frontend's are the calls
+        clients and workers made, each once."""
+        assert self.server.metrics_port is not None, "Stack(metrics=True) serves the counters"
+        url = f"http://{self.server.host}:{self.server.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+        counts: dict[str, float] = {}
+        pattern = re.compile(r'operation="([^"]+)".*service_name="([^"]+)"')
+        for line in text.splitlines():
+            found = pattern.search(line) if line.startswith("service_requests{") else None
+            if found and found.group(2) == service:
+                operation = found.group(1)
+                counts[operation] = counts.get(operation, 0.0) + float(line.rsplit(" ", 1)[1])
+        return counts
 
     @property
     def out_dir(self) -> Path:

@@ -141,6 +141,8 @@ class DevServer:
     janitor_task_queue: str | None = None
     """If set, the janitor schedule for this task queue is created once the server is up."""
     janitor_interval_s: float = 300.0
+    metrics_port: int | None = None
+    """If set, the server's Prometheus metrics are served there (`/metrics`)."""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     identity: ProcessIdentity | None = field(default=None, repr=False)
     _db_lock: int | None = field(default=None, repr=False)
@@ -175,6 +177,8 @@ class DevServer:
         argv += ["--ui-port", str(self.ui_port)] if self.ui else ["--headless"]
         if self.db_path is not None:
             argv += ["--db-filename", str(self.db_path)]
+        if self.metrics_port is not None:
+            argv += ["--metrics-port", str(self.metrics_port)]
         return argv
 
     async def start(self, timeout_s: float = 30.0) -> DevServer:
