@@ -191,9 +191,10 @@ async def _count_jobs(stack: Stack, server_pid: int) -> dict[str, dict[str, floa
             concurrency=shape.concurrency,
             seed=shape.seed,
         )
-        before, server_before = stack.request_counts(), cpu_seconds(server_pid)
+        before, server_before = await _settled_counts(stack), cpu_seconds(server_pid)
         await (await stack.start_job(worker, job, new_job_id(NAME))).result()
-        after, server = stack.request_counts(), cpu_seconds(server_pid) - server_before
+        server = cpu_seconds(server_pid) - server_before
+        after = await _settled_counts(stack)
 
         def made(operation: str) -> float:
             return after.get(operation, 0.0) - before.get(operation, 0.0)  # noqa: B023
@@ -206,6 +207,35 @@ async def _count_jobs(stack: Stack, server_pid: int) -> dict[str, dict[str, floa
         }
     del jobs["warm-up"]
     return jobs
+
+
+COUNTED = (
+    "RecordActivityTaskHeartbeat",
+    "RespondActivityTaskCompleted",
+    "RespondActivityTaskFailed",
+    "RespondWorkflowTaskCompleted",
+)
+
+
+async def _settled_counts(stack: Stack, deadline_s: float = 15.0) -> dict[str, float]:
+    """The server's request counters once the counted ones hold still for `SETTLE_S` (the
+    server publishes its metrics periodically, so a read right after a job can miss its last
+    requests and give them to the next job)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    counts = stack.request_counts()
+    while True:
+        await asyncio.sleep(SETTLE_S)
+        later = stack.request_counts()
+        steady = all(later.get(op) == counts.get(op) for op in COUNTED)
+        if steady or loop.time() > deadline:
+            return later
+        counts = later
+
+
+SETTLE_S = 1.5
+"""How long the counted requests must hold still (a read right after a job missed its last
+requests in a trial run: the server publishes its counters periodically)."""
 
 
 def chart(report: Report, path: Path) -> None:
