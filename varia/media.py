@@ -106,7 +106,7 @@ def _check_declared(
         raise MediaError(_over(label, f"has {streams} streams", str(limits.max_streams), "STREAMS"))
     if not container.streams.video:
         raise MediaError(f"{label} has no video stream")
-    context = container.streams.video[0].codec_context
+    context = _codec_of(container.streams.video[0], label)
     width, height = context.width, context.height
     if not width or not height:
         raise MediaError(f"{label} has a video stream without a frame size")
@@ -240,34 +240,82 @@ def _check_opened(
     video = container.streams.video[0]
     # One frame at a time: decoder threads would only be started and joined (the same
     # frames; decoding is exact whatever the thread count).
-    video.codec_context.thread_count = 1
+    _codec_of(video, f"output {path!r}").thread_count = 1
     duration = _duration_s(container, video)
     if duration is None or abs(duration - expected_duration_s) > tolerance_s:
         raise MediaError(
             f"output {path!r} lasts {duration}s, expected about {expected_duration_s:.2f}s"
         )
+    _check_boxes(path, f"output {path!r}")
     _decode_one_frame(container, f"output {path!r}")
-    _check_tail(container, video, duration, f"output {path!r}")
+    _check_tail(container, video, duration, f"output {path!r}", whole=True)
     return duration
 
 
 def _check_tail(
-    container: av.container.InputContainer, video: av.VideoStream, duration: float, label: str
+    container: av.container.InputContainer,
+    video: av.VideoStream,
+    duration: float,
+    label: str,
+    *,
+    whole: bool = False,
 ) -> None:
     """Demux from the last keyframe to the end: the packets must reach the stated duration.
 
-    A file cut short keeps its index (with `+faststart`) but loses the packets it points to.
+    A file cut short keeps its index (with `+faststart`) but loses the packets it points to;
+    the last ones may fall short by `TAIL_TOLERANCE_S`. With `whole` (varia's own outputs)
+    no packet of any stream may be cut short either (the demuxer flags one the end of the
+    file cut; a cut between packets is `_check_boxes`' to find).
     """
     if video.time_base is None:
         return
     target = int(max(0.0, duration - 1.0) / video.time_base)
     container.seek(target, stream=video, backward=True, any_frame=False)
     last_end = 0.0
-    for packet in container.demux(video):
-        if packet.size and packet.pts is not None:
+    for packet in container.demux(*([video, *container.streams.audio] if whole else [video])):
+        if whole and packet.is_corrupt:
+            raise MediaError(f"{label} is truncated: a packet at its end is cut short")
+        if packet.stream is video and packet.size and packet.pts is not None:
             last_end = max(last_end, float((packet.pts + (packet.duration or 0)) * video.time_base))
     start = float(video.start_time * video.time_base) if video.start_time else 0.0
     if last_end - start < duration - TAIL_TOLERANCE_S:
         raise MediaError(
             f"{label} is truncated: its packets end at {last_end - start:.2f}s of {duration:.2f}s"
         )
+
+
+def _codec_of(video: av.VideoStream, label: str) -> av.VideoCodecContext:
+    """The stream's decoder context; a stream whose codec parameters never arrived (an index
+    cut short) has none."""
+    context = video.codec_context
+    if context is None:
+        raise MediaError(f"{label} is truncated or damaged: its video stream has no decoder setup")
+    return context
+
+
+def _check_boxes(path: str, label: str) -> None:
+    """The MP4's top-level boxes (`ftyp`, `moov`, `mdat`, ...) must tile the file exactly:
+    a file cut anywhere after its index has an `mdat` that claims more bytes than are left,
+    even where the cut falls between two packets (which nothing else in the file shows)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        offset = 0
+        while offset < size:
+            handle.seek(offset)
+            header = handle.read(16)
+            if len(header) < 8:
+                raise MediaError(f"{label} is truncated: a box header is cut short")
+            length = int.from_bytes(header[:4], "big")
+            if length == 1:  # a 64-bit size follows the type
+                if len(header) < 16:
+                    raise MediaError(f"{label} is truncated: a box header is cut short")
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:  # the box runs to the end of the file
+                return
+            if length < 8 or offset + length > size:
+                kind = header[4:8].decode("latin-1")
+                raise MediaError(
+                    f"{label} is truncated: its {kind!r} box needs {offset + length} bytes, "
+                    f"the file has {size}"
+                )
+            offset += length
