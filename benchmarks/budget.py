@@ -23,12 +23,12 @@ LIMITS = Budget(full_s=30 * 60, quick_s=5 * 60)
 
 BUDGETS: dict[str, Budget] = {
     "overhead": Budget(45, 30),
-    "independent": Budget(515, 35),
+    "independent": Budget(560, 35),
     "cancel": Budget(165, 25),
     "busy_cancel": Budget(20, 12),
     "start": Budget(12, 6),
     "throughput": Budget(145, 15),
-    "scale": Budget(540, 60),
+    "scale": Budget(500, 60),
     "validation": Budget(20, 6),
     "nice": Budget(45, 15),
     "fairness": Budget(45, 35),

@@ -10,7 +10,8 @@ Per shape, each round:
   (d) and, for comparison, the `overhead` benchmark's method on the same shape: the client's
       wall time with its FFmpeg watch polling /proc, against its plain asyncio pool.
 The order of (b) to (d) alternates between rounds, and the shapes are interleaved round by round.
-`BENCH_SHAPES=medium,short` and `BENCH_ROUNDS=n` (default 3; 1 with --quick) narrow a spot check.
+`BENCH_SHAPES=medium,short` and `BENCH_ROUNDS=n` (default `ROUNDS`; 1 with --quick) narrow a spot
+check.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ SHAPES = {
     "demo": Series(4.0, "640x360", 3, 1, seed=7),  # `varia demo`'s job
 }
 TARGETS = {"medium": 1.05, "short": 1.10, "demo": 1.10}
+ROUNDS = {"medium": 3, "short": 7, "demo": 7}
+"""Interleaved rounds per shape (full profile): the short jobs' rounds spread from 0.96x to
+1.44x in one run, and a round of them costs a tenth of a medium one, so they get more."""
 CPU_TARGET_PCT = 2.0  # orchestration CPU (worker + server) against FFmpeg's, medium shape
 KINDS = ("varia", "raw", "watched_varia", "watched_plain")
 
@@ -48,9 +52,10 @@ KINDS = ("varia", "raw", "watched_varia", "watched_plain")
 async def run(ctx: Context) -> Report:
     """Interleaved rounds of (a) to (d) per shape; rows per shape, both methods side by side."""
     # spot checks may ask for fewer; the quick profile only shows that it all works
-    rounds = int(os.environ.get("BENCH_ROUNDS", "1" if ctx.quick else "3"))
     names = ["short", "demo"] if ctx.quick else list(SHAPES)
     names = [n for n in os.environ.get("BENCH_SHAPES", ",".join(names)).split(",") if n]
+    asked = os.environ.get("BENCH_ROUNDS")
+    rounds = {n: int(asked) if asked else 1 if ctx.quick else ROUNDS[n] for n in names}
     series: dict[str, dict[str, Any]] = {name: {"rounds": []} for name in names}
     async with Stack(NAME) as stack:
         recorder = ArgvRecorder(stack.root / "argv", Settings().ffmpeg_path()).install()
@@ -67,16 +72,17 @@ async def run(ctx: Context) -> Report:
             )
             for name in names
         }
-        for index in range(rounds):
-            for name in names:
+        for index in range(max(rounds.values())):
+            for name in (n for n in names if index < rounds[n]):
                 entry = await _round(
                     stack, (capture, timed, server_pid), recorder, clips[name], name, index
                 )
                 series[name]["rounds"].append(entry)
     report = Report(
         NAME,
-        f"Orchestration cost, independent method (server times, nothing polling, captured argv "
-        f"by hand) beside the overhead method; {rounds} interleaved rounds",
+        "Orchestration cost, independent method (server times, nothing polling, captured argv "
+        "by hand) beside the overhead method; interleaved rounds: "
+        + ", ".join(f"{name} {count}" for name, count in rounds.items()),
     )
     for name in names:
         series[name]["shape"] = vars(SHAPES[name])
