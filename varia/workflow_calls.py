@@ -51,9 +51,9 @@ async def push_stop(only: set[str] | None = None) -> None:
     """Push the cancel to the workers running this run's renders (best effort); `only`: to
     these render activity ids alone.
 
-    A local activity reads each pending render's stop queue from its heartbeat details; a
-    `stop_renders` activity on each queue stops FFmpeg at once. Nothing waits for them: if
-    one is lost, the heartbeat-borne cancel still arrives.
+    A local activity reads each pending render's stop queue (from its worker identity, or its
+    heartbeat details); a `stop_renders` activity on each queue stops FFmpeg at once. Nothing
+    waits for them: if one is lost, the heartbeat-borne cancel still arrives.
     """
     info = workflow.info()
     try:
