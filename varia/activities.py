@@ -143,7 +143,7 @@ class JobActivities:
         )
 
         def spawned(identity: ProcessIdentity) -> None:
-            del identity  # the first heartbeat names it, half a throttle from now
+            del identity  # the loop's first heartbeat carries it (`_heartbeat_for`)
             signaller.ffmpeg_started()  # a projection excludes the wait for the job's slot
 
         with self.renders.running(

@@ -303,13 +303,11 @@ def _check_boxes(path: str, label: str) -> None:
         while offset < size:
             handle.seek(offset)
             header = handle.read(16)
-            if len(header) < 8:
-                raise MediaError(f"{label} is truncated: a box header is cut short")
-            length = int.from_bytes(header[:4], "big")
+            length = int.from_bytes(header[:4], "big") if len(header) >= 8 else -1
             if length == 1:  # a 64-bit size follows the type
-                if len(header) < 16:
-                    raise MediaError(f"{label} is truncated: a box header is cut short")
-                length = int.from_bytes(header[8:16], "big")
+                length = int.from_bytes(header[8:16], "big") if len(header) == 16 else -1
+            if length == -1:
+                raise MediaError(f"{label} is truncated: a box header is cut short")
             elif length == 0:  # the box runs to the end of the file
                 return
             if length < 8 or offset + length > size:
