@@ -25,6 +25,7 @@ from varia.jobdir import open_job_dir
 from varia.models import CleanupRequest, MediaInfo, RenderResult
 from varia.names import RECORD_PREFIX, record_name
 from varia.output_record import is_brief, with_records
+from varia.sheet import SHEET_NAME
 from varia.worker import build_worker
 
 JOB = "job-records"
@@ -111,7 +112,10 @@ async def test_cleanup_merges_kept_records_sweeps_the_others_and_survives_a_retr
     assert_manifest_matches_disk(job_dir)
     for attempt in (request, request.model_copy(update={"results": [old_shape]})):
         clean_up_job(attempt)  # a cleanup retried after it deleted the records; an old result
-        (entry,) = read_manifest(job_dir)["outputs"]
+        manifest = assert_manifest_matches_disk(job_dir)  # nothing "removed" is still there
+        assert manifest["removed"] == [dropped.path]  # the first attempt's, not the redrawn sheet
+        assert [entry["path"] for entry in manifest["sheets"]] == [SHEET_NAME]
+        (entry,) = manifest["outputs"]
         assert entry["argv"] == expected.argv and entry["sha256"] == expected.sha256
         assert expected.quality and entry["quality"]["phash"] == expected.quality.phash
         assert not [p.name for p in job_dir.iterdir() if p.name.startswith(RECORD_PREFIX)]

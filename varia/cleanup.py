@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from pathlib import Path
 
 from varia import errors, jobdir, ledger, names, output_record, sheet
@@ -31,6 +32,7 @@ def clean_up_job(request: CleanupRequest) -> JobResult:
     results = {(r.input_index, r.variation): r for r in request.results}
     try:
         jobdir.check_owner(job_dir, request.job_id, request.chain, "clean")
+        previous = jobdir.earlier_manifest(job_dir)  # a retry's: what the first attempt removed
         if request.use_ledger:
             for earlier in ledger.read_ledger(job_dir):
                 results.setdefault((earlier.input_index, earlier.variation), earlier)
@@ -55,6 +57,8 @@ def clean_up_job(request: CleanupRequest) -> JobResult:
     except ledger.LedgerCorrupt as err:
         raise errors.ledger_corrupt(err) from None
     removed = [name for name in removed if name not in scratch]  # varia's, not the job's
+    if previous is not None:
+        removed = sorted({*removed, *previous.removed})
     ordered = output_record.with_records(
         job_dir, sorted(results.values(), key=lambda r: (r.input_index, r.variation))
     )
@@ -64,6 +68,7 @@ def clean_up_job(request: CleanupRequest) -> JobResult:
         ordered = with_siblings(ordered)
     outputs = [_output_entry(request, result) for result in ordered]
     sheets, problems = sheet.write_sheets(job_dir, request.inputs, request.stems, outputs)
+    removed = [name for name in removed if not os.path.lexists(job_dir / name)]  # redrawn
     for name in kept_cells:  # drawn: the saved frames are no longer needed
         with contextlib.suppress(FileNotFoundError):
             (job_dir / name).unlink()

@@ -284,6 +284,18 @@ def read_manifest(job_dir: Path) -> Manifest:
     return Manifest.model_validate(json.loads((job_dir / MANIFEST_NAME).read_bytes()))
 
 
+def earlier_manifest(job_dir: Path) -> Manifest | None:
+    """The manifest an earlier attempt of this cleanup wrote, if it is a regular, readable
+    file (None otherwise: a retry then works from the disk alone)."""
+    path = job_dir / MANIFEST_NAME
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        return read_manifest(job_dir)
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+        return None
+
+
 def _write_atomic(directory: Path, name: str, data: bytes) -> Path:
     temp = directory / atomic_temp_name(name)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from varia import jobdir
 from varia.models import RenderResult
-from varia.names import MANIFEST_NAME, atomic_temp_name, record_name
+from varia.names import atomic_temp_name, record_name
 
 log = logging.getLogger("varia.activities")
 
@@ -120,12 +120,8 @@ def _matching(record: RenderResult | None, result: RenderResult) -> RenderResult
 
 def _manifest_entries(job_dir: Path) -> dict[str, RenderResult]:
     """The outputs of the manifest already in the job directory, by path (none: empty)."""
-    path = job_dir / MANIFEST_NAME
-    if path.is_symlink() or not path.is_file():
-        return {}
-    try:
-        manifest = jobdir.read_manifest(job_dir)
-    except (OSError, ValueError, ValidationError):
+    manifest = jobdir.earlier_manifest(job_dir)
+    if manifest is None:
         return {}
     return {
         entry.path: RenderResult.model_validate(entry.model_dump(exclude={"input"}))
