@@ -4,12 +4,13 @@ the manifest; a directory without varia's marker and one whose job id runs again
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
@@ -22,9 +23,16 @@ from tests.helpers import (
     wait_for,
     wait_rendering,
 )
+from tests.histories import history_files, path_of, workflow_id
 from varia import names
 from varia.config import Settings
-from varia.janitor import JanitorReport, JanitorRequest, SweptJob, candidates_query
+from varia.janitor import (
+    JanitorReport,
+    JanitorRequest,
+    SweptJob,
+    candidates_query,
+    read_history,
+)
 from varia.janitor_workflow import ensure_janitor_schedule, schedule_id
 from varia.models import JobRequest
 from varia.names import JANITOR_WORKFLOW, MANIFEST_NAME, MARKER_NAME
@@ -154,3 +162,26 @@ def test_candidates_query_names_the_closed_window() -> None:
     assert "ExecutionStatus IN ('Terminated', 'TimedOut')" in query
     assert "CloseTime <= '2026-01-02T03:03:05.000000Z'" in query
     assert "CloseTime >= '2026-01-01T03:04:05.000000Z'" in query
+
+
+FIRST_RUNS_THAT_PREPARED = [
+    history
+    for history in history_files()
+    if (path_of(history) != "failed-bad-input" and ".run" not in history.name)
+    or history.name.endswith(".run1.json")
+]
+
+
+@pytest.mark.parametrize("history_file", FIRST_RUNS_THAT_PREPARED, ids=lambda path: path.name)
+def test_janitor_reads_what_prepare_probed_from_every_recorded_history(
+    history_file: Path,
+) -> None:
+    """Prepare's media (to keep a whole output the history never heard of) is read back
+    whether prepare ran as an activity or, in a small job's newer runs, a local activity."""
+    events = WorkflowHistory.from_json(
+        workflow_id(path_of(history_file)), json.loads(history_file.read_text())
+    ).events
+    run = read_history(events)
+    assert run.request is not None
+    assert len(run.media) == len(run.request.inputs)
+    assert all(info.duration_s > 0 and info.fps > 0 for info in run.media)

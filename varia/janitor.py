@@ -97,7 +97,29 @@ class ClosedRun:
 
 
 def _json(payloads: Any) -> list[Any]:
-    return [json.loads(payload.data) for payload in payloads]
+    """The payloads' values (an activity that returned None has a `binary/null` one)."""
+    return [
+        None if payload.metadata.get("encoding") == b"binary/null" else json.loads(payload.data)
+        for payload in payloads
+    ]
+
+
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+"""The SDK's marker of a finished local activity: `data` names its type, `result` holds it."""
+
+
+def _local_result(details: Any) -> tuple[str, Any] | None:
+    """A local activity marker's activity type and result (None: not one, or it failed)."""
+    if "data" not in details or "result" not in details:
+        return None
+    data, result = _json(details["data"].payloads), _json(details["result"].payloads)
+    if not data or not result or not isinstance(data[0], dict):
+        return None
+    return str(data[0].get("activity_type", "")), result[0]
+
+
+def _prepared_media(prepared: dict[str, Any]) -> list[MediaInfo]:
+    return [MediaInfo.model_validate(m) for m in prepared["media"]]
 
 
 def read_history(events: list[HistoryEvent]) -> ClosedRun:
@@ -121,19 +143,24 @@ def read_history(events: list[HistoryEvent]) -> ClosedRun:
             done = event.activity_task_completed_event_attributes
             kind = scheduled.get(done.scheduled_event_id)
             values = _json(done.result.payloads)
-            if kind == names.PREPARE and values:
-                run.media = [MediaInfo.model_validate(m) for m in values[0]["media"]]
-            elif kind == names.RENDER and values:
+            if kind == names.PREPARE and values and values[0]:
+                run.media = _prepared_media(values[0])
+            elif kind == names.RENDER and values and values[0]:
                 run.results.append(RenderResult.model_validate(values[0]))
         elif event.HasField("activity_task_failed_event_attributes"):
             failed = event.activity_task_failed_event_attributes
             if scheduled.get(failed.scheduled_event_id) == names.RENDER:
                 run.failed += 1
         elif event.HasField("marker_recorded_event_attributes"):
-            details = event.marker_recorded_event_attributes.details
+            marker = event.marker_recorded_event_attributes
+            if marker.marker_name == LOCAL_ACTIVITY_MARKER:
+                local = _local_result(marker.details)
+                if local is not None and local[0] == names.PREPARE:  # prepared in the task
+                    run.media = _prepared_media(local[1])
+                continue
             run.seed_patched = run.seed_patched or any(
                 b"default-seed" in payload.data
-                for value in details.values()
+                for value in marker.details.values()
                 for payload in value.payloads
             )
         elif event.HasField("workflow_execution_terminated_event_attributes"):
