@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s
 from benchmarks.stack import Stack, new_job_id, request
 from benchmarks.stats import summarize
+from varia.janitor import LOCAL_ACTIVITY_MARKER
 
 NAME = "start"
 PHASES = [
@@ -47,7 +49,30 @@ def _milestones(events: list[HistoryEvent]) -> dict[str, float]:
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             name = names[event.activity_task_completed_event_attributes.scheduled_event_id]
             found.setdefault(f"{name}.completed", _t(event))
+        elif kind == EventType.EVENT_TYPE_MARKER_RECORDED:  # a local activity: the worker's times
+            local = _local_activity(event)
+            if local is not None:
+                name, scheduled, completed = local
+                found.setdefault(f"{name}.scheduled", scheduled)
+                found.setdefault(f"{name}.completed", completed)
     return found
+
+
+def _local_activity(event: HistoryEvent) -> tuple[str, float, float] | None:
+    """A local activity marker's type, scheduled and completed times (worker's clock)."""
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != LOCAL_ACTIVITY_MARKER:
+        return None
+    data = json.loads(marker.details["data"].payloads[0].data)
+
+    def seconds(stamp: dict[str, int]) -> float:
+        return stamp["seconds"] + stamp.get("nanos", 0) / 1e9
+
+    return (
+        data["activity_type"],
+        seconds(data["original_schedule_time"]),
+        seconds(data["complete_time"]),
+    )
 
 
 async def run(ctx: Context) -> Report:
