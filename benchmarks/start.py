@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -17,17 +16,20 @@ from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s
 from benchmarks.stack import Stack, new_job_id, request
 from benchmarks.stats import summarize
-from varia.janitor import LOCAL_ACTIVITY_MARKER
+from varia.names import PREPARE, RENDER
 
 NAME = "start"
 PHASES = [
     ("start_rpc_s", "client start call returns"),
-    ("to_prepare_s", "-> prepare scheduled (first workflow task, search attributes)"),
-    ("prepare_s", "-> prepare completed (job dir, probe with PyAV)"),
+    ("to_task_s", "-> first workflow task started"),
+    ("task_s", "-> first task completed (search attributes, local prepare)"),
+    ("prepare_s", "-> prepare completed, as an activity (job dir, probe with PyAV)"),
     ("to_render_s", "-> render scheduled (workflow task)"),
     ("dispatch_s", "-> render started (activity dispatch)"),
     ("head_s", "-> FFmpeg running (render activity head, spawn)"),
 ]
+"""A job of few inputs prepares in a local activity inside its first workflow task (no prepare
+activity: `prepare_s` is 0); a larger one in an activity after it."""
 
 
 def _t(event: HistoryEvent) -> float:
@@ -35,11 +37,17 @@ def _t(event: HistoryEvent) -> float:
 
 
 def _milestones(events: list[HistoryEvent]) -> dict[str, float]:
+    """Server times: the first workflow task's start and completion, and each activity type's
+    first scheduled, started and completed events."""
     found: dict[str, float] = {}
     names = {}
     for event in events:
         kind = event.event_type
-        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+        if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            found.setdefault("task.started", _t(event))
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            found.setdefault("task.completed", _t(event))
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             name = event.activity_task_scheduled_event_attributes.activity_type.name
             names[event.event_id] = name
             found.setdefault(f"{name}.scheduled", _t(event))
@@ -49,30 +57,19 @@ def _milestones(events: list[HistoryEvent]) -> dict[str, float]:
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             name = names[event.activity_task_completed_event_attributes.scheduled_event_id]
             found.setdefault(f"{name}.completed", _t(event))
-        elif kind == EventType.EVENT_TYPE_MARKER_RECORDED:  # a local activity: the worker's times
-            local = _local_activity(event)
-            if local is not None:
-                name, scheduled, completed = local
-                found.setdefault(f"{name}.scheduled", scheduled)
-                found.setdefault(f"{name}.completed", completed)
     return found
 
 
-def _local_activity(event: HistoryEvent) -> tuple[str, float, float] | None:
-    """A local activity marker's type, scheduled and completed times (worker's clock)."""
-    marker = event.marker_recorded_event_attributes
-    if marker.marker_name != LOCAL_ACTIVITY_MARKER:
-        return None
-    data = json.loads(marker.details["data"].payloads[0].data)
-
-    def seconds(stamp: dict[str, int]) -> float:
-        return stamp["seconds"] + stamp.get("nanos", 0) / 1e9
-
-    return (
-        data["activity_type"],
-        seconds(data["original_schedule_time"]),
-        seconds(data["complete_time"]),
-    )
+def _phases(m: dict[str, float], returned: float, spawn: float) -> dict[str, float]:
+    prepared = m.get(f"{PREPARE}.completed", m["task.completed"])
+    return {
+        "to_task_s": m["task.started"] - returned,
+        "task_s": m["task.completed"] - m["task.started"],
+        "prepare_s": prepared - m["task.completed"],
+        "to_render_s": m[f"{RENDER}.scheduled"] - prepared,
+        "dispatch_s": m[f"{RENDER}.started"] - m[f"{RENDER}.scheduled"],
+        "head_s": spawn - m[f"{RENDER}.started"],
+    }
 
 
 async def run(ctx: Context) -> Report:
@@ -93,18 +90,8 @@ async def run(ctx: Context) -> Report:
                 await handle.result()
             spawn = min(span[0] for span in watch.wall_spans().values())
             [history] = await all_runs(stack.client, job_id)
-            m = _milestones(history.events)
-            jobs.append(
-                {
-                    "total_s": spawn - wall,
-                    "start_rpc_s": returned - wall,
-                    "to_prepare_s": m["varia.prepare.scheduled"] - returned,
-                    "prepare_s": m["varia.prepare.completed"] - m["varia.prepare.scheduled"],
-                    "to_render_s": m["varia.render.scheduled"] - m["varia.prepare.completed"],
-                    "dispatch_s": m["varia.render.started"] - m["varia.render.scheduled"],
-                    "head_s": spawn - m["varia.render.started"],
-                }
-            )
+            phases = _phases(_milestones(history.events), returned, spawn)
+            jobs.append({"total_s": spawn - wall, "start_rpc_s": returned - wall} | phases)
     warm = jobs[1:]
     totals = summarize([j["total_s"] for j in warm])
     report = Report(
