@@ -22,14 +22,13 @@ NAME = "start"
 PHASES = [
     ("start_rpc_s", "client start call returns"),
     ("to_task_s", "-> first workflow task started"),
-    ("task_s", "-> first task completed (search attributes, local prepare)"),
-    ("prepare_s", "-> prepare completed, as an activity (job dir, probe with PyAV)"),
+    ("task_s", "-> first workflow task completed (search attributes)"),
+    ("prepare_s", "-> prepare completed (dispatch, job dir, probe with PyAV)"),
     ("to_render_s", "-> render scheduled (workflow task)"),
     ("dispatch_s", "-> render started (activity dispatch)"),
     ("head_s", "-> FFmpeg running (render activity head, spawn)"),
 ]
-"""A job of few inputs prepares in a local activity inside its first workflow task (no prepare
-activity: `prepare_s` is 0); a larger one in an activity after it."""
+"""All from the server's event times, phase by phase."""
 
 
 def _t(event: HistoryEvent) -> float:
@@ -61,7 +60,7 @@ def _milestones(events: list[HistoryEvent]) -> dict[str, float]:
 
 
 def _phases(m: dict[str, float], returned: float, spawn: float) -> dict[str, float]:
-    prepared = m.get(f"{PREPARE}.completed", m["task.completed"])
+    prepared = m[f"{PREPARE}.completed"]
     return {
         "to_task_s": m["task.started"] - returned,
         "task_s": m["task.completed"] - m["task.started"],

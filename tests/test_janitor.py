@@ -176,8 +176,8 @@ FIRST_RUNS_THAT_PREPARED = [
 def test_janitor_reads_what_prepare_probed_from_every_recorded_history(
     history_file: Path,
 ) -> None:
-    """Prepare's media (to keep a whole output the history never heard of) is read back
-    whether prepare ran as an activity or, in a small job's newer runs, a local activity."""
+    """Prepare's media (to keep a whole output the history never heard of) are read back from
+    every recorded release's history, including runs with a record activity (it returns None)."""
     events = WorkflowHistory.from_json(
         workflow_id(path_of(history_file)), json.loads(history_file.read_text())
     ).events

@@ -245,8 +245,7 @@ class JobActivities:
 class KeepBeating:
     """Heartbeat every `every_s` while an activity's work runs (in threads), from `every_s`
     after its start, repeating the latest details: a worker that dies mid-step is noticed
-    within the heartbeat timeout. A local activity has no heartbeat: the workflow task that
-    runs it times out instead."""
+    within the heartbeat timeout."""
 
     def __init__(self, every_s: float = 2.0) -> None:
         self.every_s = every_s
@@ -258,14 +257,13 @@ class KeepBeating:
         self.details = details
 
     async def __aenter__(self) -> KeepBeating:
-        if not activity.info().is_local:
-            self._task = asyncio.create_task(self._beat())
+        self._task = asyncio.create_task(self._beat())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])  # raises no error of the beat task's
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.wait([self._task])  # raises no error of the beat task's
 
     async def _beat(self) -> None:
         while True:  # the first after `every_s`: a quick step sends none

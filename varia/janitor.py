@@ -39,6 +39,8 @@ CLOSED_WITHOUT_CLEANUP: dict[WorkflowExecutionStatus, FinalState] = {
     WorkflowExecutionStatus.TIMED_OUT: "timed_out",
 }
 HAS_MANIFEST = "it has a manifest already"
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+"""The SDK's marker of a finished local activity (varia's: search attributes, stop queues)."""
 SCAN_LIMIT = 1000
 """Closed executions one sweep looks at (newest first); the next sweep sees the rest."""
 
@@ -104,24 +106,6 @@ def _json(payloads: Any) -> list[Any]:
     ]
 
 
-LOCAL_ACTIVITY_MARKER = "core_local_activity"
-"""The SDK's marker of a finished local activity: `data` names its type, `result` holds it."""
-
-
-def _local_result(details: Any) -> tuple[str, Any] | None:
-    """A local activity marker's activity type and result (None: not one, or it failed)."""
-    if "data" not in details or "result" not in details:
-        return None
-    data, result = _json(details["data"].payloads), _json(details["result"].payloads)
-    if not data or not result or not isinstance(data[0], dict):
-        return None
-    return str(data[0].get("activity_type", "")), result[0]
-
-
-def _prepared_media(prepared: dict[str, Any]) -> list[MediaInfo]:
-    return [MediaInfo.model_validate(m) for m in prepared["media"]]
-
-
 def read_history(events: list[HistoryEvent]) -> ClosedRun:
     """The request, carry, media and finished renders recorded in one run's history (pure)."""
     run = ClosedRun()
@@ -144,7 +128,7 @@ def read_history(events: list[HistoryEvent]) -> ClosedRun:
             kind = scheduled.get(done.scheduled_event_id)
             values = _json(done.result.payloads)
             if kind == names.PREPARE and values and values[0]:
-                run.media = _prepared_media(values[0])
+                run.media = [MediaInfo.model_validate(m) for m in values[0]["media"]]
             elif kind == names.RENDER and values and values[0]:
                 run.results.append(RenderResult.model_validate(values[0]))
         elif event.HasField("activity_task_failed_event_attributes"):
@@ -153,10 +137,7 @@ def read_history(events: list[HistoryEvent]) -> ClosedRun:
                 run.failed += 1
         elif event.HasField("marker_recorded_event_attributes"):
             marker = event.marker_recorded_event_attributes
-            if marker.marker_name == LOCAL_ACTIVITY_MARKER:
-                local = _local_result(marker.details)
-                if local is not None and local[0] == names.PREPARE:  # prepared in the task
-                    run.media = _prepared_media(local[1])
+            if marker.marker_name == LOCAL_ACTIVITY_MARKER:  # its result may hold any text
                 continue
             run.seed_patched = run.seed_patched or any(
                 b"default-seed" in payload.data

@@ -5,13 +5,12 @@ the pushed stop. Workflow code: deterministic, no I/O.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import Priority, RetryPolicy
-from temporalio.exceptions import ActivityError, FailureError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from varia.activities import JobActivities
@@ -36,75 +35,8 @@ IO_RETRY = RetryPolicy(
     non_retryable_error_types=list(NON_RETRYABLE_TYPES),
 )
 WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-STEP_TIMEOUT = timedelta(minutes=10)
-LOCAL_PREPARE_MAX_INPUTS = 16
-"""A job of at most this many inputs prepares in a local activity (patch `local-prepare`): in
-the worker that runs its first workflow task, within that task, which saves a workflow task and
-an activity round trip (about 15 ms of CPU and of wall time). Probing more inputs may take
-seconds, and a local activity holds the workflow task open meanwhile (queries, updates and
-cancels wait for it), so a larger job prepares in an activity that heartbeats.
-
-Cleanup stays an activity: it runs in the task that completes the workflow, and a local
-activity there runs again, whole, whenever an event (a cancel, a stop's reply) lands meanwhile:
-the server refuses to complete a workflow that has unseen events, and the SDK replays."""
 PUSH_TIMEOUT = timedelta(seconds=10)
 ONCE = RetryPolicy(maximum_attempts=1)
-
-
-Request = TypeVar("Request")
-Result = TypeVar("Result")
-
-
-def start_step(
-    step: Callable[[JobActivities, Request], Awaitable[Result]],
-    request: Request,
-    *,
-    local: bool,
-    priority: Priority,
-    summary: str,
-) -> Awaitable[Result]:
-    """Start a light step (prepare, cleanup): as a local activity (`local`), or as an activity
-    on the job's queue that heartbeats in the background (`LIGHT_HEARTBEAT_TIMEOUT`). Either
-    way a failure raises `ActivityError` with the step's failure as its cause."""
-    if local:
-        handle = workflow.start_local_activity_method(
-            step,
-            request,
-            start_to_close_timeout=STEP_TIMEOUT,
-            retry_policy=IO_RETRY,
-            cancellation_type=WAIT,
-            summary=summary,
-        )
-        return _failing_as_an_activity(handle, step.__name__)
-    return workflow.start_activity_method(
-        step,
-        request,
-        start_to_close_timeout=STEP_TIMEOUT,
-        heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,
-        retry_policy=IO_RETRY,
-        cancellation_type=WAIT,
-        priority=priority,
-        summary=summary,
-    )
-
-
-async def _failing_as_an_activity(handle: Awaitable[Result], step: str) -> Result:
-    """A local activity's result. The SDK raises its failure bare (an `ApplicationError`, not
-    an `ActivityError` caused by one, as for an activity): wrap it as an activity's is."""
-    try:
-        return await handle
-    except ActivityError:
-        raise
-    except FailureError as err:
-        raise ActivityError(
-            f"local activity {step} failed",
-            scheduled_event_id=0,
-            started_event_id=0,
-            identity="",
-            activity_type=step,
-            activity_id="",
-            retry_state=None,
-        ) from err
 
 
 def render_priority(job: JobRequest, job_id: str, on: bool) -> Priority:

@@ -78,13 +78,11 @@ with workflow.unsafe.imports_passed_through():
     from varia.workflow_calls import (
         IO_RETRY,
         LIGHT_HEARTBEAT_TIMEOUT,
-        LOCAL_PREPARE_MAX_INPUTS,
         RENDER_HEARTBEAT_TIMEOUT,
         RENDER_RETRY,
         WAIT,
         push_stop,
         render_priority,
-        start_step,
     )
 
 MAX_ERRORS_KEPT = 20
@@ -92,7 +90,6 @@ KEEP_EARLY_DRAIN = "keep-early-drain"
 """Patch: a drain accepted before `run()` survives `_resume` (only runs where it happened
 record the marker; older histories of such a run replay their old path)."""
 PUSH_CANCEL_PATCH = "push-cancel"
-"""Runs recorded before pushed cancels replay without them (`workflow.patched`)."""
 RENDER_AHEAD_PATCH = "render-ahead"
 """Runs recorded before it keep at most `concurrency` renders in flight; newer runs keep two per
 job slot, the running one and the next (`_render_chunk`)."""
@@ -100,9 +97,7 @@ PERCENT_STEPS_PATCH = "percent-steps"
 """Runs recorded before it upsert VariaCompleted/VariaPercent after every finished render; newer
 runs only when the whole percent moves (a 10,000-variation job: about 100 upserts, not one per
 workflow task, each an event in its history)."""
-LOCAL_PREPARE_PATCH = "local-prepare"
-"""Runs recorded before it prepare in an activity; newer runs of a job of few inputs
-(`LOCAL_PREPARE_MAX_INPUTS`) in a local activity."""
+"""Runs recorded before pushed cancels replay without them (`workflow.patched`)."""
 
 
 @workflow.defn(name=names.WORKFLOW_TYPE)
@@ -136,7 +131,6 @@ class VariationJob:
         self._variations = 1
         self._continuing = False
         self._priority = Priority.default
-        self._local_prepare = False  # prepare in a local activity (`LOCAL_PREPARE_PATCH`)
         self._redo: list[int] = []  # variations a pause stopped: rendered again first
         self._drain_seen = False  # the render loop dropped its queued renders for a drain
         self._ahead = False  # patch "render-ahead": two renders in flight per job slot
@@ -263,9 +257,6 @@ class VariationJob:
         self._percent_on = workflow.patched("varia-percent")
         self._priority = render_priority(job, self._job_id, workflow.patched("varia-fair"))
         self._ahead = workflow.patched(RENDER_AHEAD_PATCH)  # with the others: before any await
-        self._local_prepare = workflow.patched(LOCAL_PREPARE_PATCH) and (
-            len(job.inputs) <= LOCAL_PREPARE_MAX_INPUTS
-        )
         try:
             await self._load_search_attributes()
             raise_if_cancel_requested()
@@ -313,7 +304,7 @@ class VariationJob:
     async def _prepare(self, job: JobRequest) -> PreparedJob:
         """Run prepare to its end even if a cancel arrives: cleanup needs the job dir it made
         (`run` re-raises the cancel once it has the job dir; a failure is a prepare failure)."""
-        preparing = start_step(
+        preparing = workflow.start_activity_method(
             JobActivities.prepare,
             PrepareRequest(
                 job_id=self._job_id,
@@ -322,7 +313,10 @@ class VariationJob:
                 variations=job.variations,
                 chain=_chain(),
             ),
-            local=self._local_prepare,
+            start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,
+            retry_policy=IO_RETRY,
+            cancellation_type=WAIT,
             priority=self._priority,
             summary="confine paths, create the job directory, probe the inputs",
         )
@@ -628,10 +622,12 @@ class VariationJob:
     async def _clean_up(self, request: CleanupRequest) -> JobResult:
         """Run cleanup to its end; a cancel that arrives meanwhile does not interrupt it."""
         return await run_to_end_in_workflow(
-            start_step(
+            workflow.execute_activity_method(
                 JobActivities.clean_up,
                 request,
-                local=False,  # see LOCAL_PREPARE_MAX_INPUTS: a local one would run again
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,
+                retry_policy=IO_RETRY,
                 priority=self._priority,
                 summary=f"cleanup and manifest ({request.state})",
             ),

@@ -88,21 +88,16 @@ def _reads_show_in_atime(directory: Path) -> bool:
 
 
 async def _bad_input_failure(handle: WorkflowHandle[object, JobResult]) -> str:
-    """The job failed; return prepare's failure message (type BadInput, final), from its
-    activity or (a small job's) local activity marker."""
+    """The job failed; return the prepare activity's failure message (type BadInput, final)."""
     with pytest.raises(WorkflowFailureError):
         await handle.result()
     async for event in handle.fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
             failure = event.activity_task_failed_event_attributes.failure
-        elif event.marker_recorded_event_attributes.HasField("failure"):
-            failure = event.marker_recorded_event_attributes.failure
-        else:
-            continue
-        info = failure.application_failure_info
-        assert (info.type, info.non_retryable) == (errors.BAD_INPUT, True), failure
-        return failure.message
-    raise AssertionError("no failed prepare in the history")
+            info = failure.application_failure_info
+            assert (info.type, info.non_retryable) == (errors.BAD_INPUT, True), failure
+            return failure.message
+    raise AssertionError("no failed activity in the history")
 
 
 async def test_playlist_inputs_read_nothing_outside_the_allowed_roots(
