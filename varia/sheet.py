@@ -214,6 +214,11 @@ def _output_picture(job_dir: Path, entry: OutputEntry) -> av.VideoFrame | Image.
         return None
 
 
+def preload_font() -> None:
+    """Load the labels' font now (a worker does as it starts: `varia.quality.preload`)."""
+    _font()
+
+
 @functools.cache
 def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     from PIL import ImageFont

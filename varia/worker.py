@@ -20,7 +20,7 @@ from types import TracebackType
 from temporalio.client import Client
 from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
 
-from varia import code_cache
+from varia import code_cache, quality
 from varia.activities import JobActivities
 from varia.client.connection import connect
 from varia.config import Settings, render_task_queue
@@ -102,6 +102,7 @@ def build_worker(client: Client, settings: Settings, *, identity: str | None = N
 
     Its stop queue follows from its identity (`varia.stops`), so every render it runs is
     reachable by a push from the moment it starts."""
+    quality.preload()  # before any render: see its docstring
     identity = identity or settings.worker_identity or default_identity()
     stop_queue = stop_queue_name(settings.task_queue, identity) if settings.push_cancel else None
     activities = JobActivities(settings, stop_queue=stop_queue)
