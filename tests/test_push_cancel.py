@@ -114,6 +114,41 @@ async def test_cancel_is_pushed_to_the_render(
     assert _activity_events(events, "CANCELED", names.RENDER) == []
 
 
+async def test_a_render_the_first_push_missed_is_pushed_again(
+    client: Client,
+    settings: Settings,
+    job_id: str,
+    clips: Clips,
+    out_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A push that reaches the worker before the render is running there finds nothing (a
+    render dispatched just before the cancel). The first push here finds nothing; once it has
+    replied, the workflow pushes again to the render still running, and that push stops it.
+    Heartbeats are 30 s apart here, so the heartbeat path cannot be what stops it."""
+    stop = stops.RenderRegistry.stop
+    calls: list[list[str]] = []
+
+    def first_finds_nothing(registry: stops.RenderRegistry, *args: Any) -> list[str]:
+        calls.append(list(args[2]))
+        return [] if len(calls) == 1 else stop(registry, *args)
+
+    monkeypatch.setattr(stops.RenderRegistry, "stop", first_finds_nothing)
+    slow_beats = settings.model_copy(update={"heartbeat_throttle_s": 60.0})
+    async with build_worker(client, slow_beats):
+        handle = await _start_and_wait_rendering(client, slow_beats, job_id, clips, out_dir)
+        events = await _cancel_and_check(handle, out_dir / job_id)
+    render = names.render_activity_id(0, 0)
+    assert calls == [[render], [render]]
+    replies = [
+        (await client.data_converter.decode(done.result.payloads, [list[str]]))[0]
+        for done in _activity_events(events, "COMPLETED", names.STOP_RENDERS)
+    ]
+    assert replies == [[], [render]]
+    [failed] = _activity_events(events, "FAILED", names.RENDER)
+    assert failed.failure.application_failure_info.type == STOPPED_FOR_CANCEL
+
+
 async def test_cancel_arrives_when_the_push_is_lost(
     client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path
 ) -> None:

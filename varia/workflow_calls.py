@@ -5,6 +5,7 @@ the pushed stop. Workflow code: deterministic, no I/O.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -47,13 +48,14 @@ def render_priority(job: JobRequest, job_id: str, on: bool) -> Priority:
     return Priority(priority_key=job.priority, fairness_key=key)
 
 
-async def push_stop(only: set[str] | None = None) -> None:
+async def push_stop(only: set[str] | None = None) -> list[asyncio.Task[list[str]]]:
     """Push the cancel to the workers running this run's renders (best effort); `only`: to
-    these render activity ids alone.
+    these render activity ids alone. Returns the pushes: each ends with the ids its worker
+    found running (`push_missed_again` reads them).
 
     A local activity reads each pending render's stop queue (from its worker identity, or its
     heartbeat details); a `stop_renders` activity on each queue stops FFmpeg at once. Nothing
-    waits for them: if one is lost, the heartbeat-borne cancel still arrives.
+    has to wait for them: if one is lost, the heartbeat-borne cancel still arrives.
     """
     info = workflow.info()
     try:
@@ -64,7 +66,8 @@ async def push_stop(only: set[str] | None = None) -> None:
             retry_policy=ONCE,
         )
     except ActivityError:
-        return
+        return []
+    pushes: list[asyncio.Task[list[str]]] = []
     for queue, all_ids in sorted(queues.items()):
         activity_ids = [i for i in all_ids if only is None or i in only]
         if not activity_ids:
@@ -81,6 +84,27 @@ async def push_stop(only: set[str] | None = None) -> None:
             summary=f"stop {', '.join(activity_ids)} at once (cancel)",
         )
         pushed.add_done_callback(_ignore_outcome)
+        pushes.append(pushed)
+    return pushes
+
+
+async def push_missed_again(
+    pushes: list[asyncio.Task[list[str]]], still_running: Callable[[], set[str]]
+) -> None:
+    """Once every push has replied, push again, once, to the renders still running that no
+    push found: they were not yet running on their worker when it arrived (dispatched just
+    before the cancel, or pending without a worker when the stop queues were read). Now that
+    the cancel is recorded none can start, so the second read names all their queues. A lost
+    push ends this: the heartbeat path delivers the cancel."""
+    found: set[str] = set()
+    for push in pushes:
+        try:
+            found.update(await push)
+        except ActivityError:
+            return
+    missed = still_running() - found
+    if missed:
+        await push_stop(missed)
 
 
 def _ignore_outcome(task: asyncio.Task[Any]) -> None:

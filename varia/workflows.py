@@ -81,6 +81,7 @@ with workflow.unsafe.imports_passed_through():
         RENDER_HEARTBEAT_TIMEOUT,
         RENDER_RETRY,
         WAIT,
+        push_missed_again,
         push_stop,
         render_priority,
     )
@@ -93,6 +94,9 @@ PUSH_CANCEL_PATCH = "push-cancel"
 RENDER_AHEAD_PATCH = "render-ahead"
 """Runs recorded before it keep at most `concurrency` renders in flight; newer runs keep two per
 job slot, the running one and the next (`_render_chunk`)."""
+PUSH_AGAIN_PATCH = "push-again"
+"""Runs recorded before it push a cancel once; newer runs push again to the renders that no
+push found running once every push has replied (`push_missed_again`)."""
 PERCENT_STEPS_PATCH = "percent-steps"
 """Runs recorded before it upsert VariaCompleted/VariaPercent after every finished render; newer
 runs only when the whole percent moves (a 10,000-variation job: about 100 upserts, not one per
@@ -131,6 +135,8 @@ class VariationJob:
         self._variations = 1
         self._continuing = False
         self._priority = Priority.default
+        self._push_again = False  # `PUSH_AGAIN_PATCH`: push again to renders a push missed
+        self._follow_up: asyncio.Future[None] | None = None  # that second push, once started
         self._redo: list[int] = []  # variations a pause stopped: rendered again first
         self._drain_seen = False  # the render loop dropped its queued renders for a drain
         self._ahead = False  # patch "render-ahead": two renders in flight per job slot
@@ -257,6 +263,7 @@ class VariationJob:
         self._percent_on = workflow.patched("varia-percent")
         self._priority = render_priority(job, self._job_id, workflow.patched("varia-fair"))
         self._ahead = workflow.patched(RENDER_AHEAD_PATCH)  # with the others: before any await
+        self._push_again = workflow.patched(PUSH_AGAIN_PATCH)
         try:
             await self._load_search_attributes()
             raise_if_cancel_requested()
@@ -438,7 +445,11 @@ class VariationJob:
             for handle in running:
                 handle.cancel()
             if running and workflow.patched(PUSH_CANCEL_PATCH):
-                await push_stop()
+                pushes = await push_stop()
+                if self._push_again:
+                    self._follow_up = asyncio.ensure_future(
+                        push_missed_again(pushes, lambda: _not_done(running))
+                    )
             for handle, task in running.items():
                 await workflow.wait_condition(handle.done)
                 self._collect(handle, task, cancelling=True)
@@ -701,6 +712,15 @@ _PAUSE_SETTLED = frozenset(
     {"paused", "cancelling", "cleaning", "completed", "cancelled", "failed", "drained"}
 )
 """States in which a pause request has taken effect or no longer can."""
+
+
+def _not_done(running: dict[asyncio.Task[RenderResult], RenderTask]) -> set[str]:
+    """The activity ids of the renders that have not ended."""
+    return {
+        names.render_activity_id(task.input_index, task.variation)
+        for handle, task in running.items()
+        if not handle.done()
+    }
 
 
 def _any_done(running: dict[asyncio.Task[RenderResult], RenderTask]) -> Callable[[], bool]:

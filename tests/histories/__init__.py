@@ -20,6 +20,7 @@ PATHS = (
     "failed-render",
     "continue-as-new",
     "cancelled-during-prepare",
+    "cancel-pushed-again",
 )
 """The paths through `VariationJob` that must keep replaying."""
 

@@ -39,7 +39,7 @@ from temporalio.worker import Worker
 
 from tests.helpers import paced_ffmpeg, wait_for
 from tests.histories import HISTORY_DIR, PATHS, history_files, path_of, workflow_id
-from varia import names
+from varia import names, stops
 from varia.activities import JobActivities
 from varia.clips import make_clip
 from varia.config import Settings
@@ -291,6 +291,30 @@ async def cancelled_during_prepare(lab: Lab) -> list[WorkflowHistory]:
     return [history]
 
 
+async def cancel_pushed_again(lab: Lab) -> list[WorkflowHistory]:
+    """One render, cancelled; the first push finds nothing (as when it arrives before the
+    render runs on its worker), so the workflow pushes again, and that push stops it."""
+    queue = _queue()
+    settings = lab.settings(queue, VARIA_FFMPEG=str(paced_ffmpeg(lab.root)))
+    stop, calls = stops.RenderRegistry.stop, []
+
+    def first_finds_nothing(registry: stops.RenderRegistry, *args: Any) -> list[str]:
+        calls.append(args)
+        return [] if len(calls) == 1 else stop(registry, *args)
+
+    stops.RenderRegistry.stop = first_finds_nothing  # type: ignore[method-assign]
+    try:
+        async with build_worker(lab.client, settings):
+            handle = await lab.start("cancel-pushed-again", queue, lab.request(1, threads=1))
+            await _rendering(lab.client, handle.id)
+            await handle.cancel()
+            assert await _closed(handle) == WorkflowExecutionStatus.CANCELED
+    finally:
+        stops.RenderRegistry.stop = stop  # type: ignore[method-assign]
+    assert len(calls) == 2, f"{len(calls)} pushes reached the worker"
+    return await _chain(lab.client, handle)
+
+
 RECORDERS: dict[str, Callable[[Lab], Awaitable[list[WorkflowHistory]]]] = {
     "completed": completed,
     "cancelled-mid-render": cancelled_mid_render,
@@ -300,6 +324,7 @@ RECORDERS: dict[str, Callable[[Lab], Awaitable[list[WorkflowHistory]]]] = {
     "failed-render": failed_render,
     "continue-as-new": continue_as_new,
     "cancelled-during-prepare": cancelled_during_prepare,
+    "cancel-pushed-again": cancel_pushed_again,
 }
 assert tuple(RECORDERS) == PATHS
 
