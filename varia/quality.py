@@ -192,8 +192,8 @@ def preload() -> None:
     """Import and run once what measuring and the contact sheet use (numpy, scipy's DCT,
     Pillow and its font, a metrics graph), as a worker starts. Otherwise the first renders to
     finish import them, in several threads at once, and that Python work holds the GIL that
-    the worker's event loop needs: a fresh worker's first cancel took 0.75-0.93 s to reach
-    the workflow's stop call, against 0.03 s on a warm one."""
+    the worker's event loop needs: a fresh worker's first cancel took a median 0.68 s to reach
+    the workflow's stop call, against 0.08 s after (benchmarks/README.md)."""
     import numpy as np
 
     from varia.sheet import preload_font
