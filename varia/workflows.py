@@ -136,7 +136,8 @@ class VariationJob:
         self._continuing = False
         self._priority = Priority.default
         self._push_again = False  # `PUSH_AGAIN_PATCH`: push again to renders a push missed
-        self._follow_up: asyncio.Future[None] | None = None  # that second push, once started
+        self._follow_up: asyncio.Future[None] | None = None  # the second push (held: a task
+        # nobody references may be collected before it runs)
         self._redo: list[int] = []  # variations a pause stopped: rendered again first
         self._drain_seen = False  # the render loop dropped its queued renders for a drain
         self._ahead = False  # patch "render-ahead": two renders in flight per job slot
