@@ -33,6 +33,7 @@ from benchmarks.plain import Clip, argvs_for, clip, tasks_for
 from benchmarks.raw import ArgvRecorder, CpuTimes, cpu_seconds, retarget, run_by_hand
 from benchmarks.report import Context, Report, Row, fmt_s
 from benchmarks.stack import Stack, WorkerProcess, new_job_id, request
+from benchmarks.stats import median_interval
 from varia.config import Settings
 
 NAME = "independent"
@@ -42,11 +43,17 @@ SHAPES = {
     "demo": Series(4.0, "640x360", 3, 1, seed=7),  # `varia demo`'s job
 }
 TARGETS = {"medium": 1.05, "short": 1.10, "demo": 1.10}
-ROUNDS = {"medium": 3, "short": 7, "demo": 7}
+ROUNDS = {"medium": 3, "short": 9, "demo": 9}
 """Interleaved rounds per shape (full profile): the short jobs' rounds spread from 0.96x to
 1.44x in one run, and a round of them costs a tenth of a medium one, so they get more."""
+NOISE_SHAPES = ("short", "demo")
+"""Shapes whose rounds also run the raw argv a second time (A/A): the box's own noise floor.
+One FFmpeg run, alone on this idle box, took 0.86-1.43 s over 12 identical runs, so a single
+round's ratio says little; the A/A ratio shows how far two identical runs land apart."""
+WATCHED_ROUNDS = 3
+"""Rounds per shape that also run the `overhead` method's pair (it is reported, not judged)."""
 CPU_TARGET_PCT = 2.0  # orchestration CPU (worker + server) against FFmpeg's, medium shape
-KINDS = ("varia", "raw", "watched_varia", "watched_plain")
+KINDS = ("varia", "raw", "raw_again", "watched_varia", "watched_plain")
 
 
 async def run(ctx: Context) -> Report:
@@ -113,9 +120,18 @@ async def _round(
     capture, timed, server_pid = procs
     shape = SHAPES[name]
     argvs, same_as_built, capture_dir = await _capture(stack, capture, recorder, source, shape)
-    raw_argvs = [retarget(a, capture_dir, stack.root / f"raw-{name}-{index}") for a in argvs]
+    raw_argvs, again_argvs = (
+        [retarget(a, capture_dir, stack.root / f"{kind}-{name}-{index}") for a in argvs]
+        for kind in ("raw", "raw-again")
+    )
     entry: dict[str, Any] = {"round": index, "argv_as_built": same_as_built}
-    order = KINDS if index % 2 == 0 else tuple(reversed(KINDS))
+    kinds = [
+        kind
+        for kind in KINDS
+        if (kind != "raw_again" or name in NOISE_SHAPES)
+        and (not kind.startswith("watched") or index < WATCHED_ROUNDS)
+    ]
+    order = kinds if index % 2 == 0 else kinds[::-1]
     entry["order"] = list(order)
     for kind in order:
         before = resource.getrusage(resource.RUSAGE_SELF)
@@ -126,6 +142,8 @@ async def _round(
             entry["raw_s"] = wall
             entry["raw_runs_s"] = [r.wall_s for r in runs]
             entry["raw_ffmpeg_cpu_s"] = sum(r.cpu_s for r in runs)
+        elif kind == "raw_again":
+            entry["raw_again_s"] = run_by_hand(again_argvs, shape.concurrency)[0]
         elif kind == "watched_varia":
             watched = await varia_once(stack, timed, source, shape)
             entry["watched_varia_s"] = watched["varia_s"]
@@ -135,7 +153,10 @@ async def _round(
         after = resource.getrusage(resource.RUSAGE_SELF)
         entry[f"bench_cpu_{kind}_s"] = _cpu(after) - _cpu(before)
     entry["ratio"] = entry["varia_s"] / entry["raw_s"]
-    entry["watched_ratio"] = entry["watched_varia_s"] / entry["watched_plain_s"]
+    if "raw_again_s" in entry:
+        entry["noise_ratio"] = entry["raw_again_s"] / entry["raw_s"]
+    if "watched_varia_s" in entry:
+        entry["watched_ratio"] = entry["watched_varia_s"] / entry["watched_plain_s"]
     return entry
 
 
@@ -226,14 +247,19 @@ def _rows(name: str, rounds: list[dict[str, Any]], idle: dict[str, float]) -> li
     shape = SHAPES[name]
 
     def med(key: str) -> float:
-        return float(statistics.median(r[key] for r in rounds))
+        return float(statistics.median(r[key] for r in rounds if key in r))
 
     def spread(key: str) -> str:
-        values = [r[key] for r in rounds]
+        values = [r[key] for r in rounds if key in r]
+        if not values:
+            return "n/a"
         return f"{statistics.median(values):.3f}x ({min(values):.3f}-{max(values):.3f})"
 
     target = TARGETS[name]
     ratio = med("ratio")
+    low, high, sure = median_interval([r["ratio"] for r in rounds])
+    noise = [r["noise_ratio"] for r in rounds if "noise_ratio" in r]
+    watched = sum("watched_ratio" in r for r in rounds)
     activity_sum = [sum(r["render_runs_s"]) / sum(r["raw_runs_s"]) for r in rounds]
     orchestration = [
         100.0 * (r["worker_cpu_s"] + r["server_cpu_s"]) / r["ffmpeg_cpu_s"] for r in rounds
@@ -257,7 +283,18 @@ def _rows(name: str, rounds: list[dict[str, Any]], idle: dict[str, float]) -> li
             f"<= {target}x",
             ratio <= target,
         ),
-        Row("  overhead method: client time / plain pool, both watched", spread("watched_ratio")),
+        Row(
+            f"  the median's {sure:.0%} confidence interval (order statistics)",
+            f"{low:.3f}-{high:.3f}x",
+        ),
+        Row(
+            f"  noise floor: raw / the same raw again (A/A), median of {len(noise)} rounds (range)",
+            spread("noise_ratio") if noise else f"n/a (measured on {', '.join(NOISE_SHAPES)})",
+        ),
+        Row(
+            f"  overhead method: client time / plain pool, both watched ({watched} rounds)",
+            spread("watched_ratio"),
+        ),
         Row(
             "  render activities started -> completed (queued ones wait in them) / raw FFmpeg runs",
             f"{statistics.median(activity_sum):.3f}x",
@@ -308,7 +345,13 @@ def chart(report: Report, path: Path) -> None:
         rounds = data["rounds"]
         xs = list(range(len(rounds)))
         axis.plot(xs, [r["ratio"] for r in rounds], "o-", label="independent (server times)")
-        axis.plot(xs, [r["watched_ratio"] for r in rounds], "s--", label="overhead method")
+        for key, style, label in (
+            ("watched_ratio", "s--", "overhead method"),
+            ("noise_ratio", "x:", "raw / raw again (noise)"),
+        ):
+            marked = [(x, r[key]) for x, r in zip(xs, rounds, strict=True) if key in r]
+            if marked:
+                axis.plot(*zip(*marked, strict=True), style, label=label)
         axis.axhline(TARGETS[name], color="grey", linestyle=":", label="target")
         axis.set_xticks(xs, [str(r["round"]) for r in rounds])
         axis.set_xlabel("round")

@@ -39,3 +39,30 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
 def ratio(numerator: float, denominator: float) -> float:
     """numerator / denominator, NaN when the denominator is zero."""
     return numerator / denominator if denominator else float("nan")
+
+
+def median_interval(
+    values: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """A distribution-free confidence interval of the median: `(low, high, achieved)`.
+
+    The interval runs from the k-th smallest to the k-th largest value, with the largest k
+    whose coverage, 1 - 2 P(Binomial(n, 1/2) < k), is at least `confidence`; `achieved` is
+    that coverage. With too few values for `confidence` it is the whole range, and `achieved`
+    says how sure that is (three values: 75 %). Raises ValueError when empty.
+    """
+    if not values:
+        raise ValueError("interval of no values")
+    ordered = sorted(values)
+    n = len(ordered)
+    k, achieved = 1, _coverage(n, 1)
+    while k < (n + 1) // 2 and _coverage(n, k + 1) >= confidence:
+        k += 1
+        achieved = _coverage(n, k)
+    return ordered[k - 1], ordered[n - k], achieved
+
+
+def _coverage(n: int, k: int) -> float:
+    """P(the k-th smallest <= median <= the k-th largest) for n values of any distribution."""
+    below: float = sum(math.comb(n, i) for i in range(k)) / 2**n
+    return 1.0 - 2.0 * below

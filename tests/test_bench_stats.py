@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from benchmarks.stats import percentile, ratio, summarize
+from benchmarks.stats import _coverage, median_interval, percentile, ratio, summarize
 
 
 def test_percentile_interpolates_like_numpy_linear() -> None:
@@ -38,3 +41,32 @@ def test_summarize() -> None:
 def test_ratio() -> None:
     assert ratio(3.0, 2.0) == 1.5
     assert math.isnan(ratio(1.0, 0.0))
+
+
+def test_median_interval_by_order_statistics() -> None:
+    nine = [1.0, 9.0, 2.0, 8.0, 3.0, 7.0, 4.0, 6.0, 5.0]
+    low, high, achieved = median_interval(nine)
+    assert (low, high) == (2.0, 8.0)  # 2nd smallest to 2nd largest: 96.1 %
+    assert achieved == pytest.approx(1 - 2 * 10 / 512)
+    low, high, achieved = median_interval([3.0, 1.0, 2.0])  # too few for 95 %: the range
+    assert (low, high, achieved) == (1.0, 3.0, 0.75)
+    with pytest.raises(ValueError):
+        median_interval([])
+
+
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=60),
+    st.sampled_from([0.5, 0.8, 0.9, 0.95, 0.99]),
+)
+def test_median_interval_holds_the_median_at_the_asked_coverage(
+    values: list[float], confidence: float
+) -> None:
+    low, high, achieved = median_interval(values, confidence)
+    assert low <= statistics.median(values) <= high
+    assert 0.0 <= achieved <= 1.0  # one value: a point, which holds the true median never
+    # the narrowest interval of order statistics that reaches the coverage, else the range
+    n, ordered = len(values), sorted(values)
+    reaching = [k for k in range(1, (n + 1) // 2 + 1) if _coverage(n, k) >= confidence]
+    k = max(reaching, default=1)
+    assert (low, high, achieved) == (ordered[k - 1], ordered[n - k], _coverage(n, k))
+    assert achieved >= confidence or (low, high) == (ordered[0], ordered[-1])
