@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING
 
 from varia import names
 from varia.frames import FrameError, frames_at, png_bytes, scaled_rgb, thumbnail
+from varia.glyphs import LabelFont
 from varia.models import OutputEntry, SheetEntry
 from varia.recipes import recipe_summary
 from varia.sampling import SHEET_POSITION
 
 if TYPE_CHECKING:
     import av
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
 log = logging.getLogger("varia.sheet")
 
@@ -174,7 +175,7 @@ def render_sheet(
     plan = layout(sections, *size)
     sheet = Image.new("RGB", (plan.width, plan.height), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
-    font = _font()
+    font = label_font()
     corners = iter(plan.cells)
     for index in shown_inputs:
         source = sources[index]
@@ -216,23 +217,24 @@ def _output_picture(job_dir: Path, entry: OutputEntry) -> av.VideoFrame | Image.
 
 def preload_font() -> None:
     """Load the labels' font now (a worker does as it starts: `varia.quality.preload`)."""
-    _font()
+    label_font()
 
 
 @functools.cache
-def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def label_font() -> LabelFont:
+    """The labels' font, its glyphs rendered once per process (`varia.glyphs`)."""
     from PIL import ImageFont
 
     try:
-        return ImageFont.load_default(size=FONT_SIZE)
+        return LabelFont(ImageFont.load_default(size=FONT_SIZE))
     except (ImportError, OSError):  # Pillow without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
+        return LabelFont(ImageFont.load_default())
 
 
 def _cell(
     sheet: Image.Image,
     draw: ImageDraw.ImageDraw,
-    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    font: LabelFont,
     corner: tuple[int, int],
     thumb_height: int,
     frame: av.VideoFrame | Image.Image | None,
@@ -247,10 +249,10 @@ def _cell(
         sheet.paste(thumbnail(frame, CELL_WIDTH, thumb_height), (x, y))
     else:
         draw.rectangle((x, y, x + CELL_WIDTH - 1, y + thumb_height - 1), fill=(0, 0, 0))
-        draw.text((x + PAD, y + PAD), "(no frame)", fill=(200, 80, 80), font=font)
+        font.draw(sheet, draw, (x + PAD, y + PAD), "(no frame)", (200, 80, 80))
     for number, line in enumerate(lines[:LABEL_LINES]):
         top = y + thumb_height + PAD + number * LINE_HEIGHT
-        draw.text((x + 2, top), _clip(draw, font, line), fill=(230, 230, 230), font=font)
+        font.draw(sheet, draw, (x + 2, top), _clip(font, line), (230, 230, 230))
 
 
 def _letterbox(picture: Image.Image, width: int, height: int) -> Image.Image:
@@ -267,12 +269,10 @@ def _letterbox(picture: Image.Image, width: int, height: int) -> Image.Image:
     return canvas
 
 
-def _clip(
-    draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str
-) -> str:
-    if draw.textlength(text, font=font) <= CELL_WIDTH - 4:
+def _clip(font: LabelFont, text: str) -> str:
+    if font.length(text) <= CELL_WIDTH - 4:
         return text
-    while text and draw.textlength(text + "…", font=font) > CELL_WIDTH - 4:
+    while text and font.length(text + "…") > CELL_WIDTH - 4:
         text = text[:-1]
     return text + "…"
 
