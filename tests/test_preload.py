@@ -23,7 +23,8 @@ from varia import quality, sheet
 before = [m for m in modules if m in sys.modules]
 quality.preload()
 after = [m for m in modules if m in sys.modules]
-print(json.dumps({{"before": before, "after": after, "font": sheet.label_font.cache_info().currsize}}))
+font = sheet.label_font.cache_info().currsize
+print(json.dumps({{"before": before, "after": after, "font": font}}))
 """
 
 
