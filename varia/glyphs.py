@@ -71,7 +71,7 @@ class LabelFont:
     def _glyph(self, char: str) -> _Glyph:
         glyph = self._glyphs.get(char)
         if glyph is None:
-            with self._lock:  # a font is not used by two threads at once
+            with self._lock:  # each glyph rendered once, with two cleanups at once too
                 glyph = self._glyphs.get(char) or self._render(char)
                 self._glyphs[char] = glyph
         return glyph
