@@ -81,7 +81,7 @@ def _import_cost() -> float:
 
     from varia import sheet
 
-    sheet._font()
+    sheet.preload_font()
     return time.perf_counter() - started
 
 
