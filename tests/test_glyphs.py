@@ -19,7 +19,7 @@ LABEL_CHARS = st.characters(codec="utf-8", categories=["L", "N", "P", "S", "Zs"]
 def _both(font: LabelFont, text: str) -> tuple[np.ndarray, np.ndarray]:
     by_pillow, by_cache = (Image.new("RGB", (900, 24), (24, 24, 24)) for _ in range(2))
     ImageDraw.Draw(by_pillow).text((3, 4), text, fill=(230, 230, 230), font=font.font)
-    font.draw(by_cache, ImageDraw.Draw(by_cache), (3, 4), text, (230, 230, 230))
+    font.draw(ImageDraw.Draw(by_cache), (3, 4), text, (230, 230, 230))
     return np.asarray(by_pillow, dtype=int), np.asarray(by_cache, dtype=int)
 
 
@@ -30,6 +30,25 @@ def test_a_label_looks_and_measures_as_pillow_draws_it(text: str) -> None:
     pillow, cached = _both(font, text)
     assert np.abs(pillow - cached).max() <= 2  # rounding of a glyph's coverage, at most
     assert font.length(text) == pytest.approx(font.font.getlength(text), abs=0.01)
+
+
+def _clip_by_pillow(font: LabelFont, text: str, width: float) -> str:
+    """The sheet's clip as it was: drop the last character until the rest fits."""
+    if font.font.getlength(text) <= width:
+        return text
+    while text and font.font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(LABEL_CHARS, max_size=80), st.integers(0, 300))
+def test_a_clipped_label_is_pillows_clip_and_fits(text: str, width: int) -> None:
+    font = label_font()
+    clipped = font.clip(text, width)
+    assert clipped == _clip_by_pillow(font, text, width)
+    assert clipped == text or clipped.endswith("…")
+    assert font.length(clipped) <= width or clipped == "…"
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,6 @@ class LabelFont:
 
     def draw(
         self,
-        canvas: Image.Image,
         pen: ImageDraw.ImageDraw,
         xy: tuple[int, int],
         text: str,
@@ -65,8 +64,26 @@ class LabelFont:
         x, y = float(xy[0]), xy[1]
         for char in text:
             glyph = self._glyph(char)
-            canvas.paste(fill, (round(x) + glyph.left, y + glyph.top), glyph.mask)
+            pen.bitmap((round(x) + glyph.left, y + glyph.top), glyph.mask, fill=fill)
             x += glyph.advance
+
+    def clip(self, text: str, width: float, ellipsis: str = "…") -> str:
+        """`text` if it fits in `width` pixels, else its longest start that fits with
+        `ellipsis` after it (and the ellipsis alone if none does)."""
+        if self.length(text) <= width:
+            return text
+        if not self.cached(text + ellipsis):
+            while text and self.length(text + ellipsis) > width:
+                text = text[:-1]
+            return text + ellipsis
+        room = width - self.length(ellipsis)
+        used, end = 0.0, 0
+        for char in text:
+            used += self._glyph(char).advance
+            if used > room:
+                break
+            end += 1
+        return text[:end] + ellipsis
 
     def _glyph(self, char: str) -> _Glyph:
         glyph = self._glyphs.get(char)

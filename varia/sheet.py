@@ -249,10 +249,10 @@ def _cell(
         sheet.paste(thumbnail(frame, CELL_WIDTH, thumb_height), (x, y))
     else:
         draw.rectangle((x, y, x + CELL_WIDTH - 1, y + thumb_height - 1), fill=(0, 0, 0))
-        font.draw(sheet, draw, (x + PAD, y + PAD), "(no frame)", (200, 80, 80))
+        font.draw(draw, (x + PAD, y + PAD), "(no frame)", (200, 80, 80))
     for number, line in enumerate(lines[:LABEL_LINES]):
         top = y + thumb_height + PAD + number * LINE_HEIGHT
-        font.draw(sheet, draw, (x + 2, top), _clip(font, line), (230, 230, 230))
+        font.draw(draw, (x + 2, top), font.clip(line, CELL_WIDTH - 4), (230, 230, 230))
 
 
 def _letterbox(picture: Image.Image, width: int, height: int) -> Image.Image:
@@ -267,14 +267,6 @@ def _letterbox(picture: Image.Image, width: int, height: int) -> Image.Image:
     canvas = Image.new("RGB", (width, height), (0, 0, 0))
     canvas.paste(picture, ((width - size[0]) // 2, (height - size[1]) // 2))
     return canvas
-
-
-def _clip(font: LabelFont, text: str) -> str:
-    if font.length(text) <= CELL_WIDTH - 4:
-        return text
-    while text and font.length(text + "…") > CELL_WIDTH - 4:
-        text = text[:-1]
-    return text + "…"
 
 
 def _source_label(path: str, frame: av.VideoFrame | None) -> list[str]:
