@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 if TYPE_CHECKING:
     from temporalio.envconfig import ClientConnectConfig
 
+from varia.memory import DEFAULT_MMAP_THRESHOLD
 from varia.models import (
     DEFAULT_MAX_INPUT_BYTES,
     DEFAULT_MAX_INPUT_DURATION_S,
@@ -143,6 +144,15 @@ class Settings(BaseSettings):
     )
     graceful_shutdown_s: float = setting(
         10.0, "VARIA_GRACEFUL_SHUTDOWN", "Worker drain time on SIGTERM.", ge=0
+    )
+    malloc_mmap_threshold: int = setting(
+        DEFAULT_MMAP_THRESHOLD,
+        "VARIA_MALLOC_MMAP_THRESHOLD",
+        "Bytes from which glibc maps a block of its own (trim threshold: twice), fixed: "
+        "glibc would raise both as big blocks are freed, and a worker's memory then grows "
+        "job by job. 0 leaves glibc's own.",
+        ge=0,
+        le=32 * 1024 * 1024,
     )
     allowed_input_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,

@@ -27,6 +27,7 @@ from varia.config import Settings, render_task_queue
 from varia.janitor import JanitorActivities
 from varia.janitor_workflow import VariaJanitor
 from varia.joblog import JobLog
+from varia.memory import fix_malloc_thresholds
 from varia.metrics import make_runtime, metrics_address
 from varia.search_attributes import (
     CREATE_COMMAND,
@@ -209,6 +210,8 @@ async def warn_if_search_attributes_missing(client: Client, namespace: str) -> l
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Connect, run a worker until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
     with stop_on_signals(stop) as stop:  # first: a SIGTERM while connecting is not fatal
+        if fix_malloc_thresholds(settings.malloc_mmap_threshold):  # before the runtime's threads
+            log.debug("glibc malloc thresholds fixed (%d bytes)", settings.malloc_mmap_threshold)
         client = await connect(settings, runtime=make_runtime(settings))
         await warn_if_search_attributes_missing(client, settings.temporal_namespace)
         if stop.is_set():
