@@ -23,18 +23,19 @@ LIMITS = Budget(full_s=30 * 60, quick_s=5 * 60)
 
 BUDGETS: dict[str, Budget] = {
     "overhead": Budget(45, 30),
-    "independent": Budget(590, 35),
+    "independent": Budget(520, 35),
     "cancel": Budget(165, 28),
     "busy_cancel": Budget(20, 12),
     "start": Budget(12, 6),
-    "throughput": Budget(155, 15),
+    "throughput": Budget(130, 15),
     "scale": Budget(480, 60),
     "validation": Budget(20, 6),
     "nice": Budget(45, 15),
-    "fairness": Budget(25, 30),
+    "fairness": Budget(25, 20),
     "cli": Budget(45, 17),
     "quality": Budget(85, 30),
     "rpc_cost": Budget(85, 10),
+    "memory": Budget(120, 15),
 }
 """The full profile from the quiet run of 2026-11-30 before render-ahead (1,822 s in all); the
 quiet run after it took 1,317 s (scale 388 s, independent 426 s: both well inside); the quick

@@ -11,13 +11,16 @@ Optional environment knobs, read at start:
   apart from orchestration);
 - `BENCH_NO_QUALITY=1` skips measuring each output's quality (a feature's work, not
   orchestration), to split the worker's CPU;
-- `BENCH_PROFILE` names a file that gets the worker's cProfile statistics when it exits.
+- `BENCH_PROFILE` names a file that gets the worker's cProfile statistics when it exits;
+- `BENCH_MALLINFO` names a file that gets one JSON line of glibc's heap counts
+  (`varia.memory.malloc_counts`) each time the worker receives SIGUSR2.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from typing import Any
 
@@ -25,6 +28,7 @@ import varia.ffmpeg.argv
 import varia.ffmpeg.runner as runner
 import varia.quality
 import varia.render_output
+from varia.memory import malloc_counts
 from varia.stops import RenderRegistry
 
 
@@ -69,8 +73,18 @@ def _logged(log_path: str, measuring: Any) -> Any:
     return logged
 
 
+def _count_malloc_on_sigusr2(path: str) -> None:
+    def dump(signum: int, frame: object) -> None:
+        _append(path, {"at": time.time(), **(malloc_counts() or {})})
+
+    signal.signal(signal.SIGUSR2, dump)
+
+
 def main() -> None:
     """Apply the knobs, then run the ordinary `varia worker` command."""
+    mallinfo_path = os.environ.get("BENCH_MALLINFO")
+    if mallinfo_path:
+        _count_malloc_on_sigusr2(mallinfo_path)
     cap = os.environ.get("BENCH_HEARTBEAT_CAP_S")
     if cap:
         os.environ["VARIA_HEARTBEAT_THROTTLE"] = cap
