@@ -42,7 +42,7 @@ async def _counts(worker: WorkerProcess, path: Path, seen: int) -> dict[str, Any
 
 async def run(ctx: Context) -> Report:
     """Alternate jobs between the two workers; read both methods after each job."""
-    rounds, per_job = (2, 30) if ctx.quick else (4, 300)
+    rounds, per_job = (2, 30) if ctx.quick else (3, 500)
     after: dict[str, list[dict[str, Any]]] = {label: [] for label in SETTINGS}
     async with Stack(NAME) as stack:
         workers = {}

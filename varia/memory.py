@@ -3,10 +3,11 @@
 glibc serves a request of at least the mmap threshold (128 KiB at first) with its own mapping,
 returned to the system on free. Whenever such a block is freed, glibc raises the threshold to
 its size (up to 32 MiB) and the trim threshold to twice that. A worker frees large blocks all
-the time (decoded frames, contact sheets, big activity payloads), so soon every block under
-tens of MiB comes from the heap, and the holes they leave are kept: measured on this project's
-2-core box, a worker's resident memory grew by about 6 MiB per 1,000 variations from job to
-job, most of it free memory glibc held (`benchmarks/memory.py`).
+the time (decoded frames, contact sheets, big activity payloads), so soon most blocks come
+from the heap, and the holes they leave are kept. Measured on this project's 2-core box with
+jobs of 800 tiny variations one after another: left to glibc, a worker's resident memory grew
+by 6-10 MiB per 1,000 variations, mostly free memory glibc held; with the thresholds fixed,
+by 2.4-2.8 MiB (`benchmarks/memory.py`, `benchmarks/README.md`).
 
 `fix_malloc_thresholds` pins both thresholds, which stops the raising. 2 MiB keeps a 720p
 frame (1.4 MB) on the heap, so decoding pays no page faults for fresh mappings (a 128 KiB
