@@ -50,7 +50,7 @@ NOISE_SHAPES = ("short", "demo")
 """Shapes whose rounds also run the raw argv a second time (A/A): the box's own noise floor.
 One FFmpeg run, alone on this idle box, took 0.86-1.43 s over 12 identical runs, so a single
 round's ratio says little; the A/A ratio shows how far two identical runs land apart."""
-WATCHED_ROUNDS = 3
+WATCHED_ROUNDS = 2
 """Rounds per shape that also run the `overhead` method's pair (it is reported, not judged)."""
 CPU_TARGET_PCT = 2.0  # orchestration CPU (worker + server) against FFmpeg's, medium shape
 KINDS = ("varia", "raw", "raw_again", "watched_varia", "watched_plain")
