@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def _rows(label: str, points: list[dict[str, Any]], per_job: int) -> list[Row]:
         Row(f"{label}:   glibc heap in use", f"{mib('in_use')} ({growth('in_use', MiB)})"),
         Row(
             f"{label}:   job wall time, median",
-            f"{sorted(p['wall_s'] for p in points)[len(points) // 2]:.1f} s",
+            f"{statistics.median(p['wall_s'] for p in points):.1f} s",
         ),
     ]
 
