@@ -81,9 +81,12 @@ class Layout:
 
 
 def layout(section_sizes: Sequence[int], frame_width: int, frame_height: int) -> Layout:
-    """The layout of a sheet whose sections hold these many cells each (pure)."""
+    """The layout of a sheet whose sections hold these many cells each (pure). A frame
+    narrower than a cell is shown at its own size, never blown up: a 64x64 clip's 64-cell
+    sheet drew and encoded 2.4 times the pixels, all of them interpolated."""
     columns = max(1, min(COLUMNS, max(section_sizes, default=1)))
-    thumb = max(2, min(MAX_THUMB_HEIGHT, round(CELL_WIDTH * frame_height / max(1, frame_width))))
+    shown_width = min(CELL_WIDTH, max(1, frame_width))
+    thumb = max(2, min(MAX_THUMB_HEIGHT, round(shown_width * frame_height / max(1, frame_width))))
     cell_height = thumb + LABEL_LINES * LINE_HEIGHT + 2 * PAD
     cells: list[tuple[int, int]] = []
     row = 0
