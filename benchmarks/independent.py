@@ -10,6 +10,8 @@ Per shape, each round:
   (d) and, for comparison, the `overhead` benchmark's method on the same shape: the client's
       wall time with its FFmpeg watch polling /proc, against its plain asyncio pool.
 The order of (b) to (d) alternates between rounds, and the shapes are interleaved round by round.
+As a cross-check, each round's two wall times are also compared per FFmpeg CPU-second
+(`benchmarks.stats.speed_normalized`): the host's speed, which moves both, drops out.
 `BENCH_SHAPES=medium,short` and `BENCH_ROUNDS=n` (default `ROUNDS`; 1 with --quick) narrow a spot
 check.
 """
@@ -33,7 +35,7 @@ from benchmarks.plain import Clip, argvs_for, clip, tasks_for
 from benchmarks.raw import ArgvRecorder, CpuTimes, cpu_seconds, retarget, run_by_hand
 from benchmarks.report import Context, Report, Row, fmt_s
 from benchmarks.stack import Stack, WorkerProcess, new_job_id, request
-from benchmarks.stats import median_interval
+from benchmarks.stats import median_interval, speed_normalized
 from varia.config import Settings
 
 NAME = "independent"
@@ -143,7 +145,9 @@ async def _round(
             entry["raw_runs_s"] = [r.wall_s for r in runs]
             entry["raw_ffmpeg_cpu_s"] = sum(r.cpu_s for r in runs)
         elif kind == "raw_again":
-            entry["raw_again_s"] = run_by_hand(again_argvs, shape.concurrency)[0]
+            wall, runs = run_by_hand(again_argvs, shape.concurrency)
+            entry["raw_again_s"] = wall
+            entry["raw_again_ffmpeg_cpu_s"] = sum(r.cpu_s for r in runs)
         elif kind == "watched_varia":
             watched = await varia_once(stack, timed, source, shape)
             entry["watched_varia_s"] = watched["varia_s"]
@@ -153,8 +157,12 @@ async def _round(
         after = resource.getrusage(resource.RUSAGE_SELF)
         entry[f"bench_cpu_{kind}_s"] = _cpu(after) - _cpu(before)
     entry["ratio"] = entry["varia_s"] / entry["raw_s"]
+    raw = (entry["raw_s"], entry["raw_ffmpeg_cpu_s"])
+    entry["speed_ratio"] = speed_normalized(entry["varia_s"], entry["ffmpeg_cpu_s"], *raw)
     if "raw_again_s" in entry:
         entry["noise_ratio"] = entry["raw_again_s"] / entry["raw_s"]
+        again = (entry["raw_again_s"], entry["raw_again_ffmpeg_cpu_s"])
+        entry["speed_noise_ratio"] = speed_normalized(*again, *raw)
     if "watched_varia_s" in entry:
         entry["watched_ratio"] = entry["watched_varia_s"] / entry["watched_plain_s"]
     return entry
@@ -290,6 +298,16 @@ def _rows(name: str, rounds: list[dict[str, Any]], idle: dict[str, float]) -> li
         Row(
             f"  noise floor: raw / the same raw again (A/A), median of {len(noise)} rounds (range)",
             spread("noise_ratio") if noise else f"n/a (measured on {', '.join(NOISE_SHAPES)})",
+        ),
+        Row(
+            "  cross-check, host speed taken out: (wall / FFmpeg CPU-s) varia / raw (range)",
+            spread("speed_ratio"),
+        ),
+        Row(
+            "    the same for raw again / raw (A/A)",
+            spread("speed_noise_ratio")
+            if any("speed_noise_ratio" in r for r in rounds)
+            else f"n/a (measured on {', '.join(NOISE_SHAPES)})",
         ),
         Row(
             f"  overhead method: client time / plain pool, both watched ({watched} rounds)",

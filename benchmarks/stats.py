@@ -41,6 +41,18 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else float("nan")
 
 
+def speed_normalized(wall_s: float, cpu_s: float, base_wall_s: float, base_cpu_s: float) -> float:
+    """(wall_s per CPU-second) / (base_wall_s per CPU-second): a ratio of two runs of the same
+    FFmpeg work with the host's speed taken out. On this box the host slows and speeds up
+    from one second to the next, and FFmpeg's CPU-seconds move with its wall time, so scaling
+    one run's wall and CPU by the same factor leaves this unchanged. It assumes the CPU-seconds
+    measure the same work in both runs, which a multithreaded encode under contention does not
+    quite do: a cross-check of the wall-time ratio, not a replacement. NaN on a zero."""
+    if not (wall_s and cpu_s and base_wall_s and base_cpu_s):
+        return float("nan")
+    return (wall_s / cpu_s) / (base_wall_s / base_cpu_s)
+
+
 def median_interval(
     values: Sequence[float], confidence: float = 0.95
 ) -> tuple[float, float, float]:

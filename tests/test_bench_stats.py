@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from benchmarks.stats import _coverage, median_interval, percentile, ratio, summarize
+from benchmarks.stats import (
+    _coverage,
+    median_interval,
+    percentile,
+    ratio,
+    speed_normalized,
+    summarize,
+)
 
 
 def test_percentile_interpolates_like_numpy_linear() -> None:
@@ -41,6 +48,27 @@ def test_summarize() -> None:
 def test_ratio() -> None:
     assert ratio(3.0, 2.0) == 1.5
     assert math.isnan(ratio(1.0, 0.0))
+
+
+seconds = st.floats(0.01, 1000.0)
+
+
+@given(seconds, seconds, seconds, seconds, st.floats(0.1, 10.0))
+def test_speed_normalized_takes_the_hosts_speed_out(
+    wall: float, cpu: float, base_wall: float, base_cpu: float, slower: float
+) -> None:
+    figure = speed_normalized(wall, cpu, base_wall, base_cpu)
+    # a host `slower` times as slow stretches a run's wall and CPU seconds alike
+    assert math.isclose(speed_normalized(wall * slower, cpu * slower, base_wall, base_cpu), figure)
+    assert math.isclose(speed_normalized(wall, cpu, base_wall * slower, base_cpu * slower), figure)
+    # more wall time for the same CPU (waits, idle cores) is overhead; it shows
+    assert speed_normalized(wall * 1.5, cpu, base_wall, base_cpu) > figure
+    assert math.isclose(speed_normalized(wall, cpu, wall, cpu), 1.0)
+
+
+def test_speed_normalized_of_a_zero_is_nan() -> None:
+    assert math.isnan(speed_normalized(1.0, 0.0, 1.0, 1.0))
+    assert math.isnan(speed_normalized(1.0, 1.0, 0.0, 1.0))
 
 
 def test_median_interval_by_order_statistics() -> None:
