@@ -18,6 +18,7 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from tests.conftest import TEST_HEARTBEAT_THROTTLE_S
 from tests.helpers import (
     assert_manifest_matches_disk,
     paced_ffmpeg,
@@ -56,6 +57,9 @@ class Workers:
             "VARIA_GRACEFUL_SHUTDOWN": "5",
             "VARIA_LOG_FORMAT": "json",
             "VARIA_FFMPEG": str(paced_ffmpeg(log_dir)),
+            # as in-process workers: the test finds a render by its heartbeat, which the default
+            # 5 s throttle sends 2.5 s in, late in a 3 s clip's render on a fast box
+            "VARIA_HEARTBEAT_THROTTLE": str(TEST_HEARTBEAT_THROTTLE_S),
         }
         self.log_dir = log_dir
         self.started: list[WorkerProcess] = []
