@@ -21,7 +21,7 @@ from temporalio.client import WorkflowFailureError
 
 from benchmarks.cancel import CLOSED_P50, EXITED_MAX, EXITED_P50
 from benchmarks.plain import clip
-from benchmarks.report import Context, Report, Row, fmt_s
+from benchmarks.report import Context, Report, Row, fmt_s, save_chart
 from benchmarks.stack import Stack, cancel_and_wait, new_job_id, request
 from benchmarks.stats import summarize
 
@@ -192,6 +192,4 @@ def chart(report: Report, path: Path) -> None:
     axis.set_title("cancel with every render slot busy on another job", fontsize=10)
     axis.set_ylim(bottom=0)
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)

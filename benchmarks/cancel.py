@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 
 from benchmarks.history import cancel_path, scheduled_after_cancel
 from benchmarks.plain import clip
-from benchmarks.report import Context, Report, Row, fmt_s
+from benchmarks.report import Context, Report, Row, fmt_s, save_chart
 from benchmarks.stack import (
     FfmpegWatch,
     JobHandle,
@@ -303,9 +303,7 @@ def chart(report: Report, path: Path) -> None:
     axes[0][0].set_xlabel("cancel sent this long after the job started, s")
     if sweep:
         _draw_sweep(axes[0][1], sweep)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)
 
 
 def _draw_sweep(axis: Any, sweep: dict[str, list[dict[str, Any]]]) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from benchmarks.plain import clip
-from benchmarks.report import Context, Report, Row, fmt_s
+from benchmarks.report import Context, Report, Row, fmt_s, save_chart
 from benchmarks.stack import Stack, new_job_id, request
 from varia.server import temporal_binary
 
@@ -104,6 +104,4 @@ def chart(report: Report, path: Path) -> None:
     ax.axvline(report.data["floor_s"] + GOAL_S, color="red", linestyle="--", label="goal")
     ax.set_xlabel("median wall time (s)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_chart(fig, path, dpi=None)

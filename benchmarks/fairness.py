@@ -23,7 +23,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from benchmarks.plain import clip
-from benchmarks.report import Context, Report, Row, fmt_s
+from benchmarks.report import Context, Report, Row, fmt_s, save_chart
 from varia import names
 from varia.client.jobs import Jobs
 from varia.config import Settings
@@ -175,9 +175,7 @@ def chart(report: Report, path: Path) -> None:
     axis.set_xticks(range(len(trials)), labels)
     axis.set_ylabel("small job start to close, in median render times")
     axis.set_title(report.title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)
 
 
 if __name__ == "__main__":

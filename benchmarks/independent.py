@@ -33,7 +33,7 @@ from benchmarks.history import task_timings
 from benchmarks.overhead import Series, plain_once, varia_once
 from benchmarks.plain import Clip, argvs_for, clip, tasks_for
 from benchmarks.raw import ArgvRecorder, CpuTimes, cpu_seconds, retarget, run_by_hand
-from benchmarks.report import Context, Report, Row, fmt_s
+from benchmarks.report import Context, Report, Row, fmt_s, save_chart
 from benchmarks.stack import Stack, WorkerProcess, new_job_id, request
 from benchmarks.stats import median_interval, speed_normalized
 from varia.config import Settings
@@ -391,6 +391,4 @@ def chart(report: Report, path: Path) -> None:
     cpu.set_ylabel("% of FFmpeg's CPU per job (median)")
     cpu.set_title("orchestration CPU", fontsize=10)
     cpu.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)

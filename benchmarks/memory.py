@@ -21,7 +21,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from benchmarks.plain import clip
-from benchmarks.report import Context, Report, Row
+from benchmarks.report import Context, Report, Row, save_chart
 from benchmarks.stack import Stack, WorkerProcess, new_job_id, request
 
 NAME = "memory"
@@ -122,6 +122,4 @@ def chart(report: Report, path: Path) -> None:
     axis.set_ylabel("MiB after the job")
     axis.set_title(report.title, fontsize=9)
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)

@@ -15,7 +15,7 @@ from temporalio.api.enums.v1 import PendingActivityState
 
 from benchmarks.cancel import draw_latencies, measure_cancel
 from benchmarks.plain import clip
-from benchmarks.report import Context, Report, Row, fmt_s
+from benchmarks.report import Context, Report, Row, fmt_s, save_chart
 from benchmarks.stack import JobHandle, Stack, new_job_id, request
 from benchmarks.stats import summarize
 from varia import names
@@ -119,6 +119,4 @@ def chart(report: Report, path: Path) -> None:
     )
     ages.set_ylabel("seconds since the render's last heartbeat")
     ages.set_title("heartbeat freshness under full load", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 
 from benchmarks.history import all_runs, median_phases, render_phases
 from benchmarks.plain import Clip, argvs_for, clip, run_plain, tasks_for
-from benchmarks.report import Context, Report, Row, fmt_s
+from benchmarks.report import Context, Report, Row, fmt_s, save_chart
 from benchmarks.stack import FfmpegWatch, Stack, WorkerProcess, new_job_id, request
 from varia import names
 
@@ -246,6 +246,4 @@ def chart(report: Report, path: Path) -> None:
     gantt.set_yticks([3.5, 13.5], ["plain pool", "varia job"])
     gantt.set_xlabel("seconds since start (one bar per FFmpeg)")
     gantt.set_title("short clip, last round: FFmpeg processes over time", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)

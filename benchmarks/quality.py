@@ -50,7 +50,7 @@ from benchmarks.plain import (
     run_plain,
     tasks_for,
 )
-from benchmarks.report import Context, Report, Row
+from benchmarks.report import Context, Report, Row, save_chart
 from varia import frames, jobdir
 from varia.config import Settings
 from varia.models import OutputEntry, RenderResult, RenderTask
@@ -329,9 +329,7 @@ def chart(report: Report, path: Path) -> None:
     axis.set_ylabel("% of render")
     axis.set_title("measuring + contact sheet, % of the render", fontsize=10)
     axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)
 
 
 if __name__ == "__main__":  # python -m benchmarks.quality [short|medium] [rounds]

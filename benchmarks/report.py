@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import psutil
@@ -21,6 +21,9 @@ from rich.markup import escape
 from rich.table import Table
 
 matplotlib.use("Agg")
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 RESULTS_DIR = Path(__file__).parent / "results"
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -162,6 +165,15 @@ class LoadMonitor:
             "loadavg_before": [round(x, 2) for x in self.load_before],
             "loadavg_after": [round(x, 2) for x in self.load_after],
         }
+
+
+def save_chart(fig: Figure, path: Path, dpi: float | None = 110) -> None:
+    """Lay out a benchmark's chart, write it to `path` and free it (`dpi` None: matplotlib's)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
 
 
 def save(report: Report, ctx: Context, *, started: float, load: dict[str, Any]) -> Path:

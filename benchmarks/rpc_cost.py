@@ -30,7 +30,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from benchmarks.independent import SHAPES
 from benchmarks.plain import clip
 from benchmarks.raw import cpu_seconds
-from benchmarks.report import Context, Report, Row
+from benchmarks.report import Context, Report, Row, save_chart
 from benchmarks.stack import Stack, new_job_id, request
 
 NAME = "rpc_cost"
@@ -250,6 +250,4 @@ def chart(report: Report, path: Path) -> None:
     axis.set_ylabel("CPU ms per operation")
     axis.set_title(report.title, fontsize=9)
     axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)

@@ -27,7 +27,7 @@ import psutil
 from benchmarks.cancel import breakdown_rows, latency_rows, measure_cancel
 from benchmarks.history import all_runs, task_timings
 from benchmarks.plain import clip
-from benchmarks.report import Context, Report, Row, fmt_s
+from benchmarks.report import Context, Report, Row, fmt_s, save_chart
 from benchmarks.stack import Stack, WorkerProcess, new_job_id, request
 from varia import media, names
 from varia.models import DEFAULT_CHUNK_SIZE, JobResult, Progress
@@ -396,6 +396,4 @@ def chart(report: Report, path: Path) -> None:
         fontsize=10,
     )
     right.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)

@@ -13,7 +13,7 @@ from temporalio.api.history.v1 import HistoryEvent
 
 from benchmarks.history import all_runs
 from benchmarks.plain import clip
-from benchmarks.report import Context, Report, Row, fmt_s
+from benchmarks.report import Context, Report, Row, fmt_s, save_chart
 from benchmarks.stack import Stack, new_job_id, request
 from benchmarks.stats import summarize
 from varia.names import PREPARE, RENDER
@@ -126,6 +126,4 @@ def chart(report: Report, path: Path) -> None:
     axis.set_ylabel("ms from the start call to the first FFmpeg")
     axis.set_title(report.title, fontsize=10)
     axis.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)

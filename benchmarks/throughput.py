@@ -11,7 +11,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from benchmarks.plain import argvs_for, clip, run_plain, tasks_for
-from benchmarks.report import Context, Report, Row
+from benchmarks.report import Context, Report, Row, save_chart
 from benchmarks.stack import Stack, new_job_id, request
 
 NAME = "throughput"
@@ -151,6 +151,4 @@ def chart(report: Report, path: Path) -> None:
     axis.set_title(f"best varia / best plain = {report.data['ratio']:.3f} (2 cores)", fontsize=10)
     axis.set_ylim(bottom=0)
     axis.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)

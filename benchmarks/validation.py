@@ -16,7 +16,7 @@ import av
 import matplotlib.pyplot as plt
 
 from benchmarks.plain import argvs_for, clip, run_plain, tasks_for
-from benchmarks.report import Context, Report, Row
+from benchmarks.report import Context, Report, Row, save_chart
 from varia import media
 
 NAME = "validation"
@@ -121,6 +121,4 @@ def chart(report: Report, path: Path) -> None:
     axis.set_ylabel("ms per output (median)")
     axis.set_title(report.title, fontsize=9)
     axis.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path)
