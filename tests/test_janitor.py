@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import json
 import uuid
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
+from temporalio.client import (
+    Client,
+    ScheduleActionStartWorkflow,
+    WorkflowFailureError,
+    WorkflowHistory,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
@@ -37,6 +44,7 @@ from varia.janitor_workflow import ensure_janitor_schedule, schedule_id
 from varia.models import JobRequest
 from varia.names import JANITOR_WORKFLOW, MANIFEST_NAME, MARKER_NAME
 from varia.processes import ProcessIdentity
+from varia.server import DevServer
 
 
 async def run_janitor(client: Client, settings: Settings) -> JanitorReport:
@@ -185,3 +193,23 @@ def test_janitor_reads_what_prepare_probed_from_every_recorded_history(
     assert run.request is not None
     assert len(run.media) == len(run.request.inputs)
     assert all(info.duration_s > 0 and info.fps > 0 for info in run.media)
+
+
+async def test_server_creates_the_janitor_schedule_without_a_converter_warning(
+    tmp_path: Path,
+) -> None:
+    """`varia server` creates the schedule as it starts: its argument, a pydantic model, goes
+    through varia's converter (the SDK's default one printed a UserWarning to a newcomer)."""
+    queue = f"janitor-{uuid.uuid4().hex[:6]}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with DevServer(
+            ui=False, log_path=tmp_path / "temporal.log", janitor_task_queue=queue
+        ) as server:
+            client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+            description = await client.get_schedule_handle(schedule_id(queue)).describe()
+    assert [str(w.message) for w in caught if "onverter" in str(w.message)] == []
+    action = description.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    [argument] = await client.data_converter.decode(action.args, [JanitorRequest])
+    assert argument == JanitorRequest()

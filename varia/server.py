@@ -219,10 +219,12 @@ class DevServer:
         self.identity = ProcessIdentity.of(self.process.pid)
 
     async def _create_janitor_schedule(self, task_queue: str) -> None:
+        from temporalio.contrib.pydantic import pydantic_data_converter
+
         from varia.janitor_workflow import ensure_janitor_schedule
 
-        try:
-            client = await Client.connect(self.address)
+        try:  # the schedule's argument is a pydantic model: the SDK's default converter warns
+            client = await Client.connect(self.address, data_converter=pydantic_data_converter)
             await ensure_janitor_schedule(client, task_queue, self.janitor_interval_s)
         except Exception as err:
             raise ServerError(f"could not create the janitor schedule: {err}") from err
