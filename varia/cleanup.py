@@ -20,7 +20,8 @@ from varia.models import (
     QualitySummary,
     RenderResult,
 )
-from varia.recipes import make_recipe
+from varia.recipes import make_recipe, output_name
+from varia.verify import file_problem
 
 log = logging.getLogger("varia.activities")
 
@@ -36,6 +37,8 @@ def clean_up_job(request: CleanupRequest) -> JobResult:
         if request.use_ledger:
             for earlier in ledger.read_ledger(job_dir):
                 results.setdefault((earlier.input_index, earlier.variation), earlier)
+        for earlier in _still_listed(job_dir, previous, request):
+            results.setdefault((earlier.input_index, earlier.variation), earlier)
         keep = {result.path for result in results.values()}
         owned = jobdir.owned_names(request.stems, request.variations)
         finals = [name for name in owned if not name.startswith(".")]
@@ -106,6 +109,31 @@ def clean_up_job(request: CleanupRequest) -> JobResult:
         sheets=[str(job_dir / entry.path) for entry in sheets],
         quality=manifest.quality,
     )
+
+
+def _still_listed(
+    job_dir: Path, previous: Manifest | None, request: CleanupRequest
+) -> list[OutputEntry]:
+    """The outputs an earlier manifest of this chain lists that are still the files it lists.
+
+    A reset starts a run of the same chain that knows none of them: drained or cancelled
+    before its renders adopt them, it would otherwise delete what the chain had finished. An
+    entry counts only under the name the job plans for its variation, as a regular file of the
+    recorded size and SHA-256 (a changed file is not vouched for, and is swept as before).
+    """
+    if previous is None:
+        return []
+    planned = {
+        (index, variation): output_name(stem, variation, request.variations)
+        for index, stem in enumerate(request.stems)
+        for variation in range(request.variations)
+    }
+    return [
+        entry
+        for entry in previous.outputs
+        if planned.get((entry.input_index, entry.variation)) == entry.path
+        and file_problem(job_dir / entry.path, entry.path, entry.bytes, entry.sha256) is None
+    ]
 
 
 def _output_entry(request: CleanupRequest, result: RenderResult) -> OutputEntry:

@@ -56,7 +56,7 @@ def verify_job_dir(job_dir: Path) -> VerifyReport:
     for entry in manifest.outputs:
         listed.add(entry.path)
         path = job_dir / entry.path
-        problem = _file_problem(path, entry.path, entry.bytes, entry.sha256)
+        problem = file_problem(path, entry.path, entry.bytes, entry.sha256)
         if problem is None:
             try:
                 media.check_output(str(path), entry.duration_s, DURATION_TOLERANCE_S)
@@ -71,7 +71,7 @@ def verify_job_dir(job_dir: Path) -> VerifyReport:
     for sheet in manifest.sheets:
         listed.add(sheet.path)
         path = job_dir / sheet.path
-        problem = _file_problem(path, sheet.path, sheet.bytes, sheet.sha256)
+        problem = file_problem(path, sheet.path, sheet.bytes, sheet.sha256)
         if problem is None:
             problem = _png_problem(path, sheet.path)
         if problem:
@@ -87,7 +87,9 @@ def verify_job_dir(job_dir: Path) -> VerifyReport:
     return report
 
 
-def _file_problem(path: Path, name: str, size: int, sha256: str | None) -> str | None:
+def file_problem(path: Path, name: str, size: int, sha256: str | None) -> str | None:
+    """What is wrong with the file at `path` against its recorded size and SHA-256 (None:
+    nothing); `name` names it in the message."""
     if path.is_symlink():
         return f"{name}: is a symlink, not the file the job wrote"
     if not path.exists():
