@@ -2,8 +2,9 @@
 
 Nothing on the workflow's code path imports varia: the child is started by its type name with
 the contract's JSON input, its result is a plain dict, and when the job fails the parent reads
-the failure's message, type and details as JSON too. Cancelling the parent cancels the child,
-which stops its FFmpeg, cleans up and closes `CANCELED`; the parent then closes `CANCELED`.
+the failure's message, type and details as JSON too. Cancelling the parent cancels the child
+(by its workflow id, so the cancel reaches it after a continue-as-new too), which stops its
+FFmpeg, cleans up and closes `CANCELED`; the parent then closes `CANCELED`.
 
 Run it against a server with a varia worker (`varia worker`) polling `VARIA_TASK_QUEUE`:
 
@@ -26,8 +27,9 @@ from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ApplicationError, CancelledError, ChildWorkflowError
 from temporalio.worker import Worker
+from temporalio.workflow import ChildWorkflowHandle
 
 PARENT_WORKFLOW = "PublishVariations"
 
@@ -47,14 +49,15 @@ class PublishVariations:
     @workflow.run
     async def run(self, params: dict[str, Any]) -> dict[str, Any]:
         """`params`: {"job": <VariationJob input>, "varia_task_queue": "varia"}."""
+        child = await workflow.start_child_workflow(
+            "VariationJob",
+            params["job"],
+            id=f"{workflow.info().workflow_id}-variations",
+            task_queue=params.get("varia_task_queue", "varia"),
+            result_type=dict,
+        )
         try:
-            job: dict[str, Any] = await workflow.execute_child_workflow(
-                "VariationJob",
-                params["job"],
-                id=f"{workflow.info().workflow_id}-variations",
-                task_queue=params.get("varia_task_queue", "varia"),
-                result_type=dict,
-            )
+            job: dict[str, Any] = await until_cancelled(child)
         except ChildWorkflowError as err:
             if isinstance(err.cause, ApplicationError):  # the job failed: all of it is JSON
                 return {
@@ -63,11 +66,32 @@ class PublishVariations:
                     "type": err.cause.type,
                     "details": list(err.cause.details),
                 }
-            raise  # cancelled or terminated: the parent ends the same way
+            raise  # the child was cancelled or terminated by someone else: the parent fails
         outputs = await workflow.execute_activity(
             list_outputs, job["manifest"], start_to_close_timeout=timedelta(minutes=1)
         )
         return {"ok": True, "job": job, "outputs": outputs}
+
+
+async def until_cancelled(child: ChildWorkflowHandle[Any, dict[str, Any]]) -> dict[str, Any]:
+    """The child's result; if this parent is cancelled first, cancel the child by its workflow
+    id, wait until it has closed, and end cancelled.
+
+    By id, not by the SDK's own child cancel: that one names the child's first run, and a job
+    over `chunk_size` variations has continued as new by then, so the cancel would be lost and
+    the job would render to its end (a Temporal limitation). An id alone reaches the run that
+    is current.
+    """
+    try:
+        return await asyncio.shield(child)
+    except asyncio.CancelledError:
+        await workflow.get_external_workflow_handle(child.id).cancel()
+        try:
+            await child
+        except ChildWorkflowError as err:
+            if not isinstance(err.cause, CancelledError):
+                raise
+        raise
 
 
 def parent_worker(client: Client, task_queue: str) -> Worker:

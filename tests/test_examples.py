@@ -127,6 +127,77 @@ async def test_parent_reads_the_childs_failure_as_json(
     assert json.loads(json.dumps(result)) == result
 
 
+async def test_parent_reads_a_refused_request_as_json_with_its_one_detail(
+    plain_client: Client,
+    parent_worker: tuple[Worker, str],
+    settings: Settings,
+    worker: Worker,
+    out_dir: Path,
+) -> None:
+    """A request the workflow refuses has `details == [None]`, like every failure without a
+    result: the README's `err.cause.details[0]` reads it (it raised IndexError before)."""
+    _, parent_queue = parent_worker
+    job = {"inputs": ["/abs/clip.mp4"], "variations": 0, "output_dir": str(out_dir)}
+    result: dict[str, Any] = await plain_client.execute_workflow(
+        "PublishVariations",
+        {"job": job, "varia_task_queue": settings.task_queue},
+        id=f"parent-{uuid.uuid4().hex[:8]}",
+        task_queue=parent_queue,
+        result_type=dict,
+    )
+    assert (result["ok"], result["type"]) == (False, errors.BAD_REQUEST)
+    assert "variations" in result["error"] and result["details"] == [None]
+
+
+async def test_cancelling_the_parent_reaches_a_child_that_continued_as_new(
+    plain_client: Client,
+    parent_worker: tuple[Worker, str],
+    client: Client,
+    settings: Settings,
+    worker: Worker,
+    clips: Clips,
+    out_dir: Path,
+) -> None:
+    """The SDK's own child cancel names the child's first run; after a continue-as-new that
+    run is closed and the cancel was lost (the job rendered to its end, the parent completed).
+    The example cancels by workflow id: the run that is current gets it."""
+    _, parent_queue = parent_worker
+    parent_id = f"parent-{uuid.uuid4().hex[:8]}"
+    child_id = f"{parent_id}-variations"
+    job = {
+        "inputs": [str(clips.short)], "variations": 12, "output_dir": str(out_dir),
+        "concurrency": 1, "chunk_size": 1,
+    }  # fmt: skip
+    parent = await plain_client.start_workflow(
+        "PublishVariations",
+        {"job": job, "varia_task_queue": settings.task_queue},
+        id=parent_id,
+        task_queue=parent_queue,
+        result_type=dict,
+    )
+
+    async def continued() -> bool:
+        try:
+            description = await client.get_workflow_handle(child_id).describe()
+        except Exception:
+            return False  # the child has not started yet
+        info = description.raw_description.workflow_execution_info
+        return description.run_id != info.first_run_id
+
+    await wait_for(continued, timeout_s=60, what="the child's first continue-as-new")
+    await parent.cancel()
+    with pytest.raises(WorkflowFailureError) as failure:
+        await parent.result()
+    assert isinstance(failure.value.cause, CancelledError)
+
+    child = await client.get_workflow_handle(child_id).describe()
+    assert child.status == WorkflowExecutionStatus.CANCELED
+    job_dir = out_dir / child_id
+    assert processes_mentioning(str(job_dir)) == []
+    manifest = assert_manifest_matches_disk(job_dir)
+    assert manifest["state"] == "cancelled" and manifest["completed"] < 12
+
+
 async def test_cancelling_the_parent_cancels_the_child(
     plain_client: Client,
     parent_worker: tuple[Worker, str],

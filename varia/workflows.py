@@ -250,7 +250,8 @@ class VariationJob:
         except RequestError as err:
             self._state = "failed"
             workflow.logger.warning("job %s refused: %s", self._job_id, err)  # not on replay
-            raise ApplicationError(str(err), type=BAD_REQUEST, non_retryable=True) from None
+            # details[0] is None, as for every failure that has no result (the README's parent)
+            raise ApplicationError(str(err), None, type=BAD_REQUEST, non_retryable=True) from None
         job = self._with_seed(job)
         self._total = len(job.inputs) * job.variations
         self._variations = job.variations
