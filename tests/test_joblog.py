@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from tests.conftest import Clips
-from tests.helpers import Job
-from varia import errors, names
+from tests.helpers import Job, render_task
+from varia import errors, joblog, names
 from varia.config import Settings
 from varia.logs import ExpectedFailureFilter, configure_logging
-from varia.models import JobResult
+from varia.models import JobResult, MediaInfo, RenderTask
 
 
 @pytest.fixture
@@ -126,6 +127,8 @@ def failure_record(err: BaseException) -> logging.LogRecord:
             ApplicationError("cannot write the output", type=errors.NO_SPACE, non_retryable=True),
             False,
         ),
+        (errors.stopped_for_cancel("/a.mp4 variation 1"), False),
+        (errors.worker_shutdown("/a.mp4 variation 1: FFmpeg stopped"), False),
         (ApplicationError("FFmpeg exited with code 1", type=errors.FFMPEG_FAILED), True),
         (KeyError("a bug"), True),
         (RuntimeError("a bug"), True),
@@ -135,3 +138,29 @@ def test_only_expected_failures_lose_their_traceback(err: BaseException, kept: b
     assert ExpectedFailureFilter().filter(failure_record(err)) is kept
     other = logging.LogRecord("x", logging.WARNING, __file__, 1, "anything", None, None)
     assert ExpectedFailureFilter().filter(other)
+
+
+@pytest.mark.parametrize(
+    ("err", "said"),
+    [
+        (errors.stopped_for_cancel("/a.mp4 variation 1"), "a_v001.mp4 cancelled after 1.5 s"),
+        (
+            errors.worker_shutdown("/a.mp4 variation 1: FFmpeg stopped (worker shutting down)"),
+            "a_v001.mp4 stopped after 1.5 s: the worker is shutting down (retried elsewhere)",
+        ),
+    ],
+)
+def test_a_render_stopped_by_a_pushed_cancel_or_a_shutdown_is_one_info_line(
+    err: ApplicationError, said: str, worker_log: io.StringIO, tmp_path: Path
+) -> None:
+    """Not "failed" at WARNING: a pushed cancel ends a render as `StoppedForCancel`, where the
+    heartbeat path's cancel says "cancelled"; a shutdown's render is retried elsewhere."""
+    source = MediaInfo(path="/a.mp4", duration_s=1.0, width=64, height=64, fps=25, has_audio=False)
+    task = render_task(source, tmp_path, variation=1)
+
+    def end(request: RenderTask, error: BaseException) -> None:
+        joblog._failed(request, error, 1.5)  # what the interceptor calls as the activity ends
+
+    ActivityEnvironment().run(end, task, err)
+    [line] = worker_log.getvalue().splitlines()
+    assert " INFO varia.jobs: " in line and said in line, line

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    ApplicationErrorCategory,
     TimeoutError,
     is_cancelled_exception,
 )
@@ -96,11 +97,10 @@ def write_failure(path: str, err: OSError) -> ApplicationError | None:
 def ffmpeg_failure(outcome: FfmpegOutcome, label: str) -> ApplicationError | None:
     """The error of an FFmpeg run that did not succeed (None when it did)."""
     if outcome.stop_reason is not None:
-        kind = WORKER_SHUTDOWN if outcome.stop_reason == WORKER_SHUTDOWN_REASON else STALLED
-        return ApplicationError(
-            f"{label}: FFmpeg stopped ({outcome.stop_reason}; ended by {outcome.stop_stage})",
-            type=kind,
-        )
+        message = f"{label}: FFmpeg stopped ({outcome.stop_reason}; ended by {outcome.stop_stage})"
+        if outcome.stop_reason == WORKER_SHUTDOWN_REASON:
+            return worker_shutdown(message)
+        return ApplicationError(message, type=STALLED)
     if outcome.returncode == 0:
         return None
     tail = outcome.stderr_tail[-600:] or "(no error output)"
@@ -114,12 +114,19 @@ def ffmpeg_failure(outcome: FfmpegOutcome, label: str) -> ApplicationError | Non
 
 
 def stopped_for_cancel(label: str) -> ApplicationError:
-    """A render a pushed cancel (or pause) stopped before the SDK delivered the cancel."""
+    """A render a pushed cancel (or pause) stopped before the SDK delivered the cancel
+    (benign: the SDK logs it at DEBUG, without a traceback; `JobLog` says "cancelled")."""
     return ApplicationError(
         f"{label}: stopped (the job was cancelled or paused)",
         type=STOPPED_FOR_CANCEL,
         non_retryable=True,
+        category=ApplicationErrorCategory.BENIGN,
     )
+
+
+def worker_shutdown(message: str) -> ApplicationError:
+    """A render the worker's shutdown stopped: retried elsewhere (benign, as above)."""
+    return ApplicationError(message, type=WORKER_SHUTDOWN, category=ApplicationErrorCategory.BENIGN)
 
 
 # ---- read by the workflow (pure, deterministic) ------------------------------------------

@@ -18,6 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from varia import errors
 from varia.models import CleanupRequest, JobResult, PreparedJob, PrepareRequest, RenderTask
 
 log = logging.getLogger("varia.jobs")
@@ -86,6 +87,16 @@ def _failed(request: object, err: BaseException, seconds: float) -> None:
     if isinstance(err, asyncio.CancelledError | CancelledError):
         if isinstance(request, RenderTask):
             log.info("job %s: %s cancelled after %.1f s", _job(), request.output_name, seconds)
+        return
+    kind = err.type if isinstance(err, ApplicationError) else None
+    if isinstance(request, RenderTask) and kind == errors.STOPPED_FOR_CANCEL:
+        log.info("job %s: %s cancelled after %.1f s", _job(), request.output_name, seconds)
+        return
+    if isinstance(request, RenderTask) and kind == errors.WORKER_SHUTDOWN:
+        log.info(
+            "job %s: %s stopped after %.1f s: the worker is shutting down (retried elsewhere)",
+            *(_job(), request.output_name, seconds),
+        )
         return
     what = _what_failed(err)
     if isinstance(request, PrepareRequest):

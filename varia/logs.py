@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from temporalio import activity, workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from varia.config import Settings
 from varia.names import parse_render_activity_id
@@ -67,7 +67,8 @@ class ExpectedFailureFilter(logging.Filter):
     """Drops the SDK's "Completing activity as failed" traceback for an expected failure.
 
     Expected: a non-retryable `ApplicationError` (bad input, full disk), whose message names
-    the file and the problem; the job log (`varia.joblog`) already said it in one line.
+    the file and the problem, or a benign one (a render stopped by a pushed cancel or by the
+    worker's shutdown); the job log (`varia.joblog`) already said it in one line.
     Anything else keeps its traceback.
     """
 
@@ -75,7 +76,10 @@ class ExpectedFailureFilter(logging.Filter):
         if record.__dict__.get("__temporal_error_identifier") != "ActivityFailure":
             return True
         err = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(err, ApplicationError) and err.non_retryable)
+        return not (
+            isinstance(err, ApplicationError)
+            and (err.non_retryable or err.category == ApplicationErrorCategory.BENIGN)
+        )
 
 
 class JsonFormatter(logging.Formatter):

@@ -101,9 +101,8 @@ async def _unless_stopped(
                 if not cleanup_follows():
                     raise errors.stopped_for_cancel(label)
                 raise asyncio.CancelledError()
-            raise ApplicationError(
-                f"{label}: stopped before FFmpeg ({errors.WORKER_SHUTDOWN_REASON})",
-                type=errors.WORKER_SHUTDOWN,
+            raise errors.worker_shutdown(
+                f"{label}: stopped before FFmpeg ({errors.WORKER_SHUTDOWN_REASON})"
             )
         return acquiring.result()
     except asyncio.CancelledError:
