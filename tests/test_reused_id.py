@@ -54,6 +54,7 @@ async def test_defect2_reused_id_with_another_seed_does_not_relabel_the_first_ru
     assert cause.type == BAD_REQUEST and cause.non_retryable
     job_dir = job.dir
     assert str(job_dir) in cause.message and "earlier execution" in cause.message
+    assert not cause.message.startswith(BAD_REQUEST)  # said once, by the type: not twice
     assert "new workflow id" in cause.message and "REJECT_DUPLICATE" in cause.message
     assert snapshot(job_dir) == before  # no byte, no manifest, no marker changed
     manifest = assert_manifest_matches_disk(job_dir)

@@ -155,6 +155,13 @@ def cause_message(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+def own_message(err: ActivityError) -> str:
+    """The activity's message without its type, for a failure the workflow raises again under
+    that same type (else the operator reads `BadRequest: BadRequest: …`)."""
+    cause = err.cause
+    return cause.message if isinstance(cause, ApplicationError) else cause_message(err)
+
+
 def job_dir_from_failure(err: ActivityError) -> str | None:
     """The job directory a failed prepare had already created, if it says so."""
     cause = err.cause

@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         counts_as_stopped,
         error_type,
         job_dir_from_failure,
+        own_message,
     )
     from varia.job_view import changed, details_text, outcome_lines, search_attribute_updates
     from varia.models import (
@@ -289,10 +290,11 @@ class VariationJob:
                 cancel = asyncio.CancelledError()
                 self._cancel_requested = True
             else:
-                self._remember_error(cause_message(err))
+                refused = error_type(err) in PREPARE_REFUSALS  # nothing written: fail as that
+                self._remember_error(own_message(err) if refused else cause_message(err))
                 outcome = "failed"
                 self._job_dir = self._job_dir or job_dir_from_failure(err)
-                if error_type(err) in PREPARE_REFUSALS:  # nothing written: fail as that
+                if refused:
                     self._failure_type = error_type(err) or self._failure_type
         return await self._end(job, stems, outcome, cancel)
 
