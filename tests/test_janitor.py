@@ -4,6 +4,7 @@ the manifest; a directory without varia's marker and one whose job id runs again
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 import warnings
@@ -14,10 +15,13 @@ import pytest
 from temporalio.client import (
     Client,
     ScheduleActionStartWorkflow,
+    ScheduleDescription,
+    ScheduleHandle,
     WorkflowFailureError,
     WorkflowHistory,
 )
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
@@ -45,6 +49,7 @@ from varia.models import JobRequest
 from varia.names import JANITOR_WORKFLOW, MANIFEST_NAME, MARKER_NAME
 from varia.processes import ProcessIdentity
 from varia.server import DevServer
+from varia.worker import run_worker
 
 
 async def run_janitor(client: Client, settings: Settings) -> JanitorReport:
@@ -213,3 +218,40 @@ async def test_server_creates_the_janitor_schedule_without_a_converter_warning(
     assert isinstance(action, ScheduleActionStartWorkflow)
     [argument] = await client.data_converter.decode(action.args, [JanitorRequest])
     assert argument == JanitorRequest()
+
+
+async def test_a_worker_makes_its_queues_janitor_schedule_and_keeps_an_operators(
+    client: Client, settings: Settings
+) -> None:
+    """Every worker makes sure the schedule of its own task queue exists: one started on a
+    queue other than the one `varia server` made a schedule for had none, and its terminated
+    jobs waited for a `varia janitor` by hand. An existing schedule keeps its interval."""
+    queue = settings.task_queue
+    handle = client.get_schedule_handle(schedule_id(queue))
+    stop = asyncio.Event()
+    running = asyncio.create_task(run_worker(settings, stop=stop))
+    try:
+        description = await wait_for(
+            lambda: _described(handle), what="the queue's janitor schedule", timeout_s=60
+        )
+    finally:
+        stop.set()
+        await running
+    try:
+        every = description.schedule.spec.intervals[0].every
+        assert every == timedelta(seconds=settings.janitor_interval_s)
+        assert getattr(description.schedule.action, "task_queue", None) == queue
+
+        await ensure_janitor_schedule(client, queue, 77)  # an operator's own interval
+        await ensure_janitor_schedule(client, queue, 300, keep_existing=True)  # a worker starts
+        kept = (await handle.describe()).schedule.spec.intervals[0].every
+        assert kept == timedelta(seconds=77)
+    finally:
+        await handle.delete()
+
+
+async def _described(handle: ScheduleHandle) -> ScheduleDescription | None:
+    try:
+        return await handle.describe()
+    except RPCError:
+        return None  # not there yet

@@ -236,7 +236,7 @@ class Settings(BaseSettings):
     janitor_interval_s: float = setting(
         300.0,
         "VARIA_JANITOR_INTERVAL",
-        "Seconds between janitor sweeps (the schedule `varia server` creates).",
+        "Seconds between janitor sweeps (the schedule `varia server` and each worker create).",
         ge=10,
     )
     janitor_grace_s: float = setting(

@@ -67,13 +67,18 @@ def janitor_schedule(task_queue: str, interval_s: float) -> Schedule:
     )
 
 
-async def ensure_janitor_schedule(client: Client, task_queue: str, interval_s: float) -> str:
-    """Create the janitor schedule, or bring an existing one to this interval; its id."""
+async def ensure_janitor_schedule(
+    client: Client, task_queue: str, interval_s: float, *, keep_existing: bool = False
+) -> str:
+    """Create the janitor schedule, or bring an existing one to this interval (unless
+    `keep_existing`: a worker starting leaves an operator's schedule as it is); its id."""
     wanted = janitor_schedule(task_queue, interval_s)
     ident = schedule_id(task_queue)
     try:
         await client.create_schedule(ident, wanted)
     except ScheduleAlreadyRunningError:
+        if keep_existing:
+            return ident
 
         def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
             return ScheduleUpdate(schedule=wanted)

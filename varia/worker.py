@@ -25,7 +25,7 @@ from varia.activities import JobActivities
 from varia.client.connection import connect
 from varia.config import Settings, render_task_queue
 from varia.janitor import JanitorActivities
-from varia.janitor_workflow import VariaJanitor
+from varia.janitor_workflow import VariaJanitor, ensure_janitor_schedule, schedule_id
 from varia.joblog import JobLog
 from varia.memory import fix_malloc_thresholds
 from varia.metrics import make_runtime, metrics_address
@@ -207,6 +207,24 @@ async def warn_if_search_attributes_missing(client: Client, namespace: str) -> l
     return present
 
 
+async def ensure_janitor(client: Client, settings: Settings) -> None:
+    """Make sure the janitor schedule of this worker's task queue exists (an existing one is
+    left as it is); a clear warning if it cannot be made. Without it, jobs terminated on
+    this queue would wait for a `varia janitor` by hand."""
+    try:
+        await ensure_janitor_schedule(
+            client, settings.task_queue, settings.janitor_interval_s, keep_existing=True
+        )
+    except Exception as err:
+        log.warning(
+            "could not create the janitor schedule %s (%s): terminated jobs on task queue %r "
+            "are swept only by `varia janitor`",
+            schedule_id(settings.task_queue),
+            err,
+            settings.task_queue,
+        )
+
+
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Connect, run a worker until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
     with stop_on_signals(stop) as stop:  # first: a SIGTERM while connecting is not fatal
@@ -214,6 +232,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             log.debug("glibc malloc thresholds fixed (%d bytes)", settings.malloc_mmap_threshold)
         client = await connect(settings, runtime=make_runtime(settings))
         await warn_if_search_attributes_missing(client, settings.temporal_namespace)
+        await ensure_janitor(client, settings)
         if stop.is_set():
             return
         log.info(
