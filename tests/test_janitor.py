@@ -5,7 +5,9 @@ the manifest; a directory without varia's marker and one whose job id runs again
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import uuid
 import warnings
 from datetime import timedelta
@@ -94,6 +96,17 @@ async def test_terminated_job_is_swept_and_its_ffmpeg_stopped(paced_job: Job, cl
     await wait_for(lambda: not ffmpeg.is_alive(), timeout_s=30, what="FFmpeg to be stopped")
     assert not (job_dir / MANIFEST_NAME).exists()
 
+    # a render (of another worker) that still holds its slot still runs FFmpeg: left alone
+    lock = await wait_for(
+        lambda: _slot_lock(job_dir / names.slot_lock_name(0)), what="the render to let go"
+    )
+    try:
+        busy = entry(await run_janitor(client, settings), job_id)
+    finally:
+        os.close(lock)
+    assert busy.action == "skipped" and "still runs FFmpeg" in busy.reason
+    assert not (job_dir / MANIFEST_NAME).exists()
+
     report = await run_janitor(client, settings)
     swept = entry(report, job_id)
     assert (swept.action, swept.state, swept.kept) == ("swept", "terminated", 1)
@@ -108,6 +121,18 @@ async def test_terminated_job_is_swept_and_its_ffmpeg_stopped(paced_job: Job, cl
     again = await run_janitor(client, settings)
     assert job_id not in {e.job_id for e in [*again.swept, *again.skipped]}
     assert again.already_clean >= 1
+
+
+def _slot_lock(path: Path) -> int | None:
+    """A descriptor holding the slot's lock, as a render running FFmpeg does; None while the
+    job's own render still holds it (never a blocking wait: the worker shares this loop)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 async def test_janitor_leaves_foreign_and_running_directories_alone(

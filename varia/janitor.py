@@ -31,6 +31,7 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from varia import jobdir, ledger, media, names
 from varia.config import Settings
+from varia.job_slots import slots_in_use
 from varia.models import CleanupRequest, FinalState, JobCarry, JobRequest, MediaInfo, RenderResult
 from varia.recipes import default_seed, make_recipe, output_name, output_stems
 
@@ -220,6 +221,11 @@ def sweep_run(
         return skipped("its marker does not name this job (not varia's, or another job's)", job_dir)
     if marker.chain is not None and run.chain is not None and marker.chain != run.chain:
         return skipped(f"its marker names another run chain ({marker.chain})", job_dir)
+    if busy := slots_in_use(job_dir):  # its partial files are still being written
+        return skipped(
+            f"a render still runs FFmpeg in it ({busy[0]} is held); a later sweep cleans it",
+            job_dir,
+        )
     results = {(r.input_index, r.variation): r for r in run.results}
     if run.carry is not None:
         for earlier in ledger.read_ledger(job_dir):

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from varia import names
+from varia.models import MAX_CONCURRENCY
 
 log = logging.getLogger("varia.activities")
 
@@ -128,6 +129,25 @@ class JobSlots:
     def __len__(self) -> int:
         """Locks, turn events and turn registrations kept: 0 when no render is here."""
         return len(self._held) + len(self._turns) + len(self._here)
+
+
+def slots_in_use(job_dir: Path) -> list[str]:
+    """The slot locks of `job_dir` that a render holds right now: its FFmpeg still runs (on
+    any worker of this host, or any host whose file system honours `flock`)."""
+    held = []
+    for slot in range(MAX_CONCURRENCY):
+        name = names.slot_lock_name(slot)
+        try:
+            fd = os.open(job_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # no such slot (or not a plain file: not a render's lock)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held.append(name)
+        finally:
+            os.close(fd)  # a lock taken here is let go at once
+    return held
 
 
 def _read_turn(path: str) -> int:
