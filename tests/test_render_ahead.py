@@ -152,6 +152,42 @@ async def test_a_drain_starts_none_of_the_queued_renders(
     assert len(manifest["outputs"]) == progress.completed
 
 
+async def test_a_terminate_starts_none_of_the_queued_renders(
+    client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path, tmp_path: Path
+) -> None:
+    """A terminate cancels nothing the workflow could see: each running render learns from its
+    heartbeat that the workflow is gone and stops FFmpeg. It then leaves its slot without
+    ending its turn, so the render queued behind it starts no FFmpeg for a job nobody waits
+    for (it did, 1-2 s after the terminate, found by an operator's review); it stops at its
+    own next heartbeat."""
+    script, log = span_logging_ffmpeg(tmp_path, str(paced_ffmpeg(tmp_path)))
+    paced = settings.model_copy(update={"ffmpeg": str(script), "max_concurrent_renders": 4})
+    mine = activities.JobActivities(paced)
+    async with build_worker(client, paced, activities=mine):
+        request = JobRequest(
+            inputs=[str(clips.short)], variations=4, output_dir=str(out_dir), concurrency=2
+        )
+        handle = await start_job(client, settings.task_queue, job_id, request)
+
+        async def two_running_two_queued() -> Any:
+            progress = await query_progress(handle)
+            return progress if (progress.running, progress.queued) == (2, 2) else None
+
+        await wait_for(two_running_two_queued, what="2 renders running, 2 queued")
+        await wait_for(lambda: len(_started(log)) == 2, what="the two running FFmpeg")
+        await handle.terminate(reason="test")
+        await wait_for(lambda: len(mine.job_slots) == 0, what="every render of the job to end")
+    assert len(_started(log)) == 2, _started(log)  # the queued two never started FFmpeg
+    assert processes_mentioning(str(out_dir / job_id)) == []
+
+
+def _started(log: Path) -> list[str]:
+    if not log.exists():
+        return []
+    lines = log.read_text().splitlines()  # renders only, not `ffmpeg -version`
+    return [line for line in lines if line.startswith("start ") and line.endswith(".part")]
+
+
 async def test_one_slot_shared_by_two_worker_processes_runs_one_ffmpeg_at_a_time(
     env: WorkflowEnvironment, clips: Clips, out_dir: Path, tmp_path: Path
 ) -> None:

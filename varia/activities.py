@@ -42,7 +42,13 @@ from varia.models import (
 from varia.progress_signal import ProgressSignaller
 from varia.recipes import recipe_summary
 from varia.render_capacity import RenderCapacity
-from varia.render_output import already_rendered, cleanup_follows, commit_output, keep_if_whole
+from varia.render_output import (
+    already_rendered,
+    cleanup_follows,
+    commit_output,
+    keep_if_whole,
+    workflow_gone,
+)
 from varia.render_turn import ffmpeg_turn
 from varia.search_attributes import SEARCH_ATTRIBUTE_NAMES, registered_search_attributes
 
@@ -108,7 +114,11 @@ class JobActivities:
                 )
                 return await run_to_end(asyncio.to_thread(output_record.keep, job_dir, result))
         finally:
-            if task.slot is not None:  # however it ended: the render after it may go
+            if task.slot is None:
+                pass
+            elif workflow_gone():  # nobody waits for this job: the renders after it stay
+                self.job_slots.leave_turn(job_dir, task.slot, task.order)
+            else:  # however else it ended: the render after it may go
                 self.job_slots.end_turn(job_dir, task.slot, task.order)
 
     async def _render(self, task: RenderTask) -> RenderResult:

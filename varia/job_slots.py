@@ -23,8 +23,8 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from varia import names
 from varia.models import MAX_CONCURRENCY
@@ -34,6 +34,13 @@ log = logging.getLogger("varia.activities")
 TURN_POLL_S = 0.05
 """How often a render re-reads its slot's turn while the render it follows is in another
 process (one in this process wakes it at once)."""
+
+
+class Release(Protocol):
+    """Lets go of a slot: ends the render's turn (the next may go), or with `end_turn=False`
+    only leaves it (`JobSlots.leave_turn`)."""
+
+    def __call__(self, end_turn: bool = True) -> None: ...
 
 
 class JobSlots:
@@ -46,7 +53,7 @@ class JobSlots:
 
     def try_acquire(
         self, job_dir: Path, slot: int, order: int | None, follows: int | None
-    ) -> Callable[[], None] | None:
+    ) -> Release | None:
         """`acquire` without waiting: the release function, or None if it would wait."""
         turn = str(job_dir / names.slot_turn_name(slot))
         if follows is not None and _read_turn(turn) < follows:
@@ -61,7 +68,7 @@ class JobSlots:
 
     async def acquire(
         self, job_dir: Path, slot: int, order: int | None, follows: int | None
-    ) -> Callable[[], None]:
+    ) -> Release:
         """Take slot `slot` of the job in `job_dir` once the render `follows` had its turn,
         waiting while the slot is held; returns the function that releases it (and ends this
         render's turn). Cancellable while waiting (then nothing stays held)."""
@@ -84,15 +91,16 @@ class JobSlots:
             self._leave_turn(turn, order)
             raise
 
-    def _holding(
-        self, lock: str, fd: int, job_dir: Path, slot: int, order: int | None
-    ) -> Callable[[], None]:
+    def _holding(self, lock: str, fd: int, job_dir: Path, slot: int, order: int | None) -> Release:
         self._held[lock] = asyncio.Event()
 
-        def release() -> None:
+        def release(end_turn: bool = True) -> None:
             os.close(fd)  # closing the only descriptor releases the flock
             self._held.pop(lock).set()
-            self.end_turn(job_dir, slot, order)
+            if end_turn:
+                self.end_turn(job_dir, slot, order)
+            else:
+                self.leave_turn(job_dir, slot, order)
 
         return release
 
@@ -108,6 +116,12 @@ class JobSlots:
             except OSError as err:  # a full disk: the render's own error says so
                 log.warning("could not end the turn of render %s in %s: %s", order, turn, err)
         self._leave_turn(turn, order)
+
+    def leave_turn(self, job_dir: Path, slot: int, order: int | None) -> None:
+        """This render's attempt ends without ending its turn: its workflow is gone, so the
+        renders queued behind it keep waiting (they stop at their next heartbeat) instead of
+        starting FFmpeg for a job nobody waits for. A retry of this render ends the turn."""
+        self._leave_turn(str(job_dir / names.slot_turn_name(slot)), order)
 
     def _leave_turn(self, turn: str, order: int | None) -> None:
         here = self._here.get(turn)

@@ -28,6 +28,15 @@ def cleanup_follows() -> bool:
     return details is not None and details.cancel_requested
 
 
+def workflow_gone() -> bool:
+    """True when this render was stopped because its workflow is gone (terminated, timed out:
+    the server no longer knows the attempt). The renders queued behind it in its job slot
+    must then not start FFmpeg: it leaves its turn without ending it (`JobSlots.leave_turn`),
+    and they stop at their own next heartbeat."""
+    details = activity.cancellation_details()
+    return details is not None and details.not_found
+
+
 async def keep_if_whole(
     outcome: FfmpegOutcome,
     temp: Path,

@@ -19,11 +19,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from varia import errors, metrics
-from varia.job_slots import JobSlots
+from varia.job_slots import JobSlots, Release
 from varia.models import RenderHeartbeat, RenderTask
 from varia.recipes import recipe_summary
 from varia.render_capacity import RenderCapacity
-from varia.render_output import cleanup_follows
+from varia.render_output import cleanup_follows, workflow_gone
 
 WAITING_BEAT_S = 3.0
 """Heartbeats of a waiting render: well inside the render heartbeat timeout (10 s)."""
@@ -67,10 +67,7 @@ async def ffmpeg_turn(
             yield
     finally:
         if release_slot is not None:
-            release_slot()
-
-
-Release = Callable[[], None]
+            release_slot(end_turn=not workflow_gone())
 
 
 async def _unless_stopped(

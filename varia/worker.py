@@ -98,15 +98,22 @@ STOP_SLOTS = 4
 """`stop_renders` activities at once (each only sets events: it returns at once)."""
 
 
-def build_worker(client: Client, settings: Settings, *, identity: str | None = None) -> VariaWorker:
-    """A worker for varia's workflow and activities, on its queues, from `settings`.
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    identity: str | None = None,
+    activities: JobActivities | None = None,
+) -> VariaWorker:
+    """A worker for varia's workflow and activities, on its queues, from `settings`
+    (`activities`: ones made by the caller, who may then watch them).
 
     Its stop queue follows from its identity (`varia.stops`), so every render it runs is
     reachable by a push from the moment it starts."""
     quality.preload()  # before any render: see its docstring
     identity = identity or settings.worker_identity or default_identity()
     stop_queue = stop_queue_name(settings.task_queue, identity) if settings.push_cancel else None
-    activities = JobActivities(settings, stop_queue=stop_queue)
+    activities = activities or JobActivities(settings, stop_queue=stop_queue)
     stop = None
     if stop_queue is not None:
         stop = Worker(
