@@ -185,3 +185,69 @@ def test_ledger_corrupt_middle_line_names_file_and_line(tmp_path: Path) -> None:
     path.write_text(result(0).model_dump_json() + "\n{garbage\n" + result(1).model_dump_json())
     with pytest.raises(ledger.LedgerCorrupt, match=f"{path}' line 2 is corrupt"):
         ledger.read_ledger(job_dir)
+
+
+# ---- writes never leave the job directory through a link planted in it ---------------------
+# (found by an attacker's review: a symlink or hard link planted at a cell's or a slot's name
+# carried a PNG or a turn number into a file outside the job directory)
+
+LINKS = ["symlink", "hardlink"]
+
+
+def plant(kind: str, at: Path, victim: Path) -> None:
+    if kind == "symlink":
+        at.symlink_to(victim)
+    else:
+        os.link(victim, at)
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    path = outside / "victim.txt"
+    path.write_text("VICTIM\n")
+    return path
+
+
+@pytest.fixture
+def job_dir(tmp_path: Path) -> Path:
+    return jobdir.open_job_dir(tmp_path, "job-links")
+
+
+@pytest.mark.parametrize("kind", LINKS)
+def test_write_new_replaces_a_planted_link_and_never_writes_through_it(
+    kind: str, job_dir: Path, victim: Path
+) -> None:
+    cell = job_dir / f"{names.CELL_PREFIX}a_v000.mp4.png"
+    plant(kind, cell, victim)
+    jobdir.write_new(cell, b"PNG")
+    assert victim.read_text() == "VICTIM\n"
+    assert not cell.is_symlink() and cell.read_bytes() == b"PNG"
+
+
+@pytest.mark.parametrize("kind", LINKS)
+def test_an_atomic_write_never_writes_through_a_link_at_its_scratch_name(
+    kind: str, job_dir: Path, victim: Path
+) -> None:
+    plant(kind, job_dir / names.atomic_temp_name("contact-sheet.png"), victim)
+    jobdir.write_file_atomic(job_dir, "contact-sheet.png", b"PNG")
+    assert victim.read_text() == "VICTIM\n"
+    assert (job_dir / "contact-sheet.png").read_bytes() == b"PNG"
+
+
+@pytest.mark.parametrize("kind", LINKS)
+def test_open_own_refuses_a_link_and_the_ledger_and_the_slot_turn_write_nothing_through_one(
+    kind: str, job_dir: Path, victim: Path
+) -> None:
+    from varia.job_slots import JobSlots
+
+    plant(kind, job_dir / names.LEDGER_NAME, victim)
+    with pytest.raises(OSError):
+        jobdir.open_own(job_dir / names.LEDGER_NAME, os.O_RDWR)
+    result = RenderResult(input_index=0, variation=0, path="a_v000.mp4", bytes=1, duration_s=1)
+    with pytest.raises(OSError):
+        ledger.append_ledger(job_dir, [result])
+    plant(kind, job_dir / names.slot_turn_name(1), victim)
+    JobSlots().end_turn(job_dir, 1, 15)  # logged, not raised: the render's own error says it
+    assert victim.read_text() == "VICTIM\n"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from varia import names
+from varia.jobdir import open_own
 from varia.models import MAX_CONCURRENCY
 
 log = logging.getLogger("varia.activities")
@@ -167,17 +168,18 @@ def slots_in_use(job_dir: Path) -> list[str]:
 def _read_turn(path: str) -> int:
     """The highest order whose turn is over (-1: none yet)."""
     try:
-        with open(path, "rb") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
-            text = handle.read().strip()
+        fd = open_own(Path(path), os.O_RDONLY)
     except FileNotFoundError:
         return -1
+    with os.fdopen(fd, "rb") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+        text = handle.read().strip()
     return int(text) if text.isdigit() else -1
 
 
 def _raise_turn(path: str, order: int) -> None:
     """Set the turn to `order` unless it is higher already (under a short `flock`)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = open_own(Path(path), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         text = os.pread(fd, 32, 0).strip()
@@ -192,7 +194,7 @@ def _raise_turn(path: str, order: int) -> None:
 def _try_flock(path: str) -> int | None:
     """An open descriptor of `path` holding its exclusive `flock`; None if it is held (by
     another process, or by another descriptor here: `flock` tells those apart too)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = open_own(Path(path), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -223,7 +225,7 @@ async def _flock_in_thread(path: str) -> int:
 
     def wait() -> None:
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = open_own(Path(path), os.O_RDWR | os.O_CREAT)
         except OSError as err:
             loop.call_soon_threadsafe(hand_over, None, err)
             return

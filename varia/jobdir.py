@@ -16,8 +16,10 @@ rules are read and checked in one place.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,9 +298,36 @@ def earlier_manifest(job_dir: Path) -> Manifest | None:
         return None
 
 
+def open_own(path: Path, flags: int) -> int:
+    """A descriptor of a file in a job directory that varia writes, opened with `flags`:
+    never through a symlink, and never a file that has a second name (a hard link planted
+    there would carry the write to a file outside the job directory); OSError otherwise."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise OSError(errno.EPERM, "not a file of the job's own (a link to another)", str(path))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Write `data` as a new file at `path`: whatever entry had that name is removed first
+    (a symlink or hard link planted there is unlinked, never written through)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
 def _write_atomic(directory: Path, name: str, data: bytes) -> Path:
     temp = directory / atomic_temp_name(name)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)  # a link planted at the scratch name is removed, never written through
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from varia.jobdir import open_own
 from varia.models import RenderResult
 from varia.names import LEDGER_NAME
 
@@ -31,7 +32,7 @@ def append_ledger(job_dir: Path, results: Iterable[RenderResult]) -> None:
     first, so the new records start on a line of their own.
     """
     lines = "".join(result.model_dump_json() + "\n" for result in results).encode()
-    fd = os.open(job_dir / LEDGER_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    fd = open_own(job_dir / LEDGER_NAME, os.O_RDWR | os.O_CREAT)
     try:
         _cut_torn_tail(fd)
         os.lseek(fd, 0, os.SEEK_END)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from varia import names
 from varia.frames import FrameError, frames_at, png_bytes, scaled_rgb, thumbnail
 from varia.glyphs import LabelFont
+from varia.jobdir import write_new
 from varia.models import OutputEntry, SheetEntry
 from varia.recipes import recipe_summary
 from varia.sampling import SHEET_POSITION
@@ -66,7 +67,7 @@ def save_cell(frame: av.VideoFrame, path: Path) -> None:
     """Save the frame scaled to fit a cell (PNG, fast compression)."""
     scale = min(CELL_WIDTH / frame.width, MAX_THUMB_HEIGHT / frame.height, 1.0)
     width, height = max(2, int(frame.width * scale)), max(2, int(frame.height * scale))
-    path.write_bytes(png_bytes(scaled_rgb(frame, width, height)))
+    write_new(path, png_bytes(scaled_rgb(frame, width, height)))
 
 
 @dataclass(frozen=True)
