@@ -8,12 +8,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from temporalio import activity
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import (
     Client,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowUpdateStage,
 )
+from temporalio.worker import Worker
 
 from tests.conftest import Clips
 from tests.helpers import (
@@ -21,6 +24,7 @@ from tests.helpers import (
     assert_manifest_matches_disk,
     processes_mentioning,
     render_heartbeats,
+    start_job,
     wait_for,
     wait_rendering,
 )
@@ -28,11 +32,12 @@ from tests.test_cli import cli_env, varia
 from varia import names
 from varia.client.errors import NotPausable
 from varia.client.jobs import Jobs
-from varia.config import Settings
-from varia.models import JobResult, Progress
+from varia.config import Settings, render_task_queue
+from varia.models import JobRequest, JobResult, Progress, RenderResult, RenderTask
 from varia.processes import ProcessIdentity
 from varia.search_attributes import VARIA_STATE
 from varia.server import temporal_binary
+from varia.worker import build_job_worker
 
 
 async def running_ffmpeg(client: Client, job_id: str) -> list[ProcessIdentity]:
@@ -173,3 +178,40 @@ async def test_drain_of_a_paused_job_ends_it_drained(paced_job: Job, clips: Clip
     assert (result.state, result.completed) == ("drained", 0)
     assert assert_manifest_matches_disk(paced_job.dir)["state"] == "drained"
     assert partials(paced_job.dir) == []
+
+
+async def test_a_pause_whose_renders_all_finish_anyway_lets_the_job_complete(
+    client: Client, settings: Settings, job_id: str, out_dir: Path, clips: Clips
+) -> None:
+    """A pause that arrives while the last render finishes: the render is kept (completion
+    wins), and nothing is left to pause. The job completes; it sat `paused` at 100 % with no
+    manifest until someone resumed it (found by an attacker's review)."""
+    entered, finish = asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name=names.RENDER)
+    async def render_that_ignores_the_pause(task: RenderTask) -> RenderResult:
+        entered.set()
+        await finish.wait()  # no heartbeat: the pause's cancel never reaches it
+        (Path(task.job_dir) / task.output_name).write_bytes(b"done")
+        return RenderResult(
+            input_index=task.input_index,
+            variation=task.variation,
+            path=task.output_name,
+            bytes=4,
+            duration_s=0.0,
+        )
+
+    renders = Worker(
+        client,
+        task_queue=render_task_queue(settings.task_queue),
+        activities=[render_that_ignores_the_pause],
+    )
+    async with build_job_worker(client, settings), renders:
+        request = JobRequest(inputs=[str(clips.short)], variations=1, output_dir=str(out_dir))
+        handle = await start_job(client, settings.task_queue, job_id, request)
+        await asyncio.wait_for(entered.wait(), timeout=60)
+        await handle.start_update(names.PAUSE_UPDATE, wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+        finish.set()
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert (result.state, result.completed) == ("completed", 1)
+    assert (out_dir / job_id / names.MANIFEST_NAME).exists()

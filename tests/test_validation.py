@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from varia.models import MAX_CONCURRENCY, MAX_INPUTS, MAX_VARIATIONS
-from varia.validation import RequestError, check_job_id, parse_request
+from varia.models import MAX_CONCURRENCY, MAX_INPUTS, MAX_TOTAL_VARIATIONS, MAX_VARIATIONS
+from varia.validation import RequestError, check_job_id, check_total, parse_request
 
 GOOD = {"inputs": ["/in/a.mp4"], "variations": 2, "output_dir": "/out"}
 
@@ -139,3 +139,23 @@ def test_check_job_id_refuses_only_with_request_error(job_id: str) -> None:
         return
     assert job_id and "/" not in job_id and job_id not in (".", "..")
     assert not job_id.startswith("-") and all(ord(ch) >= 32 for ch in job_id)
+
+
+@settings(max_examples=200, deadline=None)
+@given(inputs=st.integers(1, MAX_INPUTS), variations=st.integers(1, MAX_VARIATIONS))
+def test_check_total_refuses_exactly_the_jobs_over_the_cap(inputs: int, variations: int) -> None:
+    """Within the per-field bounds a job could plan 10,000,000 outputs, whose cancel never
+    closed (found by an attacker's review): `varia start` and prepare refuse over the cap."""
+    try:
+        check_total(inputs, variations)
+    except RequestError as err:
+        assert inputs * variations > MAX_TOTAL_VARIATIONS
+        assert f"{MAX_TOTAL_VARIATIONS:,}" in str(err) and "several jobs" in str(err)
+    else:
+        assert inputs * variations <= MAX_TOTAL_VARIATIONS
+
+
+def test_check_total_at_the_edges() -> None:
+    check_total(100, MAX_TOTAL_VARIATIONS // 100)
+    with pytest.raises(RequestError, match="1000 inputs of 10000 variations each make 10,000,000"):
+        check_total(MAX_INPUTS, MAX_VARIATIONS)

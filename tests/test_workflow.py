@@ -354,3 +354,16 @@ async def test_temporal_cli_queries_progress_and_cancels(
     manifest = assert_manifest_matches_disk(out_dir / job_id)
     assert manifest["state"] == "cancelled"
     assert processes_mentioning(str(out_dir / job_id)) == []
+
+
+async def test_a_job_over_the_total_cap_is_refused_before_anything_is_made(
+    job: Job, out_dir: Path
+) -> None:
+    """1,000 inputs of 10,000 variations are each within their bounds, but 10,000,000 outputs
+    are not: started by name (no CLI check), prepare refuses it and writes nothing."""
+    with pytest.raises(WorkflowFailureError) as failure:
+        await job.run([out_dir / "a.mp4"] * 1000, 10_000)
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == BAD_REQUEST
+    assert "10,000,000 outputs" in cause.message and "several jobs" in cause.message
+    assert not job.dir.exists()

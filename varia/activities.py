@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from varia import cleanup, errors, jobdir, ledger, media, metrics, names, output_record, stops
 from varia.bounds import render_within_bounds
@@ -51,6 +52,7 @@ from varia.render_output import (
 )
 from varia.render_turn import ffmpeg_turn
 from varia.search_attributes import SEARCH_ATTRIBUTE_NAMES, registered_search_attributes
+from varia.validation import RequestError, check_total
 
 log = logging.getLogger("varia.activities")
 
@@ -72,6 +74,10 @@ class JobActivities:
     @activity.defn(name=names.PREPARE)
     async def prepare(self, request: PrepareRequest) -> PreparedJob:
         """Confine the paths, create the job directory with its marker, probe every input."""
+        try:  # `variations` is None in the requests of older workflow code
+            check_total(len(request.inputs), request.variations or 1)
+        except RequestError as err:  # before anything is made
+            raise ApplicationError(str(err), type=errors.BAD_REQUEST, non_retryable=True) from None
         try:
             output_dir = jobdir.confine(
                 request.output_dir, self.settings.allowed_output_roots, "output_dir"

@@ -24,6 +24,11 @@ MAX_CONCURRENCY = 64
 MAX_INPUTS = 1_000
 """The most input videos one job may take."""
 
+MAX_TOTAL_VARIATIONS = 1_000_000
+"""The most outputs one job may plan (inputs times variations): a cancel of 1,000,000 closed in
+9 s; 10,000,000 made cleanup hold gigabytes and miss its heartbeats. Checked by `varia start`
+and by prepare (the workflow's own checks stay as recorded histories replay them)."""
+
 DEFAULT_MAX_INPUT_DURATION_S = 4 * 3600.0
 """Longest input accepted by default (seconds)."""
 DEFAULT_MAX_INPUT_PIXELS = 8192 * 4320

@@ -12,6 +12,7 @@ from varia.models import (
     MAX_CONCURRENCY,
     MAX_FAIRNESS_KEY_BYTES,
     MAX_INPUTS,
+    MAX_TOTAL_VARIATIONS,
     MAX_VARIATIONS,
     PRIORITY_RANGE,
     JobRequest,
@@ -48,6 +49,16 @@ def parse_request(raw: JobRequest | dict[str, Any] | Any) -> JobRequest:
         raise RequestError(f"invalid job request: expected a JSON object, got {type(raw).__name__}")
     check_request(request)
     return request
+
+
+def check_total(inputs: int, variations: int) -> None:
+    """Raise `RequestError` if a job would plan more than `MAX_TOTAL_VARIATIONS` outputs."""
+    if inputs * variations > MAX_TOTAL_VARIATIONS:
+        raise RequestError(
+            f"invalid job request: {inputs} inputs of {variations} variations each make "
+            f"{inputs * variations:,} outputs; at most {MAX_TOTAL_VARIATIONS:,} per job "
+            "(split it into several jobs)"
+        )
 
 
 def check_request(request: JobRequest) -> None:

@@ -92,6 +92,7 @@ KEEP_EARLY_DRAIN = "keep-early-drain"
 """Patch: a drain accepted before `run()` survives `_resume` (only runs where it happened
 record the marker; older histories of such a run replay their old path)."""
 PUSH_CANCEL_PATCH = "push-cancel"
+"""Runs recorded before pushed cancels replay without them (`workflow.patched`)."""
 RENDER_AHEAD_PATCH = "render-ahead"
 """Runs recorded before it keep at most `concurrency` renders in flight; newer runs keep two per
 job slot, the running one and the next (`_render_chunk`)."""
@@ -102,7 +103,9 @@ PERCENT_STEPS_PATCH = "percent-steps"
 """Runs recorded before it upsert VariaCompleted/VariaPercent after every finished render; newer
 runs only when the whole percent moves (a 10,000-variation job: about 100 upserts, not one per
 workflow task, each an event in its history)."""
-"""Runs recorded before pushed cancels replay without them (`workflow.patched`)."""
+PAUSE_WHEN_DONE_PATCH = "pause-when-done"
+"""Runs recorded before it paused even when the pause left nothing to render (the last renders
+finished anyway): paused at 100 % with no manifest until resumed. Newer runs end the job."""
 
 
 @workflow.defn(name=names.WORKFLOW_TYPE)
@@ -428,7 +431,7 @@ class VariationJob:
                         task, mate = _in_slot(task, index, running, job.concurrency)
                     running[self._start_render(task, mate)] = task
                 if self._pausing():
-                    await self._pause_here(running)
+                    await self._pause_here(running, unstarted=next_index < self._total)
                     continue
                 if not running:
                     return next_index
@@ -466,9 +469,18 @@ class VariationJob:
     def _pausing(self) -> bool:
         return self._paused and not self._draining and not self._halted
 
-    async def _pause_here(self, running: dict[asyncio.Task[RenderResult], RenderTask]) -> None:
+    async def _pause_here(
+        self,
+        running: dict[asyncio.Task[RenderResult], RenderTask],
+        *,
+        unstarted: bool,
+    ) -> None:
         """Stop the running renders (a render that finishes anyway is kept), remove the
-        stopped ones' partial files, then wait until resumed (or drained, or cancelled)."""
+        stopped ones' partial files, then wait until resumed (or drained, or cancelled).
+
+        If that leaves nothing to render (the last renders finished anyway), the pause has
+        nothing to hold: it is dropped and the job ends (`PAUSE_WHEN_DONE_PATCH`).
+        """
         for handle in running:
             handle.cancel()
         if running and workflow.patched(PUSH_CANCEL_PATCH):
@@ -498,6 +510,12 @@ class VariationJob:
                 priority=self._priority,
                 summary=f"remove the partial files of {len(stopped)} paused render(s)",
             )
+        if (
+            self._pausing()
+            and not (self._redo or unstarted)
+            and workflow.patched(PAUSE_WHEN_DONE_PATCH)
+        ):
+            self._paused = False  # every variation has ended: completion wins over the pause
         if self._pausing():
             self._set_state("paused")
             await workflow.wait_condition(lambda: not self._pausing())
