@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from varia import media
 from varia.jobdir import read_manifest
-from varia.names import MANIFEST_NAME, OWN_PREFIX
+from varia.models import Manifest
+from varia.names import LEDGER_NAME, MANIFEST_NAME, MARKER_NAME, OWN_PREFIX
 from varia.provenance import sha256_of
 
 DURATION_TOLERANCE_S = 0.1
@@ -52,8 +53,12 @@ def verify_job_dir(job_dir: Path) -> VerifyReport:
         manifest.state,
         len(manifest.outputs),
     )
+    report.problems += _count_problems(manifest)
     listed: set[str] = set()
     for entry in manifest.outputs:
+        if problem := _name_problem(entry.path, listed):
+            report.problems.append(problem)
+            continue
         listed.add(entry.path)
         path = job_dir / entry.path
         problem = file_problem(path, entry.path, entry.bytes, entry.sha256)
@@ -69,6 +74,9 @@ def verify_job_dir(job_dir: Path) -> VerifyReport:
         if entry.sha256 is None:
             report.notes.append(f"{entry.path}: no SHA-256 recorded (an older varia made it)")
     for sheet in manifest.sheets:
+        if problem := _name_problem(sheet.path, listed):
+            report.problems.append(problem)
+            continue
         listed.add(sheet.path)
         path = job_dir / sheet.path
         problem = file_problem(path, sheet.path, sheet.bytes, sheet.sha256)
@@ -80,11 +88,43 @@ def verify_job_dir(job_dir: Path) -> VerifyReport:
             report.verified += 1
     listed |= set(manifest.foreign)
     for name in sorted(os.listdir(job_dir)):
-        if name in listed or name == MANIFEST_NAME or name.startswith(OWN_PREFIX):
+        if name in listed or name in LEFT_BY_A_JOB:
             continue
-        report.problems.append(f"{name}: not listed in the manifest")
+        if name.startswith(OWN_PREFIX):
+            report.problems.append(f"{name}: not a file a finished job leaves (nor listed)")
+        else:
+            report.problems.append(f"{name}: not listed in the manifest")
     report.ok = not report.problems
     return report
+
+
+LEFT_BY_A_JOB = frozenset({MANIFEST_NAME, MARKER_NAME, LEDGER_NAME})
+"""varia's own files that a finished job's directory holds besides what the manifest lists."""
+
+
+def _name_problem(name: str, listed: set[str]) -> str | None:
+    """A listed path must be one plain name in the job directory, listed once."""
+    if not name or "/" in name or "\x00" in name or name in (".", ".."):
+        return f"{name!r}: not a file of the job directory (a listed path is one plain name)"
+    if name in listed or name in LEFT_BY_A_JOB:
+        return f"{name}: listed twice"
+    return None
+
+
+def _count_problems(manifest: Manifest) -> list[str]:
+    """The manifest's counts must agree with its list and its state."""
+    problems = []
+    if manifest.completed != len(manifest.outputs):
+        problems.append(
+            f"the manifest says {manifest.completed} completed but lists {len(manifest.outputs)}"
+        )
+    if manifest.completed > manifest.total:
+        problems.append(f"{manifest.completed} completed of {manifest.total} in all")
+    if manifest.state == "completed" and manifest.completed != manifest.total:
+        problems.append(
+            f"state completed, but {manifest.completed} of {manifest.total} variations are kept"
+        )
+    return problems
 
 
 def file_problem(path: Path, name: str, size: int, sha256: str | None) -> str | None:
