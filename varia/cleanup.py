@@ -20,6 +20,7 @@ from varia.models import (
     QualitySummary,
     RenderResult,
 )
+from varia.names import MANIFEST_NAME
 from varia.recipes import make_recipe, output_name
 from varia.verify import file_problem
 
@@ -70,11 +71,15 @@ def clean_up_job(request: CleanupRequest) -> JobResult:
 
         ordered = with_siblings(ordered)
     outputs = [_output_entry(request, result) for result in ordered]
-    sheets, problems = sheet.write_sheets(job_dir, request.inputs, request.stems, outputs)
+    sheets, problems = sheet.write_sheets(
+        job_dir, request.inputs, request.stems, outputs, taken=set(foreign)
+    )
     removed = [name for name in removed if not os.path.lexists(job_dir / name)]  # redrawn
     for name in kept_cells:  # drawn: the saved frames are no longer needed
-        with contextlib.suppress(FileNotFoundError):
-            (job_dir / name).unlink()
+        if name not in foreign:  # a link planted at a cell's name is not the job's to delete
+            with contextlib.suppress(FileNotFoundError):
+                (job_dir / name).unlink()
+    foreign = [name for name in foreign if name != MANIFEST_NAME]  # always written, below
     manifest = Manifest(
         job_id=request.job_id,
         state=request.state,

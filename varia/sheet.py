@@ -14,7 +14,7 @@ import functools
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -134,14 +134,25 @@ def plan_sheets(outputs: Sequence[OutputEntry], stems: Sequence[str]) -> list[_P
 
 
 def write_sheets(
-    job_dir: Path, inputs: Sequence[str], stems: Sequence[str], outputs: Sequence[OutputEntry]
+    job_dir: Path,
+    inputs: Sequence[str],
+    stems: Sequence[str],
+    outputs: Sequence[OutputEntry],
+    taken: Collection[str] = (),
 ) -> tuple[list[SheetEntry], list[str]]:
     """Draw and write the job's sheets; returns their entries and any problems (not raised:
-    a sheet that cannot be drawn must not fail the job's cleanup)."""
+    a sheet that cannot be drawn must not fail the job's cleanup). A sheet whose name is
+    `taken` by an entry the job did not make (a symlink, a directory) is not drawn."""
     from varia.jobdir import write_file_atomic
 
     entries, problems = [], []
     for plan in plan_sheets(outputs, stems):
+        if plan.name in taken:
+            problems.append(
+                f"contact sheet {plan.name}: the name is taken by an entry the job "
+                "did not make (left alone); not drawn"
+            )
+            continue
         try:
             data, cells = render_sheet(job_dir, inputs, plan.inputs, plan.outputs)
             write_file_atomic(job_dir, plan.name, data)

@@ -132,16 +132,22 @@ async def test_cleanup_leaves_foreign_entries_alone(
     (job_dir / "subdir").mkdir()
     (job_dir / "subdir" / "tiny_v000.mp4").write_text("not ours")
     (job_dir / names.temp_name("tiny_v000.mp4")).write_bytes(b"left by a crash")  # ours: removed
+    (job_dir / "contact-sheet.png").symlink_to(outside)  # the sheet's name: left, not drawn
+    (job_dir / names.MANIFEST_NAME).symlink_to(outside)  # replaced: the job must write its own
     async with build_worker(client, settings):
         result = await handle.result()
     assert result.state == "completed"
     manifest = assert_manifest_matches_disk(job_dir)
-    assert manifest["foreign"] == [
+    assert manifest["foreign"] == [  # what is still there, as it was: not the manifest
         names.temp_name("tiny_v001.mp4"),
+        "contact-sheet.png",
         "link.mp4",
         "notes.txt",
         "subdir",
     ]
+    assert (job_dir / "contact-sheet.png").is_symlink() and manifest["sheets"] == []
+    assert any("contact sheet contact-sheet.png" in error for error in manifest["errors"])
+    assert not (job_dir / names.MANIFEST_NAME).is_symlink()
     assert outside.read_text() == "keep me"
     assert (job_dir / "notes.txt").read_text() == "someone else's"
     assert (job_dir / "link.mp4").is_symlink() and (
