@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from rich.console import Console
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
@@ -30,6 +33,7 @@ from tests.helpers import (
     wait_for,
 )
 from varia import names
+from varia.cli.job_commands import absolute
 from varia.cli.watch import follow
 from varia.client.jobs import Jobs
 from varia.client.pollers import has_workers
@@ -334,8 +338,9 @@ async def test_errors_give_one_line_and_their_exit_code(
         varia(env_vars, "start", str(clips.short), "-o", str(out_dir)),  # no -n
         varia(env_vars, "list", "--state", "bogus"),
         varia(env_vars, "start", str(out_dir / "missing.mp4"), "-n", "1", "-o", str(out_dir)),
+        varia(env_vars, "start", str(out_dir), "-n", "1", "-o", str(out_dir)),  # a directory
     )
-    not_found, not_found_json, down, down_json, no_n, bad_state, missing = runs
+    not_found, not_found_json, down, down_json, no_n, bad_state, missing, directory = runs
     assert not_found.code == 3 and "no job 'no-such-job'" in not_found.one_clear_line()
     assert not_found.out == ""
     assert not_found_json.code == 3 and not_found_json.json()["exit_code"] == 3
@@ -346,6 +351,7 @@ async def test_errors_give_one_line_and_their_exit_code(
     assert no_n.code == 2 and "Traceback" not in no_n.err
     assert bad_state.code == 2 and "unknown state 'bogus'" in bad_state.one_clear_line()
     assert missing.code == 2 and "input not found" in missing.one_clear_line()
+    assert directory.code == 2 and "not a regular file" in directory.one_clear_line()
 
 
 async def test_worker_and_server_json(settings: Settings, tmp_path: Path) -> None:
@@ -480,3 +486,38 @@ async def test_watch_piped_prints_plain_progress_lines_and_closed_jobs_read_clos
     human = await varia(env_vars, "status", job_id)
     assert "cancel requested" not in human.out and record["state"] in human.out
     assert "runs on" not in watched.err and record["state"] in watched.out
+
+
+_PARTS = st.lists(st.sampled_from(["sl", "..", ".", "real", "sub", "clip.mp4", ""]), max_size=6)
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(parts=_PARTS)
+def test_start_makes_a_path_absolute_as_the_shell_means_it(parts: list[str], tree: Path) -> None:
+    """`varia start`'s absolute path names the file the relative one names, `..` after a
+    symlink included (collapsed as text, `sl/../clip.mp4` named another clip)."""
+    relative = "/".join(parts) or "."
+    here = os.getcwd()
+    os.chdir(tree)
+    try:
+        made = absolute(relative)
+        assert os.path.isabs(made)
+        try:
+            expected = os.stat(relative)
+        except OSError:
+            assert not os.path.exists(made)
+            return
+        assert os.path.samestat(os.stat(made), expected), (relative, made)
+    finally:
+        os.chdir(here)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """clip.mp4 and real/clip.mp4 (other files), real/sub, and sl -> real/sub."""
+    root = tmp_path_factory.mktemp("tree")
+    (root / "real" / "sub").mkdir(parents=True)
+    (root / "clip.mp4").write_bytes(b"top")
+    (root / "real" / "clip.mp4").write_bytes(b"real")
+    (root / "sl").symlink_to("real/sub")
+    return root

@@ -50,6 +50,22 @@ async def _follow(jobs: Jobs, job_id: str, as_json: bool) -> JobStatus:
     return await follow(jobs, job_id, console)
 
 
+def absolute(path: str | os.PathLike[str]) -> str:
+    """`path` made absolute as the shell means it: `~` expanded and joined to the working
+    directory; tidied (`./`, `//`, `..` collapsed as text) only where the tidy path names the
+    same file or, like it, none (collapsing `link/../clip.mp4` as text named another clip)."""
+    joined = os.path.join(os.getcwd(), os.path.expanduser(os.fspath(path)))
+    tidy = os.path.normpath(joined)
+    return tidy if _same_file(tidy, joined) else joined
+
+
+def _same_file(one: str, other: str) -> bool:
+    try:
+        return os.path.samestat(os.stat(one), os.stat(other))
+    except OSError:
+        return not (os.path.exists(one) or os.path.exists(other))
+
+
 @command(epilog=NEEDS)
 def start(
     inputs: Annotated[
@@ -94,18 +110,21 @@ def start(
     """Start a job; print its id, job directory and Web UI link."""
     settings = settings_or_exit(as_json)
     request = JobRequest(
-        inputs=[os.path.abspath(os.path.expanduser(p)) for p in inputs],
+        inputs=[absolute(p) for p in inputs],
         variations=variations,
-        output_dir=os.path.abspath(os.path.expanduser(output_dir)),
+        output_dir=absolute(output_dir),
         seed=seed,
         concurrency=concurrency,
         threads=threads,
         priority=priority,
         fairness_key=fairness_key,
     )
-    missing = [p for p in request.inputs if not os.path.isfile(p)]
-    if missing:
-        fail(Exit.USAGE, f"input not found: {missing[0]}", as_json)
+    for path in request.inputs:
+        if not os.path.exists(path):
+            fail(Exit.USAGE, f"input not found: {path}", as_json)
+        if not os.path.isfile(path):
+            what = "a directory, fifo or device"
+            fail(Exit.USAGE, f"input is not a regular file ({what}): {path}", as_json)
     known: dict[str, str] = {}
 
     async def work() -> tuple[dict[str, Any], JobStatus | None]:
