@@ -1,44 +1,48 @@
-"""Compile a module's source once per process, not once per import: the workflow sandbox
-imports `varia.workflows` afresh for every workflow run (and, with `PYTHONDONTWRITEBYTECODE`
-set, no `.pyc` exists to load), which cost a compile of the module per run.
+"""Compile a module's source once per process, not once per import, and keep that code: the
+workflow sandbox imports `varia.workflows` afresh for every workflow run (and, with
+`PYTHONDONTWRITEBYTECODE` set, no `.pyc` exists to load), which cost a compile per run.
+
+The code a process first loaded for a file is the code every later import of it runs, even if
+the file changed since: a worker runs the workflow code it started with, which matches the
+modules it already holds (the sandbox passes them through). Re-reading an edited
+`varia/workflows.py` under a running worker (a `git pull`, an upgrade in place) imported the
+new code against the old modules: `ImportError`, and new jobs stuck until a restart.
 
 Only the compile is shared. The sandbox still executes the module anew in each run, with its
-own restricted modules, so every determinism check stays as it was. The cache is keyed by
-the source's bytes (a digest), like a `.pyc` checked by hash: an edited file is compiled again.
+own restricted modules, so every determinism check stays as it was.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import sys
 import threading
 from collections.abc import Sequence
 from importlib.abc import MetaPathFinder
 from importlib.machinery import ModuleSpec, SourceFileLoader
+from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
 
-_codes: dict[str, tuple[bytes, CodeType]] = {}
-"""{source path: (digest of the source, its code)}: the latest version of each file only."""
+_codes: dict[str, CodeType] = {}
+"""{source path: the code this process first compiled for it}."""
 _lock = threading.Lock()
 
 
 class CachingSourceLoader(SourceFileLoader):
-    """A `SourceFileLoader` that reuses the code compiled from identical source bytes."""
+    """A `SourceFileLoader` that runs the code this process first compiled for each file."""
 
     def source_to_code(  # type: ignore[override]
         self, data: bytes, path: str, *, _optimize: int = -1
     ) -> CodeType:
-        """The code of `data`, compiled once per distinct source of `path`."""
-        digest = hashlib.blake2b(data, digest_size=16).digest()
+        """The code this process first compiled for `path` (compiled now if none)."""
         with _lock:
             cached = _codes.get(path)
-        if cached is not None and cached[0] == digest:
-            return cached[1]
+        if cached is not None:
+            return cached
         code: CodeType = super().source_to_code(data, path, _optimize=_optimize)
         with _lock:
-            _codes[path] = (digest, code)
-        return code
+            return _codes.setdefault(path, code)
 
 
 class CachingFinder(MetaPathFinder):
@@ -72,8 +76,17 @@ class CachingFinder(MetaPathFinder):
 
 
 def install(packages: Sequence[str] = ("varia",)) -> None:
-    """Load the modules of `packages` through the cache from now on (idempotent)."""
+    """Load the modules of `packages` through the cache from now on (idempotent); the ones
+    already imported keep the code of their source as it is now."""
     for finder in sys.meta_path:
         if isinstance(finder, CachingFinder) and set(packages) <= set(finder.packages):
             return
-    sys.meta_path.insert(0, CachingFinder(packages))
+    finder = CachingFinder(packages)
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if finder.covers(name) and path and path.endswith(".py"):
+            with contextlib.suppress(OSError, SyntaxError):
+                source = Path(path).read_bytes()
+                with _lock:
+                    _codes.setdefault(path, compile(source, path, "exec", dont_inherit=True))
+    sys.meta_path.insert(0, finder)
