@@ -281,6 +281,23 @@ async def test_cancel_of_a_job_no_worker_polls(
     assert not (out_dir / job_id).exists()  # nothing had started: nothing to clean
 
 
+async def test_pause_of_a_job_no_worker_polls_says_why_it_waits(
+    client: Client, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+) -> None:
+    """A pause (an update) waits for a worker to take it: it says so, as a drain does (it
+    hung silently, found by an attacker's review)."""
+    lonely = f"{settings.task_queue}-nobody"
+    await start_by_name(client, lonely, job_id, [clips.short], 1, out_dir)
+    waiting = await spawn(cli_env(settings.temporal_address, lonely), "pause", job_id)
+    try:
+        line = await first_stderr_line(waiting)
+        assert "no worker polls task queue" in line and "waiting for one to take the pause" in line
+    finally:
+        waiting.kill()
+        await waiting.wait()
+        await client.get_workflow_handle(job_id).terminate(reason="test: no worker ever came")
+
+
 @pytest.mark.parametrize("long_job", [1], indirect=True)
 async def test_watch_ctrl_c_detaches_without_cancelling(
     client: Client, env_vars: dict[str, str], long_job: str

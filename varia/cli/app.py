@@ -45,7 +45,11 @@ JobId = Annotated[
 ]
 NoWait = Annotated[
     bool,
-    typer.Option("--no-wait", metavar="", help="Only request it; do not wait until it closed."),
+    typer.Option(
+        "--no-wait",
+        metavar="",
+        help="Only request it; do not wait until it closed (a drain is still taken by a worker).",
+    ),
 ]
 
 

@@ -228,7 +228,7 @@ def _pause_or_resume(action: str, job_id: str, as_json: bool) -> None:
 
     async def work() -> JobStatus:
         jobs = await _open(settings)
-        return await (jobs.pause if action == "pause" else jobs.resume)(job_id)
+        return await (jobs.pause if action == "pause" else jobs.resume)(job_id, notify=say)
 
     result = run(as_json, work)
     if as_json:

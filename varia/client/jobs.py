@@ -332,20 +332,23 @@ class Jobs:
 
     # ---- pause and resume ------------------------------------------------------------
 
-    async def pause(self, job_id: str) -> JobStatus:
+    async def pause(self, job_id: str, *, notify: Notify | None = None) -> JobStatus:
         """Pause a job: returns once its renders stopped and it waits in state `paused`."""
-        return await self._pause_update(names.PAUSE_UPDATE, job_id)
+        return await self._pause_update(names.PAUSE_UPDATE, job_id, notify)
 
-    async def resume(self, job_id: str) -> JobStatus:
+    async def resume(self, job_id: str, *, notify: Notify | None = None) -> JobStatus:
         """Resume a paused job where it stopped (stopped variations render again)."""
-        return await self._pause_update(names.RESUME_UPDATE, job_id)
+        return await self._pause_update(names.RESUME_UPDATE, job_id, notify)
 
-    async def _pause_update(self, name: str, job_id: str) -> JobStatus:
-        """Send the `pause`/`resume` update; raise `NotPausable` when the job refuses it."""
+    async def _pause_update(self, name: str, job_id: str, notify: Notify | None) -> JobStatus:
+        """Send the `pause`/`resume` update; raise `NotPausable` when the job refuses it.
+        `notify` hears it when no worker polls the job's queue (the update waits for one)."""
         view = RunView.of(await self.describe(job_id))
         if view.closed:
             state = (await self.status_of(view)).state
             raise NotPausable(f"job {job_id} is {state}; there is nothing to {name}")
+        if notify and not await self.has_workers(view.task_queue):
+            notify(f"{no_worker_hint(view.task_queue)}: waiting for one to take the {name}")
         try:
             await self.client.get_workflow_handle(job_id).execute_update(name, result_type=Progress)
         except WorkflowUpdateFailedError as err:
