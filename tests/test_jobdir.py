@@ -251,3 +251,12 @@ def test_open_own_refuses_a_link_and_the_ledger_and_the_slot_turn_write_nothing_
     plant(kind, job_dir / names.slot_turn_name(1), victim)
     JobSlots().end_turn(job_dir, 1, 15)  # logged, not raised: the render's own error says it
     assert victim.read_text() == "VICTIM\n"
+
+
+def test_a_job_id_naming_a_file_in_output_dir_is_refused_as_a_bad_request(tmp_path: Path) -> None:
+    """Typed like every job-directory conflict (`BadRequest`, not `BadInput`), and the message
+    says a file is in the way, not a directory; the file is untouched."""
+    (tmp_path / "clip_v000.mp4").write_bytes(b"an output")
+    with pytest.raises(jobdir.JobDirTaken, match="taken by a file"):
+        jobdir.open_job_dir(tmp_path, "clip_v000.mp4", "run-1")
+    assert (tmp_path / "clip_v000.mp4").read_bytes() == b"an output"

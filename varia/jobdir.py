@@ -145,9 +145,14 @@ def _unusable(output_dir: Path, err: OSError) -> OutputDirUnusable:
 
 def _check_reopen(job_dir: Path, job_id: str, chain: str | None) -> None:
     """Raise unless the chain `chain` of job `job_id` may reopen the existing `job_dir`."""
+    if not job_dir.is_dir():
+        raise JobDirTaken(
+            f"the job directory's name {str(job_dir)!r} is taken by a file in output_dir; "
+            "choose another workflow id or output_dir"
+        )
     marker = read_marker(job_dir)
     if marker is None or marker.job_id != job_id:
-        raise ConfinementError(
+        raise JobDirTaken(
             f"job directory {str(job_dir)!r} already exists and was not created by job "
             f"{job_id!r}; choose another workflow id or output_dir"
         )
