@@ -280,3 +280,27 @@ async def _described(handle: ScheduleHandle) -> ScheduleDescription | None:
         return await handle.describe()
     except RPCError:
         return None  # not there yet
+
+
+async def test_a_job_within_the_grace_is_named_with_the_reason(
+    client: Client, worker: Worker, settings: Settings, clips: Clips, out_dir: Path
+) -> None:
+    """`varia janitor` right after a terminate names the job it leaves for later, and why (it
+    said nothing about it: "0 swept" and the job nowhere)."""
+    job_id = f"job-{uuid.uuid4().hex[:8]}"
+    request = JobRequest(inputs=[str(clips.short)], variations=1, output_dir=str(out_dir))
+    handle = await start_job(client, f"{settings.task_queue}-nobody", job_id, request)
+    await handle.terminate(reason="test")
+
+    async def named() -> SweptJob | None:
+        report: JanitorReport = await client.execute_workflow(
+            JANITOR_WORKFLOW,
+            JanitorRequest(grace_s=3600),
+            id=f"janitor-{uuid.uuid4().hex[:8]}",
+            task_queue=settings.task_queue,
+            result_type=JanitorReport,
+        )
+        return next((e for e in report.skipped if e.job_id == job_id), None)
+
+    found = await wait_for(named, what="the janitor to list the terminated job")
+    assert found.action == "skipped" and "grace of 3600 s" in found.reason

@@ -85,6 +85,15 @@ def candidates_query(now: datetime, grace_s: float, lookback_h: float) -> str:
     )
 
 
+def in_grace_query(now: datetime, grace_s: float) -> str:
+    """The runs `candidates_query` leaves for later: closed without cleanup within the grace."""
+    newest = (now - timedelta(seconds=grace_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (
+        f"WorkflowType = '{names.WORKFLOW_TYPE}' AND ExecutionStatus IN ('Terminated', 'TimedOut') "
+        f"AND CloseTime > '{newest}'"
+    )
+
+
 @dataclass
 class ClosedRun:
     """What a closed run's history says about its job."""
@@ -313,6 +322,20 @@ async def sweep_closed_jobs(
             report.already_clean += 1
         else:
             report.skipped.append(outcome)
+    if grace > 0:  # closed too recently: say so, so a person who ran it knows why
+        recent = in_grace_query(datetime.now(UTC), grace)
+        async for execution in client.list_workflows(recent, limit=SCAN_LIMIT):
+            closed = execution.close_time or datetime.now(UTC)
+            ago = (datetime.now(UTC) - closed).total_seconds()
+            report.skipped.append(
+                SweptJob(
+                    job_id=execution.id,
+                    run_id=execution.run_id,
+                    action="skipped",
+                    reason=f"closed {ago:.0f} s ago: swept once its grace of {grace:g} s has "
+                    "passed (renders may still be stopping its FFmpeg)",
+                )
+            )
     return report
 
 
