@@ -11,13 +11,18 @@ from pathlib import Path
 import av
 import av.error
 import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from tests import bad_inputs
 from tests.conftest import Clips
-from tests.helpers import wait_for
+from tests.helpers import render_task, wait_for
+from varia.activities import JobActivities
 from varia.config import Settings
+from varia.errors import BAD_INPUT
 from varia.ffmpeg.argv import build_render_argv
-from varia.media import MediaError, check_output, describe_error, probe
+from varia.jobdir import open_job_dir
+from varia.media import MediaError, check_output, check_unchanged, describe_error, probe
 from varia.models import InputLimits, Recipe, RenderTask
 
 
@@ -294,3 +299,28 @@ def test_allowed_containers_render_with_their_probed_demuxer(
     assert argv[argv.index("-i") - 1] == demuxer
     subprocess.run(argv, check=True, capture_output=True, stdin=subprocess.DEVNULL)
     assert check_output(str(out), info.duration_s, 0.2) == pytest.approx(info.duration_s, abs=0.2)
+
+
+async def test_an_input_changed_since_its_probe_is_named_and_its_render_refused(
+    clips: Clips, tmp_path: Path
+) -> None:
+    """An input replaced after prepare (`mv other.mp4 in.mp4` mid-job) made each render fail
+    its output check 5 times, blaming the output; now the render refuses at once, naming the
+    input, before FFmpeg runs (found by an attacker's review)."""
+    source = tmp_path / "in.mp4"
+    shutil.copyfile(clips.short, source)
+    info = probe(str(source))
+    check_unchanged(info)  # the file it probed
+    check_unchanged(info.model_copy(update={"bytes": None}))  # probed by older varia
+
+    shutil.copyfile(clips.silent, source)  # another clip under the same name
+    with pytest.raises(MediaError, match="changed since the job probed it"):
+        check_unchanged(info)
+
+    job_dir = open_job_dir(tmp_path / "out", "job-changed")
+    render = JobActivities(Settings()).render
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(render, render_task(info, job_dir))
+    assert refused.value.type == BAD_INPUT and refused.value.non_retryable
+    assert str(source) in refused.value.message
+    assert not [p for p in job_dir.iterdir() if p.suffix in (".mp4", ".part")]

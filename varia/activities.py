@@ -135,6 +135,10 @@ class JobActivities:
         await _stop_previous_attempt(temp, self.settings.stop_stage_timeout_s)
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+        try:
+            media.check_unchanged(task.media)
+        except media.MediaError as err:
+            raise errors.bad_input(f"{task.media.path} variation {task.variation}: {err}") from None
         if task.bounds is not None:  # which attempt made an output already there is unknown
             with contextlib.suppress(FileNotFoundError):
                 final.unlink()

@@ -41,7 +41,8 @@ def probe(path: str, limits: InputLimits | None = None) -> MediaInfo:
         raise MediaError(f"{label} does not exist")
     if not file.is_file():
         raise MediaError(f"{label} is not a regular file")
-    size = file.stat().st_size
+    probed = file.stat()
+    size = probed.st_size
     if size == 0:
         raise MediaError(f"{label} is empty (0 bytes)")
     if size > limits.max_bytes:
@@ -90,7 +91,27 @@ def probe(path: str, limits: InputLimits | None = None) -> MediaInfo:
         fps=fps,
         has_audio=has_audio,
         demuxer=demuxer,
+        bytes=size,
+        mtime_ns=probed.st_mtime_ns,
     )
+
+
+def check_unchanged(info: MediaInfo) -> None:
+    """Raise `MediaError` if the input is no longer the file the job probed (its size or its
+    modification time changed): its renders would not match the plan made from the probe."""
+    if info.bytes is None or info.mtime_ns is None:
+        return  # probed by older varia: nothing to compare
+    label = f"input {info.path!r}"
+    try:
+        now = os.stat(info.path)
+    except OSError as err:
+        raise MediaError(f"{label} is gone since the job probed it ({err.strerror})") from None
+    if (now.st_size, now.st_mtime_ns) != (info.bytes, info.mtime_ns):
+        raise MediaError(
+            f"{label} changed since the job probed it ({info.bytes:,} bytes then, "
+            f"{now.st_size:,} now); the job renders only the file it probed: start a new job "
+            "for the new one"
+        )
 
 
 _AV_ERRORS = (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError)

@@ -158,6 +158,12 @@ class MediaInfo(BaseModel):
         description="FFmpeg demuxer the probe found (the render forces it with -f); None in "
         "histories recorded before it was probed.",
     )
+    bytes: int | None = Field(
+        default=None, description="The file's size when probed (None in older histories)."
+    )
+    mtime_ns: int | None = Field(
+        default=None, description="Its modification time when probed, ns (None: older)."
+    )
 
 
 class InputLimits(BaseModel):
