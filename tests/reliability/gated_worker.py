@@ -52,7 +52,7 @@ def _gate(step: str, gate: Path) -> None:
 
         ledger.append_ledger = torn_append
     elif step == "cleanup":
-        sheet.write_sheets = lambda job_dir, *args: _hold(gate, str(job_dir))  # type: ignore
+        sheet.write_sheets = lambda job_dir, *args, **kwargs: _hold(gate, str(job_dir))  # type: ignore
     else:
         raise SystemExit(f"unknown step {step!r}")
 
