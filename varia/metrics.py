@@ -106,16 +106,16 @@ class _CancelClock:
     def __init__(self) -> None:
         self.at: float | None = None
         self.waited_for_slot = 0.0
-        self._tasks = [asyncio.ensure_future(self._watch(activity.wait_for_cancelled()))]
+        self._tasks = [asyncio.ensure_future(self._watch(activity.wait_for_cancelled))]
 
-    async def _watch(self, arrival: Awaitable[object]) -> None:
-        await arrival
+    async def _watch(self, arrival: Callable[[], Awaitable[object]]) -> None:
+        await arrival()  # made here: a task cancelled before it ran leaves no coroutine unawaited
         if self.at is None:
             self.at = time.monotonic()
 
     def watch_push(self, pushed: asyncio.Event) -> None:
         """Also stamp the moment `pushed` is set (a cancel pushed to this worker)."""
-        self._tasks.append(asyncio.ensure_future(self._watch(pushed.wait())))
+        self._tasks.append(asyncio.ensure_future(self._watch(pushed.wait)))
 
     def stop(self) -> float | None:
         """Seconds from the cancellation to now, or None if none arrived."""
