@@ -14,7 +14,12 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.exceptions import CancelledError
 from temporalio.worker import Worker
 
@@ -57,6 +62,19 @@ async def parent_worker(
     task_queue = f"parent-{uuid.uuid4().hex[:8]}"
     async with parent_module.parent_worker(plain_client, task_queue) as running:
         yield running, task_queue
+
+
+async def start_parent(
+    client: Client, parent_queue: str, settings: Settings, job: dict[str, Any], parent_id: str
+) -> WorkflowHandle[Any, dict[str, Any]]:
+    """Start the example parent with `job` as its child's request."""
+    return await client.start_workflow(
+        "PublishVariations",
+        {"job": job, "varia_task_queue": settings.task_queue},
+        id=parent_id,
+        task_queue=parent_queue,
+        result_type=dict,
+    )
 
 
 async def run_script(settings: Settings, *args: str) -> tuple[int, str, str]:
@@ -168,13 +186,7 @@ async def test_cancelling_the_parent_reaches_a_child_that_continued_as_new(
         "inputs": [str(clips.short)], "variations": 12, "output_dir": str(out_dir),
         "concurrency": 1, "chunk_size": 1,
     }  # fmt: skip
-    parent = await plain_client.start_workflow(
-        "PublishVariations",
-        {"job": job, "varia_task_queue": settings.task_queue},
-        id=parent_id,
-        task_queue=parent_queue,
-        result_type=dict,
-    )
+    parent = await start_parent(plain_client, parent_queue, settings, job, parent_id)
 
     async def continued() -> bool:
         try:
@@ -211,13 +223,7 @@ async def test_cancelling_the_parent_cancels_the_child(
     parent_id = f"parent-{uuid.uuid4().hex[:8]}"
     child_id = f"{parent_id}-variations"
     job = {"inputs": [str(clips.long)], "variations": 2, "output_dir": str(out_dir), "threads": 1}
-    parent = await plain_client.start_workflow(
-        "PublishVariations",
-        {"job": job, "varia_task_queue": settings.task_queue},
-        id=parent_id,
-        task_queue=parent_queue,
-        result_type=dict,
-    )
+    parent = await start_parent(plain_client, parent_queue, settings, job, parent_id)
 
     async def rendering() -> bool:
         try:

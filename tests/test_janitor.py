@@ -54,11 +54,11 @@ from varia.server import DevServer
 from varia.worker import run_worker
 
 
-async def run_janitor(client: Client, settings: Settings) -> JanitorReport:
+async def run_janitor(client: Client, settings: Settings, grace_s: float = 0) -> JanitorReport:
     """One sweep through the `VariaJanitor` workflow (as the schedule runs it), no grace."""
     report: JanitorReport = await client.execute_workflow(
         JANITOR_WORKFLOW,
-        JanitorRequest(grace_s=0),
+        JanitorRequest(grace_s=grace_s),
         id=f"janitor-{uuid.uuid4().hex[:8]}",
         task_queue=settings.task_queue,
         result_type=JanitorReport,
@@ -293,13 +293,7 @@ async def test_a_job_within_the_grace_is_named_with_the_reason(
     await handle.terminate(reason="test")
 
     async def named() -> SweptJob | None:
-        report: JanitorReport = await client.execute_workflow(
-            JANITOR_WORKFLOW,
-            JanitorRequest(grace_s=3600),
-            id=f"janitor-{uuid.uuid4().hex[:8]}",
-            task_queue=settings.task_queue,
-            result_type=JanitorReport,
-        )
+        report = await run_janitor(client, settings, grace_s=3600)
         return next((e for e in report.skipped if e.job_id == job_id), None)
 
     found = await wait_for(named, what="the janitor to list the terminated job")

@@ -33,7 +33,7 @@ from tests.test_scale_out import Workers, render_starts
 from varia import activities, names
 from varia.client.pollers import poller_identities
 from varia.config import Settings, render_task_queue
-from varia.models import JobRequest, JobResult, RenderResult, RenderTask
+from varia.models import JobRequest, JobResult, Progress, RenderResult, RenderTask
 from varia.worker import build_worker
 
 
@@ -128,16 +128,7 @@ async def test_a_drain_starts_none_of_the_queued_renders(
         update={"ffmpeg": str(paced_ffmpeg(tmp_path)), "max_concurrent_renders": 4}
     )
     async with build_worker(client, paced):
-        request = JobRequest(
-            inputs=[str(clips.short)], variations=8, output_dir=str(out_dir), concurrency=2
-        )
-        handle = await start_job(client, settings.task_queue, job_id, request)
-
-        async def two_running_two_queued() -> Any:
-            progress = await query_progress(handle)
-            return progress if (progress.running, progress.queued) == (2, 2) else None
-
-        seen = await wait_for(two_running_two_queued, what="2 renders running, 2 queued")
+        handle, seen = await _two_running_two_queued(client, settings, job_id, clips, out_dir, 8)
         assert len(seen.running_variations) == 2
         at_drain = await handle.execute_update(names.DRAIN_UPDATE, result_type=dict)
         await handle.result()
@@ -164,21 +155,30 @@ async def test_a_terminate_starts_none_of_the_queued_renders(
     paced = settings.model_copy(update={"ffmpeg": str(script), "max_concurrent_renders": 4})
     mine = activities.JobActivities(paced)
     async with build_worker(client, paced, activities=mine):
-        request = JobRequest(
-            inputs=[str(clips.short)], variations=4, output_dir=str(out_dir), concurrency=2
-        )
-        handle = await start_job(client, settings.task_queue, job_id, request)
-
-        async def two_running_two_queued() -> Any:
-            progress = await query_progress(handle)
-            return progress if (progress.running, progress.queued) == (2, 2) else None
-
-        await wait_for(two_running_two_queued, what="2 renders running, 2 queued")
+        handle, _ = await _two_running_two_queued(client, settings, job_id, clips, out_dir, 4)
         await wait_for(lambda: len(_started(log)) == 2, what="the two running FFmpeg")
         await handle.terminate(reason="test")
         await wait_for(lambda: len(mine.job_slots) == 0, what="every render of the job to end")
     assert len(_started(log)) == 2, _started(log)  # the queued two never started FFmpeg
     assert processes_mentioning(str(out_dir / job_id)) == []
+
+
+async def _two_running_two_queued(
+    client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path, variations: int
+) -> tuple[WorkflowHandle[Any, JobResult], Progress]:
+    """Start a job of the short clip at concurrency 2; once 2 render and 2 wait, its handle
+    and that progress."""
+    request = JobRequest(
+        inputs=[str(clips.short)], variations=variations, output_dir=str(out_dir), concurrency=2
+    )
+    handle = await start_job(client, settings.task_queue, job_id, request)
+
+    async def seen() -> Any:
+        progress = await query_progress(handle)
+        return progress if (progress.running, progress.queued) == (2, 2) else None
+
+    progress: Progress = await wait_for(seen, what="2 renders running, 2 queued")
+    return handle, progress
 
 
 def _started(log: Path) -> list[str]:
