@@ -130,13 +130,9 @@ async def test_parent_reads_the_childs_failure_as_json(
     _, parent_queue = parent_worker
     missing = str(out_dir / "no-such-clip.mp4")
     job = {"inputs": [missing], "variations": 2, "output_dir": str(out_dir)}
-    result: dict[str, Any] = await plain_client.execute_workflow(
-        "PublishVariations",
-        {"job": job, "varia_task_queue": settings.task_queue},
-        id=f"parent-{uuid.uuid4().hex[:8]}",
-        task_queue=parent_queue,
-        result_type=dict,
-    )
+    parent_id = f"parent-{uuid.uuid4().hex[:8]}"
+    parent = await start_parent(plain_client, parent_queue, settings, job, parent_id)
+    result = await parent.result()
     assert result["ok"] is False
     assert result["type"] == errors.JOB_FAILED
     assert missing in result["error"]
@@ -156,13 +152,9 @@ async def test_parent_reads_a_refused_request_as_json_with_its_one_detail(
     result: the README's `err.cause.details[0]` reads it (it raised IndexError before)."""
     _, parent_queue = parent_worker
     job = {"inputs": ["/abs/clip.mp4"], "variations": 0, "output_dir": str(out_dir)}
-    result: dict[str, Any] = await plain_client.execute_workflow(
-        "PublishVariations",
-        {"job": job, "varia_task_queue": settings.task_queue},
-        id=f"parent-{uuid.uuid4().hex[:8]}",
-        task_queue=parent_queue,
-        result_type=dict,
-    )
+    parent_id = f"parent-{uuid.uuid4().hex[:8]}"
+    parent = await start_parent(plain_client, parent_queue, settings, job, parent_id)
+    result = await parent.result()
     assert (result["ok"], result["type"]) == (False, errors.BAD_REQUEST)
     assert "variations" in result["error"] and result["details"] == [None]
 
