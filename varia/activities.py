@@ -120,12 +120,10 @@ class JobActivities:
                 )
                 return await run_to_end(asyncio.to_thread(output_record.keep, job_dir, result))
         finally:
-            if task.slot is None:
-                pass
-            elif workflow_gone():  # nobody waits for this job: the renders after it stay
-                self.job_slots.leave_turn(job_dir, task.slot, task.order)
-            else:  # however else it ended: the render after it may go
-                self.job_slots.end_turn(job_dir, task.slot, task.order)
+            if task.slot is not None:  # however it ended, the render after it may go, unless
+                # nobody waits for the job any more (`workflow_gone`): then it stays put
+                done = self.job_slots.leave_turn if workflow_gone() else self.job_slots.end_turn
+                done(job_dir, task.slot, task.order)
 
     async def _render(self, task: RenderTask) -> RenderResult:
         """The render's full result: an earlier attempt's output, or a new one."""

@@ -75,23 +75,26 @@ class JanitorReport(BaseModel):
     skipped: list[SweptJob] = Field(default_factory=list)
 
 
+CLOSED_UNCLEANED = (
+    f"WorkflowType = '{names.WORKFLOW_TYPE}' AND ExecutionStatus IN ('Terminated', 'TimedOut')"
+)
+"""The visibility filter of `VariationJob` runs that closed without their own cleanup."""
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def candidates_query(now: datetime, grace_s: float, lookback_h: float) -> str:
     """Closed `VariationJob` runs that ran no cleanup, closed within the lookback window."""
-    newest = (now - timedelta(seconds=grace_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    oldest = (now - timedelta(hours=lookback_h)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return (
-        f"WorkflowType = '{names.WORKFLOW_TYPE}' AND ExecutionStatus IN ('Terminated', 'TimedOut') "
-        f"AND CloseTime <= '{newest}' AND CloseTime >= '{oldest}'"
-    )
+    newest, oldest = now - timedelta(seconds=grace_s), now - timedelta(hours=lookback_h)
+    window = f"CloseTime <= '{_stamp(newest)}' AND CloseTime >= '{_stamp(oldest)}'"
+    return f"{CLOSED_UNCLEANED} AND {window}"
 
 
 def in_grace_query(now: datetime, grace_s: float) -> str:
     """The runs `candidates_query` leaves for later: closed without cleanup within the grace."""
-    newest = (now - timedelta(seconds=grace_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return (
-        f"WorkflowType = '{names.WORKFLOW_TYPE}' AND ExecutionStatus IN ('Terminated', 'TimedOut') "
-        f"AND CloseTime > '{newest}'"
-    )
+    return f"{CLOSED_UNCLEANED} AND CloseTime > '{_stamp(now - timedelta(seconds=grace_s))}'"
 
 
 @dataclass
@@ -323,10 +326,9 @@ async def sweep_closed_jobs(
         else:
             report.skipped.append(outcome)
     if grace > 0:  # closed too recently: say so, so a person who ran it knows why
-        recent = in_grace_query(datetime.now(UTC), grace)
-        async for execution in client.list_workflows(recent, limit=SCAN_LIMIT):
-            closed = execution.close_time or datetime.now(UTC)
-            ago = (datetime.now(UTC) - closed).total_seconds()
+        now = datetime.now(UTC)
+        async for execution in client.list_workflows(in_grace_query(now, grace), limit=SCAN_LIMIT):
+            ago = (now - (execution.close_time or now)).total_seconds()
             report.skipped.append(
                 SweptJob(
                     job_id=execution.id,
