@@ -4,6 +4,7 @@ backlog; a priority-1 job goes first."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from tests.helpers import start_job, wait_for
 from varia import names
 from varia.config import Settings
 from varia.models import JobRequest, JobResult
-from varia.server import DevServer
+from varia.server import GO_PROCS, DevServer
 from varia.validation import RequestError, check_request
 from varia.worker import build_worker
 
@@ -111,6 +112,15 @@ async def _render_priorities(handle: WorkflowHandle[object, object]) -> set[tupl
             if attrs.activity_type.name == names.RENDER:
                 found.add((attrs.priority.fairness_key, attrs.priority.priority_key))
     return found
+
+
+async def test_the_embedded_server_runs_go_on_the_cores_it_is_given(
+    fair_server: DevServer,
+) -> None:
+    assert fair_server.process is not None
+    environ = Path(f"/proc/{fair_server.process.pid}/environ").read_bytes().split(b"\0")
+    expected = os.environ.get("GOMAXPROCS", str(GO_PROCS))
+    assert f"GOMAXPROCS={expected}".encode() in environ
 
 
 def test_priority_and_fairness_key_are_checked() -> None:

@@ -47,6 +47,20 @@ FAIRNESS_FLAGS = [
 """Task priority and fairness keys take effect only with the new matcher and fairness on."""
 
 
+GO_PROCS = 1
+"""The embedded server runs Go on one core: it shares its box with FFmpeg, and with one per
+core Go's idle threads spin looking for work between requests (about 10 % of its CPU per job,
+`benchmarks/README.md`). A dev server's load (tens of requests a second) fits in one."""
+
+
+def server_environment(go_procs: int | None) -> dict[str, str]:
+    """The server's environment: ours, with `GOMAXPROCS` set unless it is set already."""
+    env = dict(os.environ)
+    if go_procs is not None:
+        env.setdefault("GOMAXPROCS", str(go_procs))
+    return env
+
+
 class ServerError(Exception):
     """The dev server could not be found or did not come up; the message says why."""
 
@@ -143,6 +157,9 @@ class DevServer:
     janitor_interval_s: float = 300.0
     metrics_port: int | None = None
     """If set, the server's Prometheus metrics are served there (`/metrics`)."""
+    go_procs: int | None = GO_PROCS
+    """The server's `GOMAXPROCS` (None: Go's default, one per core). A `GOMAXPROCS` in the
+    environment wins."""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     identity: ProcessIdentity | None = field(default=None, repr=False)
     _db_lock: int | None = field(default=None, repr=False)
@@ -210,6 +227,7 @@ class DevServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                env=server_environment(self.go_procs),
                 start_new_session=True,
                 preexec_fn=death_signal_hook(),
             )
