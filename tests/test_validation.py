@@ -7,7 +7,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from varia.models import MAX_CONCURRENCY, MAX_INPUTS, MAX_TOTAL_VARIATIONS, MAX_VARIATIONS
-from varia.validation import RequestError, check_job_id, check_total, parse_request
+from varia.validation import (
+    REQUEST_FIELDS,
+    RequestError,
+    check_job_id,
+    check_total,
+    edit_distance,
+    ignored_fields,
+    misspelt_fields,
+    parse_request,
+)
 
 GOOD = {"inputs": ["/in/a.mp4"], "variations": 2, "output_dir": "/out"}
 
@@ -19,6 +28,95 @@ def test_good_request_with_defaults() -> None:
 
 def test_unknown_fields_are_ignored() -> None:
     assert parse_request({**GOOD, "future_option": True}).variations == 2
+    assert ignored_fields({**GOOD, "future_option": True}) == ["future_option"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"variations": "2"}, "variations"),
+        ({"variations": 2.0}, "variations"),
+        ({"variations": True}, "variations"),
+        ({"seed": "7"}, "seed"),
+        ({"seed": True}, "seed"),
+        ({"concurrency": "2"}, "concurrency"),
+        ({"min_ssim": "0.5"}, "min_ssim"),
+        ({"inputs": "/in/a.mp4"}, "inputs"),
+    ],
+)
+def test_types_are_strict(change: dict[str, object], field: str) -> None:
+    """A quoted number, a float or a boolean where an integer belongs is refused, naming the
+    field and what was given; runs started before strict types replay with lax ones."""
+    with pytest.raises(RequestError) as err:
+        parse_request({**GOOD, **change})
+    assert f"{field}: Input should be a valid" in str(err.value)
+    assert repr(next(iter(change.values()))) in str(err.value)
+    if change != {"inputs": "/in/a.mp4"}:
+        parse_request({**GOOD, **change}, strict=False)  # as such a run was read then
+
+
+@pytest.mark.parametrize(
+    ("field", "guess"),
+    [
+        ("concurency", "concurrency"),
+        ("sead", "seed"),
+        ("Seed", "seed"),
+        ("output-dir", "output_dir"),
+        ("outputDir", "output_dir"),
+        ("varitaions", "variations"),
+        ("chunksize", "chunk_size"),
+    ],
+)
+def test_a_misspelt_field_is_refused_with_a_guess(field: str, guess: str) -> None:
+    with pytest.raises(RequestError, match=f"unknown field '{field}' \\(did you mean '{guess}'"):
+        parse_request({**GOOD, field: 1})
+    parse_request({**GOOD, field: 1}, strict=False)  # older runs ignored it
+
+
+def _one_edit(word: str, data: st.DataObject) -> str:
+    at = data.draw(st.integers(0, len(word)))
+    letter = data.draw(st.sampled_from("abcdefghijklmnopqrstuvwxyz"))
+    kind = data.draw(st.sampled_from(["insert", "delete", "replace", "swap"]))
+    if kind == "insert" or len(word) < 2:
+        return word[:at] + letter + word[at:]
+    at = min(at, len(word) - 2)
+    if kind == "delete":
+        return word[:at] + word[at + 1 :]
+    if kind == "replace":
+        return word[:at] + letter + word[at + 1 :]
+    return word[:at] + word[at + 1] + word[at] + word[at + 2 :]
+
+
+@given(st.data())
+@settings(max_examples=300, deadline=None)
+def test_every_field_one_edit_away_is_taken_for_a_typo(data: st.DataObject) -> None:
+    field = data.draw(st.sampled_from(REQUEST_FIELDS))
+    typo = _one_edit(field, data)
+    if typo in REQUEST_FIELDS:
+        return
+    assert edit_distance(typo, field) <= 1
+    assert f"unknown field {typo!r}" in misspelt_fields({typo: 1})
+
+
+@given(st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=14))
+@settings(max_examples=300, deadline=None)
+def test_a_field_far_from_every_known_one_is_ignored(name: str) -> None:
+    bare = name.replace("_", "")
+    far = all(edit_distance(bare, field.replace("_", "")) > 2 for field in REQUEST_FIELDS)
+    if far and name not in REQUEST_FIELDS:
+        assert misspelt_fields({name: 1}) == ""
+        assert parse_request({**GOOD, name: 1}).variations == 2
+
+
+@given(st.text(max_size=8), st.text(max_size=8))
+def test_edit_distance_is_a_distance(a: str, b: str) -> None:
+    assert edit_distance(a, b) == edit_distance(b, a)
+    assert (edit_distance(a, b) == 0) == (a == b)
+    assert abs(len(a) - len(b)) <= edit_distance(a, b) <= max(len(a), len(b))
+
+
+def test_known_fields_are_not_typos() -> None:
+    assert misspelt_fields({field: 1 for field in REQUEST_FIELDS}) == ""
 
 
 @pytest.mark.parametrize(

@@ -185,6 +185,8 @@ async def test_drain_finishes_running_and_skips_the_rest(
         ({"concurrency": 0}, "concurrency is 0"),
         ({"output_dir": "out"}, "output_dir 'out' is not an absolute path"),
         ({"variations": "many"}, "variations: Input should be a valid integer"),
+        ({"variations": "2"}, "variations: Input should be a valid integer (got '2')"),
+        ({"concurency": 2}, "unknown field 'concurency' (did you mean 'concurrency'?)"),
     ],
 )
 async def test_bad_request_fails_with_named_error(

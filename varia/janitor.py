@@ -129,7 +129,7 @@ def read_history(events: list[HistoryEvent]) -> ClosedRun:
             run.chain = started.first_execution_run_id or None
             args = _json(started.input.payloads)
             if args and isinstance(args[0], dict):
-                run.request = JobRequest.model_validate(args[0])
+                run.request = JobRequest.model_validate(args[0], strict=False)  # as it ran
             if len(args) > 1 and isinstance(args[1], dict):
                 run.carry = JobCarry.model_validate(args[1])
                 run.media, run.failed = run.carry.media, run.carry.failed

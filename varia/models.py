@@ -70,10 +70,12 @@ FINAL_STATES: frozenset[str] = frozenset(FinalState.__args__)  # type: ignore[at
 class JobRequest(BaseModel):
     """The workflow input: the JSON object of the public contract.
 
-    Unknown fields are ignored so newer callers can talk to older workers.
+    Types are strict: `"2"`, `2.0` or `true` where an integer belongs is refused, not read
+    as 2 or 1. Unknown fields are ignored so newer callers can talk to older workers, except
+    one that looks like a misspelt known field (`validation.misspelt_fields`).
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     inputs: list[str]
     variations: int

@@ -32,17 +32,80 @@ def _describe(err: ValidationError) -> str:
     problems = []
     for error in err.errors():
         where = ".".join(str(part) for part in error["loc"]) or "request"
-        problems.append(f"{where}: {error['msg']}")
+        given = f" (got {error['input']!r})" if error["type"] != "missing" else ""
+        problems.append(f"{where}: {error['msg']}{given}")
     return "; ".join(problems)
 
 
-def parse_request(raw: JobRequest | dict[str, Any] | Any) -> JobRequest:
-    """Turn the workflow input (a model or its JSON object) into a checked `JobRequest`."""
+REQUEST_FIELDS = tuple(JobRequest.model_fields)
+"""The request's known fields. A new optional field is named more than two edits away from
+each of these, so that an older worker never takes it for a misspelling."""
+
+
+def misspelt_fields(raw: dict[str, Any]) -> str:
+    """The unknown fields of a request that look like misspelt known ones, as a sentence
+    (`concurency` for `concurrency`, `Seed`, `output-dir`); "" if none.
+
+    A field counts as misspelt when, ignoring case, `_` and `-`, it is one edit (an insertion,
+    deletion, substitution or swap of two neighbours) from a known field, or two from a known
+    field of 8 letters or more. Other unknown fields are ignored (`JobRequest`).
+    """
+    problems = []
+    for key in raw:
+        if not isinstance(key, str) or key in REQUEST_FIELDS:
+            continue
+        near = [
+            field
+            for field in REQUEST_FIELDS
+            if edit_distance(_bare(key), _bare(field)) <= (2 if len(_bare(field)) >= 8 else 1)
+        ]
+        if near:
+            guess = " or ".join(repr(field) for field in near)
+            problems.append(f"unknown field {key!r} (did you mean {guess}?)")
+    return "; ".join(problems)
+
+
+def ignored_fields(raw: dict[str, Any]) -> list[str]:
+    """The fields of a request this version does not know (ignored: `JobRequest`)."""
+    return [str(key) for key in raw if key not in REQUEST_FIELDS]
+
+
+def _bare(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Insertions, deletions, substitutions and swaps of neighbouring letters that turn `a`
+    into `b` (optimal string alignment distance)."""
+    before: list[int] = []
+    row = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, char_b in enumerate(b, 1):
+            current[j] = min(
+                row[j] + 1,
+                current[j - 1] + 1,
+                row[j - 1] + (char_a != char_b),
+            )
+            if i > 1 and j > 1 and char_a == b[j - 2] and a[i - 2] == char_b:
+                current[j] = min(current[j], before[j - 2] + 1)
+        before, row = row, current
+    return row[-1]
+
+
+def parse_request(raw: JobRequest | dict[str, Any] | Any, *, strict: bool = True) -> JobRequest:
+    """Turn the workflow input (a model or its JSON object) into a checked `JobRequest`.
+
+    `strict=False` reads it as jobs started before strict types were (lax types, any unknown
+    field ignored): their histories must replay as they ran.
+    """
     if isinstance(raw, JobRequest):
         request = raw
     elif isinstance(raw, dict):
+        if strict and (misspelt := misspelt_fields(raw)):
+            raise RequestError(f"invalid job request: {misspelt}")
         try:
-            request = JobRequest.model_validate(raw)
+            request = JobRequest.model_validate(raw, strict=strict)
         except ValidationError as err:
             raise RequestError(f"invalid job request: {_describe(err)}") from None
     else:

@@ -75,7 +75,13 @@ with workflow.unsafe.imports_passed_through():
         recipe_summary,
     )
     from varia.timeouts import render_start_to_close
-    from varia.validation import RequestError, check_job_id, parse_request, strength_bounds
+    from varia.validation import (
+        RequestError,
+        check_job_id,
+        ignored_fields,
+        parse_request,
+        strength_bounds,
+    )
     from varia.workflow_calls import (
         IO_RETRY,
         LIGHT_HEARTBEAT_TIMEOUT,
@@ -103,6 +109,9 @@ PERCENT_STEPS_PATCH = "percent-steps"
 """Runs recorded before it upsert VariaCompleted/VariaPercent after every finished render; newer
 runs only when the whole percent moves (a 10,000-variation job: about 100 upserts, not one per
 workflow task, each an event in its history)."""
+STRICT_REQUEST_PATCH = "strict-request"
+"""Runs recorded before it read their request with lax types (`"2"` as 2) and ignored a
+misspelt field; newer runs refuse both (`validation.parse_request`)."""
 PAUSE_WHEN_DONE_PATCH = "pause-when-done"
 """Runs recorded before it paused even when the pause left nothing to render (the last renders
 finished anyway): paused at 100 % with no manifest until resumed. Newer runs end the job."""
@@ -245,17 +254,27 @@ class VariationJob:
     # ---- the run ---------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, request: JobRequest | Any, carry: JobCarry | None = None) -> JobResult:
-        """Run the job (or, after continue-as-new, its next chunk) to its end."""
+    async def run(self, request: Any, carry: JobCarry | None = None) -> JobResult:
+        """Run the job (or, after continue-as-new, its next chunk) to its end.
+
+        `request` arrives as its JSON object: `parse_request` reads it (strictly, in runs
+        with patch "strict-request"), so every bad request is refused with a clear error.
+        """
         self._job_id = workflow.info().workflow_id
         try:
-            job = parse_request(request)
+            job = parse_request(request, strict=workflow.patched(STRICT_REQUEST_PATCH))
             check_job_id(self._job_id)
         except RequestError as err:
             self._state = "failed"
             workflow.logger.warning("job %s refused: %s", self._job_id, err)  # not on replay
             # details[0] is None, as for every failure that has no result (the README's parent)
             raise ApplicationError(str(err), None, type=BAD_REQUEST, non_retryable=True) from None
+        if isinstance(request, dict) and (ignored := ignored_fields(request)):
+            workflow.logger.warning(  # a newer caller's option this worker cannot honour
+                "job %s: ignoring request fields this version does not know: %s",
+                self._job_id,
+                ", ".join(ignored),
+            )
         job = self._with_seed(job)
         self._total = len(job.inputs) * job.variations
         self._variations = job.variations
