@@ -369,3 +369,29 @@ async def test_a_job_over_the_total_cap_is_refused_before_anything_is_made(
     assert isinstance(cause, ApplicationError) and cause.type == BAD_REQUEST
     assert "10,000,000 outputs" in cause.message and "several jobs" in cause.message
     assert not job.dir.exists()
+
+
+@pytest.mark.parametrize("allowed", [True, False], ids=["dir-made", "dir-not-allowed"])
+async def test_a_job_cancelled_before_any_worker_took_it_ends_with_its_manifest(
+    client: Client, settings: Settings, task_queue: str, tmp_path: Path, allowed: bool
+) -> None:
+    """Cancelled before prepare ran: the job dir is made without probing (the input here does
+    not even exist) for the `cancelled` manifest; where no dir may be made, nothing is."""
+    out_dir = tmp_path / "out"
+    job_id = f"early-{uuid.uuid4().hex[:8]}"
+    request = JobRequest(
+        inputs=[str(tmp_path / "not-there.mp4")], variations=2, output_dir=str(out_dir)
+    )
+    handle = await start_job(client, task_queue, job_id, request)
+    await handle.cancel()  # no worker polls the queue yet: the job has not started
+    roots = [] if allowed else [tmp_path / "elsewhere"]
+    async with build_worker(client, settings.model_copy(update={"allowed_output_roots": roots})):
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert isinstance(failure.value.cause, CancelledError)
+    if not allowed:
+        assert not out_dir.exists()
+        return
+    manifest = assert_manifest_matches_disk(out_dir / job_id)
+    assert (manifest["state"], manifest["outputs"], manifest["completed"]) == ("cancelled", [], 0)
+    assert manifest["total"] == 2

@@ -73,7 +73,9 @@ class JobActivities:
 
     @activity.defn(name=names.PREPARE)
     async def prepare(self, request: PrepareRequest) -> PreparedJob:
-        """Confine the paths, create the job directory with its marker, probe every input."""
+        """Confine the paths, create the job directory with its marker, probe every input
+        (unless `probe` is off: a job cancelled before it started only needs its directory,
+        for the manifest that says so)."""
         try:  # `variations` is None in the requests of older workflow code
             check_total(len(request.inputs), request.variations or 1)
         except RequestError as err:  # before anything is made
@@ -92,6 +94,8 @@ class JobActivities:
                 )
         except jobdir.ConfinementError as err:
             raise errors.confinement_failure(err) from None
+        if not request.probe:
+            return PreparedJob(job_dir=str(job_dir), media=[])
         probed = []
         limits = self.settings.input_limits()
         async with KeepBeating() as beating:

@@ -473,6 +473,10 @@ class PrepareRequest(BaseModel):
         default=None,
         description="First run id of the workflow execution chain (None: older workflow code).",
     )
+    probe: bool = Field(
+        default=True,
+        description="False: only make the job directory (a job cancelled before it started).",
+    )
 
 
 class PreparedJob(BaseModel):

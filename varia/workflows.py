@@ -112,6 +112,9 @@ workflow task, each an event in its history)."""
 STRICT_REQUEST_PATCH = "strict-request"
 """Runs recorded before it read their request with lax types (`"2"` as 2) and ignored a
 misspelt field; newer runs refuse both (`validation.parse_request`)."""
+EARLY_CANCEL_MANIFEST_PATCH = "early-cancel-manifest"
+"""Runs recorded before it ended a job cancelled before prepare with no job directory and no
+manifest; newer runs make the directory (no probing) and write the `cancelled` manifest."""
 PAUSE_WHEN_DONE_PATCH = "pause-when-done"
 """Runs recorded before it paused even when the pause left nothing to render (the last renders
 finished anyway): paused at 100 % with no manifest until resumed. Newer runs end the job."""
@@ -334,9 +337,10 @@ class VariationJob:
         self._seed = job.seed
         return job
 
-    async def _prepare(self, job: JobRequest) -> PreparedJob:
+    async def _prepare(self, job: JobRequest, *, probe: bool = True) -> PreparedJob:
         """Run prepare to its end even if a cancel arrives: cleanup needs the job dir it made
-        (`run` re-raises the cancel once it has the job dir; a failure is a prepare failure)."""
+        (`run` re-raises the cancel once it has the job dir; a failure is a prepare failure).
+        `probe=False` only makes the job dir (`_dir_for_early_cancel`)."""
         preparing = workflow.start_activity_method(
             JobActivities.prepare,
             PrepareRequest(
@@ -345,6 +349,7 @@ class VariationJob:
                 output_dir=job.output_dir,
                 variations=job.variations,
                 chain=_chain(),
+                probe=probe,
             ),
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,
@@ -364,6 +369,8 @@ class VariationJob:
     ) -> JobResult:
         if outcome is None:
             outcome = self._final_state(cancelled=cancel is not None)
+        if self._job_dir is None and cancel is not None:
+            await self._dir_for_early_cancel(job)
         if self._job_dir is None:  # nothing was created: nothing to clean
             self._set_state(outcome)
             return self._raise_or_return(outcome, cancel, None)
@@ -387,6 +394,22 @@ class VariationJob:
         self._outcome_lines = outcome_lines(self._result) if self._result else []
         self._set_state(outcome)
         return self._raise_or_return(outcome, cancel, self._result)
+
+    async def _dir_for_early_cancel(self, job: JobRequest) -> None:
+        """A job cancelled before prepare ran still ends with its manifest (the contract): make
+        its directory without probing (patch "early-cancel-manifest"). If it cannot be made
+        (say the output dir is not allowed), the job ends cancelled with nothing written."""
+        if not workflow.patched(EARLY_CANCEL_MANIFEST_PATCH):
+            return
+        self._set_state("cancelling")
+        try:
+            self._job_dir = (await self._prepare(job, probe=False)).job_dir
+        except ActivityError as err:
+            workflow.logger.warning(  # not on replay
+                "job %s cancelled before it started; no job directory: %s",
+                self._job_id,
+                cause_message(err),
+            )
 
     def _final_state(self, cancelled: bool) -> FinalState:
         if self._completed == self._total:
