@@ -134,7 +134,7 @@ async def test_parent_reads_the_childs_failure_as_json(
     parent = await start_parent(plain_client, parent_queue, settings, job, parent_id)
     result = await parent.result()
     assert result["ok"] is False
-    assert result["type"] == errors.JOB_FAILED
+    assert result["type"] == errors.BAD_INPUT  # an input refused, not renders failed
     assert missing in result["error"]
     [details] = result["details"]
     assert details["state"] == "failed" and details["total"] == 2

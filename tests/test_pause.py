@@ -14,8 +14,10 @@ from temporalio.client import (
     Client,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowUpdateFailedError,
     WorkflowUpdateStage,
 )
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from tests.conftest import Clips
@@ -33,6 +35,7 @@ from varia import names
 from varia.client.errors import NotPausable
 from varia.client.jobs import Jobs
 from varia.config import Settings, render_task_queue
+from varia.errors import UPDATE_REFUSED
 from varia.models import JobRequest, JobResult, Progress, RenderResult, RenderTask
 from varia.processes import ProcessIdentity
 from varia.search_attributes import VARIA_STATE
@@ -115,11 +118,18 @@ async def test_pause_then_resume_renders_each_variation_once(paced_job: Job, cli
 
 async def test_cancel_of_a_paused_job_cancels_it_cleanly(paced_job: Job, clips: Clips) -> None:
     handle = await paced_job.start_rendering([clips.long], 2)
+    with pytest.raises(WorkflowUpdateFailedError) as refused:  # a caller can match its type
+        await handle.execute_update(names.RESUME_UPDATE, result_type=Progress)
+    assert isinstance(refused.value.cause, ApplicationError)
+    assert (refused.value.cause.type, refused.value.cause.non_retryable) == (UPDATE_REFUSED, True)
+    assert "not paused; there is nothing to resume" in refused.value.cause.message
     progress = await handle.execute_update(names.PAUSE_UPDATE, result_type=Progress)
     assert progress.state == "paused" and progress.paused
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
         await handle.result()
+    closed = await handle.query(names.PROGRESS_QUERY, result_type=Progress)
+    assert (closed.state, closed.paused) == ("cancelled", False)  # no longer paused: ended
     manifest = assert_manifest_matches_disk(paced_job.dir)
     assert (manifest["state"], manifest["completed"]) == ("cancelled", 0)
     assert partials(paced_job.dir) == []

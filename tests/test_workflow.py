@@ -28,7 +28,7 @@ from tests.helpers import (
 )
 from varia import names
 from varia.config import Settings
-from varia.errors import BAD_REQUEST
+from varia.errors import BAD_INPUT, BAD_REQUEST
 from varia.ffmpeg.argv import build_render_argv
 from varia.models import JobRequest, MediaInfo
 from varia.recipes import make_recipe
@@ -260,8 +260,11 @@ async def test_bad_input_fails_naming_the_file(
     bad, message = _bad_inputs(tmp_path / "bad", clips)[kind]
     with pytest.raises(WorkflowFailureError) as failure:
         await job.run([clips.short, bad], 1)
-    text = str(failure.value.cause)
-    assert str(bad) in text and message in text, text
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert (cause.type, cause.non_retryable) == (BAD_INPUT, True)  # not "JobFailed"
+    assert str(bad) in cause.message and message in cause.message, cause.message
+    assert not cause.message.startswith("BadInput")  # said once, by the type
     manifest = read_manifest(job.dir)
     assert manifest["state"] == "failed"
     assert manifest["outputs"] == []

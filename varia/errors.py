@@ -51,6 +51,9 @@ OUTPUT_INVALID = "OutputInvalid"
 """The output did not pass the check (retried)."""
 JOB_FAILED = "JobFailed"
 """The workflow's failure when variations failed."""
+UPDATE_REFUSED = "UpdateRefused"
+"""A `pause`, `resume` or `drain` the job cannot take in its state (the message says why);
+the job is unchanged, and asking again in the same state is refused again."""
 
 NON_RETRYABLE_TYPES = (BAD_INPUT, NO_SPACE, BAD_REQUEST, OUTPUT_DIR_UNUSABLE, LEDGER_CORRUPT)
 """The types the activities' retry policies never retry."""

@@ -36,10 +36,12 @@ with workflow.unsafe.imports_passed_through():
         run_to_end_in_workflow,
     )
     from varia.errors import (
+        BAD_INPUT,
         BAD_REQUEST,
         JOB_FAILED,
         NO_SPACE,
         PREPARE_REFUSALS,
+        UPDATE_REFUSED,
         cause_message,
         counts_as_stopped,
         error_type,
@@ -115,6 +117,9 @@ misspelt field; newer runs refuse both (`validation.parse_request`)."""
 EARLY_CANCEL_MANIFEST_PATCH = "early-cancel-manifest"
 """Runs recorded before it ended a job cancelled before prepare with no job directory and no
 manifest; newer runs make the directory (no probing) and write the `cancelled` manifest."""
+BAD_INPUT_PATCH = "bad-input-type"
+"""Runs recorded before it failed a job whose input prepare refused as `JobFailed` ("BadInput:
+…"); newer runs fail it as `BadInput`, so a caller can tell a bad input from failed renders."""
 PAUSE_WHEN_DONE_PATCH = "pause-when-done"
 """Runs recorded before it paused even when the pause left nothing to render (the last renders
 finished anyway): paused at 100 % with no manifest until resumed. Newer runs end the job."""
@@ -181,7 +186,7 @@ class VariationJob:
             ],
             errors=list(self._errors),
             eta_s=self._eta_s(),
-            paused=self._paused,
+            paused=self._paused and self._state not in _PAUSE_SETTLED - {"paused"},
             manifest=self._result.manifest if self._result else None,
             removed=self._result.removed if self._result else None,
             queued=len(self._running) - len(heads),
@@ -220,9 +225,9 @@ class VariationJob:
     @pause.validator
     def _validate_pause(self) -> None:
         if self._state in _PAUSE_SETTLED - {"paused"} or self._cancel_requested:
-            raise ValueError(f"job is {self._state}; there is nothing to pause")
+            raise _refused(f"job is {self._state}; there is nothing to pause")
         if self._draining:
-            raise ValueError("job is draining; it ends once its running renders finish")
+            raise _refused("job is draining; it ends once its running renders finish")
 
     @workflow.update(name=names.RESUME_UPDATE)
     def resume(self) -> Progress:
@@ -235,7 +240,7 @@ class VariationJob:
     @resume.validator
     def _validate_resume(self) -> None:
         if not self._paused:
-            raise ValueError(f"job is {self._state}, not paused; there is nothing to resume")
+            raise _refused(f"job is {self._state}, not paused; there is nothing to resume")
 
     @workflow.update(name=names.DRAIN_UPDATE)
     def drain(self) -> Progress:
@@ -252,7 +257,7 @@ class VariationJob:
     @drain.validator
     def _validate_drain(self) -> None:
         if self._state in ("cancelled", "completed", "failed", "drained", "cleaning"):
-            raise ValueError(f"job is {self._state}; there is nothing to drain")
+            raise _refused(f"job is {self._state}; there is nothing to drain")
 
     # ---- the run ---------------------------------------------------------------------
 
@@ -316,10 +321,13 @@ class VariationJob:
                 self._cancel_requested = True
             else:
                 refused = error_type(err) in PREPARE_REFUSALS  # nothing written: fail as that
-                self._remember_error(own_message(err) if refused else cause_message(err))
+                bad_input = error_type(err) == BAD_INPUT and workflow.patched(BAD_INPUT_PATCH)
+                self._remember_error(
+                    own_message(err) if refused or bad_input else cause_message(err)
+                )
                 outcome = "failed"
                 self._job_dir = self._job_dir or job_dir_from_failure(err)
-                if refused:
+                if refused or bad_input:
                     self._failure_type = error_type(err) or self._failure_type
         return await self._end(job, stems, outcome, cancel)
 
@@ -764,6 +772,11 @@ class VariationJob:
 
     def _remember_error(self, message: str) -> None:
         self._errors = [*self._errors, message][-MAX_ERRORS_KEPT:]
+
+
+def _refused(reason: str) -> ApplicationError:
+    """An update's refusal: typed, so callers can match it, and not retryable."""
+    return ApplicationError(reason, type=UPDATE_REFUSED, non_retryable=True)
 
 
 def _chain() -> str:

@@ -109,7 +109,7 @@ async def check_closed(client: Client, ex: Execution) -> None:
     if ex.bad:
         assert closed.status == "FAILED" or (closed.status == "CANCELED" and cancelled)
         if closed.status == "FAILED":
-            assert closed.failure_type == errors.JOB_FAILED, closed
+            assert closed.failure_type == errors.BAD_INPUT, closed
             named = [path for path, c in zip(ex.inputs, ex.clips, strict=True) if c is None]
             assert any(path in closed.failure_message for path in named), closed.failure_message
         assert sum(run.renders_scheduled for run in runs) == 0, "a bad request rendered"
