@@ -11,7 +11,7 @@ REGISTERED = (
     "OUTPUT_DIR_UNUSABLE=OutputDirUnusable LEDGER_CORRUPT=LedgerCorrupt "
     "STOPPED_FOR_CANCEL=StoppedForCancel WORKER_SHUTDOWN=WorkerShutdown STALLED=Stalled "
     "FFMPEG_FAILED=FFmpegFailed OUTPUT_INVALID=OutputInvalid OUT_OF_BOUNDS=OutOfBounds "
-    "JOB_FAILED=JobFailed UPDATE_REFUSED=UpdateRefused"
+    "JOB_FAILED=JobFailed UPDATE_REFUSED=UpdateRefused WORKFLOW_GONE=WorkflowGone"
 )
 
 

@@ -129,6 +129,7 @@ def failure_record(err: BaseException) -> logging.LogRecord:
         ),
         (errors.stopped_for_cancel("/a.mp4 variation 1"), False),
         (errors.worker_shutdown("/a.mp4 variation 1: FFmpeg stopped"), False),
+        (errors.workflow_gone("/a.mp4 variation 1"), False),
         (ApplicationError("FFmpeg exited with code 1", type=errors.FFMPEG_FAILED), True),
         (KeyError("a bug"), True),
         (RuntimeError("a bug"), True),
@@ -147,6 +148,10 @@ def test_only_expected_failures_lose_their_traceback(err: BaseException, kept: b
         (
             errors.worker_shutdown("/a.mp4 variation 1: FFmpeg stopped (worker shutting down)"),
             "a_v001.mp4 stopped after 1.5 s: the worker is shutting down (retried elsewhere)",
+        ),
+        (
+            errors.workflow_gone("/a.mp4 variation 1"),
+            "a_v001.mp4 stopped after 1.5 s: the job was terminated or timed out",
         ),
     ],
 )

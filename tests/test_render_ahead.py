@@ -8,6 +8,7 @@ server, real FFmpeg.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -144,13 +145,20 @@ async def test_a_drain_starts_none_of_the_queued_renders(
 
 
 async def test_a_terminate_starts_none_of_the_queued_renders(
-    client: Client, settings: Settings, job_id: str, clips: Clips, out_dir: Path, tmp_path: Path
+    client: Client,
+    settings: Settings,
+    job_id: str,
+    clips: Clips,
+    out_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A terminate cancels nothing the workflow could see: each running render learns from its
     heartbeat that the workflow is gone and stops FFmpeg. It then leaves its slot without
     ending its turn, so the render queued behind it starts no FFmpeg for a job nobody waits
     for (it did, 1-2 s after the terminate, found by an operator's review); it stops at its
     own next heartbeat."""
+    caplog.set_level(logging.INFO)
     script, log = span_logging_ffmpeg(tmp_path, str(paced_ffmpeg(tmp_path)))
     paced = settings.model_copy(update={"ffmpeg": str(script), "max_concurrent_renders": 4})
     mine = activities.JobActivities(paced)
@@ -161,6 +169,10 @@ async def test_a_terminate_starts_none_of_the_queued_renders(
         await wait_for(lambda: len(mine.job_slots) == 0, what="every render of the job to end")
     assert len(_started(log)) == 2, _started(log)  # the queued two never started FFmpeg
     assert processes_mentioning(str(out_dir / job_id)) == []
+    failed = [r for r in caplog.records if "Completing activity as failed" in r.getMessage()]
+    assert [r for r in failed if r.levelno >= logging.WARNING] == []  # no traceback per render
+    stopped = [r.getMessage() for r in caplog.records if r.name == "varia.jobs"]
+    assert sum("the job was terminated or timed out" in m for m in stopped) >= 2, stopped
 
 
 async def _two_running_two_queued(

@@ -123,6 +123,11 @@ class JobActivities:
                     with_default_threads(task, self.settings.ffmpeg_threads)
                 )
                 return await run_to_end(asyncio.to_thread(output_record.keep, job_dir, result))
+        except asyncio.CancelledError:
+            if workflow_gone():  # not a failure: said in one line (`joblog`), no traceback
+                label = f"{task.media.path} variation {task.variation}"
+                raise errors.workflow_gone(label) from None
+            raise
         finally:
             if task.slot is not None:  # however it ended, the render after it may go, unless
                 # nobody waits for the job any more (`workflow_gone`): then it stays put

@@ -51,6 +51,9 @@ OUTPUT_INVALID = "OutputInvalid"
 """The output did not pass the check (retried)."""
 JOB_FAILED = "JobFailed"
 """The workflow's failure when variations failed."""
+WORKFLOW_GONE = "WorkflowGone"
+"""A render stopped because its workflow is gone (terminated or timed out): nobody waits for
+its result (benign; the janitor writes the job's manifest)."""
 UPDATE_REFUSED = "UpdateRefused"
 """A `pause`, `resume` or `drain` the job cannot take in its state (the message says why);
 the job is unchanged, and asking again in the same state is refused again."""
@@ -122,6 +125,16 @@ def stopped_for_cancel(label: str) -> ApplicationError:
     return ApplicationError(
         f"{label}: stopped (the job was cancelled or paused)",
         type=STOPPED_FOR_CANCEL,
+        non_retryable=True,
+        category=ApplicationErrorCategory.BENIGN,
+    )
+
+
+def workflow_gone(label: str) -> ApplicationError:
+    """A render stopped because its workflow is gone: one INFO line, no traceback."""
+    return ApplicationError(
+        f"{label}: stopped (its job was terminated or timed out)",
+        type=WORKFLOW_GONE,
         non_retryable=True,
         category=ApplicationErrorCategory.BENIGN,
     )

@@ -92,6 +92,12 @@ def _failed(request: object, err: BaseException, seconds: float) -> None:
     if isinstance(request, RenderTask) and kind == errors.STOPPED_FOR_CANCEL:
         log.info("job %s: %s cancelled after %.1f s", _job(), request.output_name, seconds)
         return
+    if isinstance(request, RenderTask) and kind == errors.WORKFLOW_GONE:
+        log.info(
+            "job %s: %s stopped after %.1f s: the job was terminated or timed out",
+            *(_job(), request.output_name, seconds),
+        )
+        return
     if isinstance(request, RenderTask) and kind == errors.WORKER_SHUTDOWN:
         log.info(
             "job %s: %s stopped after %.1f s: the worker is shutting down (retried elsewhere)",
