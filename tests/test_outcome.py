@@ -110,5 +110,6 @@ async def test_bounds_no_recipe_fits_fails_the_job_naming_them(
     assert isinstance(cause, ApplicationError) and cause.type == errors.JOB_FAILED
     assert "1 of 1 variations failed" in cause.message
     assert "variation 0: no recipe within SSIM from 0.999 to 1 after 2 attempt(s)" in cause.message
+    assert cause.message.count(f"{clips.silent} variation 0") == 1  # named once, not twice
     manifest = assert_manifest_matches_disk(out_dir / job_id)
     assert (manifest["outputs"], manifest["sheets"], manifest["failed"]) == ([], [], 1)

@@ -48,9 +48,12 @@ def render_priority(job: JobRequest, job_id: str, on: bool) -> Priority:
     return Priority(priority_key=job.priority, fairness_key=key)
 
 
-async def push_stop(only: set[str] | None = None) -> list[asyncio.Task[list[str]]]:
+async def push_stop(
+    only: set[str] | None = None, why: str = "cancel"
+) -> list[asyncio.Task[list[str]]]:
     """Push the cancel to the workers running this run's renders (best effort); `only`: to
-    these render activity ids alone. Returns the pushes: each ends with the ids its worker
+    these render activity ids alone; `why` names the reason in its summary (cancel, pause,
+    drain). Returns the pushes: each ends with the ids its worker
     found running (`push_missed_again` reads them).
 
     A local activity reads each pending render's stop queue (from its worker identity, or its
@@ -81,7 +84,7 @@ async def push_stop(only: set[str] | None = None) -> list[asyncio.Task[list[str]
             schedule_to_close_timeout=PUSH_TIMEOUT,
             retry_policy=ONCE,
             cancellation_type=workflow.ActivityCancellationType.ABANDON,
-            summary=f"stop {', '.join(activity_ids)} at once (cancel)",
+            summary=f"stop {', '.join(activity_ids)} at once ({why})",
         )
         pushed.add_done_callback(_ignore_outcome)
         pushes.append(pushed)

@@ -534,7 +534,7 @@ class VariationJob:
         for handle in running:
             handle.cancel()
         if running and workflow.patched(PUSH_CANCEL_PATCH):
-            await push_stop()  # renders stop at once, not at their next heartbeat
+            await push_stop(why="pause")  # renders stop at once, not at their next heartbeat
         stopped: list[RenderTask] = []
         for handle, task in list(running.items()):
             await workflow.wait_condition(handle.done)
@@ -634,9 +634,10 @@ class VariationJob:
                 outcome = "failed"
                 self._failed += 1
                 self._halted = self._halted or error_type(err) == NO_SPACE
+                label, message = f"{task.media.path} variation {task.variation}", cause_message(err)
                 self._remember_error(
-                    f"{task.media.path} variation {task.variation}: {cause_message(err)}"
-                )
+                    message if f"{label}:" in message else f"{label}: {message}"
+                )  # said once: the render's own message may name them already
         else:
             outcome = "completed"
             self._results.append(result)
@@ -845,6 +846,7 @@ async def _drop_queued(
                 names.render_activity_id(t.input_index, t.variation)
                 for t in map(running.get, behind)
                 if t
-            }
+            },
+            why="drain",
         )
     return behind
