@@ -21,6 +21,8 @@ PATHS = (
     "continue-as-new",
     "cancelled-during-prepare",
     "cancel-pushed-again",
+    "refused-request",
+    "cancelled-before-start",
 )
 """The paths through `VariationJob` that must keep replaying."""
 

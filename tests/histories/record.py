@@ -315,6 +315,29 @@ async def cancel_pushed_again(lab: Lab) -> list[WorkflowHistory]:
     return await _chain(lab.client, handle)
 
 
+async def refused_request(lab: Lab) -> list[WorkflowHistory]:
+    """`"variations": "2"`: refused before anything is made (strict types), the job fails."""
+    queue = _queue()
+    async with build_worker(lab.client, lab.settings(queue)):
+        handle = await lab.start("refused-request", queue, lab.request(1) | {"variations": "2"})
+        assert await _closed(handle) == WorkflowExecutionStatus.FAILED
+    assert not (Path(lab.request(1)["output_dir"]) / handle.id).exists()
+    return await _chain(lab.client, handle)
+
+
+async def cancelled_before_start(lab: Lab) -> list[WorkflowHistory]:
+    """Cancelled before any worker took the job: its directory is made (no probing) and
+    cleanup writes the `cancelled` manifest."""
+    queue = _queue()
+    handle = await lab.start("cancelled-before-start", queue, lab.request(2))
+    await handle.cancel()
+    async with build_worker(lab.client, lab.settings(queue)):
+        assert await _closed(handle) == WorkflowExecutionStatus.CANCELED
+    manifest = Path(lab.request(2)["output_dir"]) / handle.id / names.MANIFEST_NAME
+    assert manifest.is_file(), "no manifest"
+    return await _chain(lab.client, handle)
+
+
 RECORDERS: dict[str, Callable[[Lab], Awaitable[list[WorkflowHistory]]]] = {
     "completed": completed,
     "cancelled-mid-render": cancelled_mid_render,
@@ -325,6 +348,8 @@ RECORDERS: dict[str, Callable[[Lab], Awaitable[list[WorkflowHistory]]]] = {
     "continue-as-new": continue_as_new,
     "cancelled-during-prepare": cancelled_during_prepare,
     "cancel-pushed-again": cancel_pushed_again,
+    "refused-request": refused_request,
+    "cancelled-before-start": cancelled_before_start,
 }
 assert tuple(RECORDERS) == PATHS
 
