@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-from varia import jobdir, ledger, names
+from varia import errors, jobdir, ledger, names
 from varia.models import Manifest, RenderResult
 
 
@@ -37,8 +38,63 @@ def test_open_refuses_another_jobs_dir_and_a_symlink(tmp_path: Path) -> None:
         jobdir.open_job_dir(tmp_path / "out", "job-2")
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "out" / "job-3").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(jobdir.ConfinementError, match="is a symlink"):
+    with pytest.raises(jobdir.JobDirTaken, match="is taken by a symlink"):
         jobdir.open_job_dir(tmp_path / "out", "job-3")
+
+
+def test_open_refuses_an_output_dir_inside_a_job_dir(tmp_path: Path) -> None:
+    """A job whose output_dir is (inside) another job's directory would put its own directory
+    there, say at `manifest.json`: the other job could then never write its manifest."""
+    job_dir = make_job(tmp_path, "job-1")
+    for output_dir in (job_dir, job_dir / "deeper" / "still"):
+        with pytest.raises(jobdir.JobDirTaken, match="is inside the job directory"):
+            jobdir.open_job_dir(output_dir, "manifest.json")
+    assert sorted(p.name for p in job_dir.iterdir()) == [names.MARKER_NAME]
+    assert errors.confinement_failure(jobdir.JobDirTaken("x")).type == errors.BAD_REQUEST
+
+
+def test_a_job_dir_whose_marker_cannot_be_written_is_not_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills between making the directory and writing its marker: the directory is
+    removed, so the retry makes it afresh instead of refusing it as not the job's."""
+    real = jobdir._write_atomic
+
+    def full(directory: Path, name: str, data: bytes) -> Path:
+        (directory / names.atomic_temp_name(name)).write_bytes(data[:3])  # half written
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(jobdir, "_write_atomic", full)
+    with pytest.raises(OSError, match="No space left"):
+        jobdir.open_job_dir(tmp_path / "out", "job-1", "chain-1")
+    assert list((tmp_path / "out").iterdir()) == []
+    failure = errors.write_failure("x", OSError(errno.ENOSPC, "No space left on device"))
+    assert failure is not None and failure.type == errors.NO_SPACE
+    monkeypatch.setattr(jobdir, "_write_atomic", real)
+    job_dir = jobdir.open_job_dir(tmp_path / "out", "job-1", "chain-1")  # the retry
+    assert jobdir.read_marker(job_dir) == jobdir.Marker("job-1", "chain-1")
+
+
+def test_a_directory_at_the_manifests_name_is_a_clear_error(tmp_path: Path) -> None:
+    job_dir = make_job(tmp_path, "job-1")
+    (job_dir / names.MANIFEST_NAME).mkdir()
+    (job_dir / names.MANIFEST_NAME / "theirs.txt").write_text("kept")
+    with pytest.raises(jobdir.NameTaken, match="is a directory varia did not make"):
+        jobdir.write_manifest(
+            job_dir,
+            Manifest(
+                job_id="job-1",
+                state="completed",
+                seed=1,
+                total=0,
+                completed=0,
+                failed=0,
+                outputs=[],
+                removed=[],
+            ),
+        )
+    assert (job_dir / names.MANIFEST_NAME / "theirs.txt").read_text() == "kept"
+    assert errors.confinement_failure(jobdir.NameTaken("x")).type == errors.OUTPUT_DIR_UNUSABLE
 
 
 def test_sweep_deletes_only_the_jobs_own_unfinished_files(tmp_path: Path) -> None:

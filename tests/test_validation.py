@@ -162,11 +162,19 @@ def test_not_an_object() -> None:
         ("-x", "starts with '-'"),
         ("a\nb", "control"),
         ("x" * 201, "longer"),
+        ("😀" * 100, "400 bytes long in UTF-8; at most 200"),
+        (" ", "white space"),
+        ("job ", "white space"),
+        ("a\x7fb", "U\\+007F"),
+        ("a\u2028b", "U\\+2028"),
+        ("evil\u202egnp.mp4", "text-direction"),
     ],
 )
 def test_unsafe_job_ids(job_id: str, message: str) -> None:
     with pytest.raises(RequestError, match=message):
         check_job_id(job_id)
+    if message in ("400 bytes long in UTF-8; at most 200", "white space", "text-direction"):
+        check_job_id(job_id, strict=False)  # runs started before these rules replay as they ran
 
 
 def test_safe_job_id() -> None:

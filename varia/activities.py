@@ -94,6 +94,8 @@ class JobActivities:
                 )
         except jobdir.ConfinementError as err:
             raise errors.confinement_failure(err) from None
+        except OSError as err:  # a full or read-only disk: said as such, not retried
+            raise errors.write_failure(str(output_dir / request.job_id), err) or err from None
         if not request.probe:
             return PreparedJob(job_dir=str(job_dir), media=[])
         probed = []

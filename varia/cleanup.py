@@ -94,7 +94,10 @@ def clean_up_job(request: CleanupRequest) -> JobResult:
         sheets=sheets,
         quality=_summary(outputs),
     )
-    path = jobdir.write_manifest(job_dir, manifest)
+    try:
+        path = jobdir.write_manifest(job_dir, manifest)
+    except jobdir.NameTaken as err:  # a directory at its name: not retried, said plainly
+        raise errors.confinement_failure(err) from None
     for name in kept_records:  # in the manifest now (a retry reads them back from there)
         with contextlib.suppress(FileNotFoundError):
             (job_dir / name).unlink()

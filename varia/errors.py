@@ -78,11 +78,11 @@ def bad_input(message: str, *details: object) -> ApplicationError:
 
 def confinement_failure(err: ConfinementError) -> ApplicationError:
     """The non-retryable error for a refused path or job directory, typed by its class."""
-    from varia.jobdir import JobDirTaken, OutputDirUnusable
+    from varia.jobdir import JobDirTaken, NameTaken, OutputDirUnusable
 
     if isinstance(err, JobDirTaken):
         kind = BAD_REQUEST
-    elif isinstance(err, OutputDirUnusable):
+    elif isinstance(err, NameTaken | OutputDirUnusable):
         kind = OUTPUT_DIR_UNUSABLE
     else:
         kind = BAD_INPUT

@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import stat
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,10 @@ class JobDirTaken(ConfinementError):
     """The job directory belongs to an earlier execution under the same workflow id."""
 
 
+class NameTaken(ConfinementError):
+    """A name varia writes in the job directory is taken by a directory it did not make."""
+
+
 class OutputDirUnusable(ConfinementError):
     """`output_dir` cannot hold the job directory: not a directory, or not writable."""
 
@@ -60,12 +65,24 @@ class Marker:
     chain: str | None = None
 
 
-def job_id_problem(job_id: str) -> str | None:
-    """Why `job_id` is unsafe as one directory name, or None if it is safe (pure)."""
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e") | frozenset(
+    "\u2066\u2067\u2068\u2069"
+)
+"""Characters that reorder how a name is shown (a name could read as another)."""
+
+
+def job_id_problem(job_id: str, *, strict: bool = True) -> str | None:
+    """Why `job_id` is unsafe as one directory name, or None if it is safe (pure).
+
+    `strict=False`: the rules before byte lengths, C1/line-separator/bidi characters and
+    surrounding white space were checked (the workflow replays older runs with them).
+    """
     if not job_id:
         return "the job id is empty"
     if len(job_id) > _JOB_ID_MAX:
         return f"the job id is longer than {_JOB_ID_MAX} characters"
+    if strict and (problem := _strict_id_problem(job_id)):
+        return problem
     if job_id in {".", ".."}:
         return f"the job id {job_id!r} is a relative directory reference"
     if "/" in job_id or "\\" in job_id:
@@ -76,6 +93,20 @@ def job_id_problem(job_id: str) -> str | None:
         return f"the job id {job_id!r} starts with '-'"
     if any(ord(ch) < 32 for ch in job_id):
         return "the job id contains a control character"
+    return None
+
+
+def _strict_id_problem(job_id: str) -> str | None:
+    size = len(job_id.encode("utf-8", "surrogatepass"))
+    if size > _JOB_ID_MAX:  # a directory name holds 255 bytes, not characters
+        return f"the job id is {size} bytes long in UTF-8; at most {_JOB_ID_MAX}"
+    if job_id != job_id.strip():
+        return f"the job id {job_id!r} starts or ends with white space"
+    for char in job_id:
+        if 0x7F <= ord(char) < 0xA0 or unicodedata.category(char) in ("Zl", "Zp"):
+            return f"the job id contains a control or line-break character (U+{ord(char):04X})"
+        if char in _BIDI_CONTROLS:
+            return f"the job id contains a text-direction control character (U+{ord(char):04X})"
     return None
 
 
@@ -110,11 +141,20 @@ def open_job_dir(output_dir: Path, job_id: str, chain: str | None = None) -> Pat
     """
     problem = job_id_problem(job_id)
     if problem:
-        raise ConfinementError(problem)
+        raise JobDirTaken(f"invalid job id: {problem}")
+    owner = enclosing_job_dir(output_dir)  # before making it: nothing is made in there
+    if owner is not None:
+        raise JobDirTaken(
+            f"output_dir {str(output_dir)!r} is inside the job directory {str(owner)!r}: a job "
+            "directory holds only its own job's files; choose an output_dir outside it"
+        )
     _make_output_dir(output_dir)
     job_dir = output_dir / job_id
     if job_dir.is_symlink():
-        raise ConfinementError(f"job directory {str(job_dir)!r} is a symlink; refusing it")
+        raise JobDirTaken(
+            f"the job directory's name {str(job_dir)!r} is taken by a symlink; choose another "
+            "workflow id or output_dir"
+        )
     try:
         job_dir.mkdir(exist_ok=False)
     except FileExistsError:
@@ -122,8 +162,30 @@ def open_job_dir(output_dir: Path, job_id: str, chain: str | None = None) -> Pat
         return job_dir
     except OSError as err:
         raise _unusable(output_dir, err) from err
-    _write_marker(job_dir, Marker(job_id, chain))
+    try:
+        _write_marker(job_dir, Marker(job_id, chain))
+    except BaseException:
+        _unmake(job_dir)  # made by this call: a retry starts afresh, not "not created by"
+        raise
     return job_dir
+
+
+def enclosing_job_dir(path: Path) -> Path | None:
+    """The job directory `path` is (or lies inside), by its marker; None if none."""
+    for directory in (path, *path.parents):
+        if (directory / MARKER_NAME).is_file():
+            return directory
+    return None
+
+
+def _unmake(job_dir: Path) -> None:
+    """Remove a job directory this process has just made, with its half-written marker; a
+    directory holding anything else is left as it is."""
+    for name in (MARKER_NAME, atomic_temp_name(MARKER_NAME)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(job_dir / name)
+    with contextlib.suppress(OSError):
+        os.rmdir(job_dir)
 
 
 def _make_output_dir(output_dir: Path) -> None:
@@ -339,6 +401,12 @@ def _write_atomic(directory: Path, name: str, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         final = directory / name
+        if final.is_dir() and not final.is_symlink():
+            raise NameTaken(
+                f"{str(final)!r} is a directory varia did not make, where it writes its "
+                f"{name}; move it out of the job directory (varia never deletes what it did "
+                "not make)"
+            )
         os.replace(temp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

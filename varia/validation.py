@@ -209,8 +209,9 @@ def strength_bounds(request: JobRequest) -> StrengthBounds | None:
     )
 
 
-def check_job_id(job_id: str) -> None:
-    """Raise `RequestError` if the workflow id cannot be used as the job directory's name."""
-    problem = job_id_problem(job_id)
+def check_job_id(job_id: str, *, strict: bool = True) -> None:
+    """Raise `RequestError` if the workflow id cannot be used as the job directory's name
+    (`strict=False`: by the rules older runs were checked by, `job_id_problem`)."""
+    problem = job_id_problem(job_id, strict=strict)
     if problem:
         raise RequestError(f"invalid job id: {problem}")

@@ -270,8 +270,9 @@ class VariationJob:
         """
         self._job_id = workflow.info().workflow_id
         try:
-            job = parse_request(request, strict=workflow.patched(STRICT_REQUEST_PATCH))
-            check_job_id(self._job_id)
+            strict = workflow.patched(STRICT_REQUEST_PATCH)
+            job = parse_request(request, strict=strict)
+            check_job_id(self._job_id, strict=strict)
         except RequestError as err:
             self._state = "failed"
             workflow.logger.warning("job %s refused: %s", self._job_id, err)  # not on replay
