@@ -213,3 +213,37 @@ def test_property_one_ffmpeg_per_slot_in_scheduled_order(
         assert sorted(sequence) == expected, f"slot {slot}: every render had its turn once"
         if not early_ends:  # (a turn ended early lets the one after it go ahead of older ones)
             assert sequence == expected, f"slot {slot}: in the order scheduled"
+
+
+async def test_a_turn_the_disk_refused_is_written_once_it_can_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A render that ends while its turn cannot be written (full or read-only disk) leaves
+    the render queued behind it waiting; once the disk takes the write, that one goes on
+    (it waited forever, found by review)."""
+    from varia import job_slots
+
+    disk_full = True
+    refused = 0
+    real = job_slots._raise_turn
+
+    def refusing(path: str, order: int) -> None:
+        nonlocal refused
+        if disk_full:
+            refused += 1
+            raise OSError(30, "Read-only file system")
+        real(path, order)
+
+    monkeypatch.setattr(job_slots, "_raise_turn", refusing)
+    monkeypatch.setattr(job_slots, "TURN_RETRY_S", 0.01)
+    slots = JobSlots()
+    first = slots.try_acquire(tmp_path, 0, 0, None)
+    assert first is not None
+    behind = asyncio.create_task(slots.acquire(tmp_path, 0, 1, 0))
+    first()  # its turn ends, but the disk refuses the write
+    await wait_for(lambda: refused >= 3 or None, what="the retries to be refused too")
+    assert await _pending(behind)
+    disk_full = False
+    release = await wait_for(lambda: behind.result() if behind.done() else None, what="turn")
+    release()
+    assert len(slots) == 0

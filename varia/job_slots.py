@@ -35,6 +35,9 @@ log = logging.getLogger("varia.activities")
 TURN_POLL_S = 0.05
 """How often a render re-reads its slot's turn while the render it follows is in another
 process (one in this process wakes it at once)."""
+TURN_RETRY_S = 2.0
+"""How often a turn that could not be written (a full or read-only disk) is tried again: the
+renders queued behind it wait for it, and go on once the disk lets it be written."""
 
 
 class Release(Protocol):
@@ -109,14 +112,31 @@ class JobSlots:
         """Say that render `order`'s turn in the slot is over (idempotent): its FFmpeg exited,
         or its attempt ends without one. The render that follows it may start."""
         turn = str(job_dir / names.slot_turn_name(slot))
-        if order is not None:
-            try:
-                _raise_turn(turn, order)
-            except FileNotFoundError:
-                pass  # the job directory is gone: nobody waits
-            except OSError as err:  # a full disk: the render's own error says so
-                log.warning("could not end the turn of render %s in %s: %s", order, turn, err)
+        if order is not None and not _try_raise_turn(turn, order):
+            log.warning(  # a full disk: the render's own error says why
+                "could not end the turn of render %s in %s; trying again every %.0f s",
+                *(order, turn, TURN_RETRY_S),
+            )
+            self._retry_turn(turn, order)
         self._leave_turn(turn, order)
+
+    def _retry_turn(self, turn: str, order: int) -> None:
+        """Try to write the turn again every `TURN_RETRY_S` until it is written or the job
+        directory is gone: otherwise the renders queued behind it would wait forever, even
+        after the disk recovered (found by review: `chattr +i` on the job dir for 30 s)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a plain call): nothing can wait on it here
+
+        def again() -> None:
+            if _try_raise_turn(turn, order):
+                log.info("ended the turn of render %s in %s", order, turn)
+                self._turns.pop(turn, asyncio.Event()).set()
+            else:
+                loop.call_later(TURN_RETRY_S, again)
+
+        loop.call_later(TURN_RETRY_S, again)
 
     def leave_turn(self, job_dir: Path, slot: int, order: int | None) -> None:
         """This render's attempt ends without ending its turn: its workflow is gone, so the
@@ -175,6 +195,18 @@ def _read_turn(path: str) -> int:
         fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
         text = handle.read().strip()
     return int(text) if text.isdigit() else -1
+
+
+def _try_raise_turn(path: str, order: int) -> bool:
+    """`_raise_turn`; False if it could not be written now (True if the directory is gone:
+    nobody waits)."""
+    try:
+        _raise_turn(path, order)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _raise_turn(path: str, order: int) -> None:
