@@ -317,6 +317,16 @@ async def test_an_input_changed_since_its_probe_is_named_and_its_render_refused(
     with pytest.raises(MediaError, match="changed since the job probed it"):
         check_unchanged(info)
 
+    swap = tmp_path / "swap.mp4"  # another file, same size and time, moved to its path
+    shutil.copyfile(clips.short, source)
+    shutil.copyfile(clips.short, swap)
+    info = probe(str(source))
+    os.utime(swap, ns=(info.mtime_ns or 0, info.mtime_ns or 0))
+    os.replace(swap, source)
+    with pytest.raises(MediaError, match="was replaced by another file"):
+        check_unchanged(info)
+    check_unchanged(info.model_copy(update={"inode": None}))  # probed before inodes were kept
+
     job_dir = open_job_dir(tmp_path / "out", "job-changed")
     render = JobActivities(Settings()).render
     with pytest.raises(ApplicationError) as refused:

@@ -93,12 +93,14 @@ def probe(path: str, limits: InputLimits | None = None) -> MediaInfo:
         demuxer=demuxer,
         bytes=size,
         mtime_ns=probed.st_mtime_ns,
+        inode=(probed.st_dev, probed.st_ino),
     )
 
 
 def check_unchanged(info: MediaInfo) -> None:
-    """Raise `MediaError` if the input is no longer the file the job probed (its size or its
-    modification time changed): its renders would not match the plan made from the probe."""
+    """Raise `MediaError` if the input is no longer the file the job probed (its size, its
+    modification time or its inode changed: another file moved to its path is caught even
+    with the same size and time): its renders would not match the plan made from the probe."""
     if info.bytes is None or info.mtime_ns is None:
         return  # probed by older varia: nothing to compare
     label = f"input {info.path!r}"
@@ -111,6 +113,11 @@ def check_unchanged(info: MediaInfo) -> None:
             f"{label} changed since the job probed it ({info.bytes:,} bytes then, "
             f"{now.st_size:,} now); the job renders only the file it probed: start a new job "
             "for the new one"
+        )
+    if info.inode is not None and (now.st_dev, now.st_ino) != tuple(info.inode):
+        raise MediaError(
+            f"{label} was replaced by another file since the job probed it; the job renders "
+            "only the file it probed: start a new job for the new one"
         )
 
 

@@ -166,6 +166,11 @@ class MediaInfo(BaseModel):
     mtime_ns: int | None = Field(
         default=None, description="Its modification time when probed, ns (None: older)."
     )
+    inode: tuple[int, int] | None = Field(
+        default=None,
+        description="Its (device, inode) when probed: another file moved to its path is not it "
+        "(None: older).",
+    )
 
 
 class InputLimits(BaseModel):
