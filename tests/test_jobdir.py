@@ -316,3 +316,13 @@ def test_a_job_id_naming_a_file_in_output_dir_is_refused_as_a_bad_request(tmp_pa
     with pytest.raises(jobdir.JobDirTaken, match="taken by a file"):
         jobdir.open_job_dir(tmp_path, "clip_v000.mp4", "run-1")
     assert (tmp_path / "clip_v000.mp4").read_bytes() == b"an output"
+
+
+def test_a_job_whose_paths_would_be_too_long_is_refused_before_anything(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 250) / ("e" * 250)
+    job_dir = deep / "job-1"
+    jobdir.check_path_lengths(job_dir, ["clip"], 3)  # short enough
+    very = Path("/" + "/".join(["x" * 250] * 16)) / "job-1"  # 4,022 bytes: fits itself
+    with pytest.raises(jobdir.PathTooLong, match="is too long: the job would write paths of"):
+        jobdir.check_path_lengths(very, ["a-longer-clip-name" * 4], 3)  # its records do not
+    assert errors.confinement_failure(jobdir.PathTooLong("x")).type == errors.BAD_REQUEST

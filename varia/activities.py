@@ -41,7 +41,7 @@ from varia.models import (
     StopRenders,
 )
 from varia.progress_signal import ProgressSignaller
-from varia.recipes import recipe_summary
+from varia.recipes import output_stems, recipe_summary
 from varia.render_capacity import RenderCapacity
 from varia.render_output import (
     already_rendered,
@@ -88,6 +88,9 @@ class JobActivities:
                 jobdir.confine(path, self.settings.allowed_input_roots, "input")
                 for path in request.inputs
             ]
+            jobdir.check_path_lengths(
+                output_dir / request.job_id, output_stems(request.inputs), request.variations or 1
+            )
             async with KeepBeating():
                 job_dir = await asyncio.to_thread(
                     jobdir.open_job_dir, output_dir, request.job_id, request.chain

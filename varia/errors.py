@@ -78,9 +78,9 @@ def bad_input(message: str, *details: object) -> ApplicationError:
 
 def confinement_failure(err: ConfinementError) -> ApplicationError:
     """The non-retryable error for a refused path or job directory, typed by its class."""
-    from varia.jobdir import JobDirTaken, NameTaken, OutputDirUnusable
+    from varia.jobdir import JobDirTaken, NameTaken, OutputDirUnusable, PathTooLong
 
-    if isinstance(err, JobDirTaken):
+    if isinstance(err, JobDirTaken | PathTooLong):
         kind = BAD_REQUEST
     elif isinstance(err, NameTaken | OutputDirUnusable):
         kind = OUTPUT_DIR_UNUSABLE

@@ -33,6 +33,7 @@ from varia.names import (
     MARKER_NAME,
     atomic_temp_name,
     parse_temp_name,
+    record_name,
     temp_name,
 )
 from varia.recipes import output_name
@@ -46,6 +47,33 @@ class ConfinementError(Exception):
 
 class JobDirTaken(ConfinementError):
     """The job directory belongs to an earlier execution under the same workflow id."""
+
+
+class PathTooLong(ConfinementError):
+    """The job would write a path longer than the system takes (refused before anything)."""
+
+
+PATH_MAX_BYTES = 4095
+"""The longest path (bytes) Linux takes: PATH_MAX, 4096 with its NUL."""
+
+
+def check_path_lengths(job_dir: Path, stems: Sequence[str], variations: int) -> None:
+    """Raise `PathTooLong` if the longest name the job would write in `job_dir` (an output's
+    record's scratch name) makes a path over `PATH_MAX_BYTES`: found before anything is made,
+    not after every output has rendered and failed to be recorded."""
+    longest = max(
+        (
+            atomic_temp_name(record_name(output_name(stem, variations - 1, variations)))
+            for stem in stems
+        ),
+        key=lambda name: len(os.fsencode(name)),
+    )
+    size = len(os.fsencode(job_dir / longest))
+    if size > PATH_MAX_BYTES:
+        raise PathTooLong(
+            f"output_dir {str(job_dir.parent)[:80]!r}… is too long: the job would write paths of "
+            f"{size:,} bytes (at most {PATH_MAX_BYTES:,}); choose a shorter output_dir"
+        )
 
 
 class NameTaken(ConfinementError):
