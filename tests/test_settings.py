@@ -4,6 +4,7 @@ at start, naming the variable (checked through the real `varia worker` process).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from varia.client.status import ui_base_url
 from varia.config import Settings, SettingsError, load_settings
 from varia.settings_doc import settings_markdown
 
@@ -23,14 +25,21 @@ VARIA = str(Path(sys.executable).parent / "varia")
 TABLE = re.compile(r"<!-- settings-table -->\n(.*?)\n<!-- /settings-table -->", re.S)
 
 
-def run_worker(env: dict[str, str], timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """`varia worker` with `env` added; it must exit by itself (a bad setting stops it)."""
+def run_varia(
+    args: list[str], env: dict[str, str], timeout_s: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """`varia ARGS` with `env` added; it must exit by itself (a bad setting stops it)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("VARIA_", "TEMPORAL_"))}
-    # an address nobody answers: a worker that got past its settings would fail differently
+    # an address nobody answers: a command that got past its settings would fail differently
     clean |= {"TEMPORAL_ADDRESS": "127.0.0.1:9", "COLUMNS": "200"} | env
     return subprocess.run(
-        [VARIA, "worker"], env=clean, capture_output=True, text=True, timeout=timeout_s
+        [VARIA, *args], env=clean, capture_output=True, text=True, timeout=timeout_s
     )
+
+
+def run_worker(env: dict[str, str], timeout_s: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """`varia worker` with `env` added (`run_varia`)."""
+    return run_varia(["worker"], env, timeout_s)
 
 
 def test_every_setting_has_an_env_var_and_a_meaning() -> None:
@@ -101,3 +110,54 @@ async def test_metrics_port_in_use_stops_the_worker_naming_the_variable(
     result = await asyncio.to_thread(run_worker, settings)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"VARIA_METRICS_PORT={busy_port}" in result.stderr
+
+
+BAD_ADDRESSES = ["127.0.0.1:notaport", ":99999", " ", "::::", "http://127.0.0.1:7233"]
+"""Addresses the SDK turned into a traceback (or, with a scheme, only a warning)."""
+
+
+@pytest.mark.parametrize("address", BAD_ADDRESSES)
+def test_a_bad_address_is_a_settings_error_naming_the_variable(
+    address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", address)
+    with pytest.raises(SettingsError, match=re.escape(f"TEMPORAL_ADDRESS={address!r}: ")):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    "address", ["localhost:7233", "[::1]:7233", "my-ns.a1b2c.tmprl.cloud:7233"]
+)
+def test_host_port_addresses_are_accepted(address: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", address)
+    assert load_settings().temporal_address == address
+
+
+def test_a_url_in_the_profile_names_the_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "temporal.toml"
+    config.write_text('[profile.prod]\naddress = "http://prod.example:7233"\n')
+    monkeypatch.delenv("TEMPORAL_ADDRESS", raising=False)
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(config))
+    monkeypatch.setenv("TEMPORAL_PROFILE", "prod")
+    with pytest.raises(SettingsError, match=r"of profile 'prod'.*drop 'http://'"):
+        load_settings()
+
+
+@pytest.mark.parametrize("address", BAD_ADDRESSES)
+def test_a_bad_address_stops_worker_and_status_with_exit_2(address: str) -> None:
+    worker = run_worker({"TEMPORAL_ADDRESS": address})
+    status = run_varia(["status", "x", "--json"], {"TEMPORAL_ADDRESS": address})
+    for result in (worker, status):
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        [line] = [line for line in result.stderr.splitlines() if line.strip()]
+        assert line.startswith(f"varia: bad setting: TEMPORAL_ADDRESS={address!r}: "), line
+    error = json.loads(status.stdout)
+    assert error["exit_code"] == 2 and f"TEMPORAL_ADDRESS={address!r}" in error["error"]
+
+
+def test_the_web_ui_link_keeps_an_ipv6_host_in_brackets() -> None:
+    assert ui_base_url("[::1]:7233", None) == "http://[::1]:8233"
+    assert ui_base_url("localhost:7300", None) == "http://localhost:8300"

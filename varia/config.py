@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 if TYPE_CHECKING:
     from temporalio.envconfig import ClientConnectConfig
 
+from varia.address import address_problem
 from varia.memory import DEFAULT_MMAP_THRESHOLD
 from varia.models import (
     DEFAULT_MAX_INPUT_BYTES,
@@ -266,14 +267,21 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _apply_profile(self) -> Settings:
-        """Address and namespace not set here come from Temporal's client profile."""
+        """Address and namespace not set here come from Temporal's client profile; the
+        address must be a `host:port` (the SDK would fail on anything else with a traceback)."""
         from varia.envprofile import load_profile  # the SDK: only once settings are read
 
         profile = load_profile(self.profile_env())
+        where = "TEMPORAL_ADDRESS={!r}"
         if "temporal_address" not in self.model_fields_set and profile.address:
             self.temporal_address = profile.address
+            name = self.temporal_profile or "default"
+            where = f"the address {{!r}} of profile {name!r} (TEMPORAL_PROFILE)"
         if "temporal_namespace" not in self.model_fields_set and profile.namespace:
             self.temporal_namespace = profile.namespace
+        problem = address_problem(self.temporal_address)
+        if problem is not None:
+            raise ValueError(f"{where.format(self.temporal_address)}: {problem}")
         return self
 
     def profile_env(self) -> dict[str, str]:

@@ -17,6 +17,7 @@ from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 from temporalio.common import TypedSearchAttributes
 
 from varia import names
+from varia.address import url_host
 from varia.client.records import JobStatus, finished_percent
 from varia.models import FINAL_STATES, Progress
 from varia.search_attributes import VARIA_COMPLETED, VARIA_PERCENT, VARIA_STATE, VARIA_TOTAL
@@ -177,7 +178,7 @@ def ui_base_url(address: str, ui_url: str | None) -> str:
     if ui_url:
         return ui_url.rstrip("/")
     parts = urlsplit(f"//{address}")
-    return f"http://{parts.hostname or 'localhost'}:{(parts.port or 7233) + 1000}"
+    return f"http://{url_host(parts.hostname or 'localhost')}:{(parts.port or 7233) + 1000}"
 
 
 def ui_link(base: str, namespace: str, job_id: str) -> str:
