@@ -371,6 +371,27 @@ async def test_errors_give_one_line_and_their_exit_code(
     assert directory.code == 2 and "not a regular file" in directory.one_clear_line()
 
 
+async def test_a_namespace_the_server_lacks_is_one_line_and_exit_2(
+    env_vars: dict[str, str],
+) -> None:
+    """The worker checks its namespace at start (it said it polled, then died 2 s later with a
+    CancelledError traceback, exit 1); the other commands name it the same way."""
+    namespace = f"nope-{env_vars['VARIA_TASK_QUEUE']}"
+    env = env_vars | {"TEMPORAL_NAMESPACE": namespace}
+    worker, worker_json, status, janitor = await asyncio.gather(
+        varia(env, "worker"),
+        varia(env, "worker", "--json"),
+        varia(env, "status", "x"),
+        varia(env, "janitor"),
+    )
+    for run in (worker, worker_json, status, janitor):
+        assert run.code == 2, run.err
+        line = run.one_clear_line()
+        assert f"namespace '{namespace}' (TEMPORAL_NAMESPACE) does not exist" in line, line
+        assert f"temporal operator namespace create --namespace {namespace}" in line, line
+    assert worker_json.json()["exit_code"] == 2 and worker.out == ""
+
+
 async def test_worker_and_server_json(settings: Settings, tmp_path: Path) -> None:
     env = cli_env(settings.temporal_address, f"{settings.task_queue}-proc")
     worker_proc = await spawn(env, "worker", "--json")

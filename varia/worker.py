@@ -22,7 +22,7 @@ from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
 
 from varia import code_cache, quality
 from varia.activities import JobActivities
-from varia.client.connection import connect
+from varia.client.connection import check_namespace, connect
 from varia.config import Settings, render_task_queue
 from varia.janitor import JanitorActivities
 from varia.janitor_workflow import VariaJanitor, ensure_janitor_schedule, schedule_id
@@ -238,6 +238,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         if fix_malloc_thresholds(settings.malloc_mmap_threshold):  # before the runtime's threads
             log.debug("glibc malloc thresholds fixed (%d bytes)", settings.malloc_mmap_threshold)
         client = await connect(settings, runtime=make_runtime(settings))
+        await check_namespace(client, settings)  # else the pollers die seconds later
         await warn_if_search_attributes_missing(client, settings.temporal_namespace)
         await ensure_janitor(client, settings)
         if stop.is_set():

@@ -1,9 +1,10 @@
 """Exit codes, the one-JSON-object rule and the mapping of varia's errors to both.
 
 Exit codes: 0 ok, 1 the job failed or was cancelled (or Temporal refused a request), 2 usage
-error, 3 job not found, 4 server unreachable, 130 stopped watching with Ctrl-C (the job runs
-on). With `--json` every command prints exactly one JSON object on stdout (errors too:
-`{"error": …, "exit_code": …}`); messages for people go to stderr.
+error or bad setting (a namespace the server does not have included), 3 job not found, 4 server
+unreachable, 130 stopped watching with Ctrl-C (the job runs on). With `--json` every command
+prints exactly one JSON object on stdout (errors too: `{"error": …, "exit_code": …}`);
+messages for people go to stderr.
 """
 
 from __future__ import annotations
@@ -69,7 +70,13 @@ def run(as_json: bool, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run `work`, mapping varia's errors to their exit codes and one line each."""
     from temporalio.service import RPCError
 
-    from varia.client.errors import JobNotFound, NotPausable, Refused, ServerUnreachable
+    from varia.client.errors import (
+        JobNotFound,
+        NamespaceNotFound,
+        NotPausable,
+        Refused,
+        ServerUnreachable,
+    )
 
     try:
         return asyncio.run(work())
@@ -77,7 +84,7 @@ def run(as_json: bool, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         fail(Exit.UNREACHABLE, str(err), as_json)
     except JobNotFound as err:
         fail(Exit.NOT_FOUND, str(err), as_json)
-    except (RequestError, SettingsError, NotPausable) as err:
+    except (RequestError, SettingsError, NotPausable, NamespaceNotFound) as err:
         fail(Exit.USAGE, str(err), as_json)
     except Refused as err:
         fail(Exit.JOB_UNSUCCESSFUL, str(err), as_json)

@@ -110,7 +110,7 @@ def janitor(
     as_json: JsonFlag = False,
 ) -> None:
     """Clean up terminated and timed-out jobs once (the schedule does it every interval)."""
-    from varia.client.connection import open_client
+    from varia.client.connection import check_namespace, open_client
     from varia.janitor import JanitorRequest
     from varia.janitor_workflow import run_janitor_once
 
@@ -118,6 +118,7 @@ def janitor(
 
     async def work() -> Any:
         client = await open_client(settings)
+        await check_namespace(client, settings)
         return await run_janitor_once(client, settings.task_queue, JanitorRequest(grace_s=grace))
 
     report = run(as_json, work)

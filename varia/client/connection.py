@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
+from temporalio.service import RPCError
 
-from varia.client.errors import ServerUnreachable
+from varia.client.errors import ServerUnreachable, missing_namespace, namespace_missing
 from varia.config import Settings, SettingsError
 from varia.envprofile import ProfileError
 
@@ -40,3 +42,16 @@ def _short(reason: str) -> str:
         if known.lower() in reason.lower():
             return known.lower()
     return reason.strip()[:200]
+
+
+async def check_namespace(client: Client, settings: Settings) -> None:
+    """Raise `NamespaceNotFound` (one clear line) when the server has no such namespace; any
+    other failure is left to the requests that follow."""
+    request = DescribeNamespaceRequest(namespace=settings.temporal_namespace)
+    try:
+        await client.workflow_service.describe_namespace(request)
+    except RPCError as err:
+        if namespace_missing(err):
+            raise missing_namespace(
+                settings.temporal_namespace, settings.temporal_address
+            ) from None
