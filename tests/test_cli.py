@@ -356,8 +356,11 @@ async def test_errors_give_one_line_and_their_exit_code(
         varia(env_vars, "list", "--state", "bogus"),
         varia(env_vars, "start", str(out_dir / "missing.mp4"), "-n", "1", "-o", str(out_dir)),
         varia(env_vars, "start", str(out_dir), "-n", "1", "-o", str(out_dir)),  # a directory
+        varia(env_vars, "start", str(clips.short), "-n", "1", "-o", str(clips.short), "--json"),
+        varia(env_vars, "start", str(clips.short), "-n", "1", "-o", str(clips.short / "sub")),
     )
-    not_found, not_found_json, down, down_json, no_n, bad_state, missing, directory = runs
+    not_found, not_found_json, down, down_json, no_n, bad_state, missing, directory = runs[:8]
+    output_file, under_a_file = runs[8:]
     assert not_found.code == 3 and "no job 'no-such-job'" in not_found.one_clear_line()
     assert not_found.out == ""
     assert not_found_json.code == 3 and not_found_json.json()["exit_code"] == 3
@@ -369,6 +372,13 @@ async def test_errors_give_one_line_and_their_exit_code(
     assert bad_state.code == 2 and "unknown state 'bogus'" in bad_state.one_clear_line()
     assert missing.code == 2 and "input not found" in missing.one_clear_line()
     assert directory.code == 2 and "not a regular file" in directory.one_clear_line()
+    # an output dir that is a file (or under one) is refused here, not by the job later
+    assert output_file.code == 2 and output_file.json()["exit_code"] == 2
+    assert output_file.one_clear_line() == (
+        f"varia: output dir exists and is not a directory: {clips.short}"
+    )
+    assert under_a_file.code == 2
+    assert f"{clips.short} is not a directory" in under_a_file.one_clear_line()
 
 
 async def test_a_namespace_the_server_lacks_is_one_line_and_exit_2(

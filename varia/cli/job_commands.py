@@ -66,6 +66,19 @@ def _same_file(one: str, other: str) -> bool:
         return not (os.path.exists(one) or os.path.exists(other))
 
 
+def output_dir_problem(path: str) -> str | None:
+    """Why `path` cannot be a job's output dir: it, or the nearest parent that exists, is not
+    a directory (None: it is one, or the job can make it)."""
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir():
+        return None
+    if existing == Path(path):
+        return f"output dir exists and is not a directory: {path}"
+    return f"output dir cannot be made: {existing} is not a directory ({path})"
+
+
 @command(epilog=NEEDS)
 def start(
     inputs: Annotated[
@@ -125,6 +138,9 @@ def start(
         if not os.path.isfile(path):
             what = "a directory, fifo or device"
             fail(Exit.USAGE, f"input is not a regular file ({what}): {path}", as_json)
+    unusable = output_dir_problem(request.output_dir)
+    if unusable:
+        fail(Exit.USAGE, unusable, as_json)
     known: dict[str, str] = {}
 
     async def work() -> tuple[dict[str, Any], JobStatus | None]:
