@@ -25,7 +25,7 @@ from tests.helpers import start_by_name, wait_for
 from varia.client.errors import Refused
 from varia.client.jobs import Jobs
 from varia.client.records import finished_percent
-from varia.client.status import RunView, build_status
+from varia.client.status import ClosedFacts, RunView, build_status
 from varia.config import Settings, SettingsError, load_settings
 from varia.models import Progress
 from varia.percent import weighted_percent
@@ -100,6 +100,25 @@ def test_status_percent_is_the_jobs_weighted_percent_everywhere(
     closed = _view(WorkflowExecutionStatus.CANCELED, total=total, completed=done, percent=weighted)
     for view in (older, closed):
         assert build_status(view, ui_url="").percent == weighted_percent(total, done, [])
+
+
+@pytest.mark.parametrize(
+    "closed_as", [WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.CANCELED]
+)
+def test_a_closed_jobs_percent_is_its_finished_variations_whatever_the_query_says(
+    closed_as: WorkflowExecutionStatus,
+) -> None:
+    """A terminated job's `progress` query answers with the state it was terminated in (0 %,
+    renders in flight) while the janitor's manifest counts 2 of 4 done: it showed `2/4 done
+    (0%)`, a cancelled job 50 %."""
+    frozen = Progress(
+        job_id="j", state="running", total=4, completed=0, failed=0, running=2, percent=0.0
+    )
+    manifest = {"total": 4, "completed": 2, "failed": 0, "outputs": [{}, {}]}
+    facts = ClosedFacts(varia_state=None, job_dir="/out/j", manifest=manifest, settled=False)
+    view = _view(closed_as, total=4, completed=0, percent=0.0)
+    status = build_status(view, ui_url="", progress=frozen, facts=facts)
+    assert (status.completed, status.total, status.percent) == (2, 4, 50.0)
 
 
 async def test_defect_4_drain_racing_completion_reports_the_closed_job(

@@ -38,6 +38,7 @@ from tests.helpers import (
 )
 from tests.histories import history_files, path_of, workflow_id
 from varia import names
+from varia.client.jobs import Jobs
 from varia.config import Settings
 from varia.janitor import (
     JanitorReport,
@@ -116,6 +117,13 @@ async def test_terminated_job_is_swept_and_its_ffmpeg_stopped(paced_job: Job, cl
     assert "operator pressed Terminate" in manifest["errors"][0]
     assert not [p for p in job_dir.iterdir() if names.parse_temp_name(p.name)]
     assert processes_mentioning(job_id) == []
+    status = await Jobs(client, settings).status(job_id)  # the percent of what finished
+    assert (status.state, status.completed, status.total, status.percent) == (
+        "terminated",
+        1,
+        2,
+        50.0,
+    )
 
     # a second sweep leaves the swept job alone
     again = await run_janitor(client, settings)

@@ -112,8 +112,10 @@ def build_status(
 
     The percent is the job's weighted percent (finished variations plus the running renders'
     fractions, `varia.percent.weighted_percent`): from the `progress` query while live, else
-    the `VariaPercent` the job last upserted, else (closed, or no such attribute) the
-    finished variations by the same formula.
+    the `VariaPercent` the job last upserted, else (no such attribute) the finished variations
+    by the same formula. A closed job's is always its finished variations (counted from its
+    manifest where there is one): a terminated job's query and attribute still hold the
+    percent of the moment it was terminated.
     """
     attrs = view.attributes
     varia_state = (
@@ -146,7 +148,7 @@ def build_status(
         _apply_facts(status, facts)
     if status.percent is None and not view.closed:
         status.percent = attrs.get(VARIA_PERCENT)  # the job's own, as last upserted
-    if status.percent is None:
+    if status.percent is None or view.closed:  # closed: its renders in flight are gone
         status.percent = finished_percent(status.completed, status.failed, status.total)
     return status
 
