@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from rich.console import Console
+from temporalio.api.taskqueue.v1 import PollerInfo
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
@@ -36,7 +38,8 @@ from varia import names
 from varia.cli.job_commands import absolute
 from varia.cli.watch import follow
 from varia.client.jobs import Jobs
-from varia.client.pollers import has_workers
+from varia.client.pollers import LIVE_POLLER, has_workers, live_identities
+from varia.client.records import JobStatus
 from varia.client.status import ui_base_url, ui_link
 from varia.config import Settings
 from varia.processes import ProcessIdentity
@@ -450,6 +453,55 @@ async def test_worker_and_server_json(settings: Settings, tmp_path: Path) -> Non
 
 async def _polls(settings: Settings, task_queue: str) -> bool:
     return await has_workers((await Jobs.open(settings)).client, task_queue)
+
+
+async def test_a_stopped_workers_pollers_stop_counting_after_one_long_poll(
+    client: Client, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+) -> None:
+    """The server lists a stopped worker's pollers for 5 minutes: `start --watch` said
+    `running: ?/? done` with `"workers": true` and no hint all that time."""
+    queue = f"{settings.task_queue}-stopped"
+    env = cli_env(settings.temporal_address, queue)
+    worker_proc = await spawn(env, "worker")
+    try:
+        await wait_for(lambda: _polls(settings, queue), what="the worker to poll")
+        worker_proc.send_signal(signal.SIGTERM)
+        assert (await finish(worker_proc)).code == 0
+    finally:
+        if worker_proc.returncode is None:
+            worker_proc.kill()
+            await worker_proc.wait()
+    handle = await start_by_name(client, queue, job_id, [clips.short], 1, out_dir)
+    jobs = Jobs(client, settings)
+
+    async def hinted() -> JobStatus | None:
+        status = await jobs.status(job_id)
+        return status if status.hint else None
+
+    deadline = (LIVE_POLLER + timedelta(seconds=45)).total_seconds()
+    status = await wait_for(hinted, timeout_s=deadline, poll_s=1, what="the no-worker hint")
+    assert status.workers is False and f"no worker polls task queue '{queue}'" in status.hint
+    shown = (await varia(env, "status", job_id, "--json")).json()
+    assert (shown["workers"], shown["hint"]) == (False, status.hint)
+    await handle.terminate("test cleanup")
+
+
+def test_a_poller_counts_while_its_last_poll_is_within_one_long_poll() -> None:
+    now = datetime.now(UTC)
+
+    def seen(identity: str, ago: timedelta | None) -> PollerInfo:
+        poller = PollerInfo(identity=identity)
+        if ago is not None:
+            poller.last_access_time.FromDatetime(now - ago)
+        return poller
+
+    pollers = [
+        seen("polling", timedelta(seconds=2)),
+        seen("idle", LIVE_POLLER - timedelta(seconds=1)),  # a long poll about to end
+        seen("stopped", LIVE_POLLER + timedelta(seconds=1)),
+        seen("unstamped", None),
+    ]
+    assert live_identities(pollers, now) == {"polling", "idle", "unstamped"}
 
 
 async def test_usage_errors_help_and_version(env_vars: dict[str, str], clips: Clips) -> None:
