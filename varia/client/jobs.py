@@ -15,14 +15,16 @@ next split.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import UTC, timedelta
+import builtins
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionDescription,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -65,7 +67,8 @@ QUERY_TIMEOUT = timedelta(seconds=2)
 """How long a `progress` query may wait for a busy worker before the status falls back."""
 
 LIST_SCAN_LIMIT = 500
-"""Jobs scanned when a state filter must be applied without search attributes."""
+"""Jobs scanned at most (or the limit, if more) when the state filter's query matches more
+than the state (no search attributes; jobs without `VariaState`)."""
 
 
 class Jobs:
@@ -257,21 +260,36 @@ class Jobs:
     # ---- list ------------------------------------------------------------------------
 
     async def list(self, *, state: str | None = None, limit: int = 20) -> list[JobStatus]:
-        """Recent jobs, newest first, optionally only those in `state`."""
+        """Recent jobs, newest first, optionally only those in `state` (exactly the rows the
+        unfiltered list shows in it: the query may match more, those rows are dropped)."""
         try:
             present = await registered_search_attributes(
                 self.client, self.settings.temporal_namespace
             )
         except RPCError:
             present = []
-        with_attributes = names.STATE_ATTRIBUTE in present  # the state filter needs only this one
-        fetch = limit if state is None or with_attributes else LIST_SCAN_LIMIT
-        query = list_query(state, with_attributes)
+        query = list_query(state, names.STATE_ATTRIBUTE in present)
+        scan = limit if state is None else max(limit, LIST_SCAN_LIMIT)
+        rows: list[JobStatus] = []
+        batch: list[WorkflowExecution] = []
         try:
-            executions = [e async for e in self.client.list_workflows(query, limit=fetch)]
+            async for execution in self.client.list_workflows(query, limit=scan):
+                batch.append(execution)
+                if len(batch) == limit:
+                    rows += await self._rows(batch, state)
+                    batch = []
+                    if len(rows) >= limit:
+                        break
         except RPCError as err:
             raise self._problem(err, "", "list") from None
-        executions.sort(key=lambda e: e.start_time, reverse=True)
+        rows += await self._rows(batch, state)
+        rows.sort(key=lambda row: row.started or datetime.min.replace(tzinfo=UTC), reverse=True)
+        return rows[:limit]
+
+    async def _rows(
+        self, executions: Sequence[WorkflowExecution], state: str | None
+    ) -> builtins.list[JobStatus]:
+        """The statuses of listed runs (one worker check per task queue), those in `state`."""
         views = [RunView.of(e) for e in executions]
         queues = {v.task_queue for v in views if not v.closed}
         polled = await asyncio.gather(*(self.has_workers(q) for q in queues))
@@ -279,9 +297,7 @@ class Jobs:
         rows = await asyncio.gather(
             *(self.status_of(v, workers=workers.get(v.task_queue)) for v in views)
         )
-        if state is not None:
-            rows = [row for row in rows if row.state == state]
-        return list(rows)[:limit]
+        return [row for row in rows if state is None or row.state == state]
 
     # ---- cancel and drain ------------------------------------------------------------
 

@@ -188,26 +188,40 @@ def ui_link(base: str, namespace: str, job_id: str) -> str:
     return f"{base}/namespaces/{quote(namespace, safe='')}/workflows/{quote(job_id, safe='')}"
 
 
-STATE_QUERIES: dict[str, str] = {
-    "completed": "ExecutionStatus = 'Completed'",
-    "failed": "ExecutionStatus = 'Failed'",
-    "cancelled": "ExecutionStatus = 'Canceled'",
-    "terminated": "ExecutionStatus = 'Terminated'",
-    "timed_out": "ExecutionStatus = 'TimedOut'",
+CLOSED_STATUSES: dict[str, str] = {
+    "failed": "Failed",
+    "cancelled": "Canceled",
+    "terminated": "Terminated",
+    "timed_out": "TimedOut",
+    "completed": "Completed",
+    "drained": "Completed",
 }
+"""Each closed state → the `ExecutionStatus` of the jobs shown in it (`job_state`)."""
 
 
 def list_query(state: str | None, with_attributes: bool) -> str:
-    """The visibility query of `varia list` (latest run of each VariationJob)."""
-    query = f"WorkflowType = '{names.WORKFLOW_TYPE}' AND ExecutionStatus != 'ContinuedAsNew'"
+    """The visibility query of `varia list` (latest run of each VariationJob): for a state,
+    every job `job_state` may show in it.
+
+    The `ExecutionStatus` alone decides a failed, cancelled, terminated or timed-out job. A
+    completed run is `drained` or `completed` by its result, and a running one by its
+    `VariaState`, which a job lacks before its first workflow task, or when it ran before the
+    namespace had the attribute: those match too (`IS NULL`), and so do running jobs whose
+    attribute already says how they end (they show `running`). Where the query cannot tell,
+    it matches more than the state; the caller keeps the rows in `state`.
+    """
+    query = f"WorkflowType = '{names.WORKFLOW_TYPE}' AND ExecutionStatus "
     if state is None:
+        return query + "!= 'ContinuedAsNew'"
+    query += f"= '{CLOSED_STATUSES.get(state, 'Running')}'"
+    if not with_attributes or state in ("failed", "cancelled", "terminated", "timed_out"):
         return query
-    by_status = STATE_QUERIES.get(state)
-    by_attribute = f"{names.STATE_ATTRIBUTE} = '{state}'" if with_attributes else None
-    if by_status and by_attribute and state != "completed":
-        return f"{query} AND ({by_attribute} OR {by_status})"
-    if by_attribute:
-        return f"{query} AND {by_attribute}"
-    if by_status:
-        return f"{query} AND {by_status}"
-    return f"{query} AND ExecutionStatus = 'Running'"
+    attribute = names.STATE_ATTRIBUTE
+    if state == "completed":
+        shown = f"{attribute} != 'drained'"
+    elif state == "running":
+        words = ", ".join(f"'{word}'" for word in sorted({"running", *FINAL_STATES}))
+        shown = f"{attribute} IN ({words})"
+    else:
+        shown = f"{attribute} = '{state}'"
+    return f"{query} AND ({shown} OR {attribute} IS NULL)"
