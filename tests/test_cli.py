@@ -284,20 +284,34 @@ async def test_cancel_of_a_job_no_worker_polls(
     assert not (out_dir / job_id).exists()  # nothing had started: nothing to clean
 
 
-async def test_pause_of_a_job_no_worker_polls_says_why_it_waits(
+async def test_pause_and_drain_of_a_job_no_worker_polls_wait_and_ctrl_c_says_so(
     client: Client, settings: Settings, clips: Clips, out_dir: Path, job_id: str
 ) -> None:
-    """A pause (an update) waits for a worker to take it: it says so, as a drain does (it
-    hung silently, found by an attacker's review)."""
+    """A pause or drain (an update) waits for a worker to take it, `--no-wait` too: it says
+    so (it hung silently, found by an attacker's review), and Ctrl-C says it was not
+    delivered (it ended in a WorkflowUpdateRPCTimeoutOrCancelledError traceback, exit 1)."""
     lonely = f"{settings.task_queue}-nobody"
     await start_by_name(client, lonely, job_id, [clips.short], 1, out_dir)
-    waiting = await spawn(cli_env(settings.temporal_address, lonely), "pause", job_id)
+    env = cli_env(settings.temporal_address, lonely)
+    pausing = await spawn(env, "pause", job_id)
+    draining = await spawn(env, "drain", job_id, "--no-wait", "--json")
     try:
-        line = await first_stderr_line(waiting)
-        assert "no worker polls task queue" in line and "waiting for one to take the pause" in line
+        for proc, action in ((pausing, "pause"), (draining, "drain")):
+            line = await first_stderr_line(proc)
+            assert "no worker polls task queue" in line, line
+            assert f"waiting for one to take the {action} (an update is delivered only" in line
+            proc.send_signal(signal.SIGINT)
+            run = await finish(proc)
+            assert run.code == 130 and "Traceback" not in run.err, run.err
+            assert f"no worker took the {action} of {job_id}, so it was not delivered" in run.err
+        assert run.json() == {"job_id": job_id, "action": "drain", "taken": False} | {
+            "interrupted": True
+        }
     finally:
-        waiting.kill()
-        await waiting.wait()
+        for proc in (pausing, draining):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         await client.get_workflow_handle(job_id).terminate(reason="test: no worker ever came")
 
 

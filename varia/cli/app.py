@@ -48,7 +48,10 @@ NoWait = Annotated[
     typer.Option(
         "--no-wait",
         metavar="",
-        help="Only request it; do not wait until it closed (a drain is still taken by a worker).",
+        help=(
+            "Do not wait until the job closed. A cancel is then only requested; a drain still "
+            "waits for a worker to accept it (an update is delivered only to a worker)."
+        ),
     ),
 ]
 

@@ -208,19 +208,34 @@ def status(job_id: JobId, as_json: JsonFlag = False) -> None:
         console.print(render.status_table(result))
 
 
+def _stopped_waiting(action: str, job_id: str, taken: bool, as_json: bool) -> NoReturn:
+    """Ctrl-C while a cancel, drain, pause or resume waited: say whether it was delivered."""
+    if taken:
+        say(f"stopped waiting; the {action} of {job_id} stays requested")
+    else:
+        say(
+            f"stopped waiting: no worker took the {action} of {job_id}, so it was not "
+            "delivered. The server may still hand it to the next worker that polls (it holds "
+            f"it in memory only, a restart forgets it): check with varia status {job_id}"
+        )
+    if as_json:
+        emit({"job_id": job_id, "action": action, "taken": taken, "interrupted": True})
+    raise typer.Exit(int(Exit.INTERRUPTED))
+
+
 def _stop(action: str, job_id: str, no_wait: bool, as_json: bool) -> None:
     settings = settings_or_exit(as_json)
+    taken: list[bool] = []
 
     async def work() -> StopOutcome:
         jobs = await _open(settings)
         stop = jobs.cancel if action == "cancel" else jobs.drain
-        return await stop(job_id, wait=not no_wait, notify=say)
+        return await stop(job_id, wait=not no_wait, notify=say, taken=lambda: taken.append(True))
 
     try:
         outcome = run(as_json, work)
     except KeyboardInterrupt:
-        say(f"stopped waiting; the {action} of {job_id} stays requested")
-        raise typer.Exit(int(Exit.INTERRUPTED)) from None
+        _stopped_waiting(action, job_id, bool(taken), as_json)
     if as_json:
         emit(outcome.model_dump(mode="json"))
     else:
@@ -235,18 +250,26 @@ def cancel(job_id: JobId, no_wait: NoWait = False, as_json: JsonFlag = False) ->
 
 @command()
 def drain(job_id: JobId, no_wait: NoWait = False, as_json: JsonFlag = False) -> None:
-    """Drain a job: start no new variations, let running ones finish, then clean up."""
+    """Drain a job: start no new variations, let running ones finish, then clean up.
+
+    A drain is a Temporal update: it is delivered only when a worker accepts it, so it waits
+    for a worker polling the job's task queue, even with --no-wait (Ctrl-C stops waiting)."""
     _stop("drain", job_id, no_wait, as_json)
 
 
 def _pause_or_resume(action: str, job_id: str, as_json: bool) -> None:
     settings = settings_or_exit(as_json)
+    taken: list[bool] = []
 
     async def work() -> JobStatus:
         jobs = await _open(settings)
-        return await (jobs.pause if action == "pause" else jobs.resume)(job_id, notify=say)
+        send = jobs.pause if action == "pause" else jobs.resume
+        return await send(job_id, notify=say, taken=lambda: taken.append(True))
 
-    result = run(as_json, work)
+    try:
+        result = run(as_json, work)
+    except KeyboardInterrupt:
+        _stopped_waiting(action, job_id, bool(taken), as_json)
     if as_json:
         emit(result.model_dump(mode="json"))
     else:
@@ -255,7 +278,10 @@ def _pause_or_resume(action: str, job_id: str, as_json: bool) -> None:
 
 @command()
 def pause(job_id: JobId, as_json: JsonFlag = False) -> None:
-    """Pause a job: running renders stop (partials removed), nothing new starts, no slot held."""
+    """Pause a job: running renders stop (partials removed), nothing new starts, no slot held.
+
+    A pause is a Temporal update: it is delivered only when a worker accepts it, so it waits for
+    a worker polling the job's task queue (Ctrl-C stops waiting)."""
     _pause_or_resume("pause", job_id, as_json)
 
 

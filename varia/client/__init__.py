@@ -6,6 +6,7 @@ Temporal about jobs.
 - `records`: what the client reports (`JobStatus`, `StopOutcome`), plain pydantic models;
 - `status`: the one place a `JobStatus` is built; `closed`: what a closed job left;
 - `pollers`: who polls a task queue; `errors`: RPC failures as varia's errors;
+- `updates`: sending a drain, pause or resume (an update waits for a worker to take it);
 - `connection`: `connect` with Temporal's client profile (workers use it too).
 
 Nothing here imports worker-side code (workflows, activities, PyAV), and this package's

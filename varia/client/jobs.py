@@ -8,7 +8,7 @@ run's close event (following continue-as-new) → the closed run's facts. A stat
 a worker: the `progress` query is asked only while a worker polls the job's task queue;
 otherwise the status says so (`hint`).
 
-Slightly over 300 lines: one class, one method per client verb; list/stop helpers are the
+About 400 lines: one class, one method per client verb; list/stop helpers are the
 next split.
 """
 
@@ -55,6 +55,7 @@ from varia.client.status import (
     ui_base_url,
     ui_link,
 )
+from varia.client.updates import Taken, send_update, waiting_for_a_worker
 from varia.config import Settings
 from varia.models import JobRequest, JobResult, Progress, RenderHeartbeat
 from varia.recipes import resolve_seed
@@ -302,27 +303,39 @@ class Jobs:
     # ---- cancel and drain ------------------------------------------------------------
 
     async def cancel(
-        self, job_id: str, *, wait: bool = True, notify: Notify | None = None
+        self,
+        job_id: str,
+        *,
+        wait: bool = True,
+        notify: Notify | None = None,
+        taken: Taken | None = None,
     ) -> StopOutcome:
-        """Request a cancel (unless the job already closed); if `wait`, report how it closed."""
-        return await self._stop("cancel", job_id, wait, notify)
+        """Request a cancel (unless the job already closed); if `wait`, report how it closed.
+        `taken` hears when the server has the request."""
+        return await self._stop("cancel", job_id, wait, notify, taken)
 
     async def drain(
-        self, job_id: str, *, wait: bool = True, notify: Notify | None = None
+        self,
+        job_id: str,
+        *,
+        wait: bool = True,
+        notify: Notify | None = None,
+        taken: Taken | None = None,
     ) -> StopOutcome:
-        """Ask the job to start no new variations; if `wait`, report how it closed."""
-        return await self._stop(names.DRAIN_UPDATE, job_id, wait, notify)
+        """Ask the job to start no new variations; if `wait`, report how it closed. The drain
+        is an update: it waits for a worker to take it (`taken` hears when one did)."""
+        return await self._stop(names.DRAIN_UPDATE, job_id, wait, notify, taken)
 
     async def _stop(
-        self, action: str, job_id: str, wait: bool, notify: Notify | None
+        self, action: str, job_id: str, wait: bool, notify: Notify | None, taken: Taken | None
     ) -> StopOutcome:
         view = RunView.of(await self.describe(job_id))
         if view.closed:
             return stop_outcome(action, await self.status_of(view), requested=False, already=True)
         if action == names.DRAIN_UPDATE and notify and not await self.has_workers(view.task_queue):
-            notify(f"{no_worker_hint(view.task_queue)}: waiting for one to take the drain")
+            notify(f"{no_worker_hint(view.task_queue)}: {waiting_for_a_worker(action)}")
         try:
-            requested = await self._request(action, job_id)
+            requested = await self._request(action, job_id, taken)
         except JobClosed:  # it closed between the describe and the request: say how
             final = await self.wait_closed(job_id, view)
             return stop_outcome(action, final, requested=False, already=True)
@@ -332,14 +345,15 @@ class Jobs:
             final = await self.status_of(view)
         return stop_outcome(action, final, requested=requested, already=False)
 
-    async def _request(self, action: str, job_id: str) -> bool:
+    async def _request(self, action: str, job_id: str, taken: Taken | None) -> bool:
         """Send the cancel or the drain; False when the job rejected the drain (finishing)."""
-        handle = self.client.get_workflow_handle(job_id)
         try:
             if action == "cancel":
-                await handle.cancel()
+                await self.client.get_workflow_handle(job_id).cancel()
+                if taken is not None:
+                    taken()
             else:
-                await handle.execute_update(names.DRAIN_UPDATE, result_type=Progress)
+                await send_update(self.client, job_id, names.DRAIN_UPDATE, taken)
         except WorkflowUpdateFailedError:
             return False  # rejected: the job is already finishing; report how it ends
         except RPCError as err:
@@ -348,25 +362,32 @@ class Jobs:
 
     # ---- pause and resume ------------------------------------------------------------
 
-    async def pause(self, job_id: str, *, notify: Notify | None = None) -> JobStatus:
+    async def pause(
+        self, job_id: str, *, notify: Notify | None = None, taken: Taken | None = None
+    ) -> JobStatus:
         """Pause a job: returns once its renders stopped and it waits in state `paused`."""
-        return await self._pause_update(names.PAUSE_UPDATE, job_id, notify)
+        return await self._pause_update(names.PAUSE_UPDATE, job_id, notify, taken)
 
-    async def resume(self, job_id: str, *, notify: Notify | None = None) -> JobStatus:
+    async def resume(
+        self, job_id: str, *, notify: Notify | None = None, taken: Taken | None = None
+    ) -> JobStatus:
         """Resume a paused job where it stopped (stopped variations render again)."""
-        return await self._pause_update(names.RESUME_UPDATE, job_id, notify)
+        return await self._pause_update(names.RESUME_UPDATE, job_id, notify, taken)
 
-    async def _pause_update(self, name: str, job_id: str, notify: Notify | None) -> JobStatus:
+    async def _pause_update(
+        self, name: str, job_id: str, notify: Notify | None, taken: Taken | None
+    ) -> JobStatus:
         """Send the `pause`/`resume` update; raise `NotPausable` when the job refuses it.
-        `notify` hears it when no worker polls the job's queue (the update waits for one)."""
+        `notify` hears it when no worker polls the job's queue (the update waits for one),
+        `taken` when a worker took it."""
         view = RunView.of(await self.describe(job_id))
         if view.closed:
             state = (await self.status_of(view)).state
             raise NotPausable(f"job {job_id} is {state}; there is nothing to {name}")
         if notify and not await self.has_workers(view.task_queue):
-            notify(f"{no_worker_hint(view.task_queue)}: waiting for one to take the {name}")
+            notify(f"{no_worker_hint(view.task_queue)}: {waiting_for_a_worker(name)}")
         try:
-            await self.client.get_workflow_handle(job_id).execute_update(name, result_type=Progress)
+            await send_update(self.client, job_id, name, taken)
         except WorkflowUpdateFailedError as err:
             reason = getattr(err.cause, "message", None) or str(err.cause)
             raise NotPausable(f"job {job_id}: {reason}") from None
