@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -568,6 +569,29 @@ async def test_no_worker_status_and_watch_say_so(
     await handle.terminate("test cleanup")
     run = await finish(watching)
     assert run.code == 1 and "terminated" in run.out
+
+
+async def test_piped_status_and_list_never_cut_or_wrap_links_ids_or_dates(
+    client: Client, settings: Settings, clips: Clips, out_dir: Path, job_id: str
+) -> None:
+    """Piped, `varia status` cut the Web UI link at 80 columns (`…/workflows/varia-2026…`)
+    and `varia list` wrapped its dates."""
+    long_id = f"{job_id}-{'x' * 50}"
+    lonely = f"{settings.task_queue}-nobody"
+    handle = await start_by_name(client, lonely, long_id, [clips.short], 1, out_dir)
+    env = cli_env(settings.temporal_address, lonely) | {"COLUMNS": "80"}
+    try:
+        status, listed = await asyncio.gather(
+            varia(env, "status", long_id), varia(env, "list", "--limit", "20")
+        )
+    finally:
+        await handle.terminate("test cleanup")
+    link = ui_link(ui_base_url(settings.temporal_address, None), "default", long_id)
+    assert status.code == 0 and listed.code == 0, status.err + listed.err
+    [web_ui] = [line for line in status.out.splitlines() if line.startswith("Web UI")]
+    assert web_ui.split() == ["Web", "UI", link], status.out
+    [row] = [line for line in listed.out.splitlines() if long_id in line]
+    assert re.search(r" \d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", row), listed.out
 
 
 @pytest.mark.parametrize("long_job", [4], indirect=True)

@@ -24,8 +24,21 @@ from varia.validation import RequestError
 
 T = TypeVar("T")
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+PIPE_WIDTH = 10_000
+"""Columns of output that is not a terminal (a pipe, a file, a CI log): tables take their natural
+width, so links, ids, paths and dates are never cut or wrapped (rich would use 80, or
+`COLUMNS`)."""
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console on stdout (or stderr) that wraps only on a terminal."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else PIPE_WIDTH
+    return Console(stderr=stderr, soft_wrap=True, width=width)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 class Exit(IntEnum):

@@ -63,8 +63,8 @@ def plain_progress(status: JobStatus) -> str:
 def status_table(status: JobStatus) -> Table:
     """`varia status` for a person."""
     table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # a narrow terminal folds a link, never cuts it
     rows = [
         ("job", status.job_id),
         ("state", state_line(status)),
@@ -95,10 +95,12 @@ def quality_line(summary: dict[str, Any]) -> str:
 
 
 def list_table(rows: list[JobStatus]) -> Table:
-    """`varia list` for a person (job ids and states are never cut)."""
+    """`varia list` for a person (job ids, states and times are never cut or wrapped)."""
     table = Table("job", "state", "progress", "started", "closed")
     table.columns[0].min_width = max(len(row.job_id) for row in rows)
     table.columns[1].min_width = max(len(row.state) for row in rows)
+    for column in table.columns[3:]:
+        column.no_wrap = True
     for row in rows:
         table.add_row(
             escape(row.job_id),
