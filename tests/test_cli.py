@@ -376,9 +376,10 @@ async def test_errors_give_one_line_and_their_exit_code(
         varia(env_vars, "start", str(out_dir), "-n", "1", "-o", str(out_dir)),  # a directory
         varia(env_vars, "start", str(clips.short), "-n", "1", "-o", str(clips.short), "--json"),
         varia(env_vars, "start", str(clips.short), "-n", "1", "-o", str(clips.short / "sub")),
+        varia(cli_env("nosuchhost.invalid:7233", "nobody"), "status", "x"),
     )
     not_found, not_found_json, down, down_json, no_n, bad_state, missing, directory = runs[:8]
-    output_file, under_a_file = runs[8:]
+    output_file, under_a_file, unknown_host = runs[8:]
     assert not_found.code == 3 and "no job 'no-such-job'" in not_found.one_clear_line()
     assert not_found.out == ""
     assert not_found_json.code == 3 and not_found_json.json()["exit_code"] == 3
@@ -397,6 +398,14 @@ async def test_errors_give_one_line_and_their_exit_code(
     )
     assert under_a_file.code == 2
     assert f"{clips.short} is not a directory" in under_a_file.one_clear_line()
+    # the system's whole reason ("… Name or service not known"; it was cut to "name or service")
+    with pytest.raises(socket.gaierror) as lookup:
+        socket.getaddrinfo("nosuchhost.invalid", 7233)
+    assert unknown_host.code == 4
+    assert unknown_host.one_clear_line() == (
+        "varia: cannot reach Temporal at nosuchhost.invalid:7233: failed to lookup address "
+        f"information: {lookup.value.strerror}"
+    )
 
 
 async def test_a_namespace_the_server_lacks_is_one_line_and_exit_2(

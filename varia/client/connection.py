@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -31,17 +33,22 @@ async def open_client(settings: Settings) -> Client:
     try:
         return await connect(settings)
     except RuntimeError as err:
-        reason = str(err).split("Os {")[-1] if "Os {" in str(err) else str(err)
         raise ServerUnreachable(
-            f"cannot reach Temporal at {settings.temporal_address}: {_short(reason)}"
+            f"cannot reach Temporal at {settings.temporal_address}: {connect_reason(str(err))}"
         ) from None
 
 
-def _short(reason: str) -> str:
-    for known in ("Connection refused", "timed out", "No route to host", "Name or service"):
-        if known.lower() in reason.lower():
-            return known.lower()
-    return reason.strip()[:200]
+_OS_WORDS = re.compile(r'(?:message|error): "([^"]+)"')
+"""Where the SDK's connect error quotes the system's reason (`Os { …, message: "…" }`,
+`Custom { …, error: "…" }`)."""
+
+
+def connect_reason(error: str) -> str:
+    """The whole of the system's reason in the SDK's connect error (`connection refused`,
+    `failed to lookup address information: Name or service not known`), else the error."""
+    found = _OS_WORDS.findall(error)
+    reason = found[-1] if found else error.strip()
+    return reason[:1].lower() + reason[1:]
 
 
 async def check_namespace(client: Client, settings: Settings) -> None:
