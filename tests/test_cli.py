@@ -283,6 +283,10 @@ async def test_cancel_of_a_job_no_worker_polls(
     description = await client.get_workflow_handle(job_id).describe()
     assert description.status == WorkflowExecutionStatus.CANCELED
     assert not (out_dir / job_id).exists()  # nothing had started: nothing to clean
+    # the worker is gone: its history says the job never began (it said "? of ? kept")
+    again = await varia(env, "cancel", job_id)
+    assert again.code == 0, again.err
+    assert f"job {job_id} had already closed: cancelled (0 of 1 variations kept)" in again.out
 
 
 async def test_pause_and_drain_of_a_job_no_worker_polls_wait_and_ctrl_c_says_so(

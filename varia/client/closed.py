@@ -4,7 +4,8 @@ The run's close event gives how it ended: the result object (completed, and a fa
 error details) or the failure's message. A completed or failed job's directory is the one its
 result names (a failed job without a result made none: its output_dir was unusable, or its id
 belonged to an earlier execution). A cancelled, terminated or timed-out run does not say;
-`Jobs` then asks the job (`progress`), else takes `<output_dir>/<job id>` from its request.
+`Jobs` then asks the job (`progress`), else reads the run's first events (`from_history`):
+`<output_dir>/<job id>` and the total from its request, and whether it began at all.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistoryEventFilterType
@@ -84,17 +86,53 @@ async def _result_and_error(
     return None, None
 
 
-async def job_dir_from_input(client: Client, view: RunView) -> str | None:
-    """`<output_dir>/<job id>` from the request in the run's first history event."""
+EARLY_EVENTS = 20
+"""History events read for `from_history`: a run that began schedules its prepare within its
+first ten or so (started, workflow task, a local activity's marker, then the prepare)."""
+
+
+async def from_history(client: Client, view: RunView, facts: ClosedFacts) -> ClosedFacts:
+    """The facts, completed from the run's first events when neither the close event nor the
+    job says: the job dir `<output_dir>/<job id>` and the total from the request, and whether
+    the run began (a continued run, or one that scheduled an activity); one that never did
+    rendered nothing."""
     handle = client.get_workflow_handle(view.job_id, run_id=view.run_id)
-    async for event in handle.fetch_history_events(page_size=1):
-        payloads = list(event.workflow_execution_started_event_attributes.input.payloads)
-        try:
-            request = json.loads(payloads[0].data) if payloads else None
-        except ValueError:
-            return None
-        output_dir = request.get("output_dir") if isinstance(request, dict) else None
-        return str(Path(output_dir) / view.job_id) if isinstance(output_dir, str) else None
+    events: list[HistoryEvent] = []
+    async for event in handle.fetch_history_events(page_size=EARLY_EVENTS):
+        events.append(event)
+        if len(events) == EARLY_EVENTS:
+            break
+    if not events:
+        return with_job_dir(facts, None)
+    request = _request(list(events[0].workflow_execution_started_event_attributes.input.payloads))
+    output_dir = request.get("output_dir")
+    job_dir = str(Path(output_dir) / view.job_id) if isinstance(output_dir, str) else None
+    return replace(with_job_dir(facts, job_dir), total=_total(request), began=_began(events))
+
+
+def _began(events: list[HistoryEvent]) -> bool:
+    """Whether a run began: it continues an earlier one, it scheduled an activity, or it has
+    more events than were read (not known: counted as begun)."""
+    started = events[0].workflow_execution_started_event_attributes
+    return (
+        bool(started.continued_execution_run_id)
+        or len(events) == EARLY_EVENTS
+        or any(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in events)
+    )
+
+
+def _request(payloads: list[Payload]) -> dict[str, Any]:
+    try:
+        request = json.loads(payloads[0].data) if payloads else None
+    except ValueError:
+        return {}
+    return request if isinstance(request, dict) else {}
+
+
+def _total(request: dict[str, Any]) -> int | None:
+    inputs, variations = request.get("inputs"), request.get("variations")
+    if isinstance(inputs, list) and isinstance(variations, int):
+        return len(inputs) * variations
     return None
 
 

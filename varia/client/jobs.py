@@ -40,7 +40,7 @@ from varia.client.closed import (
     CLOSE_STATUSES,
     close_event,
     closed_facts,
-    job_dir_from_input,
+    from_history,
     with_job_dir,
 )
 from varia.client.connection import open_client
@@ -255,7 +255,7 @@ class Jobs:
             if progress is not None:  # the job says (None: it made no job dir)
                 facts = with_job_dir(facts, progress.job_dir)
             else:
-                facts = with_job_dir(facts, await job_dir_from_input(self.client, view))
+                facts = await from_history(self.client, view, facts)
         return build_status(view, ui_url=link, facts=facts, progress=progress)
 
     # ---- list ------------------------------------------------------------------------

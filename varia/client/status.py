@@ -86,6 +86,10 @@ class ClosedFacts:
     settled: bool = True
     """False when the close event does not say where the job directory is (cancelled,
     terminated, timed out): the job itself (its `progress` query) or its request must."""
+    total: int | None = None
+    """Variations in all, from the request (when nothing else says)."""
+    began: bool = True
+    """False when the run never scheduled an activity: nothing was rendered."""
 
 
 def job_state(status: WorkflowExecutionStatus | None, varia_state: str | None) -> str:
@@ -160,9 +164,11 @@ def _apply_facts(status: JobStatus, facts: ClosedFacts) -> None:
     manifest = facts.manifest or {}
     if facts.manifest is not None:
         status.outputs = len(manifest.get("outputs", []))
-    status.total = manifest.get("total", status.total)
+    status.total = manifest.get("total", status.total if status.total is not None else facts.total)
     status.completed = manifest.get("completed", status.completed)
     status.failed = manifest.get("failed", status.failed)
+    if not facts.began:  # e.g. cancelled before a worker took it: nothing was rendered
+        status.completed, status.failed, status.outputs = 0, 0, 0
     status.sheets = [
         str(Path(status.job_dir or "") / entry["path"])
         for entry in manifest.get("sheets", [])
