@@ -433,6 +433,25 @@ async def test_a_namespace_the_server_lacks_is_one_line_and_exit_2(
     assert worker_json.json()["exit_code"] == 2 and worker.out == ""
 
 
+async def test_a_worker_with_an_ffmpeg_that_is_not_there_does_not_start(
+    env_vars: dict[str, str], tmp_path: Path
+) -> None:
+    """It used to start and fail every render in an instant, taking the retries of every job
+    from the healthy workers (found by review)."""
+    text = tmp_path / "not-a-binary"
+    text.write_text("just text\n")
+    missing, not_executable = await asyncio.gather(
+        varia(env_vars | {"VARIA_FFMPEG": "/nonexistent/ffmpeg"}, "worker"),
+        varia(env_vars | {"VARIA_FFMPEG": str(text)}, "worker", "--json"),
+    )
+    assert missing.code == 2 and missing.one_clear_line() == (
+        "varia: bad setting: VARIA_FFMPEG='/nonexistent/ffmpeg': '/nonexistent/ffmpeg' does not "
+        "exist; point VARIA_FFMPEG at an FFmpeg binary"
+    )
+    assert not_executable.code == 2 and not_executable.json()["exit_code"] == 2
+    assert "is not an executable file" in not_executable.one_clear_line()
+
+
 async def test_worker_and_server_json(settings: Settings, tmp_path: Path) -> None:
     env = cli_env(settings.temporal_address, f"{settings.task_queue}-proc")
     worker_proc = await spawn(env, "worker", "--json")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from datetime import timedelta
 from types import TracebackType
 
@@ -23,7 +24,7 @@ from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
 from varia import code_cache, quality
 from varia.activities import JobActivities
 from varia.client.connection import check_namespace, connect
-from varia.config import Settings, render_task_queue
+from varia.config import Settings, SettingsError, render_task_queue
 from varia.janitor import JanitorActivities
 from varia.janitor_workflow import VariaJanitor, ensure_janitor_schedule, schedule_id
 from varia.joblog import JobLog
@@ -232,8 +233,23 @@ async def ensure_janitor(client: Client, settings: Settings) -> None:
         )
 
 
+def check_ffmpeg(settings: Settings) -> None:
+    """Raise `SettingsError` unless the FFmpeg to run is an executable file: a worker with a
+    wrong `VARIA_FFMPEG` would fail every render in an instant, so it would take the retries of
+    every job and fail jobs a healthy worker could finish (found by review)."""
+    path = settings.ffmpeg_path()
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+        return
+    what = "is not an executable file" if os.path.exists(path) else "does not exist"
+    source = f"VARIA_FFMPEG={settings.ffmpeg!r}" if settings.ffmpeg else "imageio-ffmpeg's FFmpeg"
+    raise SettingsError(
+        f"bad setting: {source}: {path!r} {what}; point VARIA_FFMPEG at an FFmpeg binary"
+    )
+
+
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Connect, run a worker until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
+    check_ffmpeg(settings)
     with stop_on_signals(stop) as stop:  # first: a SIGTERM while connecting is not fatal
         if fix_malloc_thresholds(settings.malloc_mmap_threshold):  # before the runtime's threads
             log.debug("glibc malloc thresholds fixed (%d bytes)", settings.malloc_mmap_threshold)
