@@ -282,7 +282,8 @@ async def test_cancel_of_a_job_no_worker_polls(
     assert "cancelled: 0 of 1 variations kept" in run.out
     description = await client.get_workflow_handle(job_id).describe()
     assert description.status == WorkflowExecutionStatus.CANCELED
-    assert not (out_dir / job_id).exists()  # nothing had started: nothing to clean
+    manifest = assert_manifest_matches_disk(out_dir / job_id)  # nothing had started
+    assert (manifest["state"], manifest["outputs"], manifest["removed"]) == ("cancelled", [], [])
     # the worker is gone: its history says the job never began (it said "? of ? kept")
     again = await varia(env, "cancel", job_id)
     assert again.code == 0, again.err

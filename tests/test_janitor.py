@@ -210,10 +210,12 @@ def test_candidates_query_names_the_closed_window() -> None:
     assert "CloseTime >= '2026-01-01T03:04:05.000000Z'" in query
 
 
+NO_PROBE = {"failed-bad-input", "refused-request", "cancelled-before-start"}
+"""Paths whose prepare probed no input: it failed, never ran, or only made the job dir."""
 FIRST_RUNS_THAT_PREPARED = [
     history
     for history in history_files()
-    if (path_of(history) != "failed-bad-input" and ".run" not in history.name)
+    if (path_of(history) not in NO_PROBE and ".run" not in history.name)
     or history.name.endswith(".run1.json")
 ]
 
