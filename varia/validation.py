@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from varia.jobdir import job_id_problem
+from varia.job_id import job_id_problem
 from varia.models import (
     MAX_CONCURRENCY,
     MAX_FAIRNESS_KEY_BYTES,
