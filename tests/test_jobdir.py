@@ -80,19 +80,7 @@ def test_a_directory_at_the_manifests_name_is_a_clear_error(tmp_path: Path) -> N
     (job_dir / names.MANIFEST_NAME).mkdir()
     (job_dir / names.MANIFEST_NAME / "theirs.txt").write_text("kept")
     with pytest.raises(jobdir.NameTaken, match="is a directory varia did not make"):
-        jobdir.write_manifest(
-            job_dir,
-            Manifest(
-                job_id="job-1",
-                state="completed",
-                seed=1,
-                total=0,
-                completed=0,
-                failed=0,
-                outputs=[],
-                removed=[],
-            ),
-        )
+        jobdir.write_manifest(job_dir, _empty_manifest())
     assert (job_dir / names.MANIFEST_NAME / "theirs.txt").read_text() == "kept"
     assert errors.confinement_failure(jobdir.NameTaken("x")).type == errors.OUTPUT_DIR_UNUSABLE
 
@@ -129,9 +117,8 @@ def test_sweep_refuses_a_dir_without_the_marker(tmp_path: Path) -> None:
     assert (plain / "clip_v000.mp4").exists()
 
 
-def test_manifest_is_written_atomically(tmp_path: Path) -> None:
-    job_dir = make_job(tmp_path)
-    manifest = Manifest(
+def _empty_manifest() -> Manifest:
+    return Manifest(
         job_id="job-1",
         state="completed",
         seed=1,
@@ -141,6 +128,11 @@ def test_manifest_is_written_atomically(tmp_path: Path) -> None:
         outputs=[],
         removed=[],
     )
+
+
+def test_manifest_is_written_atomically(tmp_path: Path) -> None:
+    job_dir = make_job(tmp_path)
+    manifest = _empty_manifest()
     path = jobdir.write_manifest(job_dir, manifest)
     assert json.loads(path.read_text())["state"] == "completed"
     assert sorted(p.name for p in job_dir.iterdir()) == [".varia-job", names.MANIFEST_NAME]
