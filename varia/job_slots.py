@@ -132,7 +132,7 @@ class JobSlots:
         def again() -> None:
             if _try_raise_turn(turn, order):
                 log.info("ended the turn of render %s in %s", order, turn)
-                self._turns.pop(turn, asyncio.Event()).set()
+                self._wake(turn)
             else:
                 loop.call_later(TURN_RETRY_S, again)
 
@@ -150,9 +150,13 @@ class JobSlots:
             here.discard(order)
             if not here:
                 del self._here[turn]
+        self._wake(turn)
+
+    def _wake(self, turn: str) -> None:
+        """Wake the renders here waiting on this slot's turn: they re-read it."""
         event = self._turns.pop(turn, None)
         if event is not None:
-            event.set()  # wake the renders waiting on this slot's turn here: they re-read it
+            event.set()
 
     async def _wait_turn(self, turn: str, follows: int) -> None:
         while _read_turn(turn) < follows:

@@ -51,13 +51,12 @@ def misspelt_fields(raw: dict[str, Any]) -> str:
     field of 8 letters or more. Other unknown fields are ignored (`JobRequest`).
     """
     problems = []
-    for key in raw:
-        if not isinstance(key, str) or key in REQUEST_FIELDS:
-            continue
+    for key in ignored_fields(raw):
+        bare = _bare(key)
         near = [
             field
-            for field in REQUEST_FIELDS
-            if edit_distance(_bare(key), _bare(field)) <= (2 if len(_bare(field)) >= 8 else 1)
+            for field, known in _BARE_FIELDS.items()
+            if edit_distance(bare, known) <= (2 if len(known) >= 8 else 1)
         ]
         if near:
             guess = " or ".join(repr(field) for field in near)
@@ -72,6 +71,9 @@ def ignored_fields(raw: dict[str, Any]) -> list[str]:
 
 def _bare(name: str) -> str:
     return name.lower().replace("_", "").replace("-", "")
+
+
+_BARE_FIELDS = {field: _bare(field) for field in REQUEST_FIELDS}
 
 
 def edit_distance(a: str, b: str) -> int:
