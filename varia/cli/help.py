@@ -7,6 +7,8 @@ need this command class, which shows their `metavar` in both the usage line and 
 
 from __future__ import annotations
 
+import inspect
+
 from typer import _click as click  # typer 0.29 vendors click
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
@@ -28,11 +30,30 @@ def _untyped_help(option: TyperOption | None) -> TyperOption | None:
     return option
 
 
+def reflowed(help_text: str | None) -> str | None:
+    """`help_text` with each paragraph on one line: typer 0.29 joins the first paragraph's
+    lines but prints the later ones' line breaks as they are, mid-sentence at any width.
+    A paragraph with a list or an indented line keeps its breaks."""
+    if help_text is None:
+        return None
+    paragraphs = inspect.cleandoc(help_text).split("\n\n")
+    return "\n\n".join(
+        paragraph if _keeps_breaks(paragraph) else " ".join(paragraph.split("\n"))
+        for paragraph in paragraphs
+    )
+
+
+def _keeps_breaks(paragraph: str) -> bool:
+    return any(line.startswith(("-", "*", " ", "\b")) for line in paragraph.split("\n"))
+
+
 class NamedCommand(TyperCommand):
-    """A command whose arguments are `NamedArgument`s and whose `--help` shows no type."""
+    """A command whose arguments are `NamedArgument`s, whose `--help` shows no type, and whose
+    help paragraphs are reflowed (`reflowed`)."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.help = reflowed(self.help)
         for param in self.params:
             if type(param) is TyperArgument:
                 param.__class__ = NamedArgument
