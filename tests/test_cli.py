@@ -148,7 +148,7 @@ async def test_start_watch_status_list(
     assert started.code == 0, started.err
     info = started.json()
     job_dir = clips.short.parent / "out" / job_id
-    assert (info["job_id"], info["seed"]) == (job_id, 3)
+    assert (info["job_id"], info["seed"], info["workers"]) == (job_id, 3, True)
     assert info["job_dir"] == str(job_dir)
     assert info["ui_url"].endswith(f"/namespaces/default/workflows/{job_id}")
 
@@ -586,11 +586,20 @@ async def test_server_on_a_busy_port_names_it_and_exits_4(env_vars: dict[str, st
     assert "pid" not in error and "address already in use" in error["error"]
 
 
-async def test_no_worker_status_and_watch_say_so(
+async def test_no_worker_start_status_and_watch_say_so(
     client: Client, settings: Settings, clips: Clips, out_dir: Path, job_id: str
 ) -> None:
     lonely = f"{settings.task_queue}-nobody"
     env = cli_env(settings.temporal_address, lonely)
+    started, started_json = await asyncio.gather(
+        varia(env, *start_args(clips.short, 1, out_dir, f"{job_id}-a")),
+        varia(env, *start_args(clips.short, 1, out_dir, f"{job_id}-b"), "--json"),
+    )
+    assert started.code == 0 and f"no worker polls task queue '{lonely}'" in started.err
+    assert "starts when one does" in started.err and f"{job_id}-a" in started.out
+    assert started_json.code == 0 and started_json.json()["workers"] is False
+    for other in ("a", "b"):
+        await client.get_workflow_handle(f"{job_id}-{other}").terminate("test cleanup")
     handle = await start_by_name(client, lonely, job_id, [clips.short], 1, out_dir)
     status = await varia(env, "status", job_id)
     assert f"no worker polls task queue '{lonely}'" in status.out

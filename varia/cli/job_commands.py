@@ -152,7 +152,12 @@ def start(
             "ui_url": jobs.ui_link(started_id),
             "task_queue": settings.task_queue,
             "seed": resolve_seed(request.seed, started_id),
+            "workers": await _workers_or_none(jobs, settings.task_queue),
         }
+        if started["workers"] is False and not (as_json or watch):
+            from varia.client.pollers import no_worker_hint
+
+            say(f"varia: {no_worker_hint(settings.task_queue)}; the job starts when one does")
         if not watch:
             return started, None
         if not as_json:
@@ -170,6 +175,17 @@ def start(
     else:
         render.print_final(console, final)
     raise typer.Exit(_exit_for(final) if final else 0)
+
+
+async def _workers_or_none(jobs: Jobs, task_queue: str) -> bool | None:
+    """Whether a worker polls `task_queue`; None if that cannot be told (the job has started,
+    so a failed check must not fail `start`)."""
+    from varia.client.errors import ClientProblem
+
+    try:
+        return await jobs.has_workers(task_queue)
+    except ClientProblem:
+        return None
 
 
 @command()
