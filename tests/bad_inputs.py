@@ -106,3 +106,14 @@ def many_streams_mkv(path: Path, clip: Path, audio_streams: int) -> Path:
     maps = ["-map", "0:v:0"] + ["-map", "0:a:0"] * audio_streams
     _ffmpeg("-i", str(clip), *maps, "-c", "copy", str(path))
     return path
+
+
+def audio_with_cover_art(path: Path, seconds: float = 2.0) -> Path:
+    """An `.m4a` whose only video stream is an attached picture (a song with its cover)."""
+    _ffmpeg(
+        "-f", "lavfi", "-i", f"sine=duration={seconds}",
+        "-f", "lavfi", "-i", "testsrc2=size=64x64:duration=0.04",
+        "-map", "0", "-map", "1", "-c:a", "aac", "-c:v", "png",
+        "-disposition:v", "attached_pic", "-frames:v", "1", str(path),
+    )  # fmt: skip
+    return path

@@ -150,7 +150,10 @@ class JobActivities:
         try:
             media.check_unchanged(task.media)
         except media.MediaError as err:
-            raise errors.bad_input(f"{task.media.path} variation {task.variation}: {err}") from None
+            reason = str(err).removeprefix(f"input {task.media.path!r} ")  # named once, below
+            raise errors.bad_input(
+                f"{task.media.path} variation {task.variation}: {reason}"
+            ) from None
         if task.bounds is not None:  # which attempt made an output already there is unknown
             with contextlib.suppress(FileNotFoundError):
                 final.unlink()

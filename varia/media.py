@@ -134,6 +134,11 @@ def _check_declared(
         raise MediaError(_over(label, f"has {streams} streams", str(limits.max_streams), "STREAMS"))
     if not container.streams.video:
         raise MediaError(f"{label} has no video stream")
+    if container.streams.video[0].disposition & av.stream.Disposition.attached_pic:
+        raise MediaError(
+            f"{label} has no video to vary: its first video stream is a still cover picture "
+            "(an audio file with cover art?)"
+        )
     context = _codec_of(container.streams.video[0], label)
     width, height = context.width, context.height
     if not width or not height:
@@ -306,6 +311,11 @@ def _check_tail(
         if packet.stream is video and packet.size and packet.pts is not None:
             last_end = max(last_end, float((packet.pts + (packet.duration or 0)) * video.time_base))
     start = float(video.start_time * video.time_base) if video.start_time else 0.0
+    if last_end == 0.0:
+        raise MediaError(
+            f"{label} is truncated: no video packet of its last second is there "
+            f"(its header says it lasts {duration:.2f}s)"
+        )
     if last_end - start < duration - TAIL_TOLERANCE_S:
         raise MediaError(
             f"{label} is truncated: its packets end at {last_end - start:.2f}s of {duration:.2f}s"
