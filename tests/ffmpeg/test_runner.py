@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import stat
+import time
 from pathlib import Path
+
+import psutil
 
 from tests.conftest import Clips
 from tests.helpers import wait_for
@@ -123,6 +126,55 @@ async def test_stall_is_detected_and_escalates_to_sigkill(tmp_path: Path) -> Non
     )
     assert outcome.stop_reason is not None and outcome.stop_reason.startswith("stalled")
     assert outcome.stop_stage == "kill"
+
+
+def finishing_ffmpeg(tmp_path: Path) -> tuple[Path, Path]:
+    """A stand-in FFmpeg that reports advancing progress until a `go` file appears, then exits 0."""
+    script, go = tmp_path / "finishes", tmp_path / "go"
+    script.write_text(
+        "#!/bin/bash\nframe=0\n"
+        f"while [ ! -e {go} ]; do frame=$((frame+1)); "
+        "printf 'frame=%d\\nout_time_us=%d\\nprogress=continue\\n' $frame $((frame*40000)); "
+        "sleep 0.05; done\nexit 0\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script, go
+
+
+def has_exited(pid: int) -> bool:
+    """Whether `pid` has exited (a zombie, or already reaped by asyncio's watcher thread)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def test_a_worker_frozen_past_the_stall_timeout_does_not_blame_ffmpeg(
+    tmp_path: Path,
+) -> None:
+    """A worker stopped (SIGSTOP, a suspended VM) while its FFmpeg ran on and finished used to
+    call it stalled on resuming ("stalled ...; ended by exited") and fail a render that was
+    whole. The freeze is the event loop held by `on_tick` until FFmpeg has exited and the
+    stall timeout has passed, as a stopped process would be."""
+    script, go = finishing_ffmpeg(tmp_path)
+    stall_timeout_s = 0.5
+    frozen: list[bool] = []
+
+    def freeze_once(report: ProgressReport | None, identity: ProcessIdentity) -> None:
+        if report is None or frozen:
+            return
+        frozen.append(True)
+        go.touch()
+        since, deadline = time.monotonic(), time.monotonic() + 30
+        while not has_exited(identity.pid) or time.monotonic() - since < 3 * stall_timeout_s:
+            assert time.monotonic() < deadline, "the stand-in FFmpeg did not exit"
+            time.sleep(0.02)  # the loop is frozen on purpose: nothing else may run
+
+    outcome = await run_ffmpeg(
+        [str(script)], on_tick=freeze_once, stall_timeout_s=stall_timeout_s, tick_s=0.05
+    )
+    assert frozen
+    assert (outcome.returncode, outcome.stop_reason, outcome.stop_stage) == (0, None, None)
 
 
 async def test_interrupt_stops_with_its_reason(tmp_path: Path) -> None:

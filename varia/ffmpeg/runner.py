@@ -132,6 +132,7 @@ async def run_ffmpeg(
         bound = stage_timeout_s if cancel_stage_timeout_s is None else cancel_stage_timeout_s()
         return stop_child(proc, identity, bound, kill_timeout_s=stage_timeout_s)
 
+    last_check = time.monotonic()
     try:
         while proc.returncode is None:
             with contextlib.suppress(TimeoutError):
@@ -145,7 +146,11 @@ async def run_ffmpeg(
             if proc.returncode is not None:
                 break
             stop_reason = interrupt()
-            if stop_reason is None and time.monotonic() - watch.last_advance > stall_timeout_s:
+            now = time.monotonic()
+            if now - last_check > tick_s + stall_timeout_s / 2:
+                watch.last_advance = now  # this worker was frozen, not FFmpeg: a new window
+            last_check = now
+            if stop_reason is None and now - watch.last_advance > stall_timeout_s:
                 stop_reason = f"stalled: no progress for {stall_timeout_s:g}s"
             if stop_reason is not None:
                 stop_stage = await run_to_end(
