@@ -297,6 +297,18 @@ def scaled_rgb(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
     )
 
 
+def upright(frame: av.VideoFrame) -> av.VideoFrame:
+    """The frame as a player shows it: turned by its rotation flag (display matrix), if any.
+    Renders keep frames as stored and carry the flag over; only pictures for people turn."""
+    turns = round(frame.rotation / 90) % 4
+    if not turns:
+        return frame
+    import numpy as np
+
+    turned = np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"), turns), np.uint8)
+    return av.VideoFrame.from_ndarray(turned, format="rgb24")
+
+
 def thumbnail(frame: av.VideoFrame, width: int, height: int) -> Image.Image:
     """The frame as an RGB picture of exactly `width` x `height` (letterboxed if needed)."""
     from PIL import Image

@@ -72,7 +72,7 @@ def probe(path: str, limits: InputLimits | None = None) -> MediaInfo:
             width, height = video.codec_context.width, video.codec_context.height
             rate = video.average_rate or video.guessed_rate
             fps = float(rate) if rate else 25.0
-            _decode_one_frame(container, label)
+            rotation = round(_decode_one_frame(container, label).rotation)
             if duration:
                 _check_tail(container, video, duration, label)
             demuxer = container.format.name.split(",")[0]
@@ -94,6 +94,7 @@ def probe(path: str, limits: InputLimits | None = None) -> MediaInfo:
         bytes=size,
         mtime_ns=probed.st_mtime_ns,
         inode=(probed.st_dev, probed.st_ino),
+        rotation=rotation,
     )
 
 
@@ -199,8 +200,8 @@ def _duration_s(container: av.container.InputContainer, video: av.VideoStream) -
     return None
 
 
-def _decode_one_frame(container: av.container.InputContainer, label: str) -> None:
-    """The first video frame must decode. A first packet that is a keyframe is decoded alone
+def _decode_one_frame(container: av.container.InputContainer, label: str) -> av.VideoFrame:
+    """The first video frame, which must decode. A first packet that is a keyframe is decoded alone
     and drained (the decoder does not go on to fill its reordering delay: a third of the cost
     of an output's check at 720p); any other stream is decoded from its start."""
     video = container.streams.video[0]
@@ -210,10 +211,10 @@ def _decode_one_frame(container: av.container.InputContainer, label: str) -> Non
         frames = codec.decode(first) + codec.decode(None)
         codec.flush_buffers()
         if frames:
-            return
+            return frames[0]
     container.seek(0, stream=video)
-    for _frame in container.decode(video):
-        return
+    for frame in container.decode(video):
+        return frame
     raise MediaError(f"{label} is truncated: no video frame decodes")
 
 

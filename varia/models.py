@@ -171,6 +171,11 @@ class MediaInfo(BaseModel):
         description="Its (device, inode) when probed: another file moved to its path is not it "
         "(None: older).",
     )
+    rotation: int = Field(
+        default=0,
+        description="Degrees a player turns its frames (the display matrix; 90 for a phone's "
+        "portrait video). Renders keep the frames as stored and the flag with them.",
+    )
 
 
 class InputLimits(BaseModel):

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from varia import names
-from varia.frames import FrameError, frames_at, png_bytes, scaled_rgb, thumbnail
+from varia.frames import FrameError, frames_at, png_bytes, scaled_rgb, thumbnail, upright
 from varia.glyphs import LabelFont
 from varia.jobdir import write_new
 from varia.models import OutputEntry, SheetEntry
@@ -64,7 +64,8 @@ def may_show(input_index: int, variation: int) -> bool:
 
 
 def save_cell(frame: av.VideoFrame, path: Path) -> None:
-    """Save the frame scaled to fit a cell (PNG, fast compression)."""
+    """Save the frame, upright, scaled to fit a cell (PNG, fast compression)."""
+    frame = upright(frame)
     scale = min(CELL_WIDTH / frame.width, MAX_THUMB_HEIGHT / frame.height, 1.0)
     width, height = max(2, int(frame.width * scale)), max(2, int(frame.height * scale))
     write_new(path, png_bytes(scaled_rgb(frame, width, height)))
@@ -206,7 +207,7 @@ def render_sheet(
 
 def _source_frame(path: str) -> av.VideoFrame | None:
     try:
-        return frames_at(path, fractions=[SHEET_POSITION], source=True)[0]
+        return upright(frames_at(path, fractions=[SHEET_POSITION], source=True)[0])
     except FrameError as err:
         log.warning("contact sheet: source %s: %s", path, err)
         return None
@@ -224,7 +225,7 @@ def _output_picture(job_dir: Path, entry: OutputEntry) -> av.VideoFrame | Image.
         except (OSError, UnidentifiedImageError):
             pass  # cut short or damaged: decode the output instead
     try:
-        return frames_at(str(job_dir / entry.path), [SHEET_POSITION * entry.duration_s])[0]
+        return upright(frames_at(str(job_dir / entry.path), [SHEET_POSITION * entry.duration_s])[0])
     except FrameError as err:
         log.warning("contact sheet: output %s: %s", entry.path, err)
         return None

@@ -106,9 +106,9 @@ def test_input_is_read_with_the_probed_demuxer_and_local_files_only() -> None:
     )
     argv = build_render_argv("ffmpeg", probed, "/out/x")
     before_input = argv[: argv.index("-i")]
-    assert before_input[-4:] == ["-protocol_whitelist", "file", "-f", "mov"]
+    assert before_input[-5:] == ["-protocol_whitelist", "file", "-noautorotate", "-f", "mov"]
     old_history = build_render_argv("ffmpeg", task(Recipe()), "/out/x")  # MediaInfo without it
-    assert old_history[old_history.index("-i") - 2 :][:2] == ["-protocol_whitelist", "file"]
+    assert old_history[old_history.index("-i") - 3 :][:2] == ["-protocol_whitelist", "file"]
     playlist = probed.model_copy(update={"media": media().model_copy(update={"demuxer": "hls"})})
     with pytest.raises(ValueError, match="'hls'"):
         build_render_argv("ffmpeg", playlist, "/out/x")
@@ -133,7 +133,7 @@ _VALUE_OPTIONS = {
     "-b:a",
     "-movflags",
 }
-_FLAGS = {"-hide_banner", "-nostats", "-y"}
+_FLAGS = {"-hide_banner", "-nostats", "-y", "-noautorotate"}
 _FILTERS = {"crop", "scale", "hflip", "eq", "hue", "noise", "setpts", "format", "atempo"}
 _PATH = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40).map(
     lambda tail: "/" + tail

@@ -42,8 +42,8 @@ def video_filters(recipe: Recipe, media: MediaInfo) -> str:
             f"crop={crop_w}:{crop_h}:(iw-{crop_w})*{recipe.pan_x:.4f}:(ih-{crop_h})*{recipe.pan_y:.4f}"
         )
     filters.append(f"scale={width}:{height}")
-    if recipe.mirror:
-        filters.append("hflip")
+    if recipe.mirror:  # left-right as shown: a frame shown turned a quarter flips up-down
+        filters.append("vflip" if media.rotation % 180 == 90 else "hflip")
     filters.append(
         f"eq=brightness={recipe.brightness:.4f}:contrast={recipe.contrast:.4f}"
         f":saturation={recipe.saturation:.4f}"
@@ -66,13 +66,18 @@ def audio_filters(recipe: Recipe) -> str | None:
 
 
 def input_options(media: MediaInfo) -> list[str]:
-    """The options before `-i`: the protocol white-list and the probed demuxer (when known).
+    """The options before `-i`: the protocol white-list, the probed demuxer (when known) and
+    `-noautorotate`.
+
+    The filters work on the frames as stored and the output keeps the input's rotation flag
+    (its display matrix): turned upright first, a portrait phone video was scaled back into
+    the stored landscape size, squashed, and measured against the unturned source.
 
     A `MediaInfo` from a history recorded before probes named the demuxer has none; FFmpeg then
     probes the format itself, still limited to local files. A demuxer off the allow-list is
     refused (`ValueError`): the probe never returns one.
     """
-    options = ["-protocol_whitelist", PROTOCOL_WHITELIST]
+    options = ["-protocol_whitelist", PROTOCOL_WHITELIST, "-noautorotate"]
     if media.demuxer is not None:
         if media.demuxer not in ALLOWED_DEMUXERS:
             raise ValueError(f"demuxer {media.demuxer!r} of {media.path!r} is not allowed")
