@@ -73,6 +73,7 @@ def probe(path: str, limits: InputLimits | None = None) -> MediaInfo:
             rate = video.average_rate or video.guessed_rate
             fps = float(rate) if rate else 25.0
             rotation = round(_decode_one_frame(container, label).rotation)
+            pixel_aspect = video.sample_aspect_ratio or video.codec_context.sample_aspect_ratio
             if duration:
                 _check_tail(container, video, duration, label)
             demuxer = container.format.name.split(",")[0]
@@ -95,6 +96,11 @@ def probe(path: str, limits: InputLimits | None = None) -> MediaInfo:
         mtime_ns=probed.st_mtime_ns,
         inode=(probed.st_dev, probed.st_ino),
         rotation=rotation,
+        pixel_aspect=(
+            (pixel_aspect.numerator, pixel_aspect.denominator)
+            if pixel_aspect and pixel_aspect > 0
+            else (1, 1)
+        ),
     )
 
 

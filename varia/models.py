@@ -171,6 +171,11 @@ class MediaInfo(BaseModel):
         description="Its (device, inode) when probed: another file moved to its path is not it "
         "(None: older).",
     )
+    pixel_aspect: tuple[int, int] | None = Field(
+        default=None,
+        description="A pixel's width to height (1:1 when the file does not say); renders keep "
+        "it. None in older histories.",
+    )
     rotation: int = Field(
         default=0,
         description="Degrees a player turns its frames (the display matrix; 90 for a phone's "

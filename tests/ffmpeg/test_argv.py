@@ -134,7 +134,19 @@ _VALUE_OPTIONS = {
     "-movflags",
 }
 _FLAGS = {"-hide_banner", "-nostats", "-y", "-noautorotate"}
-_FILTERS = {"crop", "scale", "hflip", "eq", "hue", "noise", "setpts", "format", "atempo"}
+_FILTERS = {
+    "crop",
+    "scale",
+    "setsar",
+    "hflip",
+    "vflip",
+    "eq",
+    "hue",
+    "noise",
+    "setpts",
+    "format",
+    "atempo",
+}
 _PATH = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40).map(
     lambda tail: "/" + tail
 ) | st.sampled_from(["/-i", "/-y x", "/a/http:evil", "/c/concat:a|b", "/d\nnew line", "/e/ :x"])

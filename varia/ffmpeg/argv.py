@@ -42,6 +42,8 @@ def video_filters(recipe: Recipe, media: MediaInfo) -> str:
             f"crop={crop_w}:{crop_h}:(iw-{crop_w})*{recipe.pan_x:.4f}:(ih-{crop_h})*{recipe.pan_y:.4f}"
         )
     filters.append(f"scale={width}:{height}")
+    if media.pixel_aspect is not None:  # the crop's rounding would otherwise skew it (171:170)
+        filters.append(f"setsar={media.pixel_aspect[0]}/{media.pixel_aspect[1]}")
     if recipe.mirror:  # left-right as shown: a frame shown turned a quarter flips up-down
         filters.append("vflip" if media.rotation % 180 == 90 else "hflip")
     filters.append(

@@ -1,9 +1,11 @@
-"""Inputs with a rotation flag (a phone's portrait video): frames stay as stored, the flag
-carries over, figures match the unflagged pixels, and the sheet shows them upright."""
+"""How an output is shown: a rotation flag (a phone's portrait video) carries over with the
+frames as stored, figures match the unflagged pixels, mirror flips left-right as shown, the
+sheet shows them upright; and the pixel aspect stays the input's."""
 
 from __future__ import annotations
 
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -115,3 +117,31 @@ async def test_the_sheet_shows_a_portrait_phone_video_upright(tmp_path: Path) ->
     with Image.open(job_dir / SHEET_NAME) as sheet:
         assert sheet.size == (plan.width, plan.height)
         assert plan.thumb_height > 180  # taller than wide
+
+
+def with_pixel_aspect(clip: Path, aspect: str) -> Path:
+    out = clip.with_name(f"{clip.stem}-sar.mp4")
+    subprocess.run(
+        [Settings().ffmpeg_path(), "-loglevel", "error", "-y", "-i", str(clip),
+         "-vf", f"setsar={aspect}", "-c:v", "libx264", "-preset", "ultrafast", str(out)],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    ("size", "aspect"),
+    [("320x180", "1/1"), ("320x180", "2/1"), ("16x400", "1/1"), ("90x60", "8/9")],
+)
+async def test_a_zoomed_variation_keeps_the_inputs_pixel_aspect(
+    tmp_path: Path, size: str, aspect: str
+) -> None:
+    """The zoom's crop is rounded to whole pixels, and the scaler kept the crop's shape by
+    skewing the pixel aspect: 171:170 at 320x180, 0.917 for a 16-pixel-wide input."""
+    clip = with_pixel_aspect(make_clip(tmp_path / "clip.mp4", seconds=1, size=size), aspect)
+    job_dir = jobdir.open_job_dir(tmp_path, "job")
+    zoomed = Recipe(zoom=1.0737, pan_x=0.3, pan_y=0.6, crf=23)
+    await render(clip, job_dir, "zoomed.mp4", zoomed)
+    with av.open(str(job_dir / "zoomed.mp4")) as container:
+        kept = container.streams.video[0].sample_aspect_ratio
+    assert kept == Fraction(aspect), (kept, aspect)
