@@ -553,15 +553,19 @@ def test_a_poller_counts_while_its_last_poll_is_within_one_long_poll() -> None:
 
 
 async def test_usage_errors_help_and_version(env_vars: dict[str, str], clips: Clips) -> None:
-    zero, unknown, start_help, version = await asyncio.gather(
+    zero, unknown, threads, start_help, version = await asyncio.gather(
         varia(env_vars, "start", str(clips.short), "-n", "0", "-o", "out", "--json"),
         varia(env_vars, "status", "x", "--bogus", "--json"),
+        varia(env_vars, *start_args(clips.short, 1, Path("out"), "t", "--threads", "2" * 20)),
         varia(env_vars, "start", "--help"),
         varia(env_vars, "--version"),
     )
+    for run in (zero, unknown, threads):
+        assert run.code == 2, run.out + run.err
     for run in (zero, unknown):
-        assert run.code == 2 and run.json()["exit_code"] == 2, run.out + run.err
+        assert run.json()["exit_code"] == 2, run.out + run.err
     assert "--variations" in zero.json()["error"] and "--bogus" in unknown.json()["error"]
+    assert "--threads" in threads.err and "256" in threads.err
     assert start_help.code == 0
     assert "INPUTS..." in start_help.out and "{inputs}" not in start_help.out
     assert "<bool>" not in start_help.out and "<list" not in start_help.out

@@ -6,11 +6,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from varia.models import MAX_CONCURRENCY, MAX_INPUTS, MAX_TOTAL_VARIATIONS, MAX_VARIATIONS
+from varia.models import (
+    MAX_CONCURRENCY,
+    MAX_INPUTS,
+    MAX_THREADS,
+    MAX_TOTAL_VARIATIONS,
+    MAX_VARIATIONS,
+)
 from varia.validation import (
     REQUEST_FIELDS,
     RequestError,
     check_job_id,
+    check_threads,
     check_total,
     edit_distance,
     ignored_fields,
@@ -259,6 +266,16 @@ def test_check_total_refuses_exactly_the_jobs_over_the_cap(inputs: int, variatio
         assert f"{MAX_TOTAL_VARIATIONS:,}" in str(err) and "several jobs" in str(err)
     else:
         assert inputs * variations <= MAX_TOTAL_VARIATIONS
+
+
+@given(st.integers(-(2**70), 2**70) | st.none())
+def test_check_threads_refuses_exactly_the_counts_over_the_cap(threads: int | None) -> None:
+    try:
+        check_threads(threads)
+    except RequestError as err:
+        assert threads is not None and threads > MAX_THREADS and str(MAX_THREADS) in str(err)
+    else:
+        assert threads is None or threads <= MAX_THREADS
 
 
 def test_check_total_at_the_edges() -> None:

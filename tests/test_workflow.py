@@ -30,7 +30,7 @@ from varia import names
 from varia.config import Settings
 from varia.errors import BAD_INPUT, BAD_REQUEST
 from varia.ffmpeg.argv import build_render_argv
-from varia.models import JobRequest, MediaInfo
+from varia.models import MAX_THREADS, JobRequest, MediaInfo
 from varia.recipes import make_recipe
 from varia.worker import build_worker
 from varia.workflows import VariationJob
@@ -371,6 +371,20 @@ async def test_a_job_over_the_total_cap_is_refused_before_anything_is_made(
     cause = failure.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == BAD_REQUEST
     assert "10,000,000 outputs" in cause.message and "several jobs" in cause.message
+    assert not job.dir.exists()
+
+
+@pytest.mark.parametrize("threads", [MAX_THREADS + 1, 2**63])
+async def test_a_job_asking_for_absurd_threads_is_refused_before_anything_is_made(
+    job: Job, clips: Clips, threads: int
+) -> None:
+    """FFmpeg's `-threads` is a C int: 2**63 failed every render, five times each, and the job
+    only after all of them (found by an attacker's review). Prepare refuses it first."""
+    with pytest.raises(WorkflowFailureError) as failure:
+        await job.run([clips.short], 1, threads=threads)
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == BAD_REQUEST
+    assert f"threads is {threads}; it must be from 1 to {MAX_THREADS}" in cause.message
     assert not job.dir.exists()
 
 

@@ -52,7 +52,7 @@ from varia.render_output import (
 )
 from varia.render_turn import ffmpeg_turn
 from varia.search_attributes import SEARCH_ATTRIBUTE_NAMES, registered_search_attributes
-from varia.validation import RequestError, check_total
+from varia.validation import RequestError, check_threads, check_total
 
 log = logging.getLogger("varia.activities")
 
@@ -78,6 +78,7 @@ class JobActivities:
         for the manifest that says so)."""
         try:  # `variations` is None in the requests of older workflow code
             check_total(len(request.inputs), request.variations or 1)
+            check_threads(request.threads)
         except RequestError as err:  # before anything is made
             raise ApplicationError(str(err), type=errors.BAD_REQUEST, non_retryable=True) from None
         try:

@@ -21,6 +21,11 @@ MAX_VARIATIONS = 10_000
 MAX_CONCURRENCY = 64
 """The most renders one job runs at once."""
 
+MAX_THREADS = 256
+"""The most FFmpeg threads a render may ask for (x264 uses at most 128; FFmpeg's option is a
+C int, so a larger number failed every render, retried, only after the job had started).
+Checked by `varia start` and by prepare."""
+
 MAX_INPUTS = 1_000
 """The most input videos one job may take."""
 
@@ -491,6 +496,9 @@ class PrepareRequest(BaseModel):
     probe: bool = Field(
         default=True,
         description="False: only make the job directory (a job cancelled before it started).",
+    )
+    threads: int | None = Field(
+        default=None, description="The job's FFmpeg threads per render (checked before anything)."
     )
 
 

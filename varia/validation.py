@@ -12,6 +12,7 @@ from varia.models import (
     MAX_CONCURRENCY,
     MAX_FAIRNESS_KEY_BYTES,
     MAX_INPUTS,
+    MAX_THREADS,
     MAX_TOTAL_VARIATIONS,
     MAX_VARIATIONS,
     PRIORITY_RANGE,
@@ -114,6 +115,14 @@ def parse_request(raw: JobRequest | dict[str, Any] | Any, *, strict: bool = True
         raise RequestError(f"invalid job request: expected a JSON object, got {type(raw).__name__}")
     check_request(request)
     return request
+
+
+def check_threads(threads: int | None) -> None:
+    """Raise `RequestError` if a job asks for more than `MAX_THREADS` FFmpeg threads."""
+    if threads is not None and threads > MAX_THREADS:
+        raise RequestError(
+            f"invalid job request: threads is {threads}; it must be from 1 to {MAX_THREADS}"
+        )
 
 
 def check_total(inputs: int, variations: int) -> None:

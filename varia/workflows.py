@@ -359,6 +359,7 @@ class VariationJob:
                 variations=job.variations,
                 chain=_chain(),
                 probe=probe,
+                threads=job.threads,
             ),
             start_to_close_timeout=timedelta(minutes=10),
             heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,

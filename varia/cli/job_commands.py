@@ -14,7 +14,7 @@ from varia.cli.app import NEEDS, JobId, JsonFlag, NoWait, command
 from varia.cli.exits import Exit, console, emit, fail, run, say, settings_or_exit
 from varia.client.records import UNSUCCESSFUL_STATES, JobStatus, StopOutcome
 from varia.config import Settings
-from varia.models import JobRequest, JobState
+from varia.models import MAX_THREADS, JobRequest, JobState
 from varia.recipes import resolve_seed
 
 if TYPE_CHECKING:
@@ -102,7 +102,8 @@ def start(
     ] = None,
     concurrency: Annotated[int, typer.Option(metavar="C", min=1, help="Renders at once.")] = 1,
     threads: Annotated[
-        int | None, typer.Option(metavar="T", min=1, help="FFmpeg -threads per render.")
+        int | None,
+        typer.Option(metavar="T", min=1, max=MAX_THREADS, help="FFmpeg -threads per render."),
     ] = None,
     job_id: Annotated[
         str | None, typer.Option("--id", metavar="ID", help="Job id (default: fresh).")

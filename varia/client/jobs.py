@@ -60,7 +60,13 @@ from varia.config import Settings
 from varia.models import JobRequest, JobResult, Progress, RenderHeartbeat
 from varia.recipes import resolve_seed
 from varia.search_attributes import registered_search_attributes
-from varia.validation import RequestError, check_job_id, check_request, check_total
+from varia.validation import (
+    RequestError,
+    check_job_id,
+    check_request,
+    check_threads,
+    check_total,
+)
 
 Notify = Callable[[str], None]
 
@@ -117,6 +123,7 @@ class Jobs:
         """`start`, returning the workflow handle (`started_eagerly` reads it)."""
         check_request(request)
         check_total(len(request.inputs), request.variations)
+        check_threads(request.threads)
         job_id = job_id or new_job_id()
         check_job_id(job_id)
         # no seed: the one the workflow derives from the job id, so the summary shows it
