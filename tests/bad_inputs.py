@@ -117,3 +117,14 @@ def audio_with_cover_art(path: Path, seconds: float = 2.0) -> Path:
         "-disposition:v", "attached_pic", "-frames:v", "1", str(path),
     )  # fmt: skip
     return path
+
+
+def many_channel_audio(path: Path, channels: int, seconds: float = 1.0) -> Path:
+    """A clip whose audio has `channels` channels (PCM in .mov)."""
+    layout = {8: "7.1", 16: "hexadecagonal"}[channels]
+    _ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=size=160x120:duration={seconds}",
+        "-f", "lavfi", "-i", f"sine=duration={seconds},aformat=channel_layouts={layout}",
+        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le", str(path),
+    )  # fmt: skip
+    return path

@@ -3,6 +3,9 @@ their strings never change, and the non-retryable set is what the retry policies
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from varia import errors
 from varia.workflow_calls import IO_RETRY, RENDER_RETRY
 
@@ -24,3 +27,28 @@ def test_the_registered_error_types() -> None:
 def test_retry_policies_never_retry_the_non_retryable_types() -> None:
     for policy in (RENDER_RETRY, IO_RETRY):
         assert set(policy.non_retryable_error_types or []) == set(errors.NON_RETRYABLE_TYPES)
+
+
+@given(st.lists(st.text(st.characters(exclude_categories=("Cs",)), max_size=90), max_size=30))
+def test_an_ffmpeg_tail_is_whole_lines_that_fit(lines: list[str]) -> None:
+    text = "\n".join(lines)
+    tail = errors.last_lines(text, 200)
+    assert len(tail) <= 200
+    whole = [line.strip() for line in text.splitlines() if line.strip()]
+    if not whole:
+        assert tail == ""
+        return
+    if len(whole[-1]) > 200:
+        assert tail == "…" + whole[-1][-199:]
+        return
+    kept = [k for k in range(1, len(whole) + 1) if tail == " | ".join(whole[-k:])]
+    assert kept, tail  # the last k lines, each whole
+    assert kept[-1] == len(whole) or len(" | ".join(whole[-kept[-1] - 1 :])) > 200  # all that fit
+
+
+def test_a_long_ffmpeg_error_is_cut_at_a_line_not_mid_word() -> None:
+    stderr = "\n".join([f"[aac @ 0x55] line {n}: Error while encoding" for n in range(40)])
+    stderr += "\nCould not open encoder before EOF"
+    tail = errors.last_lines(stderr, 600)
+    assert tail.endswith("Could not open encoder before EOF")
+    assert tail.startswith("[aac @ 0x55] line ")  # a whole line, not "ing frames to …"

@@ -206,6 +206,20 @@ def test_an_audio_file_with_cover_art_is_named_as_one(tmp_path: Path) -> None:
     )
 
 
+def test_audio_of_more_channels_than_aac_takes_is_refused_at_probe(tmp_path: Path) -> None:
+    """16-channel audio passed the probe, then failed every render (retried) with a cut-off
+    FFmpeg message (found by an attacker's review); 8 channels render."""
+    eight = bad_inputs.many_channel_audio(tmp_path / "eight.mov", 8)
+    assert probe(str(eight)).has_audio
+    sixteen = bad_inputs.many_channel_audio(tmp_path / "sixteen.mov", 16)
+    with pytest.raises(MediaError) as refused:
+        probe(str(sixteen))
+    assert str(refused.value) == (
+        f"input {str(sixteen)!r} has 16-channel audio; varia's audio encoder (AAC) takes at "
+        "most 8: mix it down first (e.g. ffmpeg -ac 2)"
+    )
+
+
 def test_huge_declared_frame_is_refused_at_probe(tmp_path: Path) -> None:
     avi = bad_inputs.raw_avi(tmp_path / "huge.avi", declare=(15_000, 15_000))
     assert avi.stat().st_size < 20_000

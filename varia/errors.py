@@ -100,6 +100,27 @@ def write_failure(path: str, err: OSError) -> ApplicationError | None:
     return None
 
 
+FFMPEG_TAIL_CHARS = 600
+"""How much of FFmpeg's error output a failure quotes: its last lines that fit."""
+
+
+def last_lines(text: str, limit: int) -> str:
+    """The last whole lines of `text` that fit in `limit` characters, joined by " | " as one
+    line; if even the last line is longer, its end, after "…". A cut never falls mid-word
+    ("ing frames to consumers: …")."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed([line.strip() for line in text.splitlines() if line.strip()]):
+        cost = len(line) + (3 if kept else 0)
+        if size + cost > limit:
+            if not kept:
+                kept.append("…" + line[len(line) - limit + 1 :])
+            break
+        kept.append(line)
+        size += cost
+    return " | ".join(reversed(kept))
+
+
 def ffmpeg_failure(outcome: FfmpegOutcome, label: str) -> ApplicationError | None:
     """The error of an FFmpeg run that did not succeed (None when it did)."""
     if outcome.stop_reason is not None:
@@ -109,7 +130,7 @@ def ffmpeg_failure(outcome: FfmpegOutcome, label: str) -> ApplicationError | Non
         return ApplicationError(message, type=STALLED)
     if outcome.returncode == 0:
         return None
-    tail = outcome.stderr_tail[-600:] or "(no error output)"
+    tail = last_lines(outcome.stderr_tail, FFMPEG_TAIL_CHARS) or "(no error output)"
     if any(marker in tail for marker in _DISK_MARKERS):
         return ApplicationError(
             f"{label}: cannot write the output: {tail}", type=NO_SPACE, non_retryable=True

@@ -104,6 +104,10 @@ def probe(path: str, limits: InputLimits | None = None) -> MediaInfo:
     )
 
 
+MAX_AUDIO_CHANNELS = 8
+"""The most audio channels FFmpeg's AAC encoder takes (7.1); more failed every render."""
+
+
 def check_unchanged(info: MediaInfo) -> None:
     """Raise `MediaError` if the input is no longer the file the job probed (its size, its
     modification time or its inode changed: another file moved to its path is caught even
@@ -146,6 +150,13 @@ def _check_declared(
             f"{label} has no video to vary: its first video stream is a still cover picture "
             "(an audio file with cover art?)"
         )
+    if container.streams.audio:
+        channels = container.streams.audio[0].codec_context.channels
+        if channels > MAX_AUDIO_CHANNELS:
+            raise MediaError(
+                f"{label} has {channels}-channel audio; varia's audio encoder (AAC) takes at "
+                f"most {MAX_AUDIO_CHANNELS}: mix it down first (e.g. ffmpeg -ac 2)"
+            )
     context = _codec_of(container.streams.video[0], label)
     width, height = context.width, context.height
     if not width or not height:
