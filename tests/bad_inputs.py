@@ -128,3 +128,16 @@ def many_channel_audio(path: Path, channels: int, seconds: float = 1.0) -> Path:
         "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "pcm_s16le", str(path),
     )  # fmt: skip
     return path
+
+
+def cover_before_video(path: Path, clip: Path) -> Path:
+    """A Matroska file whose first video stream is a cover picture and whose second is `clip`'s
+    video (an audio stream follows)."""
+    cover = path.with_name("cover.png")
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64", "-frames:v", "1", str(cover))
+    _ffmpeg(
+        "-i", str(clip), "-i", str(cover), "-map", "1", "-map", "0",
+        "-c:v:0", "mjpeg", "-c:v:1", "copy", "-c:a", "copy",
+        "-disposition:v:0", "attached_pic", str(path),
+    )  # fmt: skip
+    return path

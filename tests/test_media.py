@@ -17,6 +17,7 @@ from temporalio.testing import ActivityEnvironment
 from tests import bad_inputs
 from tests.conftest import Clips
 from tests.helpers import render_task, wait_for
+from varia import output_record
 from varia.activities import JobActivities
 from varia.config import Settings
 from varia.errors import BAD_INPUT
@@ -201,8 +202,8 @@ def test_an_audio_file_with_cover_art_is_named_as_one(tmp_path: Path) -> None:
     with pytest.raises(MediaError) as refused:
         probe(str(song))
     assert str(refused.value) == (
-        f"input {str(song)!r} has no video to vary: its first video stream is a still cover "
-        "picture (an audio file with cover art?)"
+        f"input {str(song)!r} has no video to vary: its only video is a still cover picture "
+        "(an audio file with cover art?)"
     )
 
 
@@ -218,6 +219,28 @@ def test_audio_of_more_channels_than_aac_takes_is_refused_at_probe(tmp_path: Pat
         f"input {str(sixteen)!r} has 16-channel audio; varia's audio encoder (AAC) takes at "
         "most 8: mix it down first (e.g. ffmpeg -ac 2)"
     )
+
+
+async def test_a_cover_picture_before_the_video_is_passed_over(
+    clips: Clips, tmp_path: Path
+) -> None:
+    """A thumbnail track ahead of the real video was rendered in its place, then refused as
+    "truncated: its packets end at 0.04s" (found by an attacker's review)."""
+    source = bad_inputs.cover_before_video(tmp_path / "covered.mkv", clips.short)
+    info = probe(str(source))
+    plain = probe(str(clips.short))
+    assert (info.width, info.height) == (plain.width, plain.height)
+    assert info.duration_s == pytest.approx(plain.duration_s, abs=0.05)
+    task = RenderTask(
+        job_dir=str(tmp_path), input_index=0, variation=0, media=info, recipe=Recipe(zoom=1.05),
+        output_name="out.mp4",
+    )  # fmt: skip
+    brief = await ActivityEnvironment().run(JobActivities(Settings()).render, task)
+    [result] = output_record.with_records(tmp_path, [brief])
+    assert result.quality is not None and result.quality.ssim > 0.5  # the video, not the cover
+    with av.open(str(tmp_path / "out.mp4")) as out:
+        video = out.streams.video[0]
+        assert (video.codec_context.width, video.codec_context.height) == (info.width, info.height)
 
 
 def test_huge_declared_frame_is_refused_at_probe(tmp_path: Path) -> None:

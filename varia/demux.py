@@ -155,3 +155,21 @@ def detected_format(path: str) -> str | None:
             value: bytes = found[0]
             return value.decode(errors="replace")
     return None
+
+
+def main_video(container: av.container.InputContainer) -> av.VideoStream | None:
+    """The video stream varia renders, as FFmpeg picks one by itself: the largest frame (the
+    first of equals) of those that are not a still cover picture; None if there is none.
+    Matroska keeps no cover flag, so a thumbnail track ahead of the video loses by its size."""
+    best: av.VideoStream | None = None
+    for stream in container.streams.video:
+        if stream.disposition & av.stream.Disposition.attached_pic:
+            continue
+        if best is None or _pixels(stream) > _pixels(best):
+            best = stream
+    return best
+
+
+def _pixels(stream: av.VideoStream) -> int:
+    context = stream.codec_context
+    return (context.width or 0) * (context.height or 0) if context is not None else 0

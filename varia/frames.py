@@ -22,6 +22,8 @@ import av
 import av.error
 from av.video.reformatter import VideoReformatter
 
+from varia.demux import main_video
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
@@ -92,7 +94,7 @@ def _decode_errors(path: str) -> Iterator[None]:
 def _frames_in(
     container: av.container.InputContainer, times_s: Sequence[float], path: str, source: bool
 ) -> list[av.VideoFrame]:
-    stream = container.streams.video[0]
+    stream = _video_of(container, path)
     rate = stream.average_rate or stream.guessed_rate
     frame_s = 1.0 / float(rate) if rate else 0.04
     if stream.time_base is None:
@@ -343,8 +345,16 @@ def duration_s(path: str, *, source: bool = False) -> float:
         raise FrameError(f"{path!r}: {err}") from err
 
 
+def _video_of(container: av.container.InputContainer, path: str) -> av.VideoStream:
+    """The video stream renders read (`demux.main_video`)."""
+    stream = main_video(container)
+    if stream is None:
+        raise FrameError(f"{path!r} has no video stream but still cover pictures")
+    return stream
+
+
 def _duration(container: av.container.InputContainer, path: str) -> float:
-    stream = container.streams.video[0]
+    stream = _video_of(container, path)
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:

@@ -58,7 +58,9 @@ def probe(path: str, limits: InputLimits | None = None) -> MediaInfo:
     try:
         with container:
             _check_declared(container, limits, label)
-            video = container.streams.video[0]
+            video = demux.main_video(container)
+            assert video is not None  # `_check_declared` refused a file without one
+            video_index = video.index
             duration = _duration_s(container, video)
             if duration is not None and duration > limits.max_duration_s:
                 raise MediaError(
@@ -72,7 +74,7 @@ def probe(path: str, limits: InputLimits | None = None) -> MediaInfo:
             width, height = video.codec_context.width, video.codec_context.height
             rate = video.average_rate or video.guessed_rate
             fps = float(rate) if rate else 25.0
-            rotation = round(_decode_one_frame(container, label).rotation)
+            rotation = round(_decode_one_frame(container, video, label).rotation)
             pixel_aspect = video.sample_aspect_ratio or video.codec_context.sample_aspect_ratio
             if duration:
                 _check_tail(container, video, duration, label)
@@ -96,6 +98,7 @@ def probe(path: str, limits: InputLimits | None = None) -> MediaInfo:
         mtime_ns=probed.st_mtime_ns,
         inode=(probed.st_dev, probed.st_ino),
         rotation=rotation,
+        video_stream=video_index,
         pixel_aspect=(
             (pixel_aspect.numerator, pixel_aspect.denominator)
             if pixel_aspect and pixel_aspect > 0
@@ -145,10 +148,11 @@ def _check_declared(
         raise MediaError(_over(label, f"has {streams} streams", str(limits.max_streams), "STREAMS"))
     if not container.streams.video:
         raise MediaError(f"{label} has no video stream")
-    if container.streams.video[0].disposition & av.stream.Disposition.attached_pic:
+    video = demux.main_video(container)
+    if video is None:
         raise MediaError(
-            f"{label} has no video to vary: its first video stream is a still cover picture "
-            "(an audio file with cover art?)"
+            f"{label} has no video to vary: its only video is a still cover picture (an audio "
+            "file with cover art?)"
         )
     if container.streams.audio:
         channels = container.streams.audio[0].codec_context.channels
@@ -157,7 +161,7 @@ def _check_declared(
                 f"{label} has {channels}-channel audio; varia's audio encoder (AAC) takes at "
                 f"most {MAX_AUDIO_CHANNELS}: mix it down first (e.g. ffmpeg -ac 2)"
             )
-    context = _codec_of(container.streams.video[0], label)
+    context = _codec_of(video, label)
     width, height = context.width, context.height
     if not width or not height:
         raise MediaError(f"{label} has a video stream without a frame size")
@@ -217,11 +221,12 @@ def _duration_s(container: av.container.InputContainer, video: av.VideoStream) -
     return None
 
 
-def _decode_one_frame(container: av.container.InputContainer, label: str) -> av.VideoFrame:
+def _decode_one_frame(
+    container: av.container.InputContainer, video: av.VideoStream, label: str
+) -> av.VideoFrame:
     """The first video frame, which must decode. A first packet that is a keyframe is decoded alone
     and drained (the decoder does not go on to fill its reordering delay: a third of the cost
     of an output's check at 720p); any other stream is decoded from its start."""
-    video = container.streams.video[0]
     first = next((p for p in container.demux(video) if p.size), None)
     if first is not None and first.is_keyframe:
         codec = video.codec_context
@@ -298,7 +303,7 @@ def _check_opened(
             f"output {path!r} lasts {duration}s, expected about {expected_duration_s:.2f}s"
         )
     _check_boxes(path, f"output {path!r}")
-    _decode_one_frame(container, f"output {path!r}")
+    _decode_one_frame(container, video, f"output {path!r}")
     _check_tail(container, video, duration, f"output {path!r}", whole=True)
     return duration
 

@@ -181,6 +181,11 @@ class MediaInfo(BaseModel):
         description="A pixel's width to height (1:1 when the file does not say); renders keep "
         "it. None in older histories.",
     )
+    video_stream: int | None = Field(
+        default=None,
+        description="The index of the video stream renders read (`demux.main_video`); None in "
+        "older histories (the first video stream).",
+    )
     rotation: int = Field(
         default=0,
         description="Degrees a player turns its frames (the display matrix; 90 for a phone's "

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from varia import names
 from varia.allowlist import ALLOWED_DEMUXERS
-from varia.ffmpeg.argv import audio_filters, build_render_argv, file_url, video_filters
+from varia.ffmpeg.argv import audio_filters, build_render_argv, file_url, video_filters, video_map
 from varia.models import MediaInfo, Recipe, RenderTask
 
 
@@ -91,6 +91,14 @@ def test_audio_maps_only_when_present() -> None:
     without = build_render_argv("ffmpeg", task(Recipe(speed=1.02), audio=False), "/o")
     assert "0:a:0" in with_audio and "-af" in with_audio
     assert "0:a:0" not in without and "-af" not in without and "-c:a" not in without
+
+
+def test_the_probed_video_stream_is_mapped_and_older_probes_map_the_first() -> None:
+    older = task(Recipe())
+    assert older.media.video_stream is None and video_map(older.media) == "0:v:0"
+    chosen = older.media.model_copy(update={"video_stream": 1})
+    argv = build_render_argv("ffmpeg", older.model_copy(update={"media": chosen}), "/out/x")
+    assert argv[argv.index("-map") + 1] == "0:1"
 
 
 def test_temp_name_is_hidden_and_distinct(tmp_path: Path) -> None:
@@ -233,7 +241,9 @@ def test_argv_reads_and_writes_only_its_file_urls(
             assert names <= _FILTERS, names
             assert "file:" not in value and "\n" not in value
         else:
-            assert "/" not in value and ":" not in value.replace("0:v:0", "").replace("0:a:0", "")
+            assert "/" not in value and ":" not in value.replace(video_map(one.media), "").replace(
+                "0:a:0", ""
+            )
         i += 2
     assert rest.count("-i") == 1
 

@@ -60,6 +60,12 @@ def video_filters(recipe: Recipe, media: MediaInfo) -> str:
     return ",".join(filters)
 
 
+def video_map(media: MediaInfo) -> str:
+    """The `-map` of the video stream the probe chose (`demux.main_video`); the first video
+    stream for a `MediaInfo` recorded before probes chose one."""
+    return "0:v:0" if media.video_stream is None else f"0:{media.video_stream}"
+
+
 def audio_filters(recipe: Recipe) -> str | None:
     """The `-af` chain, or None when the audio is copied through unchanged in tempo."""
     if recipe.speed == 1.0:
@@ -111,7 +117,7 @@ def build_render_argv(
         "-i",
         file_url(media.path),
         "-map",
-        "0:v:0",
+        video_map(media),
         "-vf",
         video_filters(recipe, media),
         "-c:v",
