@@ -22,6 +22,7 @@ from tests.helpers import (
     query_progress,
     read_manifest,
     render_task,
+    run_job,
     start_job,
     wait_for,
     wait_rendering,
@@ -269,6 +270,19 @@ async def test_bad_input_fails_naming_the_file(
     assert manifest["state"] == "failed"
     assert manifest["outputs"] == []
     assert processes_mentioning(str(job.out_dir)) == []
+
+
+async def test_an_input_path_ending_in_a_slash_is_refused(job: Job, clips: Clips) -> None:
+    """`/x/clip.mp4/` was resolved to the file and rendered, and the manifest named the path
+    as given, which opens as ENOTDIR (found by an attacker's review)."""
+    given = f"{clips.short}/"
+    request = {**job.request([clips.short], 1), "inputs": [given]}
+    with pytest.raises(WorkflowFailureError) as failure:
+        await run_job(job.client, job.task_queue, job.id, request)
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == BAD_INPUT
+    assert f"input {given!r} ends with '/'" in cause.message, cause.message
+    assert read_manifest(job.dir)["outputs"] == []
 
 
 async def test_continue_as_new_keeps_the_contract(job: Job, clips: Clips) -> None:

@@ -107,6 +107,11 @@ class JobActivities:
         async with KeepBeating() as beating:
             for original, resolved in zip(request.inputs, inputs, strict=True):
                 beating.note({"probing": original})
+                if original.endswith("/"):  # resolving drops the slash; the manifest would not
+                    raise errors.bad_input(
+                        f"input {original!r} ends with '/': it names a directory, not a video file",
+                        {"job_dir": str(job_dir)},
+                    )
                 try:
                     info = await asyncio.to_thread(media.probe, str(resolved), limits)
                 except media.MediaError as err:
