@@ -197,6 +197,32 @@ def test_still_images_and_unknown_data_are_refused_in_words(tmp_path: Path) -> N
         probe(str(png))
 
 
+def test_an_animated_gif_is_named_as_a_format_off_the_list_not_as_a_still(
+    clips: Clips, tmp_path: Path
+) -> None:
+    gif = tmp_path / "loop.gif"
+    subprocess.run(
+        [
+            Settings().ffmpeg_path(),
+            "-loglevel",
+            "error",
+            "-t",
+            "1",
+            "-i",
+            str(clips.short),
+            str(gif),
+        ],
+        check=True,
+    )
+    with pytest.raises(MediaError) as refused:
+        probe(str(gif))
+    message = str(refused.value)
+    assert message.startswith(
+        f"input {str(gif)!r} is in a container format varia does not read: 'gif'."
+    )
+    assert "Convert it to one MP4 first" in message
+
+
 def test_an_audio_file_with_cover_art_is_named_as_one(tmp_path: Path) -> None:
     song = bad_inputs.audio_with_cover_art(tmp_path / "song.m4a")
     with pytest.raises(MediaError) as refused:

@@ -185,17 +185,14 @@ def _over(label: str, value: str, limit: str, setting: str) -> str:
 
 
 def _not_single_file(label: str, err: demux.NotSingleFile) -> str:
-    found = (
-        f"its container format is {err.format_name!r}"
-        if err.format_name
-        else "FFmpeg finds a container format that is not on the allow-list"
-    )
+    found = f"{err.format_name!r}" if err.format_name else "one off the allow-list"
     if err.opened:
-        found += f" and it tries to open another file or URL ({err.opened!r})"
+        found += f", which tries to open another file or URL ({err.opened!r})"
     return (
-        f"{label} is not a single media file in an allowed container format: {found} "
-        "(playlists, manifests, concat lists, image sequences and still images are refused; "
-        f"allowed: {', '.join(ALLOWED_DEMUXERS)})"
+        f"{label} is in a container format varia does not read: {found}. varia reads one "
+        f"media file in {', '.join(ALLOWED_DEMUXERS)} (MP4 and WebM included); playlists, "
+        "manifests, concat lists, image sequences and still images are refused. Convert it "
+        "to one MP4 first (e.g. ffmpeg -i INPUT -c:v libx264 OUTPUT.mp4)"
     )
 
 
