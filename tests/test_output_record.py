@@ -10,6 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
+import av
 import pytest
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
@@ -21,10 +22,12 @@ from varia.activities import JobActivities
 from varia.cleanup import clean_up_job
 from varia.clips import make_clip
 from varia.config import Settings
+from varia.ffmpeg.argv import render_tag
 from varia.jobdir import open_job_dir
 from varia.models import CleanupRequest, MediaInfo, RenderResult
 from varia.names import RECORD_PREFIX, record_name
 from varia.output_record import is_brief, with_records
+from varia.provenance import sha256_of
 from varia.sheet import SHEET_NAME
 from varia.worker import build_worker
 
@@ -89,6 +92,38 @@ async def test_a_render_retried_after_its_commit_writes_the_record_again(
     assert (tmp_path / brief.path).stat().st_mtime_ns == output_mtime  # not rendered again
     (full,) = with_records(tmp_path, [again])
     assert full.argv and full.argv[-1].endswith(task.temp_name) and full.sha256
+
+
+@pytest.mark.parametrize("planted", ["the input", "a sibling's output", "another job's output"])
+async def test_a_file_planted_under_an_outputs_name_is_rendered_over_not_adopted(
+    source: MediaInfo, tmp_path: Path, planted: str
+) -> None:
+    """A copy of the input put under a planned name while the job ran was taken for an earlier
+    attempt's output: listed as a variation with a recipe and an argv that did not make it,
+    SSIM 1.0 (found by a hostile review). Only a file tagged by this very argv is adopted."""
+    render = JobActivities(Settings()).render
+    task = render_task(source, tmp_path, seed=4, variation=1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    sibling = await ActivityEnvironment().run(render, render_task(source, tmp_path, variation=0))
+    other_job = await ActivityEnvironment().run(
+        render, render_task(source, elsewhere, seed=4, variation=1)
+    )
+    final = tmp_path / task.output_name
+    copied = {
+        "the input": Path(source.path),
+        "a sibling's output": tmp_path / sibling.path,
+        "another job's output": elsewhere / other_job.path,
+    }[planted]
+    final.write_bytes(copied.read_bytes())
+
+    brief = await ActivityEnvironment().run(render, task)
+
+    (full,) = with_records(tmp_path, [brief])
+    assert full.sha256 == sha256_of(final) != sha256_of(copied)
+    assert full.quality is not None and full.quality.ssim < 1.0
+    with av.open(str(final)) as container:
+        assert container.metadata["comment"] == render_tag(full.argv or [])
 
 
 async def test_cleanup_merges_kept_records_sweeps_the_others_and_survives_a_retry(

@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from varia import errors, jobdir, media
 from varia.despite_cancel import run_to_end
+from varia.ffmpeg.argv import render_tag
 from varia.ffmpeg.runner import FfmpegOutcome
 from varia.measure import complete_result, output_samples
 from varia.models import RenderResult, RenderTask
@@ -114,13 +115,17 @@ def _flush(path: Path) -> None:
 
 
 def already_rendered(final: Path, task: RenderTask, argv: list[str]) -> RenderResult | None:
-    """The result of an earlier attempt that put a whole output in place, then lost it."""
+    """The result of an earlier attempt that put a whole output in place, then lost it: only
+    a file tagged by this very argv (`render_tag`). Anything else under the name (the input
+    copied there, another job's output) is rendered over."""
     if final.is_symlink() or not final.is_file():
         return None
     try:
         with media.checked_output(
             str(final), task.expected_duration_s, task.duration_tolerance_s
         ) as (container, duration):
+            if container.metadata.get("comment") != render_tag(argv):
+                return None
             samples = output_samples(container, final, task)
     except media.MediaError:
         return None

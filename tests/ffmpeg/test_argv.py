@@ -140,6 +140,7 @@ _VALUE_OPTIONS = {
     "-c:a",
     "-b:a",
     "-movflags",
+    "-metadata",
 }
 _FLAGS = {"-hide_banner", "-nostats", "-y", "-noautorotate"}
 _FILTERS = {
@@ -228,6 +229,8 @@ def test_argv_reads_and_writes_only_its_file_urls(
         value = rest[i + 1]
         if option == "-i":
             assert value == file_url(path) and value.startswith("file:/")
+        elif option == "-metadata":  # the render's own tag: a digest, never a path
+            assert re.fullmatch(r"comment=varia render [0-9a-f]{32}", value), value
         elif option == "-progress":
             assert value == "pipe:1"
         elif option == "-force_key_frames":  # keyframes at the measured samples: times only

@@ -8,6 +8,7 @@ cannot open any other file or URL on its behalf either.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -138,4 +139,19 @@ def build_render_argv(
             argv += ["-af", af]
         argv += ["-c:a", "aac", "-b:a", "128k"]
     argv += ["-movflags", "+faststart", "-f", "mp4", file_url(output_path)]
-    return argv
+    return [*argv[:-1], "-metadata", f"comment={RENDER_TAG_PREFIX}{_digest(argv)}", argv[-1]]
+
+
+RENDER_TAG_PREFIX = "varia render "
+"""The output's `comment` tag: this prefix and a digest of the argv that made it. A retried
+render adopts an output already under its name only if the tag is its own (`render_tag`): a
+file copied there (the input itself, another job's output) is rendered over instead."""
+
+
+def _digest(argv: list[str]) -> str:
+    return hashlib.sha256("\0".join(argv).encode()).hexdigest()[:32]
+
+
+def render_tag(argv: list[str]) -> str:
+    """The `comment` tag the output of `argv` (a `build_render_argv`) carries."""
+    return argv[argv.index("-metadata") + 1].removeprefix("comment=")
