@@ -13,15 +13,17 @@ from pathlib import Path
 import av
 import pytest
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from tests.conftest import Clips
 from tests.helpers import assert_manifest_matches_disk, read_manifest, render_task, run_job
 from varia import media
-from varia.activities import JobActivities
+from varia.activities import JobActivities, render_names
 from varia.cleanup import clean_up_job
 from varia.clips import make_clip
 from varia.config import Settings
+from varia.errors import OUTPUT_DIR_UNUSABLE
 from varia.ffmpeg.argv import render_tag
 from varia.jobdir import open_job_dir
 from varia.models import CleanupRequest, MediaInfo, RenderResult
@@ -124,6 +126,26 @@ async def test_a_file_planted_under_an_outputs_name_is_rendered_over_not_adopted
     assert full.quality is not None and full.quality.ssim < 1.0
     with av.open(str(final)) as container:
         assert container.metadata["comment"] == render_tag(full.argv or [])
+
+
+@pytest.mark.parametrize("slot", range(4), ids=["output", "scratch", "record", "record scratch"])
+async def test_a_directory_at_a_name_a_render_writes_fails_it_at_once_untouched(
+    source: MediaInfo, tmp_path: Path, slot: int
+) -> None:
+    """A directory made at `<output>` or `.<output>.part` failed the render five times as a raw
+    `IsADirectoryError`, each after a whole FFmpeg run (found by a hostile review). Now the
+    render fails first, not retried, naming it; FFmpeg (a path that does not exist here) never
+    runs, and the directory keeps what it held."""
+    task = render_task(source, tmp_path, seed=4)
+    planted = tmp_path / render_names(task)[slot]
+    planted.mkdir()
+    (planted / "keep.txt").write_text("mine")
+    render = JobActivities(Settings(VARIA_FFMPEG=str(tmp_path / "no-ffmpeg"))).render
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(render, task)
+    assert refused.value.type == OUTPUT_DIR_UNUSABLE and refused.value.non_retryable
+    assert repr(str(planted)) in refused.value.message and "did not make" in refused.value.message
+    assert (planted / "keep.txt").read_text() == "mine"
 
 
 async def test_cleanup_merges_kept_records_sweeps_the_others_and_survives_a_retry(

@@ -57,6 +57,13 @@ from varia.validation import RequestError, check_threads, check_total
 log = logging.getLogger("varia.activities")
 
 
+def render_names(task: RenderTask) -> list[str]:
+    """The names a render writes in its job directory: its output, the output's scratch name,
+    its record and the record's scratch name."""
+    record = names.record_name(task.output_name)
+    return [task.output_name, task.temp_name, record, names.atomic_temp_name(record)]
+
+
 class JobActivities:
     """The activities of a `VariationJob`, bound to one worker's settings."""
 
@@ -150,6 +157,10 @@ class JobActivities:
         job_dir = Path(task.job_dir)
         final = job_dir / task.output_name
         temp = job_dir / task.temp_name
+        try:
+            jobdir.check_names_free(job_dir, render_names(task))
+        except jobdir.NameTaken as err:
+            raise errors.confinement_failure(err) from None
         await _stop_previous_attempt(temp, self.settings.stop_stage_timeout_s)
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()

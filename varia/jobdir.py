@@ -78,6 +78,18 @@ class NameTaken(ConfinementError):
     """A name varia writes in the job directory is taken by a directory it did not make."""
 
 
+def check_names_free(directory: Path, names: Iterable[str]) -> None:
+    """Raise `NameTaken` if a directory (not made by varia) sits at one of these names, where
+    varia will write a file: a render fails at once, not after its FFmpeg, five times."""
+    for name in names:
+        path = directory / name
+        if path.is_dir() and not path.is_symlink():
+            raise NameTaken(
+                f"{str(path)!r} is a directory varia did not make, where it writes a file; move "
+                "it out of the job directory (varia never deletes what it did not make)"
+            )
+
+
 class OutputDirUnusable(ConfinementError):
     """`output_dir` cannot hold the job directory: not a directory, or not writable."""
 
