@@ -3,10 +3,15 @@ their strings never change, and the non-retryable set is what the retry policies
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from varia import errors
+from varia.ffmpeg.runner import FfmpegOutcome
 from varia.workflow_calls import IO_RETRY, RENDER_RETRY
 
 REGISTERED = (
@@ -52,3 +57,19 @@ def test_a_long_ffmpeg_error_is_cut_at_a_line_not_mid_word() -> None:
     tail = errors.last_lines(stderr, 600)
     assert tail.endswith("Could not open encoder before EOF")
     assert tail.startswith("[aac @ 0x55] line ")  # a whole line, not "ing frames to …"
+
+
+def test_writes_no_retry_fixes_are_no_space_and_not_retried() -> None:
+    """A quota, a file size limit (EFBIG; FFmpeg killed by SIGXFSZ under `ulimit -f`) were
+    retried five times as generic failures (found by a hostile review)."""
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS):
+        failure = errors.write_failure("/out/x.mp4", OSError(code, os.strerror(code)))
+        assert failure is not None and failure.type == errors.NO_SPACE and failure.non_retryable
+    assert errors.write_failure("/out/x.mp4", OSError(errno.EIO, "I/O error")) is None
+    killed = FfmpegOutcome(returncode=-signal.SIGXFSZ, stderr_tail="")
+    failure = errors.ffmpeg_failure(killed, "in.mp4 variation 0")
+    assert failure is not None and failure.type == errors.NO_SPACE and failure.non_retryable
+    assert "file size limit" in failure.message and "ulimit -f" in failure.message
+    quota = FfmpegOutcome(1, "av_interleaved_write_frame(): Disk quota exceeded")
+    failure = errors.ffmpeg_failure(quota, "in.mp4 variation 0")
+    assert failure is not None and failure.type == errors.NO_SPACE

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 from typing import TYPE_CHECKING
 
 from temporalio.exceptions import (
@@ -65,7 +66,9 @@ PREPARE_REFUSALS = (BAD_REQUEST, OUTPUT_DIR_UNUSABLE)
 
 WORKER_SHUTDOWN_REASON = "worker shutting down"
 """The stop reason a render gives FFmpeg's run when the worker shuts down."""
-_DISK_ERRNOS = (errno.ENOSPC, errno.EACCES, errno.EROFS)
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EROFS)
+"""Write errors no retry fixes: a full disk or quota, a file over its size limit, a read-only
+or forbidden directory."""
 _DISK_MARKERS = tuple(os.strerror(code) for code in _DISK_ERRNOS)
 
 # ---- made by activities ------------------------------------------------------------------
@@ -130,6 +133,13 @@ def ffmpeg_failure(outcome: FfmpegOutcome, label: str) -> ApplicationError | Non
         return ApplicationError(message, type=STALLED)
     if outcome.returncode == 0:
         return None
+    if outcome.returncode == -signal.SIGXFSZ:
+        return ApplicationError(
+            f"{label}: cannot write the output: it passed this worker's file size limit "
+            "(SIGXFSZ; see `ulimit -f` of the worker's environment)",
+            type=NO_SPACE,
+            non_retryable=True,
+        )
     tail = last_lines(outcome.stderr_tail, FFMPEG_TAIL_CHARS) or "(no error output)"
     if any(marker in tail for marker in _DISK_MARKERS):
         return ApplicationError(
