@@ -389,8 +389,15 @@ async def test_an_input_changed_since_its_probe_is_named_and_its_render_refused(
     check_unchanged(info)  # the file it probed
     check_unchanged(info.model_copy(update={"bytes": None}))  # probed by older varia
 
+    os.utime(source, ns=(info.mtime_ns or 0, (info.mtime_ns or 0) + 10**9))  # `touch`ed
+    with pytest.raises(MediaError) as touched:
+        check_unchanged(info)
+    message = str(touched.value)  # not "(6,505 bytes then, 6,505 now)", which reads as no change
+    assert "changed since the job probed it (modified at " in message
+    assert "same size" in message and "bytes then" not in message
+
     shutil.copyfile(clips.silent, source)  # another clip under the same name
-    with pytest.raises(MediaError, match="changed since the job probed it"):
+    with pytest.raises(MediaError, match=r"changed since the job probed it \([\d,]+ bytes then"):
         check_unchanged(info)
 
     swap = tmp_path / "swap.mp4"  # another file, same size and time, moved to its path

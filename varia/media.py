@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import av
@@ -123,16 +124,27 @@ def check_unchanged(info: MediaInfo) -> None:
     except OSError as err:
         raise MediaError(f"{label} is gone since the job probed it ({err.strerror})") from None
     if (now.st_size, now.st_mtime_ns) != (info.bytes, info.mtime_ns):
+        what = (
+            f"{info.bytes:,} bytes then, {now.st_size:,} now"
+            if now.st_size != info.bytes
+            else f"modified at {_when(now.st_mtime_ns)}, after the probe saw it at "
+            f"{_when(info.mtime_ns)}; same size"
+        )
         raise MediaError(
-            f"{label} changed since the job probed it ({info.bytes:,} bytes then, "
-            f"{now.st_size:,} now); the job renders only the file it probed: start a new job "
-            "for the new one"
+            f"{label} changed since the job probed it ({what}); the job renders only the file "
+            "it probed: start a new job for the new one"
         )
     if info.inode is not None and (now.st_dev, now.st_ino) != tuple(info.inode):
         raise MediaError(
             f"{label} was replaced by another file since the job probed it; the job renders "
             "only the file it probed: start a new job for the new one"
         )
+
+
+def _when(ns: int) -> str:
+    """A modification time as UTC, to the millisecond."""
+    moment = datetime.fromtimestamp(ns / 1e9, UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d} UTC"
 
 
 _AV_ERRORS = (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError)
