@@ -5,6 +5,7 @@ Runs the real render activity (real FFmpeg) in Temporal's `ActivityEnvironment`,
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from tests.helpers import render_task
+from varia import bounds as bounds_module
 from varia import media
 from varia.activities import JobActivities
 from varia.bounds import trial_ssim
 from varia.clips import make_clip
 from varia.config import Settings
-from varia.errors import OUT_OF_BOUNDS
+from varia.errors import BAD_INPUT, OUT_OF_BOUNDS
 from varia.models import MediaInfo, RenderTask, StrengthBounds
 from varia.names import record_name
 from varia.output_record import is_brief, with_records
@@ -93,3 +95,66 @@ async def test_no_recipe_within_the_bounds_fails_the_variation_naming_them(
     assert [a["attempt"] for a in attempts] == [0, 1, 2]
     assert not any(a["accepted"] for a in attempts)
     assert list(tmp_path.iterdir()) == []  # no output, no partial file
+
+
+SPARSE_CLIPS = {
+    # a slide every 2 s: no frame starts at the 1.5 s and 4.5 s samples
+    "slideshow": ["testsrc2=s=320x180:r=0.5:d=6", "sine=d=6"],
+    # 3 frames: the 0.09 s sample lies past the last frame's start
+    "tenth_of_a_second": ["testsrc2=s=320x180:r=25:d=0.1", "sine=d=0.1"],
+    # a single frame, shown for the whole clip
+    "one_frame": ["testsrc2=s=320x180:r=25:d=1", "sine=d=1", "-frames:v", "1"],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SPARSE_CLIPS))
+def sparse(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> MediaInfo:
+    """A clip in which no frame starts at or after some sample time."""
+    video, audio, *more = SPARSE_CLIPS[request.param]
+    path = tmp_path_factory.mktemp("sparse") / f"{request.param}.mp4"
+    argv = [Settings().ffmpeg_path(), "-hide_banner", "-loglevel", "error", "-nostdin"]
+    argv += ["-f", "lavfi", "-i", video, "-f", "lavfi", "-i", audio, *more]
+    argv += ["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(path)]
+    subprocess.run(argv, check=True, capture_output=True)
+    return media.probe(str(path))
+
+
+async def test_bounds_work_on_a_sparse_clip(sparse: MediaInfo, tmp_path: Path) -> None:
+    bounds = StrengthBounds(min_ssim=0.1)
+    brief = await ActivityEnvironment().run(
+        JobActivities(Settings()).render, task_for(sparse, tmp_path, bounds)
+    )
+    (result,) = with_records(tmp_path, [brief])
+    assert result.quality is not None and bounds.admits(result.quality.ssim)
+    assert result.attempts[-1].accepted and result.attempts[-1].ssim == result.quality.ssim
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [StrengthBounds(min_ssim=0.99, max_attempts=1), StrengthBounds(max_ssim=0.0, max_attempts=1)],
+    ids=["min_ssim", "max_ssim"],
+)
+async def test_a_sparse_clip_out_of_bounds_fails_naming_the_bounds(
+    sparse: MediaInfo, bounds: StrengthBounds, tmp_path: Path
+) -> None:
+    with pytest.raises(ApplicationError) as caught:
+        await ActivityEnvironment().run(
+            JobActivities(Settings()).render, task_for(sparse, tmp_path, bounds)
+        )
+    assert caught.value.type == OUT_OF_BOUNDS and caught.value.non_retryable
+    assert f"no recipe within {bounds.describe()} after 1 attempt(s)" in str(caught.value)
+
+
+async def test_a_trial_without_a_frame_is_a_clear_non_retryable_error(
+    source: MediaInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bounds_module, "trial_argv", lambda *args: ["true"])  # writes nothing
+    with pytest.raises(ApplicationError) as caught:
+        await ActivityEnvironment().run(
+            JobActivities(Settings()).render,
+            task_for(source, tmp_path, StrengthBounds(min_ssim=0.1)),
+        )
+    error = caught.value
+    assert error.type == BAD_INPUT and error.non_retryable
+    assert error.message.startswith(f"{source.path} variation 0: ")
+    assert "trial got no frame" in error.message

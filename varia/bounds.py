@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from temporalio import activity
@@ -28,17 +28,27 @@ from varia.sampling import sample_times
 """Error type of a variation for which no attempted recipe fits the strength bounds."""
 
 
-def trial_argv(ffmpeg: str, task: RenderTask) -> list[str]:
-    """An FFmpeg argv that writes the sampled source frames, through the recipe's filter graph,
-    stacked into one raw gray (luma) picture on stdout (pure)."""
-    times = sample_times(task.media.duration_s)
+SEEK_TOLERANCE_S = 0.0005
+"""How far before a sampled frame's timestamp the trial seeks (timestamps are rounded to the
+stream's time base; frames are far more than 1 ms apart)."""
+
+
+def trial_argv(ffmpeg: str, task: RenderTask, frame_times: Sequence[float]) -> list[str]:
+    """An FFmpeg argv that writes the frames at `frame_times` (seconds on the stream's clock:
+    the source samples' own frames), through the recipe's filter graph, stacked into one raw
+    gray (luma) picture on stdout (pure).
+
+    Each input seeks to its frame's timestamp as such (`-seek_timestamp`, not offset by the
+    file's start time), so its first frame is that frame."""
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error"]
-    for t in times:
-        argv += [*input_options(task.media), "-ss", f"{t:.3f}", "-i", file_url(task.media.path)]
+    for t in frame_times:
+        argv += [*input_options(task.media), "-seek_timestamp", "1"]
+        argv += ["-ss", f"{t - SEEK_TOLERANCE_S:.6f}", "-i", file_url(task.media.path)]
     vf = video_filters(task.recipe, task.media)
-    chains = [f"[{i}:v:0]{vf},trim=end_frame=1,setpts=0[s{i}]" for i in range(len(times))]
-    stack = "".join(f"[s{i}]" for i in range(len(times)))
-    graph = ";".join([*chains, f"{stack}vstack=inputs={len(times)}[out]"])
+    count = len(frame_times)
+    chains = [f"[{i}:v:0]{vf},trim=end_frame=1,setpts=0[s{i}]" for i in range(count)]
+    stack = "".join(f"[s{i}]" for i in range(count))
+    graph = ";".join([*chains, f"{stack}vstack=inputs={count}[out]"])
     return [
         *argv,
         "-filter_complex",
@@ -56,8 +66,18 @@ def trial_argv(ffmpeg: str, task: RenderTask) -> list[str]:
 
 
 async def trial_ssim(ffmpeg: str, task: RenderTask) -> float:
-    """The SSIM the task's recipe gives on the sampled frames, before any encode."""
-    proc = await spawn(trial_argv(ffmpeg, task))
+    """The SSIM the task's recipe gives on the source's sampled frames, before any encode."""
+    from varia import quality
+    from varia.frames import FrameError
+
+    label = f"{task.media.path} variation {task.variation}"
+    try:
+        frame_times = await asyncio.to_thread(
+            quality.source_sample_times, task.media.path, task.media.duration_s
+        )
+    except FrameError as failure:
+        raise errors.bad_input(f"{label}: the source's samples do not decode: {failure}") from None
+    proc = await spawn(trial_argv(ffmpeg, task, frame_times))
     try:
         out, err = await proc.communicate()
     except asyncio.CancelledError:
@@ -67,13 +87,20 @@ async def trial_ssim(ffmpeg: str, task: RenderTask) -> float:
     if proc.returncode != 0:
         tail = err.decode(errors="replace")[-400:]
         raise ApplicationError(f"{task.media.path}: trial of variation {task.variation}: {tail}")
+    width, height = _even(task.media.width), _even(task.media.height)
+    if len(out) < width * height * len(frame_times):
+        shown = ", ".join(f"{t:.3f}" for t in frame_times)
+        raise errors.bad_input(
+            f"{label}: the strength-bounds trial got no frame from FFmpeg for the frames "
+            f"shown at {shown} s, so the bounds cannot be checked"
+        )
     return await asyncio.to_thread(_trial_figure, task, out)
 
 
 def _trial_figure(task: RenderTask, raw: bytes) -> float:
     import numpy as np
 
-    from varia import quality as q
+    from varia import quality
     from varia.frames import scale_luma
 
     count = len(sample_times(task.media.duration_s))
@@ -81,8 +108,8 @@ def _trial_figure(task: RenderTask, raw: bytes) -> float:
     luma = np.frombuffer(raw[: width * height * count], dtype=np.uint8)
     planes = luma.reshape(count, height, width)
     trial = [scale_luma(plane) for plane in planes]
-    sources = q.source_samples(task.media.path, task.media.duration_s)
-    ssim, _psnr = q.compare(sources, trial)
+    sources = quality.source_samples(task.media.path, task.media.duration_s)
+    ssim, _psnr = quality.compare(sources, trial)
     return ssim
 
 

@@ -18,12 +18,12 @@ import threading
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import av
 import av.filter
 
-from varia.frames import SWS_THREADS, frames_at, luma
+from varia.frames import SWS_THREADS, FrameError, frames_at, luma
 from varia.models import FigureRange, Quality, QualitySummary, RenderResult
 from varia.sampling import SAMPLE_POSITIONS, SHEET_POSITION, sample_times
 
@@ -39,27 +39,44 @@ PSNR_CAP_DB = 100.0
 
 def source_samples(path: str, duration_s: float) -> list[np.ndarray]:
     """The source's luma samples; cached per worker by path, size and modification time."""
-    return list(_source(path, duration_s)[0])
+    return list(_source(path, duration_s).samples)
 
 
 def source_hashes(path: str, duration_s: float) -> list[str]:
     """The pHash of each source sample (cached with the samples)."""
-    return list(_source(path, duration_s)[1])
+    return list(_source(path, duration_s).hashes)
 
 
-def _source(path: str, duration_s: float) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
+def source_sample_times(path: str, duration_s: float) -> list[float]:
+    """When each source sample is shown: its frame's timestamp in seconds on the stream's own
+    clock (cached with the samples). A sample time that no frame starts at or after (a
+    slideshow, a clip shorter than a frame) has the frame `frames_at` falls back to."""
+    return list(_source(path, duration_s).times)
+
+
+class _Source(NamedTuple):
+    samples: tuple[np.ndarray, ...]
+    hashes: tuple[str, ...]
+    times: tuple[float, ...]
+
+
+def _source(path: str, duration_s: float) -> _Source:
     stat = os.stat(path)
     return _source_cached(path, stat.st_size, stat.st_mtime_ns, round(duration_s, 6))
 
 
 @functools.lru_cache(maxsize=16)
-def _source_cached(
-    path: str, size: int, mtime_ns: int, duration_s: float
-) -> tuple[tuple[np.ndarray, ...], tuple[str, ...]]:
+def _source_cached(path: str, size: int, mtime_ns: int, duration_s: float) -> _Source:
     del size, mtime_ns  # part of the cache key only
     frames = frames_at(path, sample_times(duration_s), source=True)
     samples = tuple(luma(frame) for frame in frames)
-    return samples, tuple(phashes(samples))
+    return _Source(samples, tuple(phashes(samples)), tuple(_time(frame, path) for frame in frames))
+
+
+def _time(frame: av.VideoFrame, path: str) -> float:
+    if frame.pts is None or frame.time_base is None:
+        raise FrameError(f"{path!r}: a sampled frame has no timestamp")
+    return float(frame.pts * frame.time_base)
 
 
 def output_samples(path: str, duration_s: float) -> list[np.ndarray]:
