@@ -5,6 +5,7 @@ Runs the real render activity (real FFmpeg) in Temporal's `ActivityEnvironment`,
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from tests.helpers import render_task
 from varia import bounds as bounds_module
 from varia import media
 from varia.activities import JobActivities
-from varia.bounds import trial_ssim
+from varia.bounds import TRIAL_TOLERANCE, trial_ssim
 from varia.clips import make_clip
 from varia.config import Settings
 from varia.errors import BAD_INPUT, OUT_OF_BOUNDS
@@ -158,3 +159,49 @@ async def test_a_trial_without_a_frame_is_a_clear_non_retryable_error(
     assert error.type == BAD_INPUT and error.non_retryable
     assert error.message.startswith(f"{source.path} variation 0: ")
     assert "trial got no frame" in error.message
+
+
+@pytest.fixture(scope="module")
+def testsrc(tmp_path_factory: pytest.TempPathFactory) -> MediaInfo:
+    """The report's clip: 2 s of testsrc2, 25 fps, 320x180, with audio."""
+    clip = make_clip(tmp_path_factory.mktemp("t") / "base.mp4", seconds=2, size="320x180")
+    return media.probe(str(clip))
+
+
+AGREEMENT_RECIPES = 30
+"""Recipes the agreement test renders: 10 variations of `SEED`, 3 attempts each (every noise
+level from 0 to 8 is among them)."""
+
+
+async def test_the_trial_reads_what_the_output_measures(testsrc: MediaInfo, tmp_path: Path) -> None:
+    """The trial's SSIM is within `TRIAL_TOLERANCE` of the rendered output's measured SSIM for
+    every recipe, and on average it reads neither high nor low (noise made it read low: the
+    encode smooths the noise away)."""
+    ffmpeg, activities = Settings().ffmpeg_path(), JobActivities(Settings())
+    tasks = [
+        render_task(testsrc, tmp_path, seed=SEED, variation=index).model_copy(
+            update={"recipe": make_recipe(SEED, 0, index // 3, index % 3)}
+        )
+        for index in range(AGREEMENT_RECIPES)
+    ]
+    assert {task.recipe.noise for task in tasks} == set(range(9))
+    trials = [await trial_ssim(ffmpeg, task) for task in tasks]
+    briefs = [await ActivityEnvironment().run(activities.render, task) for task in tasks]
+    measured = [result.quality.ssim for result in with_records(tmp_path, briefs) if result.quality]
+
+    gaps = [round(trial - output, 4) for trial, output in zip(trials, measured, strict=True)]
+    assert max(abs(gap) for gap in gaps) <= TRIAL_TOLERANCE, gaps
+    assert abs(statistics.fmean(gaps)) <= 0.015, gaps
+
+
+async def test_a_noisy_recipe_whose_output_fits_is_kept(testsrc: MediaInfo, tmp_path: Path) -> None:
+    """The report: variation 1 of seed 7 (noise 7) measures 0.57 rendered, yet its trial read
+    0.46 and `min_ssim` 0.5 refused it without a render."""
+    task = render_task(testsrc, tmp_path, seed=7, variation=1, bounds=StrengthBounds(min_ssim=0.5))
+    assert task.recipe.noise == 7
+
+    brief = await ActivityEnvironment().run(JobActivities(Settings()).render, task)
+
+    (result,) = with_records(tmp_path, [brief])
+    assert [(a.attempt, a.stage, a.accepted) for a in result.attempts] == [(0, "render", True)]
+    assert result.quality is not None and result.quality.ssim >= 0.5
