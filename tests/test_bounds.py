@@ -55,8 +55,10 @@ async def test_a_recipe_outside_the_bounds_is_redrawn_and_the_attempts_recorded(
     source: MediaInfo, tmp_path: Path
 ) -> None:
     figures = await trials(source, tmp_path, 5)
-    # Below attempt 0's trial figure: attempt 0 is refused before any render.
-    bounds = StrengthBounds(max_ssim=round(figures[0] - 0.0001, 4), max_attempts=5)
+    # More than the trial's tolerance below attempt 0's trial: refused before any render.
+    bounds = StrengthBounds(
+        max_ssim=round(figures[0] - TRIAL_TOLERANCE - 0.0001, 4), max_attempts=5
+    )
     assert any(bounds.admits(f) for f in figures[1:]), figures
 
     brief = await ActivityEnvironment().run(
@@ -96,6 +98,21 @@ async def test_no_recipe_within_the_bounds_fails_the_variation_naming_them(
     assert [a["attempt"] for a in attempts] == [0, 1, 2]
     assert not any(a["accepted"] for a in attempts)
     assert list(tmp_path.iterdir()) == []  # no output, no partial file
+
+
+async def test_a_trial_just_outside_the_bounds_is_rendered_and_its_output_decides(
+    source: MediaInfo, tmp_path: Path
+) -> None:
+    (figure,) = await trials(source, tmp_path, 1)
+    bounds = StrengthBounds(min_ssim=round(figure + TRIAL_TOLERANCE / 2, 4), max_attempts=1)
+    with pytest.raises(ApplicationError) as caught:
+        await ActivityEnvironment().run(
+            JobActivities(Settings()).render, task_for(source, tmp_path, bounds)
+        )
+    (attempt,) = caught.value.details[0]
+    assert attempt["stage"] == "render" and not attempt["accepted"]
+    assert abs(attempt["ssim"] - figure) <= TRIAL_TOLERANCE
+    assert list(tmp_path.iterdir()) == []
 
 
 SPARSE_CLIPS = {
