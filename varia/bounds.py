@@ -26,7 +26,13 @@ from temporalio.exceptions import ApplicationError
 
 from varia import errors, names
 from varia.despite_cancel import run_to_end
-from varia.ffmpeg.argv import build_render_argv, file_url, input_options, video_filters
+from varia.ffmpeg.argv import (
+    build_render_argv,
+    file_url,
+    input_options,
+    video_filters,
+    video_map,
+)
 from varia.ffmpeg.process import ProcessIdentity, spawn, stop_child
 from varia.models import Attempt, RenderHeartbeat, RenderResult, RenderTask, StrengthBounds
 from varia.recipes import make_recipe
@@ -85,6 +91,7 @@ def trial_argv(ffmpeg: str, task: RenderTask, frame_times: Sequence[float]) -> l
     media = task.media
     frame_s = 1.0 / media.fps
     vf = video_filters(task.recipe.model_copy(update={"speed": 1.0}), media)
+    stream = video_map(media).removeprefix("0:")  # the render's video stream, of input i
     encoder = _encoder_options(build_render_argv(ffmpeg, task, "trial.mp4"))  # its options only
     inputs: list[str] = []
     outputs: list[str] = []
@@ -92,7 +99,7 @@ def trial_argv(ffmpeg: str, task: RenderTask, frame_times: Sequence[float]) -> l
     for i, window in enumerate(windows(task, frame_times)):
         inputs += [*input_options(media), "-seek_timestamp", "1", "-ss", f"{window.start_s:.6f}"]
         inputs += ["-t", f"{window.length_s:.6f}", "-i", file_url(media.path)]
-        chains.append(f"[{i}:v:0]{vf}[w{i}]")
+        chains.append(f"[{i}:{stream}]{vf}[w{i}]")
         keyframe = window.sample_s - frame_s / 2
         outputs += ["-map", f"[w{i}]", f"-force_key_frames:v:{i}", f"{keyframe:.6f}"]
     return [
