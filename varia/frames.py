@@ -283,13 +283,6 @@ def _reformatter(purpose: str) -> VideoReformatter:
     return reformatter
 
 
-def scale_luma(plane: np.ndarray, width: int = METRIC_WIDTH) -> np.ndarray:
-    """A gray picture (e.g. a trial's luma) scaled down as `luma` scales a frame."""
-    import numpy as np
-
-    return luma(av.VideoFrame.from_ndarray(np.ascontiguousarray(plane), format="gray"), width)
-
-
 def scaled_rgb(frame: av.VideoFrame, width: int, height: int) -> av.VideoFrame:
     """The frame as RGB, scaled to fit `width` x `height` (aspect kept, area average)."""
     scale = min(width / frame.width, height / frame.height)
