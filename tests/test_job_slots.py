@@ -4,6 +4,8 @@ workflow scheduled them, within one process and across processes. No server need
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from tests.helpers import wait_for
 from varia import names
 from varia.job_slots import JobSlots, _try_flock
+from varia.jobdir import JobDirGone
 
 Release = Callable[[], None]
 
@@ -247,3 +250,71 @@ async def test_a_turn_the_disk_refused_is_written_once_it_can_be(
     release = await wait_for(lambda: behind.result() if behind.done() else None, what="turn")
     release()
     assert len(slots) == 0
+
+
+async def test_a_render_waiting_for_its_turn_fails_once_the_job_directory_is_deleted(
+    tmp_path: Path,
+) -> None:
+    """`rm -rf` of the job directory while render 0 holds the slot and render 1 waits for its
+    turn: render 0's turn can no longer be written, so render 1 waited forever (found by
+    review); it fails, naming the directory, and holds nothing."""
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    slots = JobSlots()
+    first = slots.try_acquire(job_dir, 0, 0, None)
+    assert first is not None
+    behind = asyncio.create_task(slots.acquire(job_dir, 0, 1, follows=0))
+    assert await _pending(behind)
+    shutil.rmtree(job_dir)
+    first()  # its turn ends, but there is no directory to record it in
+    with pytest.raises(JobDirGone, match=f"{re.escape(repr(str(job_dir)))} was deleted"):
+        await asyncio.wait_for(behind, 10)
+    assert len(slots) == 0
+    assert not job_dir.exists(), "nothing made again"
+
+
+@pytest.mark.parametrize("ahead", ["holding the slot here", "in another process"])
+async def test_a_waiter_notices_the_deletion_while_no_turn_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead: str
+) -> None:
+    """The render ahead still runs (here: only the poll every `TURN_RETRY_S` can tell), or is
+    in another process (the turn is polled every `TURN_POLL_S`): either way the waiter fails."""
+    from varia import job_slots
+
+    monkeypatch.setattr(job_slots, "TURN_RETRY_S", 0.05)
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    slots = JobSlots()
+    first = slots.try_acquire(job_dir, 0, 0, None) if ahead == "holding the slot here" else None
+    behind = asyncio.create_task(slots.acquire(job_dir, 0, 1, follows=0))
+    assert await _pending(behind)
+    shutil.rmtree(job_dir)
+    with pytest.raises(JobDirGone, match="was deleted while the job ran"):
+        await asyncio.wait_for(behind, 10)
+    if first is not None:
+        first()
+    assert len(slots) == 0
+
+
+async def test_a_wait_for_a_lock_another_process_holds_ends_when_the_job_directory_is_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other process's render may be frozen: the waiter does not wait for it to let go of
+    a lock in a directory that is gone; the thread gives the lock back once it gets it."""
+    from varia import job_slots
+
+    monkeypatch.setattr(job_slots, "TURN_RETRY_S", 0.05)
+    job_dir = tmp_path / "job"
+    job_dir.mkdir()
+    holder = _holder(job_dir / names.slot_lock_name(0))
+    slots = JobSlots()
+    try:
+        waiting = asyncio.create_task(slots.acquire(job_dir, 0, 0, None))
+        assert await _pending(waiting)
+        shutil.rmtree(job_dir)
+        with pytest.raises(JobDirGone, match="was deleted while the job ran"):
+            await asyncio.wait_for(waiting, 10)
+    finally:
+        _let_go(holder)
+    assert len(slots) == 0
+    assert not job_dir.exists()

@@ -13,6 +13,9 @@ of the job shares, keep them apart:
 - `.varia-slot-<k>.turn`: the highest `order` whose turn in the slot is over (its FFmpeg
   exited, or its attempt ended without one). A render that `follows` another waits until that
   one's turn is over before it takes the lock, so the next never overtakes the running one.
+
+A job directory deleted while renders wait ends their wait with `JobDirGone`: no turn can be
+recorded there any more, so they would otherwise wait forever.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Protocol
 
 from varia import names
-from varia.jobdir import open_own
+from varia.jobdir import JobDirGone, job_dir_gone, open_own
 from varia.models import MAX_CONCURRENCY
 
 log = logging.getLogger("varia.activities")
@@ -37,7 +40,9 @@ TURN_POLL_S = 0.05
 process (one in this process wakes it at once)."""
 TURN_RETRY_S = 2.0
 """How often a turn that could not be written (a full or read-only disk) is tried again: the
-renders queued behind it wait for it, and go on once the disk lets it be written."""
+renders queued behind it wait for it, and go on once the disk lets it be written. Also how
+often a render waiting on one in this process, or on a lock another process holds, looks
+whether the job directory is still there."""
 
 
 class Release(Protocol):
@@ -75,24 +80,27 @@ class JobSlots:
     ) -> Release:
         """Take slot `slot` of the job in `job_dir` once the render `follows` had its turn,
         waiting while the slot is held; returns the function that releases it (and ends this
-        render's turn). Cancellable while waiting (then nothing stays held)."""
+        render's turn). Cancellable while waiting (then nothing stays held); raises
+        `JobDirGone` once the job directory is gone."""
         turn = str(job_dir / names.slot_turn_name(slot))
         if order is not None:
             self._here.setdefault(turn, set()).add(order)
         lock = str(job_dir / names.slot_lock_name(slot))
         try:
             if follows is not None:
-                await self._wait_turn(turn, follows)
+                await self._wait_turn(job_dir, turn, follows)
             while True:
                 if lock in self._held:  # a render here holds it: it wakes us as it lets go
                     await self._held[lock].wait()
                     continue
                 fd = _try_flock(lock)
                 if fd is None:  # another process holds it
-                    fd = await _flock_in_thread(lock)
+                    fd = await _flock_in_thread(lock, job_dir)
                 return self._holding(lock, fd, job_dir, slot, order)
-        except BaseException:
+        except BaseException as err:
             self._leave_turn(turn, order)
+            if isinstance(err, OSError) and (gone := job_dir_gone(job_dir)) is not None:
+                raise gone from None  # the lock could not be made: that is why
             raise
 
     def _holding(self, lock: str, fd: int, job_dir: Path, slot: int, order: int | None) -> Release:
@@ -158,12 +166,14 @@ class JobSlots:
         if event is not None:
             event.set()
 
-    async def _wait_turn(self, turn: str, follows: int) -> None:
+    async def _wait_turn(self, job_dir: Path, turn: str, follows: int) -> None:
         while _read_turn(turn) < follows:
+            if (gone := job_dir_gone(job_dir)) is not None:  # no turn can be recorded any more
+                raise gone
             event = self._turns.setdefault(turn, asyncio.Event())
             local = follows in self._here.get(turn, ())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), None if local else TURN_POLL_S)
+                await asyncio.wait_for(event.wait(), TURN_RETRY_S if local else TURN_POLL_S)
 
     def __len__(self) -> int:
         """Locks, turn events and turn registrations kept: 0 when no render is here."""
@@ -203,7 +213,7 @@ def _read_turn(path: str) -> int:
 
 def _try_raise_turn(path: str, order: int) -> bool:
     """`_raise_turn`; False if it could not be written now (True if the directory is gone:
-    nobody waits)."""
+    the renders waiting for it see that themselves, `_wait_turn`)."""
     try:
         _raise_turn(path, order)
     except FileNotFoundError:
@@ -242,10 +252,11 @@ def _try_flock(path: str) -> int | None:
     return fd
 
 
-async def _flock_in_thread(path: str) -> int:
+async def _flock_in_thread(path: str, job_dir: Path) -> int:
     """Wait for the `flock` in a thread of its own, on a descriptor of its own (a blocked
-    `flock` cannot be interrupted): if the wait is cancelled, the thread closes the descriptor
-    once it gets the lock, which releases it at once."""
+    `flock` cannot be interrupted): if the wait is cancelled, or ends with `JobDirGone` (looked
+    at every `TURN_RETRY_S`), the thread closes the descriptor once it gets the lock, which
+    releases it at once."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[int] = loop.create_future()
 
@@ -278,8 +289,13 @@ async def _flock_in_thread(path: str) -> int:
 
     threading.Thread(target=wait, name="varia-job-slot", daemon=True).start()
     try:
-        return await done
-    except asyncio.CancelledError:
+        while not done.done():
+            await asyncio.wait([done], timeout=TURN_RETRY_S)
+            if not done.done() and (gone := job_dir_gone(job_dir)) is not None:
+                raise gone  # the holder's FFmpeg writes into a deleted directory: stop waiting
+        return done.result()
+    except (asyncio.CancelledError, JobDirGone):
         if done.done() and not done.cancelled() and done.exception() is None:
-            os.close(done.result())  # got it as the cancel landed: give it back
+            os.close(done.result())  # got it as the wait ended: give it back
+        done.cancel()  # (or the thread gives back the lock it gets later)
         raise

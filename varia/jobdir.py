@@ -94,6 +94,22 @@ class OutputDirUnusable(ConfinementError):
     """`output_dir` cannot hold the job directory: not a directory, or not writable."""
 
 
+class JobDirGone(OutputDirUnusable):
+    """The job directory was deleted (or replaced) while the job ran: nothing can be written
+    there any more, and varia makes nothing again."""
+
+
+def job_dir_gone(job_dir: Path) -> JobDirGone | None:
+    """`JobDirGone` naming `job_dir` if it is no longer a directory; None while it is one."""
+    try:
+        if stat.S_ISDIR(os.lstat(job_dir).st_mode):
+            return None
+        how = "replaced by a file or symlink"
+    except (FileNotFoundError, NotADirectoryError):
+        how = "deleted"
+    return JobDirGone(f"the job directory {str(job_dir)!r} was {how} while the job ran")
+
+
 @dataclass(frozen=True)
 class Marker:
     """What a job directory's marker says: the job id and, since chains are recorded, the
