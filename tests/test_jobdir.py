@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+from temporalio.exceptions import ApplicationError
 
 from varia import errors, jobdir, ledger, names
 from varia.models import Manifest, RenderResult
@@ -115,6 +117,26 @@ def test_sweep_refuses_a_dir_without_the_marker(tmp_path: Path) -> None:
     with pytest.raises(jobdir.ConfinementError, match="marker"):
         jobdir.sweep(plain, "job-1", keep=set(), owned={"clip_v000.mp4"})
     assert (plain / "clip_v000.mp4").exists()
+
+
+def test_cleanup_of_a_deleted_job_directory_says_so_and_makes_nothing(tmp_path: Path) -> None:
+    """`rm -rf` of the job directory while the job ran: its cleanup fails, not retried, saying
+    the directory was deleted (not that its marker names another job), and makes nothing."""
+    from varia.cleanup import clean_up_job
+    from varia.models import CleanupRequest
+
+    job_dir = make_job(tmp_path)
+    shutil.rmtree(job_dir)
+    request = CleanupRequest(
+        job_id="job-1", job_dir=str(job_dir), state="failed", inputs=["/in/clip.mp4"],
+        stems=["clip"], variations=2, seed=0, results=[], failed=2,
+    )  # fmt: skip
+    with pytest.raises(ApplicationError) as raised:
+        clean_up_job(request)
+    assert raised.value.type == errors.OUTPUT_DIR_UNUSABLE and raised.value.non_retryable
+    assert f"{str(job_dir)!r} was deleted while the job ran" in raised.value.message
+    assert "no manifest" in raised.value.message and "marker" not in raised.value.message
+    assert list((tmp_path / "out").iterdir()) == [], "nothing made again"
 
 
 def _empty_manifest() -> Manifest:

@@ -271,13 +271,16 @@ def read_marker(job_dir: Path) -> Marker | None:
 
 
 def check_owner(job_dir: Path, job_id: str, chain: str | None, doing: str) -> None:
-    """Raise unless the marker names job `job_id` and chain `chain`.
+    """Raise unless the marker names job `job_id` and chain `chain` (`JobDirGone` if the
+    directory itself is gone: its marker is not wrong, there is none to read).
 
     A marker without a chain (made by older varia for a chain that older varia started)
     matches any chain of that job id: new executions never adopt such a directory unless
     it is empty (`open_job_dir`), so only the chain that made it gets here.
     """
     marker = read_marker(job_dir)
+    if marker is None and (gone := job_dir_gone(job_dir)) is not None:
+        raise JobDirGone(f"{gone}: cannot {doing} it, and varia makes nothing again (no manifest)")
     if marker is None or marker.job_id != job_id:
         raise ConfinementError(
             f"refusing to {doing} {str(job_dir)!r}: its marker does not name job {job_id!r}"
