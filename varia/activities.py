@@ -146,6 +146,10 @@ class JobActivities:
                 label = f"{task.media.path} variation {task.variation}"
                 raise errors.workflow_gone(label) from None
             raise
+        except Exception as err:
+            if (gone := _job_dir_gone(job_dir, err)) is None:
+                raise
+            raise gone from None
         finally:
             if task.slot is not None:  # however it ended, the render after it may go, unless
                 # nobody waits for the job any more (`workflow_gone`): then it stays put
@@ -210,7 +214,7 @@ class JobActivities:
                         argv,
                         on_tick=beat,
                         on_spawn=spawned,
-                        interrupt=_worker_shutting_down,
+                        interrupt=lambda: _why_stop(Path(task.job_dir)),
                         stall_timeout_s=self.settings.stall_timeout_s,
                         stage_timeout_s=self.settings.stop_stage_timeout_s,
                         niceness=self.settings.ffmpeg_nice,
@@ -331,8 +335,22 @@ def with_default_threads(task: RenderTask, threads: int | None) -> RenderTask:
     return task.model_copy(update={"threads": threads})
 
 
-def _worker_shutting_down() -> str | None:
-    return errors.WORKER_SHUTDOWN_REASON if activity.is_worker_shutdown() else None
+def _why_stop(job_dir: Path) -> str | None:
+    """Why FFmpeg must stop now, asked every tick: the worker shuts down, or the job directory
+    is gone (its output could never be kept; `render` then says so)."""
+    if activity.is_worker_shutdown():
+        return errors.WORKER_SHUTDOWN_REASON
+    return None if jobdir.job_dir_gone(job_dir) is None else "its job directory is gone"
+
+
+def _job_dir_gone(job_dir: Path, err: Exception) -> ApplicationError | None:
+    """A render's failure while its job directory is gone (deleted while the job ran): not
+    retried, naming the directory, whatever step found it (every retry would fail alike, and
+    the renders waiting for the slot would wait forever). A final error keeps its own words."""
+    if isinstance(err, ApplicationError) and err.non_retryable:
+        return None  # a stop (cancel, pause, terminate) or a cause of its own
+    gone = err if isinstance(err, jobdir.JobDirGone) else jobdir.job_dir_gone(job_dir)
+    return None if gone is None else errors.confinement_failure(gone)
 
 
 def _heartbeat_for(

@@ -4,7 +4,8 @@ permits, both released the moment FFmpeg exits.
 A render that waits for its turn heartbeats every `WAITING_BEAT_S` (`waiting_for_slot`: what the
 operator sees; a pushed cancel finds it by its worker identity from the start) and stops
 waiting on a pushed stop, a cancel or a worker shutdown, as a running render stops its FFmpeg
-on them.
+on them. A job directory that is gone by the time FFmpeg would start fails the render with
+`JobDirGone` instead: FFmpeg never starts for a job that can keep nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from varia import errors, metrics
 from varia.job_slots import JobSlots, Release
+from varia.jobdir import job_dir_gone
 from varia.models import RenderHeartbeat, RenderTask
 from varia.recipes import recipe_summary
 from varia.render_capacity import RenderCapacity
@@ -64,6 +66,8 @@ async def ffmpeg_turn(
             ) from None
     try:
         async with capacity.ffmpeg_permit():
+            if (gone := job_dir_gone(Path(task.job_dir))) is not None:
+                raise gone
             yield
     finally:
         if release_slot is not None:
