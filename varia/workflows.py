@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         BAD_REQUEST,
         JOB_FAILED,
         NO_SPACE,
+        NON_RETRYABLE_TYPES,
         PREPARE_REFUSALS,
         UPDATE_REFUSED,
         cause_message,
@@ -123,6 +124,10 @@ BAD_INPUT_PATCH = "bad-input-type"
 PAUSE_WHEN_DONE_PATCH = "pause-when-done"
 """Runs recorded before it paused even when the pause left nothing to render (the last renders
 finished anyway): paused at 100 % with no manifest until resumed. Newer runs end the job."""
+CLEANUP_FAILURE_PATCH = "cleanup-failure"
+"""Runs recorded before it failed with cleanup's bare `ActivityError` ("Activity task failed")
+when cleanup failed; newer runs say state `failed` and fail with an `ApplicationError` in
+cleanup's own words (say, a job directory deleted while the job ran)."""
 
 
 @workflow.defn(name=names.WORKFLOW_TYPE)
@@ -385,25 +390,45 @@ class VariationJob:
             self._set_state(outcome)
             return self._raise_or_return(outcome, cancel, None)
         self._set_state("cleaning")
-        self._result = await self._clean_up(
-            CleanupRequest(
-                job_id=self._job_id,
-                job_dir=self._job_dir,
-                state=outcome,
-                inputs=job.inputs,
-                stems=stems,
-                variations=job.variations,
-                seed=self._seed,
-                results=self._results,
-                failed=self._failed,
-                errors=self._errors,
-                use_ledger=self._runs > 1,
-                chain=_chain(),
-            )
-        )
+        try:
+            self._result = await self._clean_up(self._cleanup_request(job, stems, outcome))
+        except ActivityError as err:
+            if not workflow.patched(CLEANUP_FAILURE_PATCH):
+                raise
+            raise self._cleanup_failed(err) from None
         self._outcome_lines = outcome_lines(self._result) if self._result else []
         self._set_state(outcome)
         return self._raise_or_return(outcome, cancel, self._result)
+
+    def _cleanup_request(
+        self, job: JobRequest, stems: list[str], outcome: FinalState
+    ) -> CleanupRequest:
+        assert self._job_dir is not None
+        return CleanupRequest(
+            job_id=self._job_id,
+            job_dir=self._job_dir,
+            state=outcome,
+            inputs=job.inputs,
+            stems=stems,
+            variations=job.variations,
+            seed=self._seed,
+            results=self._results,
+            failed=self._failed,
+            errors=self._errors,
+            use_ledger=self._runs > 1,
+            chain=_chain(),
+        )
+
+    def _cleanup_failed(self, err: ActivityError) -> ApplicationError:
+        """The job's failure when its cleanup failed (it wrote no manifest): cleanup's own
+        words first, then what failed before; cleanup's type if it is one of varia's."""
+        cleanup = f"cleanup failed: {own_message(err)}"
+        message = f"{cleanup}; {self._reasons()}" if self._errors else cleanup
+        self._remember_error(cleanup)
+        self._set_state("failed")
+        kind = error_type(err)
+        kind = kind if kind in NON_RETRYABLE_TYPES else self._failure_type
+        return ApplicationError(message, None, type=kind, non_retryable=True)
 
     async def _dir_for_early_cancel(self, job: JobRequest) -> None:
         """A job cancelled before prepare ran still ends with its manifest (the contract): make
@@ -436,17 +461,21 @@ class VariationJob:
         if outcome == "cancelled":
             raise cancel or asyncio.CancelledError()
         if outcome == "failed":
-            reasons = "; ".join(self._errors[:5]) or "unknown error"
-            if self._failed:
-                reasons = f"{self._failed} of {self._total} variations failed: {reasons}"
             raise ApplicationError(
-                reasons,
+                self._reasons(),
                 result.model_dump() if result else None,
                 type=self._failure_type,
                 non_retryable=True,
             )
         assert result is not None
         return result
+
+    def _reasons(self) -> str:
+        """Why the job failed: its first errors, after how many variations failed."""
+        reasons = "; ".join(self._errors[:5]) or "unknown error"
+        if self._failed:
+            reasons = f"{self._failed} of {self._total} variations failed: {reasons}"
+        return reasons
 
     # ---- rendering -------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ PATHS = (
     "cancel-pushed-again",
     "refused-request",
     "cancelled-before-start",
+    "job-dir-deleted",
 )
 """The paths through `VariationJob` that must keep replaying."""
 

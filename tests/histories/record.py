@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import uuid
@@ -338,6 +339,22 @@ async def cancelled_before_start(lab: Lab) -> list[WorkflowHistory]:
     return await _chain(lab.client, handle)
 
 
+async def job_dir_deleted(lab: Lab) -> list[WorkflowHistory]:
+    """The job directory is deleted while the only render runs: the render fails, cleanup
+    finds no directory (it makes nothing, writes no manifest), the job fails."""
+    queue = _queue()
+    settings = lab.settings(queue, VARIA_FFMPEG=str(paced_ffmpeg(lab.root)))
+    async with build_worker(lab.client, settings):
+        handle = await lab.start("job-dir-deleted", queue, lab.request(1, threads=1))
+        await _rendering(lab.client, handle.id)
+        job_dir = Path(lab.request(1)["output_dir"]) / handle.id
+        shutil.rmtree(job_dir)
+        assert await _closed(handle) == WorkflowExecutionStatus.FAILED
+        assert (await _progress(handle))["failed"] == 1
+    assert not job_dir.exists(), "the job directory was made again"
+    return await _chain(lab.client, handle)
+
+
 RECORDERS: dict[str, Callable[[Lab], Awaitable[list[WorkflowHistory]]]] = {
     "completed": completed,
     "cancelled-mid-render": cancelled_mid_render,
@@ -350,6 +367,7 @@ RECORDERS: dict[str, Callable[[Lab], Awaitable[list[WorkflowHistory]]]] = {
     "cancel-pushed-again": cancel_pushed_again,
     "refused-request": refused_request,
     "cancelled-before-start": cancelled_before_start,
+    "job-dir-deleted": job_dir_deleted,
 }
 assert tuple(RECORDERS) == PATHS
 
