@@ -10,6 +10,8 @@ import logging
 import os
 from pathlib import Path
 
+from temporalio import activity
+
 from varia import errors, jobdir, ledger, names, output_record, sheet
 from varia.models import (
     MAX_CONCURRENCY,
@@ -83,6 +85,7 @@ def clean_up_job(request: CleanupRequest) -> JobResult:
     manifest = Manifest(
         job_id=request.job_id,
         state=request.state,
+        run_id=_run_id(request),
         seed=request.seed,
         total=len(request.inputs) * request.variations,
         completed=len(outputs),
@@ -117,6 +120,14 @@ def clean_up_job(request: CleanupRequest) -> JobResult:
         sheets=[str(job_dir / entry.path) for entry in sheets],
         quality=manifest.quality,
     )
+
+
+def _run_id(request: CleanupRequest) -> str | None:
+    """The run the manifest is written for: the request's (the janitor names the run it
+    sweeps), else the run of the cleanup activity calling (the workflow's own cleanup)."""
+    if request.run_id is not None or not activity.in_activity():
+        return request.run_id
+    return activity.info().workflow_run_id or None
 
 
 def _still_listed(

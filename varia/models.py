@@ -366,6 +366,11 @@ class Manifest(BaseModel):
 
     job_id: str
     state: FinalState
+    run_id: str | None = Field(
+        default=None,
+        description="The workflow run it was written for: the run whose cleanup wrote it, or "
+        "the terminated or timed-out run the janitor swept (None: written by older varia).",
+    )
     seed: int
     total: int
     completed: int
@@ -533,6 +538,10 @@ class CleanupRequest(BaseModel):
     chain: str | None = Field(
         default=None,
         description="First run id of the workflow execution chain (None: older workflow code).",
+    )
+    run_id: str | None = Field(
+        default=None,
+        description="The run the manifest is written for (None: the calling activity's run).",
     )
 
 
