@@ -10,7 +10,7 @@ import json
 import os
 import uuid
 import warnings
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -48,7 +48,8 @@ from varia.janitor import (
     read_history,
 )
 from varia.janitor_workflow import ensure_janitor_schedule, schedule_id
-from varia.models import JobRequest
+from varia.manifest_origin import ManifestOrigin, manifest_origin, written_earlier
+from varia.models import JobRequest, Manifest
 from varia.names import JANITOR_WORKFLOW, MANIFEST_NAME, MARKER_NAME
 from varia.processes import ProcessIdentity
 from varia.server import DevServer
@@ -202,12 +203,52 @@ async def test_janitor_schedule_is_created_once_and_follows_the_interval(
 
 
 def test_candidates_query_names_the_closed_window() -> None:
-    from datetime import UTC, datetime
-
     query = candidates_query(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), 60, 24)
     assert "ExecutionStatus IN ('Terminated', 'TimedOut')" in query
     assert "CloseTime <= '2026-01-02T03:03:05.000000Z'" in query
     assert "CloseTime >= '2026-01-01T03:04:05.000000Z'" in query
+
+
+RESET_AT = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+"""When the terminated run started (a reset, say)."""
+BEFORE, AFTER = RESET_AT - timedelta(seconds=1), RESET_AT + timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(
+    ("origin", "origin_started", "earlier"),
+    [
+        (ManifestOrigin("run-2", BEFORE), None, False),  # its own (a sweep's), whatever the time
+        (ManifestOrigin("run-2", AFTER), None, False),  # its own: a second sweep changes nothing
+        (ManifestOrigin("run-1", AFTER), BEFORE, True),  # the run it was reset from
+        (ManifestOrigin("run-1", BEFORE), None, True),  # a run the server no longer knows
+        (ManifestOrigin("run-3", AFTER), AFTER, False),  # a later run's: it supersedes this one
+        (ManifestOrigin(None, BEFORE), None, True),  # older varia's, written before the run
+        (ManifestOrigin(None, AFTER), None, False),  # older varia's, written since: left alone
+    ],
+)
+def test_whose_manifest_it_is(
+    origin: ManifestOrigin, origin_started: datetime | None, earlier: bool
+) -> None:
+    """Only a manifest written for an earlier run of the chain leaves the run to sweep."""
+    assert written_earlier(origin, "run-2", RESET_AT, origin_started) is earlier
+
+
+def test_a_manifest_names_its_run_and_an_older_one_is_dated_by_its_file(tmp_path: Path) -> None:
+    assert manifest_origin(tmp_path) is None
+    manifest = Manifest(
+        job_id="j", state="failed", run_id="run-1", seed=0, total=1, completed=0, failed=1,
+        outputs=[], removed=[],
+    )  # fmt: skip
+    (tmp_path / MANIFEST_NAME).write_text(manifest.model_dump_json())
+    os.utime(tmp_path / MANIFEST_NAME, (BEFORE.timestamp(), BEFORE.timestamp()))
+    assert manifest_origin(tmp_path) == ManifestOrigin("run-1", BEFORE)
+    older = manifest.model_dump(exclude={"run_id"})  # as varia wrote it before runs were named
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(older))
+    os.utime(tmp_path / MANIFEST_NAME, (AFTER.timestamp(), AFTER.timestamp()))
+    assert manifest_origin(tmp_path) == ManifestOrigin(None, AFTER)
+    (tmp_path / MANIFEST_NAME).write_text("{not json")  # unreadable: dated by its file too
+    os.utime(tmp_path / MANIFEST_NAME, (BEFORE.timestamp(), BEFORE.timestamp()))
+    assert manifest_origin(tmp_path) == ManifestOrigin(None, BEFORE)
 
 
 NO_PROBE = {"failed-bad-input", "refused-request", "cancelled-before-start"}

@@ -6,12 +6,15 @@ history (the request, the prepare result, the finished renders) and the job's le
 every whole output, and runs the job's own confined cleanup: only names the job could have
 created are deleted, and the manifest says `terminated` (or `timed_out`).
 
-It never touches a directory that has a manifest already, lacks varia's marker for that job,
-lies outside the allowed output roots, or belongs to a job id that runs again. Runs closed
-less than `VARIA_JANITOR_GRACE` seconds ago wait for the next sweep, so a render whose
-heartbeat has not yet learnt that its workflow is gone has stopped first.
+It never touches a directory that has a manifest of this run (or of a later one), lacks
+varia's marker for that job, lies outside the allowed output roots, or belongs to a job id
+that runs again. A manifest an earlier run of the chain wrote (the run was reset after it
+ended) does not count: the run is swept, keeping what that manifest lists while it is still
+that file (`varia.cleanup`). Runs closed less than `VARIA_JANITOR_GRACE` seconds ago wait for
+the next sweep, so a render whose heartbeat has not yet learnt that its workflow is gone has
+stopped first.
 
-Just over 300 lines: listing, reading a history back into a completion record and the sweep
+Just under 400 lines: listing, reading a history back into a completion record and the sweep
 are one procedure, each step used only by the next.
 """
 
@@ -28,10 +31,13 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from varia import jobdir, ledger, media, names
 from varia.config import Settings
 from varia.job_slots import slots_in_use
+from varia.manifest_origin import ManifestOrigin, manifest_origin, written_earlier
 from varia.models import CleanupRequest, FinalState, JobCarry, JobRequest, MediaInfo, RenderResult
 from varia.recipes import default_seed, make_recipe, output_name, output_stems
 
@@ -70,7 +76,9 @@ class JanitorReport(BaseModel):
     """The result of one sweep."""
 
     examined: int = 0
-    already_clean: int = Field(default=0, description="Closed runs that have a manifest.")
+    already_clean: int = Field(
+        default=0, description="Closed runs that have a manifest (their own, or a later run's)."
+    )
     swept: list[SweptJob] = Field(default_factory=list)
     skipped: list[SweptJob] = Field(default_factory=list)
 
@@ -204,9 +212,17 @@ def _whole_extras(
 
 
 def sweep_run(
-    job_id: str, run_id: str, run: ClosedRun, state: FinalState, settings: Settings
+    job_id: str,
+    run_id: str,
+    run: ClosedRun,
+    state: FinalState,
+    settings: Settings,
+    stale: ManifestOrigin | None = None,
 ) -> SweptJob:
-    """Clean one closed run's job directory and write its manifest, or say why not."""
+    """Clean one closed run's job directory and write its manifest, or say why not.
+
+    A manifest in the directory stops it unless it is still `stale`: one an earlier run of
+    the chain wrote (`written_earlier`), which the new manifest replaces."""
     from varia.cleanup import clean_up_job  # the job's own cleanup (heavy import: lazily)
 
     def skipped(reason: str, job_dir: Path | None = None) -> SweptJob:
@@ -226,7 +242,7 @@ def sweep_run(
     job_dir = output_dir / job_id
     if job_dir.is_symlink() or not job_dir.is_dir():
         return skipped("no job directory (nothing was created)", job_dir)
-    if (job_dir / names.MANIFEST_NAME).exists():
+    if manifest_origin(job_dir) not in (None, stale):
         return skipped(HAS_MANIFEST, job_dir)
     marker = jobdir.read_marker(job_dir)
     if marker is None or marker.job_id != job_id:
@@ -246,21 +262,25 @@ def sweep_run(
         results[(extra.input_index, extra.variation)] = extra
     how = "terminated" if state == "terminated" else "timed out"
     why = f" ({run.reason})" if run.reason else ""
-    result = clean_up_job(
-        CleanupRequest(
-            job_id=job_id,
-            job_dir=str(job_dir),
-            state=state,
-            inputs=run.request.inputs,
-            stems=output_stems(run.request.inputs),
-            variations=run.request.variations,
-            seed=run_seed(job_id, run),
-            results=sorted(results.values(), key=lambda r: (r.input_index, r.variation)),
-            failed=run.failed,
-            errors=[f"the workflow was {how}{why}; cleaned up by the janitor"],
-            chain=run.chain,
+    try:
+        result = clean_up_job(
+            CleanupRequest(
+                job_id=job_id,
+                job_dir=str(job_dir),
+                state=state,
+                inputs=run.request.inputs,
+                stems=output_stems(run.request.inputs),
+                variations=run.request.variations,
+                seed=run_seed(job_id, run),
+                results=sorted(results.values(), key=lambda r: (r.input_index, r.variation)),
+                failed=run.failed,
+                errors=[f"the workflow was {how}{why}; cleaned up by the janitor"],
+                chain=run.chain,
+                run_id=run_id,
+            )
         )
-    )
+    except ApplicationError as err:  # one directory it cannot clean stops no other sweep
+        return skipped(f"its cleanup failed: {err}", job_dir)
     return SweptJob(
         job_id=job_id,
         run_id=run_id,
@@ -278,6 +298,25 @@ async def _runs_again(client: Client, job_id: str) -> bool:
     return description.status == WorkflowExecutionStatus.RUNNING
 
 
+async def _run_started(client: Client, job_id: str, run_id: str) -> datetime | None:
+    """When run `run_id` of the job started; None if the server no longer knows it."""
+    try:
+        description = await client.get_workflow_handle(job_id, run_id=run_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return description.start_time
+
+
+async def _is_earlier(client: Client, execution: WorkflowExecution, origin: ManifestOrigin) -> bool:
+    """Whether an earlier run of the chain wrote the manifest (`written_earlier`)."""
+    started = None
+    if origin.run_id not in (None, execution.run_id):
+        started = await _run_started(client, execution.id, origin.run_id)
+    return written_earlier(origin, execution.run_id, execution.start_time, started)
+
+
 async def _sweep_execution(
     client: Client, settings: Settings, execution: WorkflowExecution
 ) -> SweptJob:
@@ -290,19 +329,25 @@ async def _sweep_execution(
             reason="the job id runs again: its directory may be in use",
         )
     handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+    stale = None
     async for first in handle.fetch_history_events():  # cheap check first: swept already?
         request = read_history([first]).request
-        if (
-            request is not None
-            and (Path(request.output_dir) / execution.id / names.MANIFEST_NAME).exists()
-        ):
-            return SweptJob(
-                job_id=execution.id, run_id=execution.run_id, action="skipped", reason=HAS_MANIFEST
-            )
+        if request is not None:
+            job_dir = Path(request.output_dir) / execution.id
+            stale = await asyncio.to_thread(manifest_origin, job_dir)
+            if stale is not None and not await _is_earlier(client, execution, stale):
+                return SweptJob(
+                    job_id=execution.id,
+                    run_id=execution.run_id,
+                    action="skipped",
+                    reason=HAS_MANIFEST,
+                )
         break
     events = [event async for event in handle.fetch_history_events()]
     run = read_history(events)
-    return await asyncio.to_thread(sweep_run, execution.id, execution.run_id, run, state, settings)
+    return await asyncio.to_thread(
+        sweep_run, execution.id, execution.run_id, run, state, settings, stale
+    )
 
 
 async def sweep_closed_jobs(
