@@ -41,13 +41,16 @@ from varia import names
 from varia.client.jobs import Jobs
 from varia.config import Settings
 from varia.janitor import (
+    ClosedRun,
     JanitorReport,
     JanitorRequest,
     SweptJob,
     candidates_query,
     read_history,
+    sweep_run,
 )
 from varia.janitor_workflow import ensure_janitor_schedule, schedule_id
+from varia.jobdir import open_job_dir
 from varia.manifest_origin import ManifestOrigin, manifest_origin, written_earlier
 from varia.models import JobRequest, Manifest
 from varia.names import JANITOR_WORKFLOW, MANIFEST_NAME, MARKER_NAME
@@ -249,6 +252,24 @@ def test_a_manifest_names_its_run_and_an_older_one_is_dated_by_its_file(tmp_path
     (tmp_path / MANIFEST_NAME).write_text("{not json")  # unreadable: dated by its file too
     os.utime(tmp_path / MANIFEST_NAME, (BEFORE.timestamp(), BEFORE.timestamp()))
     assert manifest_origin(tmp_path) == ManifestOrigin(None, BEFORE)
+
+
+def test_a_job_it_cannot_clean_is_skipped_with_the_reason_not_the_whole_sweep(
+    tmp_path: Path,
+) -> None:
+    """A directory at the manifest's name, older than the run, is no manifest of the run; the
+    cleanup cannot write one there, and says so for this job only (it failed the sweep)."""
+    job_dir = open_job_dir(tmp_path, "j")
+    (job_dir / MANIFEST_NAME).mkdir()
+    os.utime(job_dir / MANIFEST_NAME, (BEFORE.timestamp(), BEFORE.timestamp()))
+    stale = manifest_origin(job_dir)
+    assert stale is not None and written_earlier(stale, "run-2", RESET_AT, None)
+    request = JobRequest(inputs=["/in/a.mp4"], variations=1, output_dir=str(tmp_path), seed=0)
+
+    swept = sweep_run("j", "run-2", ClosedRun(request=request), "terminated", Settings(), stale)
+
+    assert swept.action == "skipped" and "its cleanup failed" in swept.reason
+    assert (job_dir / MANIFEST_NAME).is_dir()  # not varia's: left as it was
 
 
 NO_PROBE = {"failed-bad-input", "refused-request", "cancelled-before-start"}
