@@ -18,7 +18,12 @@ import pytest
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.testing import ActivityEnvironment
 
 from tests.conftest import Clips
@@ -162,6 +167,34 @@ async def test_a_finished_job_reset_then_terminated_gets_its_own_manifest_from_t
         assert job.id not in {e.job_id for e in [*again.swept, *again.skipped]}
         assert again.already_clean >= 1
         assert _snapshot(job.dir) == before
+
+
+async def test_a_run_reset_while_it_ran_leaves_the_later_runs_manifest_alone(
+    paced_job: Job, clips: Clips
+) -> None:
+    """The other order: a reset of a running job terminates the run it resets; the new run
+    ends with its own manifest, which names a run that started later, so the janitor sweeping
+    the terminated run leaves it as it is (guards against replacing every other run's)."""
+    job = paced_job
+    handle = await job.start([clips.short], 3, concurrency=1)
+    await wait_for((job.dir / "short_v000.mp4").exists, what="the first output", timeout_s=120)
+    first_run = handle.result_run_id or ""
+    reset_run = await reset_to_first_task(job.client, job.id, first_run)
+    again: JobResult = await job.client.get_workflow_handle(
+        job.id, run_id=reset_run, result_type=JobResult
+    ).result()
+    assert again.state == "completed"
+    first = await job.client.get_workflow_handle(job.id, run_id=first_run).describe()
+    assert first.status == WorkflowExecutionStatus.TERMINATED  # by the reset
+    before = _snapshot(job.dir)
+
+    report = await run_janitor_once(job.client, job.task_queue, JanitorRequest(grace_s=0))
+
+    assert job.id not in {e.job_id for e in [*report.swept, *report.skipped]}
+    assert report.already_clean >= 1
+    assert _snapshot(job.dir) == before
+    manifest = assert_manifest_matches_disk(job.dir)
+    assert (manifest["state"], manifest["run_id"]) == ("completed", reset_run)
 
 
 async def _sweep_when_idle(job: Job) -> JanitorReport | None:
