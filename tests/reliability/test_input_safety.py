@@ -116,10 +116,10 @@ async def test_playlist_inputs_read_nothing_outside_the_allowed_roots(
     shutil.copyfile(playlist, renamed)
     clip = make_clip(tmp_path / "clip.mp4", seconds=1, size="160x120", audio=False)
     cases = [
-        (playlist, "its container format is 'hls'"),
+        (playlist, "container format varia does not read: 'hls'"),
         (renamed, "FFmpeg could not find a known container format"),
-        (bad_inputs.concat_list(allowed / "list.ffconcat", clip), "container format is 'concat'"),
-        (bad_inputs.image_sequence(allowed / "seq"), "container format is 'image2'"),
+        (bad_inputs.concat_list(allowed / "list.ffconcat", clip), "does not read: 'concat'"),
+        (bad_inputs.image_sequence(allowed / "seq"), "does not read: 'image2'"),
         (bad_inputs.endless_mkv(allowed / "endless.mkv"), "(VARIA_MAX_INPUT_DURATION)"),
     ]
     watch_reads = _reads_show_in_atime(tmp_path)
