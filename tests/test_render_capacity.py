@@ -5,6 +5,8 @@ FFmpeg itself never runs more than the cap. No server needed."""
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
 from typing import Any
 
 from hypothesis import given, settings
@@ -141,3 +143,55 @@ def test_property_a_slot_is_handed_out_only_with_room(steps: list[str]) -> None:
             assert capacity.parked >= 0 and capacity.active >= 0
 
     asyncio.run(scenario())
+
+
+async def test_a_release_on_the_sdks_own_thread_wakes_a_waiting_reserve() -> None:
+    """The SDK calls `release_slot` from a Rust thread. Setting the asyncio event there did not
+    wake a loop asleep in `epoll`: a worker with nothing else to do stopped polling its render
+    queue for good (the scale benchmark's second job, after 10,295 renders)."""
+    asyncio.get_running_loop().set_debug(True)  # asyncio then refuses calls from other threads
+    capacity = RenderCapacity(1)
+    supplier = capacity.supplier()
+    await supplier.reserve_slot(CTX)
+    waiter = asyncio.ensure_future(supplier.reserve_slot(CTX))
+    assert await _still_waiting(waiter)
+    errors: list[BaseException] = []
+
+    def release() -> None:
+        try:
+            supplier.release_slot(CTX)
+        except BaseException as err:  # what the SDK's wrapper would only log
+            errors.append(err)
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    thread.join()
+    done, _ = await asyncio.wait([waiter], timeout=30)
+    assert errors == [] and waiter in done
+    assert capacity.reserved == 1
+
+
+def test_slots_taken_and_given_back_on_many_threads_keep_the_count() -> None:
+    """`try_reserve_slot` and `release_slot` run on the SDK's threads: the count of reserved
+    slots never passes the cap and ends where it began."""
+    capacity = RenderCapacity(2)
+    supplier = capacity.supplier()
+    most = [0]
+
+    def churn() -> None:
+        for _ in range(5_000):
+            if supplier.try_reserve_slot(CTX) is not None:
+                most[0] = max(most[0], capacity.reserved)
+                supplier.release_slot(CTX)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=churn) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert capacity.reserved == 0 and most[0] <= 2

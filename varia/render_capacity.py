@@ -14,12 +14,20 @@ service does not hand tasks out in the order they were scheduled). A bound on al
 deadlocked a job of concurrency 32 on a worker capped at 2: it held only parked renders whose
 predecessors were still queued (`benchmarks/fairness.py`). A job has at most `concurrency`
 renders queued behind others, so the parked ones are bounded by the jobs' concurrency.
+
+The SDK calls the supplier's `try_reserve_slot`, `mark_slot_used` and `release_slot` from its
+own (Rust) threads, only `reserve_slot` on the event loop. So the count of reserved slots
+changes under a lock, and a release wakes a waiting `reserve_slot` through
+`call_soon_threadsafe`: an `asyncio.Event` set from another thread neither wakes a loop asleep
+in `epoll` nor is ordered with the waiter's own check. A worker with nothing else to do stopped
+polling its render queue for good after 10,295 renders of the scale benchmark.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
 
@@ -45,6 +53,8 @@ class RenderCapacity:
         self.parked = 0
         self._tails: set[asyncio.Task[object]] = set()
         self._changed = asyncio.Event()
+        self._lock = threading.Lock()  # `reserved` changes on the SDK's threads too
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop a reserve waits on
 
     @property
     def active(self) -> int:
@@ -56,12 +66,32 @@ class RenderCapacity:
         return self.active < self.cap
 
     async def wait_for_room(self) -> None:
+        self._loop = asyncio.get_running_loop()
         while not self.has_room():
             self._changed.clear()
             await self._changed.wait()
 
+    def take_slot(self) -> bool:
+        """Count one more reserved slot if there is room (any thread); whether it did."""
+        with self._lock:
+            if not self.has_room():
+                return False
+            self.reserved += 1
+            return True
+
+    def give_slot(self) -> None:
+        """Count one reserved slot fewer (any thread) and wake a waiting reserve."""
+        with self._lock:
+            self.reserved -= 1
+        self._notify()
+
     def _notify(self) -> None:
-        self._changed.set()
+        """Wake `wait_for_room`, from whatever thread: on its loop, in order with its checks."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # nobody ever waited
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(self._changed.set)
 
     @contextlib.asynccontextmanager
     async def parked_while(self) -> AsyncIterator[None]:
@@ -117,19 +147,16 @@ class RenderSlotSupplier(CustomSlotSupplier):
         self.capacity = capacity
 
     async def reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit:
-        await self.capacity.wait_for_room()
-        self.capacity.reserved += 1
-        return SlotPermit()
+        while True:  # a slot taken on another thread between the wait and the take: wait again
+            await self.capacity.wait_for_room()
+            if self.capacity.take_slot():
+                return SlotPermit()
 
     def try_reserve_slot(self, ctx: SlotReserveContext) -> SlotPermit | None:
-        if not self.capacity.has_room():
-            return None
-        self.capacity.reserved += 1
-        return SlotPermit()
+        return SlotPermit() if self.capacity.take_slot() else None
 
     def mark_slot_used(self, ctx: SlotMarkUsedContext) -> None:
         return None
 
     def release_slot(self, ctx: SlotReleaseContext) -> None:
-        self.capacity.reserved -= 1
-        self.capacity._notify()
+        self.capacity.give_slot()
