@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from varia import names
 from varia.allowlist import ALLOWED_DEMUXERS
-from varia.ffmpeg.argv import audio_filters, build_render_argv, file_url, video_filters, video_map
+from varia.ffmpeg.argv import (
+    audio_filters,
+    build_render_argv,
+    file_url,
+    render_tag,
+    video_filters,
+    video_map,
+)
 from varia.models import MediaInfo, Recipe, RenderTask
 
 
@@ -99,6 +106,18 @@ def test_the_probed_video_stream_is_mapped_and_older_probes_map_the_first() -> N
     chosen = older.media.model_copy(update={"video_stream": 1})
     argv = build_render_argv("ffmpeg", older.model_copy(update={"media": chosen}), "/out/x")
     assert argv[argv.index("-map") + 1] == "0:1"
+
+
+def test_the_render_tag_names_the_render_not_where_ffmpeg_lives() -> None:
+    one = task(Recipe(zoom=1.05))
+    here = build_render_argv("/usr/bin/ffmpeg", one, "/job/.x.mp4.part")
+    there = build_render_argv("/opt/other/ffmpeg", one, "/job/.x.mp4.part")
+    assert render_tag(here) == render_tag(there)  # a retry on another worker adopts it
+    assert render_tag(here) != render_tag(build_render_argv("ffmpeg", one, "/job/.y.mp4.part"))
+    other_recipe = task(Recipe(zoom=1.06))
+    assert render_tag(here) != render_tag(
+        build_render_argv("/usr/bin/ffmpeg", other_recipe, "/job/.x.mp4.part")
+    )
 
 
 def test_temp_name_is_hidden_and_distinct(tmp_path: Path) -> None:

@@ -139,11 +139,13 @@ def build_render_argv(
             argv += ["-af", af]
         argv += ["-c:a", "aac", "-b:a", "128k"]
     argv += ["-movflags", "+faststart", "-f", "mp4", file_url(output_path)]
-    return [*argv[:-1], "-metadata", f"comment={RENDER_TAG_PREFIX}{_digest(argv)}", argv[-1]]
+    tag = f"comment={RENDER_TAG_PREFIX}{_digest(argv[1:])}"  # where FFmpeg lives is no part
+    return [*argv[:-1], "-metadata", tag, argv[-1]]
 
 
 RENDER_TAG_PREFIX = "varia render "
-"""The output's `comment` tag: this prefix and a digest of the argv that made it. A retried
+"""The output's `comment` tag: this prefix and a digest of the argv that made it (its options
+and paths, not the FFmpeg binary's path, which may differ from worker to worker). A retried
 render adopts an output already under its name only if the tag is its own (`render_tag`): a
 file copied there (the input itself, another job's output) is rendered over instead."""
 
