@@ -143,6 +143,8 @@ async def test_a_finished_job_reset_then_terminated_gets_its_own_manifest_from_t
         new_output = job.dir / "short_v001.mp4"
         await wait_for(new_output.exists, what="a re-render to commit", timeout_s=120)
         await job.client.get_workflow_handle(job.id).terminate(reason="reviewer")
+        unswept = await Jobs(job.client, job.settings).status(job.id)
+        assert (unswept.state, unswept.manifest) == ("terminated", None)  # not the earlier run's
         report = await wait_for(
             lambda: _sweep_when_idle(job), what="the renders to let go", poll_s=0.5
         )

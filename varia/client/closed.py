@@ -61,12 +61,16 @@ async def closed_facts(client: Client, view: RunView, close: HistoryEvent | None
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
     )
     facts = ClosedFacts(varia_state=result.state if result else None, error=error, settled=settled)
-    return with_job_dir(facts, result.job_dir if result else None)
+    return with_job_dir(facts, result.job_dir if result else None, view.run_id)
 
 
-def with_job_dir(facts: ClosedFacts, job_dir: str | None) -> ClosedFacts:
-    """The facts with the job directory and what its manifest says."""
+def with_job_dir(facts: ClosedFacts, job_dir: str | None, run_id: str | None) -> ClosedFacts:
+    """The facts with the job directory and what its manifest says, if it was written for run
+    `run_id` (the latest of the job): a manifest naming an earlier run (a reset run, then
+    terminated, before the janitor swept it) is not this run's."""
     manifest_path, manifest = _read_manifest(job_dir)
+    if run_id is not None and manifest is not None and manifest.get("run_id") not in (None, run_id):
+        manifest_path, manifest = None, None
     return replace(facts, job_dir=job_dir, manifest_path=manifest_path, manifest=manifest)
 
 
@@ -103,11 +107,13 @@ async def from_history(client: Client, view: RunView, facts: ClosedFacts) -> Clo
         if len(events) == EARLY_EVENTS:
             break
     if not events:
-        return with_job_dir(facts, None)
+        return with_job_dir(facts, None, view.run_id)
     request = _request(list(events[0].workflow_execution_started_event_attributes.input.payloads))
     output_dir = request.get("output_dir")
     job_dir = str(Path(output_dir) / view.job_id) if isinstance(output_dir, str) else None
-    return replace(with_job_dir(facts, job_dir), total=_total(request), began=_began(events))
+    return replace(
+        with_job_dir(facts, job_dir, view.run_id), total=_total(request), began=_began(events)
+    )
 
 
 def _began(events: list[HistoryEvent]) -> bool:

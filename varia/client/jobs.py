@@ -260,7 +260,7 @@ class Jobs:
         progress = await self.progress(view.job_id) if workers else None
         if not facts.settled:
             if progress is not None:  # the job says (None: it made no job dir)
-                facts = with_job_dir(facts, progress.job_dir)
+                facts = with_job_dir(facts, progress.job_dir, view.run_id)
             else:
                 facts = await from_history(self.client, view, facts)
         return build_status(view, ui_url=link, facts=facts, progress=progress)
