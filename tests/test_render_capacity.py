@@ -149,26 +149,30 @@ async def test_a_release_on_the_sdks_own_thread_wakes_a_waiting_reserve() -> Non
     """The SDK calls `release_slot` from a Rust thread. Setting the asyncio event there did not
     wake a loop asleep in `epoll`: a worker with nothing else to do stopped polling its render
     queue for good (the scale benchmark's second job, after 10,295 renders)."""
-    asyncio.get_running_loop().set_debug(True)  # asyncio then refuses calls from other threads
-    capacity = RenderCapacity(1)
-    supplier = capacity.supplier()
-    await supplier.reserve_slot(CTX)
-    waiter = asyncio.ensure_future(supplier.reserve_slot(CTX))
-    assert await _still_waiting(waiter)
-    errors: list[BaseException] = []
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)  # asyncio then refuses calls from other threads
+    try:
+        capacity = RenderCapacity(1)
+        supplier = capacity.supplier()
+        await supplier.reserve_slot(CTX)
+        waiter = asyncio.ensure_future(supplier.reserve_slot(CTX))
+        assert await _still_waiting(waiter)
+        errors: list[BaseException] = []
 
-    def release() -> None:
-        try:
-            supplier.release_slot(CTX)
-        except BaseException as err:  # what the SDK's wrapper would only log
-            errors.append(err)
+        def release() -> None:
+            try:
+                supplier.release_slot(CTX)
+            except BaseException as err:  # what the SDK's wrapper would only log
+                errors.append(err)
 
-    thread = threading.Thread(target=release)
-    thread.start()
-    thread.join()
-    done, _ = await asyncio.wait([waiter], timeout=30)
-    assert errors == [] and waiter in done
-    assert capacity.reserved == 1
+        thread = threading.Thread(target=release)
+        thread.start()
+        thread.join()
+        done, _ = await asyncio.wait([waiter], timeout=30)
+        assert errors == [] and waiter in done
+        assert capacity.reserved == 1
+    finally:
+        loop.set_debug(False)  # the loop outlives this test: debug mode slows and logs
 
 
 def test_slots_taken_and_given_back_on_many_threads_keep_the_count() -> None:
