@@ -413,12 +413,7 @@ def _write_atomic(directory: Path, name: str, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         final = directory / name
-        if final.is_dir() and not final.is_symlink():
-            raise NameTaken(
-                f"{str(final)!r} is a directory varia did not make, where it writes its "
-                f"{name}; move it out of the job directory (varia never deletes what it did "
-                "not make)"
-            )
+        check_names_free(directory, [name])
         os.replace(temp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
