@@ -8,7 +8,7 @@ from pathlib import Path
 
 import av
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from varia.config import Settings
@@ -86,6 +86,7 @@ def test_a_cut_anywhere_is_caught(
 
 @settings(max_examples=40, deadline=None)
 @given(share=st.floats(min_value=0.0, max_value=1.0, exclude_max=True))
+@example(share=0.05078125)  # cut before the audio's setup: the channel check met no decoder
 def test_a_cut_input_gets_a_clear_error_or_passes(
     output: Path, tmp_path_factory: pytest.TempPathFactory, share: float
 ) -> None:

@@ -167,7 +167,8 @@ def _check_declared(
             "file with cover art?)"
         )
     if container.streams.audio:
-        channels = container.streams.audio[0].codec_context.channels
+        audio = container.streams.audio[0].codec_context  # None: cut before its setup
+        channels = audio.channels if audio is not None else 0
         if channels > MAX_AUDIO_CHANNELS:
             raise MediaError(
                 f"{label} has {channels}-channel audio; varia's audio encoder (AAC) takes at "
