@@ -11,7 +11,8 @@ Optional environment knobs, read at start:
   apart from orchestration);
 - `BENCH_NO_QUALITY=1` skips measuring each output's quality (a feature's work, not
   orchestration), to split the worker's CPU;
-- `BENCH_PROFILE` names a file that gets the worker's cProfile statistics when it exits;
+- `BENCH_PROFILE` names a file that gets the worker's cProfile statistics when it exits (the
+  main thread's CPU time: the event loop, where activities and the SDK's bridge run);
 - `BENCH_MALLINFO` names a file that gets one JSON line of glibc's heap counts
   (`varia.memory.malloc_counts`) each time the worker receives SIGUSR2.
 """
@@ -105,7 +106,7 @@ def main() -> None:
         return
     import cProfile
 
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.thread_time)  # the main thread's CPU, not wall time
     try:
         profiler.runcall(app, ["worker"])
     finally:
