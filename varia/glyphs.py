@@ -1,6 +1,8 @@
 """Label text drawn from glyphs rendered once: the contact sheet's labels are many short lines
 in one small font, and Pillow rasterises every glyph of every line afresh (3.3 ms for a cell's
-four lines, 0.5 ms from cached glyphs: most of a small job's sheet).
+four lines, 0.5 ms from cached glyphs: most of a small job's sheet). Most of what is left was
+`ImageDraw.bitmap`'s own Python per glyph (the ink looked up, the mask loaded): a line looks its
+ink up once and draws its cached glyphs through Pillow's drawing core directly.
 
 Each character is drawn alone and advanced by its own width, so text that needs shaping
 (combining marks, right-to-left scripts) is left to Pillow, as is every line when the font
@@ -13,7 +15,7 @@ import functools
 import threading
 import unicodedata
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from PIL import Image, ImageDraw, ImageFont
@@ -25,6 +27,7 @@ _KERNING_PROBE = "AVAWTaToYaLTFa."
 @dataclass(frozen=True)
 class _Glyph:
     mask: Image.Image
+    core: Any  # the loaded mask's drawing core (`mask.im`), as `ImageDraw.bitmap` passes it
     left: int
     top: int
     advance: float
@@ -62,9 +65,11 @@ class LabelFont:
             pen.text(xy, text, fill=fill, font=self.font)
             return
         x, y = float(xy[0]), xy[1]
+        core: Any = pen.draw  # Pillow's drawing core, which `pen.bitmap` calls per glyph
+        ink = core.draw_ink(fill)  # what `pen.bitmap` would look up per glyph (no palette)
         for char in text:
             glyph = self._glyph(char)
-            pen.bitmap((round(x) + glyph.left, y + glyph.top), glyph.mask, fill=fill)
+            core.draw_bitmap((round(x) + glyph.left, y + glyph.top), glyph.core, ink)
             x += glyph.advance
 
     def clip(self, text: str, width: float, ellipsis: str = "…") -> str:
@@ -99,7 +104,8 @@ class LabelFont:
         left, top, right, bottom = (int(v) for v in self.font.getbbox(char))
         mask = Image.new("L", (max(1, right - left), max(1, bottom - top)))
         ImageDraw.Draw(mask).text((-left, -top), char, fill=255, font=self.font)
-        return _Glyph(mask, left, top, float(self.font.getlength(char)))
+        mask.load()
+        return _Glyph(mask, mask.im, left, top, float(self.font.getlength(char)))
 
 
 def _outline(font: object) -> bool:
