@@ -5,6 +5,7 @@ the same number in the `progress` query, the current details, `VariaPercent` and
 from __future__ import annotations
 
 import asyncio
+import json
 import shlex
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,8 +35,9 @@ from varia.clips import make_clip
 from varia.config import Settings
 from varia.models import JobRequest, Progress
 from varia.percent import PROGRESS_STEPS, next_step, weighted_percent
-from varia.search_attributes import VARIA_COMPLETED, VARIA_PERCENT
+from varia.search_attributes import VARIA_COMPLETED, VARIA_PERCENT, VARIA_STATE, VARIA_TOTAL
 from varia.worker import build_worker
+from varia.workflows import UPSERT_GAP_S
 
 fractions = st.lists(st.floats(0.0, 1.0), max_size=8)
 
@@ -223,6 +225,32 @@ async def test_a_big_job_upserts_its_percent_at_whole_percents(
     assert 0 < len(upserts) <= 100 + 5, len(upserts)
     attributes = (await handle.describe()).typed_search_attributes
     assert (attributes.get(VARIA_COMPLETED), attributes.get(VARIA_PERCENT)) == (120, 100.0)
+    events = [event async for event in handle.fetch_history_events()]
+    _assert_progress_upserts_paced(events)
+    patches = [e for e in events if e.marker_recorded_event_attributes.marker_name == "core_patch"]
+    assert len(patches) == 1  # "upsert-pace" stands for every patch before it
+
+
+def _assert_progress_upserts_paced(events: list[HistoryEvent]) -> None:
+    """Two upserts in a row that leave `VariaState` as it was (progress alone, not the last
+    render's) come from workflow tasks at least `UPSERT_GAP_S` of workflow time apart: the time
+    a workflow task's code reads is its started event's."""
+    task_started, last_state, paced_from = 0.0, None, None
+    finished_all = False
+    for event in events:
+        if event.HasField("workflow_task_started_event_attributes"):
+            task_started = event.event_time.ToNanoseconds() / 1e9
+        fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+        if VARIA_COMPLETED.name not in fields.indexed_fields:
+            continue
+        state = json.loads(fields.indexed_fields[VARIA_STATE.name].data)
+        completed = json.loads(fields.indexed_fields[VARIA_COMPLETED.name].data)
+        total = json.loads(fields.indexed_fields[VARIA_TOTAL.name].data)
+        progress_alone = state == last_state and not finished_all
+        if progress_alone and completed < total and paced_from is not None:
+            assert task_started - paced_from >= UPSERT_GAP_S, (task_started, paced_from)
+        finished_all = finished_all or completed == total
+        last_state, paced_from = state, task_started
 
 
 async def _events(handle: WorkflowHandle[Any, Any], attributes: str) -> list[HistoryEvent]:

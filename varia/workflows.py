@@ -124,6 +124,14 @@ BAD_INPUT_PATCH = "bad-input-type"
 PAUSE_WHEN_DONE_PATCH = "pause-when-done"
 """Runs recorded before it paused even when the pause left nothing to render (the last renders
 finished anyway): paused at 100 % with no manifest until resumed. Newer runs end the job."""
+UPSERT_PACE_PATCH = "upsert-pace"
+"""Runs recorded before it upsert VariaCompleted/VariaPercent whenever a render finishes or
+steps and the whole percent moved; newer runs at most once per `UPSERT_GAP_S` of the job's
+time (a state change upserts at once, and so does the last render): each upsert in its own
+workflow task costs the server a visibility write, and a short job's renders finish a second
+apart. It also stands for every patch before it (`VariationJob._patched`)."""
+UPSERT_GAP_S = 2.0
+"""Seconds of a job's time between two progress upserts at least (patch "upsert-pace")."""
 CLEANUP_FAILURE_PATCH = "cleanup-failure"
 """Runs recorded before it failed with cleanup's bare `ActivityError` ("Activity task failed")
 when cleanup failed; newer runs say state `failed` and fail with an `ApplicationError` in
@@ -155,6 +163,8 @@ class VariationJob:
         self._fractions: dict[tuple[int, int], float] = {}  # running renders' coarse progress
         self._percent_on = False  # patch "varia-percent": fractions, VariaPercent, more upserts
         self._upserted_percent = -1.0  # the VariaPercent last upserted (patch "percent-steps")
+        self._upserted_at: float | None = None  # when it was (workflow time)
+        self._paced = False  # patch "upsert-pace": progress upserts `UPSERT_GAP_S` apart
         self._pace: tuple[float, float] | None = None  # (percent, time) the ETA is measured from
         self._result: JobResult | None = None
         self._paused = False
@@ -214,7 +224,8 @@ class VariationJob:
         key = (report.input_index, report.variation)
         if key in self._running and report.fraction > self._fractions.get(key, 0.0):
             self._fractions[key] = report.fraction
-            self._upsert_search_attributes()
+            if not self._paced or self._upsert_gap_passed():
+                self._upsert_search_attributes()
             self._update_details()
 
     @workflow.update(name=names.PAUSE_UPDATE)
@@ -274,8 +285,9 @@ class VariationJob:
         with patch "strict-request"), so every bad request is refused with a clear error.
         """
         self._job_id = workflow.info().workflow_id
+        self._paced = workflow.patched(UPSERT_PACE_PATCH)  # first: `_patched` reads it
         try:
-            strict = workflow.patched(STRICT_REQUEST_PATCH)
+            strict = self._patched(STRICT_REQUEST_PATCH)
             job = parse_request(request, strict=strict)
             check_job_id(self._job_id, strict=strict)
         except RequestError as err:
@@ -299,10 +311,10 @@ class VariationJob:
         next_index = carry.next_index if carry else 0
         outcome: FinalState | None = None
         cancel: asyncio.CancelledError | None = None
-        self._percent_on = workflow.patched("varia-percent")
-        self._priority = render_priority(job, self._job_id, workflow.patched("varia-fair"))
-        self._ahead = workflow.patched(RENDER_AHEAD_PATCH)  # with the others: before any await
-        self._push_again = workflow.patched(PUSH_AGAIN_PATCH)
+        self._percent_on = self._patched("varia-percent")
+        self._priority = render_priority(job, self._job_id, self._patched("varia-fair"))
+        self._ahead = self._patched(RENDER_AHEAD_PATCH)  # with the others: before any await
+        self._push_again = self._patched(PUSH_AGAIN_PATCH)
         try:
             await self._load_search_attributes()
             raise_if_cancel_requested()
@@ -327,7 +339,7 @@ class VariationJob:
                 self._cancel_requested = True
             else:
                 refused = error_type(err) in PREPARE_REFUSALS  # nothing written: fail as that
-                bad_input = error_type(err) == BAD_INPUT and workflow.patched(BAD_INPUT_PATCH)
+                bad_input = error_type(err) == BAD_INPUT and self._patched(BAD_INPUT_PATCH)
                 self._remember_error(
                     own_message(err) if refused or bad_input else cause_message(err)
                 )
@@ -345,7 +357,7 @@ class VariationJob:
         derived defaulted to 0: their histories lack the `default-seed` marker and keep 0.
         """
         if job.seed is None:
-            seed = default_seed(self._job_id) if workflow.patched("default-seed") else 0
+            seed = default_seed(self._job_id) if self._patched("default-seed") else 0
             job = job.model_copy(update={"seed": seed})
         assert job.seed is not None
         self._seed = job.seed
@@ -393,7 +405,7 @@ class VariationJob:
         try:
             self._result = await self._clean_up(self._cleanup_request(job, stems, outcome))
         except ActivityError as err:
-            if not workflow.patched(CLEANUP_FAILURE_PATCH):
+            if not self._patched(CLEANUP_FAILURE_PATCH):
                 raise
             raise self._cleanup_failed(err) from None
         self._outcome_lines = outcome_lines(self._result) if self._result else []
@@ -434,7 +446,7 @@ class VariationJob:
         """A job cancelled before prepare ran still ends with its manifest (the contract): make
         its directory without probing (patch "early-cancel-manifest"). If it cannot be made
         (say the output dir is not allowed), the job ends cancelled with nothing written."""
-        if not workflow.patched(EARLY_CANCEL_MANIFEST_PATCH):
+        if not self._patched(EARLY_CANCEL_MANIFEST_PATCH):
             return
         self._set_state("cancelling")
         try:
@@ -532,7 +544,7 @@ class VariationJob:
             self._set_state("cancelling")
             for handle in running:
                 handle.cancel()
-            if running and workflow.patched(PUSH_CANCEL_PATCH):
+            if running and self._patched(PUSH_CANCEL_PATCH):
                 pushes = await push_stop()
                 if self._push_again:
                     self._follow_up = asyncio.ensure_future(
@@ -564,7 +576,7 @@ class VariationJob:
         """
         for handle in running:
             handle.cancel()
-        if running and workflow.patched(PUSH_CANCEL_PATCH):
+        if running and self._patched(PUSH_CANCEL_PATCH):
             await push_stop(why="pause")  # renders stop at once, not at their next heartbeat
         stopped: list[RenderTask] = []
         for handle, task in list(running.items()):
@@ -594,7 +606,7 @@ class VariationJob:
         if (
             self._pausing()
             and not (self._redo or unstarted)
-            and workflow.patched(PAUSE_WHEN_DONE_PATCH)
+            and self._patched(PAUSE_WHEN_DONE_PATCH)
         ):
             self._paused = False  # every variation has ended: completion wins over the pause
         if self._pausing():
@@ -682,10 +694,25 @@ class VariationJob:
         """Whether a finished render moves the search attributes: always in runs recorded before
         patch "percent-steps"; after it, when the whole percent changes or the last one ends.
         The `progress` query stays exact; the attributes lag it by less than 1 %."""
-        if not workflow.patched(PERCENT_STEPS_PATCH):
+        if not self._patched(PERCENT_STEPS_PATCH):
             return True
         finished = self._completed + self._failed
-        return finished >= self._total or int(self._percent()) != int(self._upserted_percent)
+        if finished >= self._total:
+            return True
+        moved = int(self._percent()) != int(self._upserted_percent)
+        return moved and (not self._paced or self._upsert_gap_passed())
+
+    def _patched(self, patch_id: str) -> bool:
+        """`workflow.patched(patch_id)` for a patch older than "upsert-pace": true without a
+        marker in runs that recorded that one (every earlier patch holds in them), so a new
+        job's history carries one patch marker, not one per patch. Runs recorded before it
+        ask `workflow.patched` as they always did and replay unchanged."""
+        return self._paced or workflow.patched(patch_id)
+
+    def _upsert_gap_passed(self) -> bool:
+        """Whether `UPSERT_GAP_S` of the job's time passed since the last upsert of this run
+        (patch "upsert-pace"): a progress upsert waits for it; a state change does not."""
+        return self._upserted_at is None or workflow.time() - self._upserted_at >= UPSERT_GAP_S
 
     # ---- continue-as-new -------------------------------------------------------------
 
@@ -698,7 +725,7 @@ class VariationJob:
         self._job_dir = carry.job_dir
         self._completed, self._failed = carry.completed, carry.failed
         early_drain = self._draining and not carry.draining
-        if not (early_drain and workflow.patched(KEEP_EARLY_DRAIN)):
+        if not (early_drain and self._patched(KEEP_EARLY_DRAIN)):
             self._draining = carry.draining  # (histories from before the fix take this path)
         self._errors, self._runs = list(carry.errors), carry.runs
         self._paused = self._paused or carry.paused
@@ -782,6 +809,7 @@ class VariationJob:
         )
         if values and changed(values, workflow.info().typed_search_attributes):
             workflow.upsert_search_attributes(values)
+            self._upserted_at = workflow.time()
             if self._percent_on:
                 self._upserted_percent = self._percent()
 
