@@ -92,3 +92,12 @@ def test_the_bitmap_font_without_freetype_is_left_to_pillow() -> None:
     pillow, cached = _both(font, text)
     assert np.array_equal(pillow, cached)
     assert font.length(text) == font.font.getlength(text)
+
+
+def test_a_label_on_a_palette_picture_is_drawn_as_pillow_draws_it() -> None:
+    """The cached glyphs' fast path draws RGB inks; a palette picture is left to Pillow."""
+    font = label_font()
+    by_pillow, by_cache = (Image.new("P", (200, 24)) for _ in range(2))
+    ImageDraw.Draw(by_pillow).text((3, 4), "out_v0001.mp4", fill=(230, 230, 230), font=font.font)
+    font.draw(ImageDraw.Draw(by_cache), (3, 4), "out_v0001.mp4", (230, 230, 230))
+    assert np.array_equal(np.asarray(by_pillow), np.asarray(by_cache))

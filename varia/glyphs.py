@@ -61,12 +61,12 @@ class LabelFont:
         fill: tuple[int, int, int],
     ) -> None:
         """Draw `text` with its top-left at `xy`, as `pen.text(xy, text, ...)` would."""
-        if not self.cached(text):
+        if not self.cached(text) or pen.palette is not None:  # (a palette maps the ink first)
             pen.text(xy, text, fill=fill, font=self.font)
             return
         x, y = float(xy[0]), xy[1]
         core: Any = pen.draw  # Pillow's drawing core, which `pen.bitmap` calls per glyph
-        ink = core.draw_ink(fill)  # what `pen.bitmap` would look up per glyph (no palette)
+        ink = core.draw_ink(fill)  # what `pen.bitmap` would look up per glyph
         for char in text:
             glyph = self._glyph(char)
             core.draw_bitmap((round(x) + glyph.left, y + glyph.top), glyph.core, ink)
