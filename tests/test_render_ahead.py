@@ -8,6 +8,7 @@ server, real FFmpeg.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from pathlib import Path
 from typing import Any
@@ -109,14 +110,20 @@ async def test_the_jobs_concurrency_bounds_its_ffmpeg_and_each_slot_keeps_its_or
     by_order = {task.order: task for task in tasks}
     assert sorted(by_order) == list(range(8)) and {t.slot for t in tasks} == {0, 1}
     followers = [task for task in tasks if task.follows is not None]
-    assert len(followers) == 6, "all but the first render of each slot follow one"
+    # The first workflow task fills both slots two deep. A render scheduled later follows the
+    # one in flight in its slot, or none if both there finished before that workflow task
+    # (two renders ending together on a loaded box): so at least 2, at most 6.
+    assert 2 <= len(followers) <= 6, "render-ahead queues behind the running render"
     job_dir = out_dir / job_id
     for task in followers:
         before = by_order[task.follows]
-        assert before.slot == task.slot
-        first = spans[str(job_dir / before.temp_name)]
-        then = spans[str(job_dir / task.temp_name)]
-        assert first[1] <= then[0], f"{task.output_name} ran before {before.output_name}"
+        assert before.slot == task.slot and before.order < task.order
+    for slot in (0, 1):  # whichever way each was scheduled: one at a time, in order
+        in_slot = sorted((t for t in tasks if t.slot == slot), key=lambda t: t.order)
+        for before, task in itertools.pairwise(in_slot):
+            first = spans[str(job_dir / before.temp_name)]
+            then = spans[str(job_dir / task.temp_name)]
+            assert first[1] <= then[0], f"{task.output_name} ran before {before.output_name}"
     assert_manifest_matches_disk(job_dir)
 
 
