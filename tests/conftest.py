@@ -29,6 +29,16 @@ those waits short, for every worker the tests build (the default, 5 s, runs in
 # plugin at the end of a run: pytest rewrites its modules with `ast.parse`, and on CPython 3.11.7
 # an `ast.parse` while a Temporal worker's threads are still winding down failed the whole run
 # with "SystemError: AST constructor recursion depth mismatch" (`pytest tests/test_fairness.py`).
+# The same goes for the modules hypothesis imports inside its strategies: `st.from_regex`
+# imported its regex module in the middle of a CI run while another test's workflow threads
+# compiled their activations' code, and failed that test the same way. (The compiler's
+# recursion counter is shared by the threads of the interpreter on 3.11.7.) It is imported once
+# collection is done (at conftest import it would load hypothesis' character map early).
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Import what hypothesis would import lazily mid-run (see above)."""
+    import hypothesis.strategies._internal.regex  # noqa: F401
 
 
 @dataclass(frozen=True)
