@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import ImageDraw, ImageFont
 
 _NEEDS_SHAPING = frozenset({"R", "AL", "AN", "RLE", "RLO", "RLI", "FSI", "LRE", "LRO", "PDF"})
 _KERNING_PROBE = "AVAWTaToYaLTFa."
@@ -26,8 +26,7 @@ _KERNING_PROBE = "AVAWTaToYaLTFa."
 
 @dataclass(frozen=True)
 class _Glyph:
-    mask: Image.Image
-    core: Any  # the loaded mask's drawing core (`mask.im`), as `ImageDraw.bitmap` passes it
+    core: Any  # the glyph's loaded mask's drawing core (`mask.im`), as `ImageDraw.bitmap` passes it
     left: int
     top: int
     advance: float
@@ -105,7 +104,7 @@ class LabelFont:
         mask = Image.new("L", (max(1, right - left), max(1, bottom - top)))
         ImageDraw.Draw(mask).text((-left, -top), char, fill=255, font=self.font)
         mask.load()
-        return _Glyph(mask, mask.im, left, top, float(self.font.getlength(char)))
+        return _Glyph(mask.im, left, top, float(self.font.getlength(char)))
 
 
 def _outline(font: object) -> bool:

@@ -224,7 +224,7 @@ class VariationJob:
         key = (report.input_index, report.variation)
         if key in self._running and report.fraction > self._fractions.get(key, 0.0):
             self._fractions[key] = report.fraction
-            if not self._paced or self._upsert_gap_passed():
+            if self._progress_upsert_allowed():
                 self._upsert_search_attributes()
             self._update_details()
 
@@ -692,15 +692,16 @@ class VariationJob:
 
     def _percent_upsert_due(self) -> bool:
         """Whether a finished render moves the search attributes: always in runs recorded before
-        patch "percent-steps"; after it, when the whole percent changes or the last one ends.
-        The `progress` query stays exact; the attributes lag it by less than 1 %."""
+        patch "percent-steps"; after it, when the whole percent changes or the last one ends;
+        after "upsert-pace", a whole percent's change also waits for `UPSERT_GAP_S`. The
+        `progress` query stays exact; the attributes lag it by under 1 % or under 2 s."""
         if not self._patched(PERCENT_STEPS_PATCH):
             return True
         finished = self._completed + self._failed
         if finished >= self._total:
             return True
         moved = int(self._percent()) != int(self._upserted_percent)
-        return moved and (not self._paced or self._upsert_gap_passed())
+        return moved and self._progress_upsert_allowed()
 
     def _patched(self, patch_id: str) -> bool:
         """`workflow.patched(patch_id)` for a patch older than "upsert-pace": true without a
@@ -709,10 +710,13 @@ class VariationJob:
         ask `workflow.patched` as they always did and replay unchanged."""
         return self._paced or workflow.patched(patch_id)
 
-    def _upsert_gap_passed(self) -> bool:
-        """Whether `UPSERT_GAP_S` of the job's time passed since the last upsert of this run
-        (patch "upsert-pace"): a progress upsert waits for it; a state change does not."""
-        return self._upserted_at is None or workflow.time() - self._upserted_at >= UPSERT_GAP_S
+    def _progress_upsert_allowed(self) -> bool:
+        """Whether progress may be upserted now: always in runs recorded before "upsert-pace";
+        after it, once `UPSERT_GAP_S` of the job's time passed since this run's last upsert (a
+        state change does not wait)."""
+        if not self._paced or self._upserted_at is None:
+            return True
+        return workflow.time() - self._upserted_at >= UPSERT_GAP_S
 
     # ---- continue-as-new -------------------------------------------------------------
 
