@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import (
     Client,
     ScheduleActionStartWorkflow,
@@ -47,6 +48,7 @@ from varia.janitor import (
     SweptJob,
     candidates_query,
     read_history,
+    run_seed,
     sweep_run,
 )
 from varia.janitor_workflow import ensure_janitor_schedule, schedule_id
@@ -295,6 +297,36 @@ def test_janitor_reads_what_prepare_probed_from_every_recorded_history(
     assert run.request is not None
     assert len(run.media) == len(run.request.inputs)
     assert all(info.duration_s > 0 and info.fps > 0 for info in run.media)
+
+
+def _render_seeds(events: list[HistoryEvent]) -> set[int]:
+    """The job seeds the run's scheduled renders carry (renders of older releases carry none)."""
+    seeds = set()
+    for event in events:
+        attrs = event.activity_task_scheduled_event_attributes
+        if event.HasField("activity_task_scheduled_event_attributes") and (
+            attrs.activity_type.name == names.RENDER
+        ):
+            task = json.loads(attrs.input.payloads[0].data)
+            if task.get("seed") is not None:
+                seeds.add(task["seed"])
+    return seeds
+
+
+@pytest.mark.parametrize("history_file", history_files(), ids=lambda path: path.name)
+def test_janitor_derives_the_seed_each_recorded_run_rendered_with(history_file: Path) -> None:
+    """The janitor rebuilds a terminated run's recipes (to check an output the history never
+    heard of) from the seed the run used: a request without one took `default_seed(job id)`
+    in runs with the "default-seed" patch, which newer runs no longer mark on their own (an
+    umbrella patch stands for it). A wrong seed expects the wrong duration: the janitor took a
+    whole output for a torn one and cleanup deleted it."""
+    job_id = workflow_id(path_of(history_file))
+    events = WorkflowHistory.from_json(job_id, json.loads(history_file.read_text())).events
+    run = read_history(list(events))
+    seeds = _render_seeds(list(events))
+    if run.request is None or not seeds:
+        pytest.skip("no render in this history carries its seed")
+    assert seeds == {run_seed(job_id, run)}
 
 
 async def test_server_creates_the_janitor_schedule_without_a_converter_warning(

@@ -47,7 +47,10 @@ CLOSED_WITHOUT_CLEANUP: dict[WorkflowExecutionStatus, FinalState] = {
 }
 HAS_MANIFEST = "it has a manifest already"
 LOCAL_ACTIVITY_MARKER = "core_local_activity"
-"""The SDK's marker of a finished local activity (varia's: search attributes, stop queues)."""
+"""The SDK's marker of a finished local activity (varia's: search attributes, stop queues;
+prepare and cleanup in runs with patch "local-edges")."""
+SEED_PATCHES = {names.DEFAULT_SEED_PATCH, *names.UMBRELLA_PATCHES}
+"""A run that recorded one of these derived a missing seed from its job id (`run_seed`)."""
 SCAN_LIMIT = 1000
 """Closed executions one sweep looks at (newest first); the next sweep sees the rest."""
 
@@ -159,15 +162,34 @@ def read_history(events: list[HistoryEvent]) -> ClosedRun:
         elif event.HasField("marker_recorded_event_attributes"):
             marker = event.marker_recorded_event_attributes
             if marker.marker_name == LOCAL_ACTIVITY_MARKER:  # its result may hold any text
+                run.media = _prepared_media(marker.details) or run.media
                 continue
-            run.seed_patched = run.seed_patched or any(
-                b"default-seed" in payload.data
-                for value in marker.details.values()
-                for payload in value.payloads
-            )
+            run.seed_patched = run.seed_patched or bool(_patch_ids(marker.details) & SEED_PATCHES)
         elif event.HasField("workflow_execution_terminated_event_attributes"):
             run.reason = event.workflow_execution_terminated_event_attributes.reason
     return run
+
+
+def _patch_ids(details: Any) -> set[str]:
+    """The ids a patch marker's details name (`patch-data`: `{"id": ..., "deprecated": ...}`)."""
+    if "patch-data" not in details:
+        return set()
+    values = _json(details["patch-data"].payloads)
+    return {value["id"] for value in values if isinstance(value, dict) and "id" in value}
+
+
+def _prepared_media(details: Any) -> list[MediaInfo] | None:
+    """The media a local prepare (patch "local-edges") returned, from its marker's details
+    (`data`: the activity's type; `result`: what it returned); None for any other marker."""
+    if "data" not in details or "result" not in details:
+        return None
+    data = _json(details["data"].payloads)
+    if not data or not isinstance(data[0], dict) or data[0].get("activity_type") != names.PREPARE:
+        return None
+    values = _json(details["result"].payloads)
+    if not values or not values[0]:
+        return None
+    return [MediaInfo.model_validate(m) for m in values[0]["media"]]
 
 
 def run_seed(job_id: str, run: ClosedRun) -> int:

@@ -30,6 +30,15 @@ FINISH = "varia.finish"
 """Cleanup and manifest (registered as `finish`; the code calls the step *cleanup*)."""
 JANITOR = "varia.janitor"
 
+# ---- workflow patches (their ids are in recorded histories) ----------------------------
+
+DEFAULT_SEED_PATCH = "default-seed"
+UPSERT_PACE_PATCH = "upsert-pace"
+LOCAL_EDGES_PATCH = "local-edges"
+UMBRELLA_PATCHES = (LOCAL_EDGES_PATCH, UPSERT_PACE_PATCH)
+"""Patches that stand for every patch before them, newest first: a run that recorded one took
+every earlier patch's path without recording its marker (`VariationJob._patched`)."""
+
 # ---- query, update and signal names ------------------------------------------------------
 
 PROGRESS_QUERY = "progress"
