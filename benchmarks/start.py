@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from pathlib import Path
@@ -22,13 +23,14 @@ NAME = "start"
 PHASES = [
     ("start_rpc_s", "client start call returns"),
     ("to_task_s", "-> first workflow task started"),
-    ("task_s", "-> first workflow task completed (search attributes)"),
-    ("prepare_s", "-> prepare completed (dispatch, job dir, probe with PyAV)"),
-    ("to_render_s", "-> render scheduled (workflow task)"),
+    ("task_s", "-> first workflow task completed (search attributes; its prepare apart)"),
+    ("prepare_s", "-> prepare completed (job dir, probe with PyAV; local, in that task)"),
+    ("to_render_s", "-> render scheduled (in the first workflow task)"),
     ("dispatch_s", "-> render started (activity dispatch)"),
     ("head_s", "-> FFmpeg running (render activity head, spawn)"),
 ]
-"""All from the server's event times, phase by phase."""
+"""All from the server's event times, phase by phase. Prepare runs as a local activity inside
+the first workflow task (patch "local-edges"): its own start and end come from its marker."""
 
 
 def _t(event: HistoryEvent) -> float:
@@ -36,8 +38,8 @@ def _t(event: HistoryEvent) -> float:
 
 
 def _milestones(events: list[HistoryEvent]) -> dict[str, float]:
-    """Server times: the first workflow task's start and completion, and each activity type's
-    first scheduled, started and completed events."""
+    """Server times: the first workflow task's start and completion, each activity type's
+    first scheduled, started and completed events, and the local prepare's own span."""
     found: dict[str, float] = {}
     names = {}
     for event in events:
@@ -56,16 +58,32 @@ def _milestones(events: list[HistoryEvent]) -> dict[str, float]:
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             name = names[event.activity_task_completed_event_attributes.scheduled_event_id]
             found.setdefault(f"{name}.completed", _t(event))
+        elif kind == EventType.EVENT_TYPE_MARKER_RECORDED:
+            span = _local_span(event, PREPARE)
+            if span is not None:
+                found.setdefault("prepare.local_s", span)
     return found
 
 
+def _local_span(event: HistoryEvent, activity_type: str) -> float | None:
+    """Seconds a local activity of `activity_type` took, scheduled -> completed, by its marker."""
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != "core_local_activity" or "data" not in marker.details:
+        return None
+    data = json.loads(marker.details["data"].payloads[0].data)
+    if data.get("activity_type") != activity_type:
+        return None
+    end, begin = data["complete_time"], data["original_schedule_time"]
+    return (end["seconds"] - begin["seconds"]) + (end["nanos"] - begin["nanos"]) / 1e9
+
+
 def _phases(m: dict[str, float], returned: float, spawn: float) -> dict[str, float]:
-    prepared = m[f"{PREPARE}.completed"]
+    prepare_s = m["prepare.local_s"]
     return {
         "to_task_s": m["task.started"] - returned,
-        "task_s": m["task.completed"] - m["task.started"],
-        "prepare_s": prepared - m["task.completed"],
-        "to_render_s": m[f"{RENDER}.scheduled"] - prepared,
+        "task_s": m["task.completed"] - m["task.started"] - prepare_s,
+        "prepare_s": prepare_s,
+        "to_render_s": m[f"{RENDER}.scheduled"] - m["task.completed"],
         "dispatch_s": m[f"{RENDER}.started"] - m[f"{RENDER}.scheduled"],
         "head_s": spawn - m[f"{RENDER}.started"],
     }

@@ -301,7 +301,8 @@ class JobActivities:
 class KeepBeating:
     """Heartbeat every `every_s` while an activity's work runs (in threads), from `every_s`
     after its start, repeating the latest details: a worker that dies mid-step is noticed
-    within the heartbeat timeout."""
+    within the heartbeat timeout. A local activity (prepare and cleanup in newer runs) sends
+    none: the workflow task it runs in times out instead."""
 
     def __init__(self, every_s: float = 2.0) -> None:
         self.every_s = every_s
@@ -322,6 +323,8 @@ class KeepBeating:
         await asyncio.wait([self._task])  # raises no error of the beat task's
 
     async def _beat(self) -> None:
+        if activity.info().is_local:  # its workflow task is what shows the worker alive
+            return
         while True:  # the first after `every_s`: a quick step sends none
             await asyncio.sleep(self.every_s)
             activity.heartbeat(*self.details)

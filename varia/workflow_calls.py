@@ -5,13 +5,13 @@ the pushed stop. Workflow code: deterministic, no I/O.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import Priority, RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from varia.activities import JobActivities
@@ -38,6 +38,35 @@ IO_RETRY = RetryPolicy(
 WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 PUSH_TIMEOUT = timedelta(seconds=10)
 ONCE = RetryPolicy(maximum_attempts=1)
+LOCAL_STEP_TIMEOUT = timedelta(minutes=10)
+"""Prepare's and cleanup's start-to-close as local activities (patch "local-edges"); their
+workflow task's own timeout is what notices a worker that died in one."""
+
+T = TypeVar("T")
+
+
+async def local_step(step: Awaitable[T], activity_type: str) -> T:
+    """Await a local activity; a failure is raised as the `ActivityError` an activity's would be.
+
+    The SDK raises a local activity's failure bare (its `ApplicationError`, a timeout), while
+    the workflow reads every step's failure from `ActivityError.cause` (its type, its own
+    message, the job directory in its details): unwrapped, a local prepare's `BadInput`
+    escaped as the workflow's failure and skipped the cleanup of the directory prepare made.
+    """
+    try:
+        return await step
+    except ActivityError:
+        raise
+    except FailureError as err:
+        raise ActivityError(
+            "Local activity failed",
+            scheduled_event_id=0,
+            started_event_id=0,
+            identity="",
+            activity_type=activity_type,
+            activity_id="",
+            retry_state=None,
+        ) from err
 
 
 def render_priority(job: JobRequest, job_id: str, on: bool) -> Priority:

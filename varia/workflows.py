@@ -14,7 +14,7 @@ apart: activity options and the pushed stop (`workflow_calls`), the operator vie
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -88,9 +88,11 @@ with workflow.unsafe.imports_passed_through():
     from varia.workflow_calls import (
         IO_RETRY,
         LIGHT_HEARTBEAT_TIMEOUT,
+        LOCAL_STEP_TIMEOUT,
         RENDER_HEARTBEAT_TIMEOUT,
         RENDER_RETRY,
         WAIT,
+        local_step,
         push_missed_again,
         push_stop,
         render_priority,
@@ -124,12 +126,20 @@ BAD_INPUT_PATCH = "bad-input-type"
 PAUSE_WHEN_DONE_PATCH = "pause-when-done"
 """Runs recorded before it paused even when the pause left nothing to render (the last renders
 finished anyway): paused at 100 % with no manifest until resumed. Newer runs end the job."""
-UPSERT_PACE_PATCH = "upsert-pace"
+UPSERT_PACE_PATCH = names.UPSERT_PACE_PATCH
 """Runs recorded before it upsert VariaCompleted/VariaPercent whenever a render finishes or
 steps and the whole percent moved; newer runs at most once per `UPSERT_GAP_S` of the job's
 time (a state change upserts at once, and so does the last render): each upsert in its own
 workflow task costs the server a visibility write, and a short job's renders finish a second
 apart. It also stands for every patch before it (`VariationJob._patched`)."""
+LOCAL_EDGES_PATCH = names.LOCAL_EDGES_PATCH
+"""Runs recorded before it run prepare and cleanup as activities on the job's task queue; newer
+runs run them as local activities, in the workflow task that asks for them: the job's first
+renders are scheduled in the task that prepared it, and the job closes in the task that cleaned
+it up, two workflow tasks and two activity tasks fewer per job (its head and tail each lose a
+round trip to the server). A worker that dies mid-step is noticed when its workflow task times
+out, and the step runs again on another worker (both are idempotent, as for a retry). It also
+stands for every patch before it (`VariationJob._patched`)."""
 UPSERT_GAP_S = 2.0
 """Seconds of a job's time between two progress upserts at least (patch "upsert-pace")."""
 CLEANUP_FAILURE_PATCH = "cleanup-failure"
@@ -165,6 +175,7 @@ class VariationJob:
         self._upserted_percent = -1.0  # the VariaPercent last upserted (patch "percent-steps")
         self._upserted_at: float | None = None  # when it was (workflow time)
         self._paced = False  # patch "upsert-pace": progress upserts `UPSERT_GAP_S` apart
+        self._local_edges = False  # patch "local-edges": prepare and cleanup run locally
         self._pace: tuple[float, float] | None = None  # (percent, time) the ETA is measured from
         self._result: JobResult | None = None
         self._paused = False
@@ -285,7 +296,9 @@ class VariationJob:
         with patch "strict-request"), so every bad request is refused with a clear error.
         """
         self._job_id = workflow.info().workflow_id
-        self._paced = workflow.patched(UPSERT_PACE_PATCH)  # first: `_patched` reads it
+        # first, newest first: `_patched` reads them, and a new run records one marker
+        self._local_edges = workflow.patched(LOCAL_EDGES_PATCH)
+        self._paced = self._local_edges or workflow.patched(UPSERT_PACE_PATCH)
         try:
             strict = self._patched(STRICT_REQUEST_PATCH)
             job = parse_request(request, strict=strict)
@@ -357,7 +370,7 @@ class VariationJob:
         derived defaulted to 0: their histories lack the `default-seed` marker and keep 0.
         """
         if job.seed is None:
-            seed = default_seed(self._job_id) if self._patched("default-seed") else 0
+            seed = default_seed(self._job_id) if self._patched(names.DEFAULT_SEED_PATCH) else 0
             job = job.model_copy(update={"seed": seed})
         assert job.seed is not None
         self._seed = job.seed
@@ -367,24 +380,40 @@ class VariationJob:
         """Run prepare to its end even if a cancel arrives: cleanup needs the job dir it made
         (`run` re-raises the cancel once it has the job dir; a failure is a prepare failure).
         `probe=False` only makes the job dir (`_dir_for_early_cancel`)."""
-        preparing = workflow.start_activity_method(
-            JobActivities.prepare,
-            PrepareRequest(
-                job_id=self._job_id,
-                inputs=job.inputs,
-                output_dir=job.output_dir,
-                variations=job.variations,
-                chain=_chain(),
-                probe=probe,
-                threads=job.threads,
-            ),
-            start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,
-            retry_policy=IO_RETRY,
-            cancellation_type=WAIT,
-            priority=self._priority,
-            summary="confine paths, create the job directory, probe the inputs",
+        request = PrepareRequest(
+            job_id=self._job_id,
+            inputs=job.inputs,
+            output_dir=job.output_dir,
+            variations=job.variations,
+            chain=_chain(),
+            probe=probe,
+            threads=job.threads,
         )
+        summary = "confine paths, create the job directory, probe the inputs"
+        preparing: Awaitable[PreparedJob]
+        if self._local_edges:
+            preparing = local_step(
+                workflow.start_local_activity_method(
+                    JobActivities.prepare,
+                    request,
+                    start_to_close_timeout=LOCAL_STEP_TIMEOUT,
+                    retry_policy=IO_RETRY,
+                    cancellation_type=WAIT,
+                    summary=summary,
+                ),
+                names.PREPARE,
+            )
+        else:
+            preparing = workflow.start_activity_method(
+                JobActivities.prepare,
+                request,
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,
+                retry_policy=IO_RETRY,
+                cancellation_type=WAIT,
+                priority=self._priority,
+                summary=summary,
+            )
         return await run_to_end_in_workflow(preparing, self._note_cancel)
 
     async def _end(
@@ -705,9 +734,9 @@ class VariationJob:
 
     def _patched(self, patch_id: str) -> bool:
         """`workflow.patched(patch_id)` for a patch older than "upsert-pace": true without a
-        marker in runs that recorded that one (every earlier patch holds in them), so a new
-        job's history carries one patch marker, not one per patch. Runs recorded before it
-        ask `workflow.patched` as they always did and replay unchanged."""
+        marker in runs that recorded that one or "local-edges" (every earlier patch holds in
+        them), so a new job's history carries one patch marker, not one per patch. Runs
+        recorded before it ask `workflow.patched` as they always did and replay unchanged."""
         return self._paced or workflow.patched(patch_id)
 
     def _progress_upsert_allowed(self) -> bool:
@@ -767,18 +796,31 @@ class VariationJob:
 
     async def _clean_up(self, request: CleanupRequest) -> JobResult:
         """Run cleanup to its end; a cancel that arrives meanwhile does not interrupt it."""
-        return await run_to_end_in_workflow(
-            workflow.execute_activity_method(
+        summary = f"cleanup and manifest ({request.state})"
+        cleaning: Awaitable[JobResult]
+        if self._local_edges:
+            cleaning = local_step(
+                workflow.start_local_activity_method(
+                    JobActivities.clean_up,
+                    request,
+                    start_to_close_timeout=LOCAL_STEP_TIMEOUT,
+                    retry_policy=IO_RETRY,
+                    cancellation_type=WAIT,
+                    summary=summary,
+                ),
+                names.FINISH,
+            )
+        else:
+            cleaning = workflow.start_activity_method(
                 JobActivities.clean_up,
                 request,
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,
                 retry_policy=IO_RETRY,
                 priority=self._priority,
-                summary=f"cleanup and manifest ({request.state})",
-            ),
-            self._note_cancel,
-        )
+                summary=summary,
+            )
+        return await run_to_end_in_workflow(cleaning, self._note_cancel)
 
     def _note_cancel(self) -> None:
         """A cancel reached a step that runs to its end: note it in the task that received

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import av
 import pytest
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from tests import bad_inputs
@@ -88,16 +88,13 @@ def _reads_show_in_atime(directory: Path) -> bool:
 
 
 async def _bad_input_failure(handle: WorkflowHandle[object, JobResult]) -> str:
-    """The job failed; return the prepare activity's failure message (type BadInput, final)."""
-    with pytest.raises(WorkflowFailureError):
+    """The job failed as `BadInput` (final): return the message its caller reads."""
+    with pytest.raises(WorkflowFailureError) as failed:
         await handle.result()
-    async for event in handle.fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
-            failure = event.activity_task_failed_event_attributes.failure
-            info = failure.application_failure_info
-            assert (info.type, info.non_retryable) == (errors.BAD_INPUT, True), failure
-            return failure.message
-    raise AssertionError("no failed activity in the history")
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError), cause
+    assert (cause.type, cause.non_retryable) == (errors.BAD_INPUT, True), cause
+    return cause.message
 
 
 async def test_playlist_inputs_read_nothing_outside_the_allowed_roots(
