@@ -22,9 +22,11 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +38,14 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowHistory,
 )
-from temporalio.worker import Worker
 
 from tests.helpers import paced_ffmpeg, wait_for
 from tests.histories import HISTORY_DIR, PATHS, history_files, path_of, workflow_id
-from varia import names, stops
-from varia.activities import JobActivities
+from varia import media, names, stops
 from varia.clips import make_clip
 from varia.config import Settings
 from varia.server import start_throwaway_server
 from varia.worker import build_worker
-from varia.workflows import VariationJob
 
 
 @dataclass
@@ -254,41 +253,51 @@ async def continue_as_new(lab: Lab) -> list[WorkflowHistory]:
 
 
 async def cancelled_during_prepare(lab: Lab) -> list[WorkflowHistory]:
-    """The cancel arrives while prepare is scheduled: prepare still runs, then cleanup."""
+    """The cancel arrives while prepare runs: prepare still runs to its end, then cleanup.
+
+    Prepare is a local activity (patch "local-edges"): the workflow sees the cancel in a task of
+    its own only because a prepare longer than most of the workflow task timeout keeps its task
+    alive by completing it and asking for a new one (the SDK's workflow task heartbeat). The
+    probe waits at a gate until then; a 2 s task timeout keeps the wait short."""
     queue = _queue()
-    settings = lab.settings(queue)
-    activities = JobActivities(settings)
-    workflows_only = Worker(  # runs the workflow (and its local activity), never prepare
-        lab.client,
-        task_queue=queue,
-        workflows=[VariationJob],
-        activities=[activities.search_attributes],
-        no_remote_activities=True,
-    )
-    async with workflows_only:
-        handle = await lab.start("cancelled-during-prepare", queue, lab.request(1))
+    gate, entered = threading.Event(), threading.Event()
+    probe = media.probe
 
-        async def prepare_pending() -> bool:
-            pending = (await handle.describe()).raw_description.pending_activities
-            return any(p.activity_type.name == names.PREPARE for p in pending)
+    def gated_probe(path: str, *args: Any) -> Any:
+        entered.set()
+        gate.wait(60)
+        return probe(path, *args)
 
-        await wait_for(prepare_pending, what="prepare to be scheduled")
-        await handle.cancel()
-
-        async def cancel_seen() -> bool:  # the workflow ran a task after the cancel request
-            types = _event_types(await handle.fetch_history())
-            requested = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
-            return requested in types and (
-                EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[types.index(requested) :]
+    media.probe = gated_probe  # type: ignore[assignment]
+    try:
+        async with build_worker(lab.client, lab.settings(queue)):
+            handle = await lab.client.start_workflow(
+                names.WORKFLOW_TYPE,
+                lab.request(1),
+                id=workflow_id("cancelled-during-prepare"),
+                task_queue=queue,
+                task_timeout=timedelta(seconds=2),
             )
+            await wait_for(entered.is_set, what="prepare to probe")
+            await handle.cancel()
 
-        await wait_for(cancel_seen, what="the workflow to see the cancel request")
-    async with build_worker(lab.client, settings):  # now prepare runs (one worker per queue)
-        assert await _closed(handle) == WorkflowExecutionStatus.CANCELED
+            async def cancel_seen() -> bool:  # a workflow task completed after the request
+                types = _event_types(await handle.fetch_history())
+                requested = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+                return requested in types and (
+                    EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in types[types.index(requested) :]
+                )
+
+            await wait_for(cancel_seen, what="the workflow to see the cancel during prepare")
+            gate.set()
+            assert await _closed(handle) == WorkflowExecutionStatus.CANCELED
+    finally:
+        gate.set()
+        media.probe = probe  # type: ignore[assignment]
     [history] = await _chain(lab.client, handle)
     types = _event_types(history)
     cancel_at = types.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
-    assert EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED in types[cancel_at:]
+    assert EventType.EVENT_TYPE_MARKER_RECORDED in types[cancel_at:]  # prepare's, then cleanup's
     return [history]
 
 
