@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -17,20 +16,20 @@ from benchmarks.plain import clip
 from benchmarks.report import Context, Report, Row, fmt_s, save_chart
 from benchmarks.stack import Stack, new_job_id, request
 from benchmarks.stats import summarize
-from varia.names import PREPARE, RENDER
+from varia.names import RENDER
 
 NAME = "start"
 PHASES = [
     ("start_rpc_s", "client start call returns"),
     ("to_task_s", "-> first workflow task started"),
-    ("task_s", "-> first workflow task completed (search attributes; its prepare apart)"),
-    ("prepare_s", "-> prepare completed (job dir, probe with PyAV; local, in that task)"),
+    ("task_s", "-> first workflow task completed (local: search attributes, prepare)"),
     ("to_render_s", "-> render scheduled (in the first workflow task)"),
     ("dispatch_s", "-> render started (activity dispatch)"),
     ("head_s", "-> FFmpeg running (render activity head, spawn)"),
 ]
 """All from the server's event times, phase by phase. Prepare runs as a local activity inside
-the first workflow task (patch "local-edges"): its own start and end come from its marker."""
+the first workflow task (patch "local-edges"), so that task's time holds it (its marker's own
+times do not split it: its `original_schedule_time` came out after its `complete_time`)."""
 
 
 def _t(event: HistoryEvent) -> float:
@@ -38,8 +37,8 @@ def _t(event: HistoryEvent) -> float:
 
 
 def _milestones(events: list[HistoryEvent]) -> dict[str, float]:
-    """Server times: the first workflow task's start and completion, each activity type's
-    first scheduled, started and completed events, and the local prepare's own span."""
+    """Server times: the first workflow task's start and completion, and each activity type's
+    first scheduled, started and completed events."""
     found: dict[str, float] = {}
     names = {}
     for event in events:
@@ -58,31 +57,13 @@ def _milestones(events: list[HistoryEvent]) -> dict[str, float]:
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             name = names[event.activity_task_completed_event_attributes.scheduled_event_id]
             found.setdefault(f"{name}.completed", _t(event))
-        elif kind == EventType.EVENT_TYPE_MARKER_RECORDED:
-            span = _local_span(event, PREPARE)
-            if span is not None:
-                found.setdefault("prepare.local_s", span)
     return found
 
 
-def _local_span(event: HistoryEvent, activity_type: str) -> float | None:
-    """Seconds a local activity of `activity_type` took, scheduled -> completed, by its marker."""
-    marker = event.marker_recorded_event_attributes
-    if marker.marker_name != "core_local_activity" or "data" not in marker.details:
-        return None
-    data = json.loads(marker.details["data"].payloads[0].data)
-    if data.get("activity_type") != activity_type:
-        return None
-    end, begin = data["complete_time"], data["original_schedule_time"]
-    return (end["seconds"] - begin["seconds"]) + (end["nanos"] - begin["nanos"]) / 1e9
-
-
 def _phases(m: dict[str, float], returned: float, spawn: float) -> dict[str, float]:
-    prepare_s = m["prepare.local_s"]
     return {
         "to_task_s": m["task.started"] - returned,
-        "task_s": m["task.completed"] - m["task.started"] - prepare_s,
-        "prepare_s": prepare_s,
+        "task_s": m["task.completed"] - m["task.started"],
         "to_render_s": m[f"{RENDER}.scheduled"] - m["task.completed"],
         "dispatch_s": m[f"{RENDER}.started"] - m[f"{RENDER}.scheduled"],
         "head_s": spawn - m[f"{RENDER}.started"],

@@ -13,8 +13,11 @@ them up. With `VARIA_PUSH_CANCEL` (the default) it also polls a queue of its own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from types import TracebackType
 
@@ -95,6 +98,14 @@ class VariaWorker:
         await asyncio.gather(*(worker.shutdown() for worker in self._all))
 
 
+SHUTDOWN_MARGIN_S = 5.0
+"""Seconds past the graceful shutdown timeout that a stopping `varia worker` waits for its SDK
+workers before it exits anyway. The SDK cancels activities at the graceful timeout, but waits
+for a local activity (prepare, cleanup) however long it runs: measured, a prepare whose probe
+hung kept a SIGTERMed worker alive for good."""
+EXIT_STUCK = 1
+"""The exit code of a worker that gave up waiting for its shutdown."""
+
 STOP_SLOTS = 4
 """`stop_renders` activities at once (each only sets events: it returns at once)."""
 
@@ -135,6 +146,33 @@ def build_worker(
         ),
         stop,
     )
+
+
+@contextlib.contextmanager
+def exit_when_stuck(deadline_s: float) -> Iterator[None]:
+    """Exit the process (`EXIT_STUCK`) unless the block ends within `deadline_s`. A thread
+    keeps the time, so a busy or blocked event loop cannot hold it up. What the process still
+    ran is safe to lose: a local prepare or cleanup runs again on another worker once its
+    workflow task times out, and FFmpeg dies with the worker (its parent-death signal)."""
+    timer = threading.Timer(deadline_s, _exit_stuck, args=(deadline_s,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _exit_stuck(deadline_s: float) -> None:
+    log.error(
+        "shutdown did not finish within %.0f s (a prepare or cleanup still runs: the SDK "
+        "waits for local activities); exiting anyway, it runs again on another worker once "
+        "its workflow task times out",
+        deadline_s,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_STUCK)
 
 
 def _render_tuner(activities: JobActivities) -> WorkerTuner:
@@ -247,8 +285,14 @@ def check_ffmpeg(settings: Settings) -> None:
     )
 
 
-async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Connect, run a worker until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly."""
+async def run_worker(
+    settings: Settings, *, stop: asyncio.Event | None = None, exit_if_stuck: bool = False
+) -> None:
+    """Connect, run a worker until SIGTERM/SIGINT (or `stop` is set), then shut down cleanly.
+
+    `exit_if_stuck` (the `varia worker` process): if the shutdown has not finished
+    `SHUTDOWN_MARGIN_S` after the graceful timeout, the process exits anyway (`exit_when_stuck`).
+    """
     check_ffmpeg(settings)
     with stop_on_signals(stop) as stop:  # first: a SIGTERM while connecting is not fatal
         if fix_malloc_thresholds(settings.malloc_mmap_threshold):  # before the runtime's threads
@@ -268,6 +312,10 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
         )
         if metrics_address(settings):
             log.info("metrics at http://%s/metrics", metrics_address(settings))
-        async with build_worker(client, settings):
-            await stop.wait()
-            log.info("shutting down: stopping renders in flight (they retry elsewhere)")
+        with contextlib.ExitStack() as deadline:
+            async with build_worker(client, settings):
+                await stop.wait()
+                log.info("shutting down: stopping renders in flight (they retry elsewhere)")
+                if exit_if_stuck:
+                    deadline_s = settings.graceful_shutdown_s + SHUTDOWN_MARGIN_S
+                    deadline.enter_context(exit_when_stuck(deadline_s))

@@ -59,4 +59,4 @@ def _gate(step: str, gate: Path) -> None:
 
 if __name__ == "__main__":
     _gate(sys.argv[1], Path(sys.argv[2]))
-    asyncio.run(run_worker(Settings()))
+    asyncio.run(run_worker(Settings(), exit_if_stuck=True))  # as `varia worker` runs it

@@ -32,7 +32,7 @@ def worker(as_json: JsonFlag = False) -> None:
 
     async def work() -> None:
         await open_client(settings)  # unreachable server: one line, exit 4
-        await run_worker(settings)
+        await run_worker(settings, exit_if_stuck=True)
 
     run(as_json, work)
     if as_json:
