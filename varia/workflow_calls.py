@@ -36,6 +36,7 @@ IO_RETRY = RetryPolicy(
     non_retryable_error_types=list(NON_RETRYABLE_TYPES),
 )
 WAIT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+TRY_CANCEL = workflow.ActivityCancellationType.TRY_CANCEL
 PUSH_TIMEOUT = timedelta(seconds=10)
 ONCE = RetryPolicy(maximum_attempts=1)
 LOCAL_STEP_TIMEOUT = timedelta(minutes=10)

@@ -91,6 +91,7 @@ with workflow.unsafe.imports_passed_through():
         LOCAL_STEP_TIMEOUT,
         RENDER_HEARTBEAT_TIMEOUT,
         RENDER_RETRY,
+        TRY_CANCEL,
         WAIT,
         local_step,
         push_missed_again,
@@ -390,31 +391,10 @@ class VariationJob:
             threads=job.threads,
         )
         summary = "confine paths, create the job directory, probe the inputs"
-        preparing: Awaitable[PreparedJob]
-        if self._local_edges:
-            preparing = local_step(
-                workflow.start_local_activity_method(
-                    JobActivities.prepare,
-                    request,
-                    start_to_close_timeout=LOCAL_STEP_TIMEOUT,
-                    retry_policy=IO_RETRY,
-                    cancellation_type=WAIT,
-                    summary=summary,
-                ),
-                names.PREPARE,
-            )
-        else:
-            preparing = workflow.start_activity_method(
-                JobActivities.prepare,
-                request,
-                start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,
-                retry_policy=IO_RETRY,
-                cancellation_type=WAIT,
-                priority=self._priority,
-                summary=summary,
-            )
-        return await run_to_end_in_workflow(preparing, self._note_cancel)
+        prepared: PreparedJob = await self._edge_step(
+            JobActivities.prepare, request, names.PREPARE, summary, WAIT
+        )
+        return prepared
 
     async def _end(
         self,
@@ -797,30 +777,47 @@ class VariationJob:
     async def _clean_up(self, request: CleanupRequest) -> JobResult:
         """Run cleanup to its end; a cancel that arrives meanwhile does not interrupt it."""
         summary = f"cleanup and manifest ({request.state})"
-        cleaning: Awaitable[JobResult]
+        result: JobResult = await self._edge_step(
+            JobActivities.clean_up, request, names.FINISH, summary, TRY_CANCEL
+        )
+        return result
+
+    async def _edge_step(
+        self,
+        method: Callable[..., Awaitable[Any]],
+        request: Any,
+        activity_type: str,
+        summary: str,
+        cancellation_type: workflow.ActivityCancellationType,
+    ) -> Any:
+        """Run prepare or cleanup to its end although a cancel arrives: a local activity in
+        runs with patch "local-edges" (its failure raised as an activity's, `local_step`), an
+        activity on the job's queue in runs recorded before it."""
+        step: Awaitable[Any]
         if self._local_edges:
-            cleaning = local_step(
+            step = local_step(
                 workflow.start_local_activity_method(
-                    JobActivities.clean_up,
+                    method,
                     request,
                     start_to_close_timeout=LOCAL_STEP_TIMEOUT,
                     retry_policy=IO_RETRY,
-                    cancellation_type=WAIT,
+                    cancellation_type=cancellation_type,
                     summary=summary,
                 ),
-                names.FINISH,
+                activity_type,
             )
         else:
-            cleaning = workflow.start_activity_method(
-                JobActivities.clean_up,
+            step = workflow.start_activity_method(
+                method,
                 request,
                 start_to_close_timeout=timedelta(minutes=10),
                 heartbeat_timeout=LIGHT_HEARTBEAT_TIMEOUT,
                 retry_policy=IO_RETRY,
+                cancellation_type=cancellation_type,
                 priority=self._priority,
                 summary=summary,
             )
-        return await run_to_end_in_workflow(cleaning, self._note_cancel)
+        return await run_to_end_in_workflow(step, self._note_cancel)
 
     def _note_cancel(self) -> None:
         """A cancel reached a step that runs to its end: note it in the task that received
