@@ -30,18 +30,19 @@ from varia import names
 NAME = "cancel"
 SWEEP: dict[str, dict[str, str]] = {
     "stop stages 2 s (graceful, as a shutdown)": {"VARIA_CANCEL_STAGE_TIMEOUT": "2.0"},
-    "stop stages 0.25 s": {"VARIA_CANCEL_STAGE_TIMEOUT": "0.25"},
+    "stop stages 0.1 s (the default until 2026-12-01)": {"VARIA_CANCEL_STAGE_TIMEOUT": "0.1"},
     "no push, heartbeats 0.2 s": {"VARIA_PUSH_CANCEL": "false", "BENCH_HEARTBEAT_CAP_S": "0.2"},
 }
 """Worker settings tried after the main trials (which use the worker's own defaults: pushed
-cancels, `VARIA_CANCEL_STAGE_TIMEOUT` 0.1 s, a 0.25 s stats period, 2 s heartbeats)."""
+cancels, `VARIA_CANCEL_STAGE_TIMEOUT` 0.05 s, a 0.25 s stats period, 5 s heartbeats)."""
 EXITED_P50, EXITED_MAX, CLOSED_P50 = 0.35, 1.0, 0.6
 TARGET_CANCELS = 20
 """Cancels behind each set of target rows (every slot busy; worker idle): a max over fewer says
 little."""
 SWEEP_CANCELS = 4
 """Cancels per sweep setting: those rows only compare settings, whose p50s differ by far more
-than the spread of 4 cancels (stop stages 2 s: about 1.1 s; 0.25 s or no push: about 0.55 s)."""
+than the spread of 4 cancels (stop stages 2 s: about 1.1 s; no push: about 0.9 s), except 0.1 s
+stages, about 0.1 s slower than the default: a rough check beside the target rows."""
 
 
 async def measure_cancel(

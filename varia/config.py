@@ -134,7 +134,7 @@ class Settings(BaseSettings):
         2.0, "VARIA_STOP_STAGE_TIMEOUT", "Seconds each stop stage waits.", gt=0
     )
     cancel_stage_timeout_s: float = setting(
-        0.1,
+        0.05,
         "VARIA_CANCEL_STAGE_TIMEOUT",
         "Seconds the `q` and SIGTERM stages wait when a cancel or pause stops a render "
         "(its partial output is deleted: no flush worth waiting for).",
