@@ -10,7 +10,7 @@ import signal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from varia import errors
+from varia import errors, jobdir
 from varia.ffmpeg.runner import FfmpegOutcome
 from varia.workflow_calls import IO_RETRY, RENDER_RETRY
 
@@ -73,3 +73,18 @@ def test_writes_no_retry_fixes_are_no_space_and_not_retried() -> None:
     quota = FfmpegOutcome(1, "av_interleaved_write_frame(): Disk quota exceeded")
     failure = errors.ffmpeg_failure(quota, "in.mp4 variation 0")
     assert failure is not None and failure.type == errors.NO_SPACE
+
+
+def test_only_a_job_directory_gone_halts_the_job() -> None:
+    """Every render of a job meets a deleted job directory alike, so its failure carries
+    `HALTS_JOB` (the workflow starts no more renders); a name taken in the directory, or an
+    `output_dir` refused at prepare, concern that one render or step only."""
+    gone = errors.confinement_failure(jobdir.JobDirGone("the job directory '/o/j' was deleted"))
+    assert (gone.type, gone.non_retryable, gone.details) == (
+        errors.OUTPUT_DIR_UNUSABLE,
+        True,
+        (errors.HALTS_JOB,),
+    )
+    for other in (jobdir.NameTaken("a directory sits at x.mp4"), jobdir.OutputDirUnusable("no")):
+        failure = errors.confinement_failure(other)
+        assert failure.type == errors.OUTPUT_DIR_UNUSABLE and failure.details == ()

@@ -1,7 +1,8 @@
 """A job directory deleted while its job runs (`rm -rf <output_dir>/<job id>`): the renders
 running stop FFmpeg, those waiting for their slot's turn fail at once instead of waiting for a
 turn nobody can record any more (they waited forever: found by review), none is retried, no
-FFmpeg starts, and cleanup says the directory is gone; the job fails in those words. Real dev
+FFmpeg starts, no further render is scheduled (each failed alike: found by review; patch
+"refuse-alike"), and cleanup says the directory is gone; the job fails in those words. Real dev
 server, real (paced) FFmpeg on a tiny clip.
 """
 
@@ -47,13 +48,13 @@ async def test_a_job_whose_directory_is_deleted_fails_at_once_naming_it(
     script, log = span_logging_ffmpeg(tmp_path, str(paced_ffmpeg(tmp_path)))
     job_dir = out_dir / job_id
     request = JobRequest(
-        inputs=[str(clip)], variations=4, output_dir=str(out_dir), concurrency=2, threads=1
+        inputs=[str(clip)], variations=6, output_dir=str(out_dir), concurrency=2, threads=1
     )
     worker = settings.model_copy(update={"ffmpeg": str(script), "max_concurrent_renders": 4})
     async with build_worker(client, worker):
         handle = await start_job(client, settings.task_queue, job_id, request)
 
-        async def two_wait() -> bool:  # all 4 taken by the worker, 2 of them running FFmpeg
+        async def two_wait() -> bool:  # 4 (2 per slot) taken by the worker, 2 running FFmpeg
             pending = (await handle.describe()).raw_description.pending_activities
             started = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
             renders = [p for p in pending if p.activity_type.name == names.RENDER]
@@ -76,6 +77,7 @@ async def test_a_job_whose_directory_is_deleted_fails_at_once_naming_it(
     assert gone in cause.message and "no manifest" in cause.message, cause.message
     assert status.errors and gone in status.errors[0], status.errors
     assert (progress.state, progress.completed, progress.failed) == ("failed", 0, 4)
+    assert "4 of 6 variations failed" in cause.message, cause.message
     assert all(gone in error for error in progress.errors), progress.errors
     assert took < 20, f"the job took {took:.1f}s to end after its directory was deleted"
     history = await handle.fetch_history()
@@ -85,6 +87,12 @@ async def test_a_job_whose_directory_is_deleted_fails_at_once_naming_it(
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
     ]
     assert attempts and set(attempts) == {1}, f"retried: attempts {attempts}"
+    scheduled = [
+        event.activity_task_scheduled_event_attributes.activity_id
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert len(scheduled) == 4, f"renders scheduled after the directory was found gone: {scheduled}"
     assert len(_ffmpeg_started(log)) == 2, "the waiting renders started no FFmpeg"
     assert processes_mentioning(str(job_dir)) == []
     assert list(out_dir.iterdir()) == [], "nothing made again, nothing written beside it"

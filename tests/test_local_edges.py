@@ -64,7 +64,7 @@ async def test_prepare_and_cleanup_run_inside_the_workflow_tasks_around_the_rend
     # the task that cleaned up closed the job: no workflow task after the finish marker
     assert TASK_SCHEDULED not in kinds[local[names.FINISH] :]
     assert kinds[-1] == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
-    assert _patch_ids(events) == [names.LOCAL_EDGES_PATCH]  # it stands for the older ones
+    assert _patch_ids(events) == [names.UMBRELLA_PATCHES[0]]  # the newest stands for the rest
 
 
 async def _fails(err: BaseException) -> Any:

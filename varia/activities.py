@@ -50,7 +50,7 @@ from varia.render_output import (
     keep_if_whole,
     workflow_gone,
 )
-from varia.render_turn import ffmpeg_turn
+from varia.render_turn import ffmpeg_turn, refuse_if_input_changed
 from varia.search_attributes import SEARCH_ATTRIBUTE_NAMES, registered_search_attributes
 from varia.validation import RequestError, check_threads, check_total
 
@@ -168,13 +168,7 @@ class JobActivities:
         await _stop_previous_attempt(temp, self.settings.stop_stage_timeout_s)
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
-        try:
-            media.check_unchanged(task.media)
-        except media.MediaError as err:
-            reason = str(err).removeprefix(f"input {task.media.path!r} ")  # named once, below
-            raise errors.bad_input(
-                f"{task.media.path} variation {task.variation}: {reason}"
-            ) from None
+        refuse_if_input_changed(task)  # again when its turn comes (`ffmpeg_turn`)
         if task.bounds is not None:  # which attempt made an output already there is unknown
             with contextlib.suppress(FileNotFoundError):
                 final.unlink()

@@ -59,6 +59,10 @@ UPDATE_REFUSED = "UpdateRefused"
 """A `pause`, `resume` or `drain` the job cannot take in its state (the message says why);
 the job is unchanged, and asking again in the same state is refused again."""
 
+HALTS_JOB = "halts-job"
+"""The detail of a render's failure that every other render of the job would meet alike (its
+job directory is gone): the job starts no more renders (patch "refuse-alike")."""
+
 NON_RETRYABLE_TYPES = (BAD_INPUT, NO_SPACE, BAD_REQUEST, OUTPUT_DIR_UNUSABLE, LEDGER_CORRUPT)
 """The types the activities' retry policies never retry."""
 PREPARE_REFUSALS = (BAD_REQUEST, OUTPUT_DIR_UNUSABLE)
@@ -81,7 +85,7 @@ def bad_input(message: str, *details: object) -> ApplicationError:
 
 def confinement_failure(err: ConfinementError) -> ApplicationError:
     """The non-retryable error for a refused path or job directory, typed by its class."""
-    from varia.jobdir import JobDirTaken, NameTaken, OutputDirUnusable, PathTooLong
+    from varia.jobdir import JobDirGone, JobDirTaken, NameTaken, OutputDirUnusable, PathTooLong
 
     if isinstance(err, JobDirTaken | PathTooLong):
         kind = BAD_REQUEST
@@ -89,7 +93,8 @@ def confinement_failure(err: ConfinementError) -> ApplicationError:
         kind = OUTPUT_DIR_UNUSABLE
     else:
         kind = BAD_INPUT
-    return ApplicationError(str(err), type=kind, non_retryable=True)
+    details = (HALTS_JOB,) if isinstance(err, JobDirGone) else ()
+    return ApplicationError(str(err), *details, type=kind, non_retryable=True)
 
 
 def ledger_corrupt(err: Exception) -> ApplicationError:
@@ -183,6 +188,12 @@ def error_type(err: ActivityError) -> str | None:
     """The type the activity gave its failure (None for timeouts, cancels and the like)."""
     cause = err.cause
     return cause.type if isinstance(cause, ApplicationError) else None
+
+
+def halts_job(err: ActivityError) -> bool:
+    """Whether a render's failure would meet every other render of the job alike (`HALTS_JOB`)."""
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and HALTS_JOB in cause.details
 
 
 def counts_as_stopped(err: ActivityError, cancelling: bool) -> bool:

@@ -35,7 +35,8 @@ JANITOR = "varia.janitor"
 DEFAULT_SEED_PATCH = "default-seed"
 UPSERT_PACE_PATCH = "upsert-pace"
 LOCAL_EDGES_PATCH = "local-edges"
-UMBRELLA_PATCHES = (LOCAL_EDGES_PATCH, UPSERT_PACE_PATCH)
+REFUSE_ALIKE_PATCH = "refuse-alike"
+UMBRELLA_PATCHES = (REFUSE_ALIKE_PATCH, LOCAL_EDGES_PATCH, UPSERT_PACE_PATCH)
 """Patches that stand for every patch before them, newest first: a run that recorded one took
 every earlier patch's path without recording its marker (`VariationJob._patched`)."""
 

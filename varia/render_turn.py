@@ -5,7 +5,8 @@ A render that waits for its turn heartbeats every `WAITING_BEAT_S` (`waiting_for
 operator sees; a pushed cancel finds it by its worker identity from the start) and stops
 waiting on a pushed stop, a cancel or a worker shutdown, as a running render stops its FFmpeg
 on them. A job directory that is gone by the time FFmpeg would start fails the render with
-`JobDirGone` instead: FFmpeg never starts for a job that can keep nothing.
+`JobDirGone` instead: FFmpeg never starts for a job that can keep nothing. Nor for an input
+that changed while the render waited (`BadInput`): it would render a file the job never probed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from varia import errors, metrics
+from varia import errors, media, metrics
 from varia.job_slots import JobSlots, Release
 from varia.jobdir import job_dir_gone
 from varia.models import RenderHeartbeat, RenderTask
@@ -29,6 +30,16 @@ from varia.render_output import cleanup_follows, workflow_gone
 
 WAITING_BEAT_S = 3.0
 """Heartbeats of a waiting render: well inside the render heartbeat timeout (10 s)."""
+
+
+def refuse_if_input_changed(task: RenderTask) -> None:
+    """Fail the render (`BadInput`, not retried) if its input is no longer the file the job
+    probed (`media.check_unchanged`)."""
+    try:
+        media.check_unchanged(task.media)
+    except media.MediaError as err:
+        reason = str(err).removeprefix(f"input {task.media.path!r} ")  # named once, below
+        raise errors.bad_input(f"{task.media.path} variation {task.variation}: {reason}") from None
 
 
 @contextlib.asynccontextmanager
@@ -68,6 +79,7 @@ async def ffmpeg_turn(
         async with capacity.ffmpeg_permit():
             if (gone := job_dir_gone(Path(task.job_dir))) is not None:
                 raise gone
+            refuse_if_input_changed(task)
             yield
     finally:
         if release_slot is not None:

@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         cause_message,
         counts_as_stopped,
         error_type,
+        halts_job,
         job_dir_from_failure,
         own_message,
     )
@@ -141,6 +142,13 @@ it up, two workflow tasks and two activity tasks fewer per job (its head and tai
 round trip to the server). A worker that dies mid-step is noticed when its workflow task times
 out, and the step runs again on another worker (both are idempotent, as for a retry). It also
 stands for every patch before it (`VariationJob._patched`)."""
+REFUSE_ALIKE_PATCH = names.REFUSE_ALIKE_PATCH
+"""Runs recorded before it went on starting renders that were bound to fail as one before them
+had: each variation of an input that changed since the probe failed on its own (a render, a
+failure, an error line each), and every render of a job whose directory was deleted. Newer runs
+start none of an input's other variations once a render refused it (`BadInput`; they count as
+failed, said once) and no more renders once one found the job directory gone
+(`errors.HALTS_JOB`). It also stands for every patch before it (`VariationJob._patched`)."""
 UPSERT_GAP_S = 2.0
 """Seconds of a job's time between two progress upserts at least (patch "upsert-pace")."""
 CLEANUP_FAILURE_PATCH = "cleanup-failure"
@@ -177,6 +185,8 @@ class VariationJob:
         self._upserted_at: float | None = None  # when it was (workflow time)
         self._paced = False  # patch "upsert-pace": progress upserts `UPSERT_GAP_S` apart
         self._local_edges = False  # patch "local-edges": prepare and cleanup run locally
+        self._refuse_alike = False  # patch "refuse-alike": see `_refuse_alike_of`
+        self._refused_inputs: dict[int, str] = {}  # input index -> its path, refused by a render
         self._pace: tuple[float, float] | None = None  # (percent, time) the ETA is measured from
         self._result: JobResult | None = None
         self._paused = False
@@ -298,7 +308,8 @@ class VariationJob:
         """
         self._job_id = workflow.info().workflow_id
         # first, newest first: `_patched` reads them, and a new run records one marker
-        self._local_edges = workflow.patched(LOCAL_EDGES_PATCH)
+        self._refuse_alike = workflow.patched(REFUSE_ALIKE_PATCH)
+        self._local_edges = self._refuse_alike or workflow.patched(LOCAL_EDGES_PATCH)
         self._paced = self._local_edges or workflow.patched(UPSERT_PACE_PATCH)
         try:
             strict = self._patched(STRICT_REQUEST_PATCH)
@@ -515,6 +526,7 @@ class VariationJob:
         dropped: list[asyncio.Task[RenderResult]] = []  # cancelled by a drain (render-ahead)
         try:
             while True:
+                next_index = self._skip_refused(next_index)
                 while (
                     (self._redo or next_index < chunk_end)
                     and len(running) < in_flight
@@ -686,6 +698,8 @@ class VariationJob:
                 outcome = "failed"
                 self._failed += 1
                 self._halted = self._halted or error_type(err) == NO_SPACE
+                if self._refuse_alike:
+                    self._refuse_alike_of(err, task)
                 label, message = f"{task.media.path} variation {task.variation}", cause_message(err)
                 self._remember_error(
                     message if f"{label}:" in message else f"{label}: {message}"
@@ -698,6 +712,39 @@ class VariationJob:
             self._upsert_search_attributes()
         self._update_details()
         return outcome
+
+    def _refuse_alike_of(self, err: ActivityError, task: RenderTask) -> None:
+        """A failed render that every render like it would meet alike stops them from being
+        started (patch "refuse-alike"): its job directory gone, the job's; its input refused
+        (`BadInput`: changed or gone since the probe), that input's (`_skip_refused`)."""
+        if halts_job(err):
+            self._halted = True
+        elif error_type(err) == BAD_INPUT:
+            self._refused_inputs.setdefault(task.input_index, task.media.path)
+
+    def _skip_refused(self, next_index: int) -> int:
+        """Count the variations not started of each refused input as failed, said once per
+        input, and drop them; returns the next index to start (past them)."""
+        if not self._refused_inputs:
+            return next_index
+        skipped: dict[int, int] = {}
+        for index in self._redo:  # stopped by a pause, not started again yet
+            if (input_index := index // self._variations) in self._refused_inputs:
+                skipped[input_index] = skipped.get(input_index, 0) + 1
+        self._redo = [i for i in self._redo if i // self._variations not in self._refused_inputs]
+        while (input_index := next_index // self._variations) in self._refused_inputs:
+            end = (input_index + 1) * self._variations  # its first variation after them
+            skipped[input_index] = skipped.get(input_index, 0) + end - next_index
+            next_index = end
+        for input_index, count in sorted(skipped.items()):
+            self._failed += count
+            self._remember_error(
+                f"{self._refused_inputs[input_index]}: {count} more variation(s) not started: "
+                "a render refused this input (above), and each of them would be refused alike"
+            )
+        if skipped:
+            self._update_details()
+        return next_index
 
     def _percent_upsert_due(self) -> bool:
         """Whether a finished render moves the search attributes: always in runs recorded before

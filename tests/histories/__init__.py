@@ -24,6 +24,7 @@ PATHS = (
     "refused-request",
     "cancelled-before-start",
     "job-dir-deleted",
+    "input-changed",
 )
 """The paths through `VariationJob` that must keep replaying."""
 

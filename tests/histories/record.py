@@ -364,6 +364,26 @@ async def job_dir_deleted(lab: Lab) -> list[WorkflowHistory]:
     return await _chain(lab.client, handle)
 
 
+async def input_changed(lab: Lab) -> list[WorkflowHistory]:
+    """The input is touched while its first of three variations runs (concurrency 1): the
+    second, waiting for its turn, is refused (`BadInput`), the third is not started (patch
+    "refuse-alike"), the first is kept, and the job fails."""
+    queue = _queue()
+    clip = lab.root / "clip-touched.mp4"
+    shutil.copyfile(lab.clip, clip)
+    request = lab.request(3, concurrency=1, threads=1) | {"inputs": [str(clip)]}
+    settings = lab.settings(queue, VARIA_FFMPEG=str(paced_ffmpeg(lab.root)))
+    async with build_worker(lab.client, settings):
+        handle = await lab.start("input-changed", queue, request)
+        await _rendering(lab.client, handle.id)
+        stat = clip.stat()
+        os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        assert await _closed(handle) == WorkflowExecutionStatus.FAILED
+        progress = await _progress(handle)
+        assert (progress["completed"], progress["failed"]) == (1, 2), progress
+    return await _chain(lab.client, handle)
+
+
 RECORDERS: dict[str, Callable[[Lab], Awaitable[list[WorkflowHistory]]]] = {
     "completed": completed,
     "cancelled-mid-render": cancelled_mid_render,
@@ -377,6 +397,7 @@ RECORDERS: dict[str, Callable[[Lab], Awaitable[list[WorkflowHistory]]]] = {
     "refused-request": refused_request,
     "cancelled-before-start": cancelled_before_start,
     "job-dir-deleted": job_dir_deleted,
+    "input-changed": input_changed,
 }
 assert tuple(RECORDERS) == PATHS
 
